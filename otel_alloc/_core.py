@@ -1,0 +1,193 @@
+"""The only module that touches the compiled tracker (``ffi`` / ``lib``).
+
+Everything else in the package calls these thin, typed wrappers, so the C
+interface stays in one place and the rest of the code is plain Python.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from otel_alloc._tracker import ffi, lib
+from otel_alloc.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+
+MODE_NONE: int = lib.OA_MODE_NONE
+MODE_COUNTS: int = lib.OA_MODE_COUNTS
+MODE_LIVE: int = lib.OA_MODE_LIVE
+
+DOMAIN_RAW: int = lib.OA_DOMAIN_RAW
+DOMAIN_MEM: int = lib.OA_DOMAIN_MEM
+DOMAIN_OBJ: int = lib.OA_DOMAIN_OBJ
+
+GROUP_NONE: int = lib.OA_GROUP_NONE
+GROUP_OVERFLOW: int = lib.OA_GROUP_OVERFLOW
+
+OK: int = lib.OA_OK
+ALREADY: int = lib.OA_ALREADY
+ERR_MODE_CONFLICT: int = lib.OA_ERR_MODE_CONFLICT
+ERR_FREE_THREADED: int = lib.OA_ERR_FREE_THREADED
+ERR_NOMEM: int = lib.OA_ERR_NOMEM
+ERR_NOT_INSTALLED: int = lib.OA_ERR_NOT_INSTALLED
+ERR_BAD_ARGUMENT: int = lib.OA_ERR_BAD_ARGUMENT
+ERR_STALE_GROUP: int = lib.OA_ERR_STALE_GROUP
+
+HOOK_IN_CHAIN: int = lib.OA_HOOK_IN_CHAIN
+HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
+
+
+def _stats(c: Any) -> Stats:
+    return Stats(
+        alloc_bytes=c.alloc_bytes,
+        alloc_count=c.alloc_count,
+        freed_bytes=c.freed_bytes,
+        freed_count=c.freed_count,
+        live_bytes=c.live_bytes,
+        live_count=c.live_count,
+        peak_bytes=c.peak_bytes,
+    )
+
+
+def _thread(c: Any) -> ThreadStats:
+    return ThreadStats(native_id=c.native_id, alive=bool(c.alive), stats=_stats(c.stats))
+
+
+def install(mode: int, max_groups: int, threshold: int, event_capacity: int) -> int:
+    return int(lib.oa_install(mode, max_groups, threshold, event_capacity))
+
+
+def uninstall() -> int:
+    return int(lib.oa_uninstall())
+
+
+def mode() -> int:
+    return int(lib.oa_mode())
+
+
+def hook_status() -> int:
+    return int(lib.oa_hook_status())
+
+
+def set_enabled(enabled: bool) -> int:
+    return int(lib.oa_set_enabled(1 if enabled else 0))
+
+
+def is_enabled() -> bool:
+    return bool(lib.oa_is_enabled())
+
+
+def free_threaded_build() -> bool:
+    return bool(lib.oa_free_threaded_build())
+
+
+def set_threshold(threshold: int) -> None:
+    lib.oa_set_threshold(threshold)
+
+
+def set_context_var(var: ContextVar[int]) -> int:
+    # The C side needs the PyObject* of the ContextVar: in CPython id() is that
+    # address, and the variable is kept alive by the module that owns it (and
+    # by a strong reference the tracker takes).
+    return int(lib.oa_set_context_var(ffi.cast("void *", id(var))))
+
+
+def set_thread_group(gid: int) -> None:
+    lib.oa_set_thread_group(gid)
+
+
+def thread_group() -> int:
+    return int(lib.oa_thread_group())
+
+
+def group_new() -> int:
+    return int(lib.oa_group_new())
+
+
+def group_close(gid: int) -> int:
+    return int(lib.oa_group_close(gid))
+
+
+def group_release(gid: int) -> int:
+    return int(lib.oa_group_release(gid))
+
+
+def group_stats(gid: int) -> Stats | None:
+    out = ffi.new("oa_stats *")
+    if lib.oa_group_stats(gid, out) != lib.OA_OK:
+        return None
+    return _stats(out)
+
+
+def process_stats() -> Stats:
+    out = ffi.new("oa_stats *")
+    lib.oa_process_stats(out)
+    return _stats(out)
+
+
+def domain_stats(domain: int) -> Stats:
+    out = ffi.new("oa_stats *")
+    lib.oa_domain_stats(domain, out)
+    return _stats(out)
+
+
+def threads_stats(max_threads: int = 4096) -> list[ThreadStats]:
+    out = ffi.new("oa_thread_stats[]", max_threads)
+    n = lib.oa_threads_stats(out, max_threads)
+    return [_thread(out[i]) for i in range(n)]
+
+
+def current_thread_stats() -> ThreadStats:
+    out = ffi.new("oa_thread_stats *")
+    lib.oa_current_thread_stats(out)
+    return _thread(out)
+
+
+def reset_peaks() -> None:
+    lib.oa_reset_peaks()
+
+
+def memory_usage() -> MemoryUsage:
+    out = ffi.new("oa_memory *")
+    lib.oa_memory_usage(out)
+    return MemoryUsage(
+        total_bytes=out.total_bytes,
+        table_bytes=out.table_bytes,
+        table_capacity=out.table_capacity,
+        live_blocks=out.live_blocks,
+        group_table_bytes=out.group_table_bytes,
+        thread_bytes=out.thread_bytes,
+        event_bytes=out.event_bytes,
+        sampler_bytes=out.sampler_bytes,
+    )
+
+
+def counters() -> Counters:
+    out = ffi.new("oa_counters *")
+    lib.oa_counters_get(out)
+    return Counters(
+        groups_open=out.groups_open,
+        groups_capacity=out.groups_capacity,
+        groups_dropped=out.groups_dropped,
+        events_dropped=out.events_dropped,
+        untracked_frees=out.untracked_frees,
+        tracking_failures=out.tracking_failures,
+        replaced_blocks=out.replaced_blocks,
+        released_group_free_bytes=out.released_group_free_bytes,
+        threads_dropped=out.threads_dropped,
+        stale_group_allocs=out.stale_group_allocs,
+    )
+
+
+def drain_events(max_events: int = 1024) -> list[AllocEvent]:
+    out = ffi.new("oa_event[]", max_events)
+    n = lib.oa_drain_events(out, max_events)
+    return [
+        AllocEvent(
+            timestamp_ns=out[i].timestamp_ns,
+            size=out[i].size,
+            group=out[i].group,
+            native_thread_id=out[i].native_id,
+            domain=out[i].domain,
+        )
+        for i in range(n)
+    ]

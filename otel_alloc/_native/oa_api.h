@@ -1,0 +1,119 @@
+/*
+ * Public interface of the otel_alloc native tracker.
+ *
+ * This header is read twice: by the C compiler (through tracker.c and the cffi
+ * generated module) and by cffi's cdef parser, so it must stay plain C
+ * declarations: no includes, no include guards, no function-like macros.
+ */
+
+/* Install modes. */
+#define OA_MODE_NONE 0
+#define OA_MODE_COUNTS 1
+#define OA_MODE_LIVE 2
+
+/* Allocator domains, same values as PyMemAllocatorDomain. */
+#define OA_DOMAIN_RAW 0
+#define OA_DOMAIN_MEM 1
+#define OA_DOMAIN_OBJ 2
+
+/* Result codes. */
+#define OA_OK 0
+#define OA_ALREADY 1
+#define OA_ERR_MODE_CONFLICT -1
+#define OA_ERR_FREE_THREADED -2
+#define OA_ERR_NOMEM -3
+#define OA_ERR_NOT_INSTALLED -4
+#define OA_ERR_BAD_ARGUMENT -5
+#define OA_ERR_STALE_GROUP -6
+
+/* Reserved group ids. */
+#define OA_GROUP_NONE 0
+#define OA_GROUP_OVERFLOW 1
+
+/* Hook status bits (oa_hook_status): bit d = hook of domain d is in the chain,
+   bit 8+d = hook of domain d is the outermost allocator. */
+#define OA_HOOK_IN_CHAIN 1
+#define OA_HOOK_ON_TOP 256
+
+typedef struct {
+    uint64_t alloc_bytes;
+    uint64_t alloc_count;
+    uint64_t freed_bytes;
+    uint64_t freed_count;
+    int64_t live_bytes;
+    int64_t live_count;
+    int64_t peak_bytes;
+} oa_stats;
+
+typedef struct {
+    uint64_t native_id;
+    int alive;
+    oa_stats stats;
+} oa_thread_stats;
+
+typedef struct {
+    uint64_t total_bytes;
+    uint64_t table_bytes;
+    uint64_t table_capacity;
+    uint64_t live_blocks;
+    uint64_t group_table_bytes;
+    uint64_t thread_bytes;
+    uint64_t event_bytes;
+    uint64_t sampler_bytes;
+} oa_memory;
+
+typedef struct {
+    uint64_t groups_open;
+    uint64_t groups_capacity;
+    uint64_t groups_dropped;
+    uint64_t events_dropped;
+    uint64_t untracked_frees;
+    uint64_t tracking_failures;
+    uint64_t replaced_blocks;
+    uint64_t released_group_free_bytes;
+    uint64_t threads_dropped;
+    uint64_t stale_group_allocs;
+} oa_counters;
+
+typedef struct {
+    uint64_t timestamp_ns;
+    uint64_t size;
+    uint64_t group;
+    uint64_t native_id;
+    int domain;
+} oa_event;
+
+/* Lifecycle. */
+int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event_capacity);
+int oa_uninstall(void);
+int oa_mode(void);
+int oa_hook_status(void);
+int oa_set_enabled(int enabled);
+int oa_is_enabled(void);
+int oa_free_threaded_build(void);
+void oa_set_threshold(uint64_t threshold);
+
+/* Attribution: the context variable (a contextvars.ContextVar holding an int
+   group id, passed as its address) that MEM/OBJ hooks read to find the group
+   of the running context. */
+int oa_set_context_var(void *contextvar);
+void oa_set_thread_group(uint64_t group);
+uint64_t oa_thread_group(void);
+
+/* Groups. */
+uint64_t oa_group_new(void);
+int oa_group_close(uint64_t group);
+int oa_group_release(uint64_t group);
+int oa_group_stats(uint64_t group, oa_stats *out);
+
+/* Process, domain and thread figures. */
+void oa_process_stats(oa_stats *out);
+int oa_domain_stats(int domain, oa_stats *out);
+int oa_threads_stats(oa_thread_stats *out, int max_threads);
+int oa_current_thread_stats(oa_thread_stats *out);
+void oa_reset_peaks(void);
+void oa_memory_usage(oa_memory *out);
+void oa_counters_get(oa_counters *out);
+
+/* Large-allocation events, drained by Python. */
+int oa_drain_events(oa_event *out, int max_events);

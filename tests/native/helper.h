@@ -1,0 +1,8 @@
+uintptr_t h_malloc(int domain, size_t size);
+uintptr_t h_calloc(int domain, size_t n, size_t size);
+uintptr_t h_realloc(int domain, uintptr_t ptr, size_t size);
+void h_free(int domain, uintptr_t ptr);
+int h_alloc_many(int domain, size_t size, int n, uintptr_t *out);
+void h_free_many(int domain, uintptr_t *ptrs, int n);
+int h_realloc_chain(int domain, const size_t *sizes, int n, uintptr_t *out);
+int h_calloc_many(int domain, size_t nelem, size_t elsize, int count, uintptr_t *out);

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import otel_alloc
+from tests.native.build import build_helper
+
+RAW, MEM, OBJ = 0, 1, 2
+DOMAINS = {"raw": RAW, "mem": MEM, "obj": OBJ}
+
+
+@dataclass
+class Helper:
+    """Exact-size allocations in a chosen domain, made in C."""
+
+    module: ModuleType
+
+    @property
+    def ffi(self) -> Any:
+        return self.module.ffi
+
+    def malloc(self, domain: int, size: int) -> int:
+        return int(self.module.lib.h_malloc(domain, size))
+
+    def calloc(self, domain: int, n: int, size: int) -> int:
+        return int(self.module.lib.h_calloc(domain, n, size))
+
+    def realloc(self, domain: int, ptr: int, size: int) -> int:
+        return int(self.module.lib.h_realloc(domain, ptr, size))
+
+    def free(self, domain: int, ptr: int) -> None:
+        self.module.lib.h_free(domain, ptr)
+
+    def alloc_many(self, domain: int, size: int, n: int, keep: bool = False) -> Any:
+        out = self.ffi.new("uintptr_t[]", n) if keep else self.ffi.NULL
+        failed = self.module.lib.h_alloc_many(domain, size, n, out)
+        assert failed == 0
+        return out if keep else None
+
+    def free_many(self, domain: int, ptrs: Any, n: int) -> None:
+        self.module.lib.h_free_many(domain, ptrs, n)
+
+
+@pytest.fixture(scope="session")
+def helper(tmp_path_factory: pytest.TempPathFactory) -> Helper:
+    return Helper(build_helper(tmp_path_factory.mktemp("native_helper")))
+
+
+@pytest.fixture
+def tracker_counts() -> Iterator[None]:
+    otel_alloc.install("counts")
+    try:
+        yield
+    finally:
+        otel_alloc.uninstall()
+
+
+@pytest.fixture
+def tracker_live() -> Iterator[None]:
+    otel_alloc.install("live")
+    try:
+        yield
+    finally:
+        otel_alloc.uninstall()
+
+
+@pytest.fixture(params=["counts", "live"])
+def tracker_any(request: pytest.FixtureRequest) -> Iterator[str]:
+    otel_alloc.install(request.param)
+    try:
+        yield request.param
+    finally:
+        otel_alloc.uninstall()
+
+
+def delta(after: otel_alloc.Stats, before: otel_alloc.Stats) -> otel_alloc.Stats:
+    """Field-wise difference of two Stats (peak excluded)."""
+    return otel_alloc.Stats(
+        alloc_bytes=after.alloc_bytes - before.alloc_bytes,
+        alloc_count=after.alloc_count - before.alloc_count,
+        freed_bytes=after.freed_bytes - before.freed_bytes,
+        freed_count=after.freed_count - before.freed_count,
+        live_bytes=after.live_bytes - before.live_bytes,
+        live_count=after.live_count - before.live_count,
+    )
+
+
+def charged(work: Any) -> otel_alloc.Stats:
+    """What ``work(True)`` charges to a group, minus what ``work(False)`` does.
+
+    Entering and leaving a group allocates a little (context variable
+    updates); running the same code path with and without the allocations
+    and subtracting leaves exactly the allocations under test.
+    """
+    work(False)  # warm caches (attribute lookups, cffi type cache) outside any group
+    base = otel_alloc.Group()
+    with base:
+        work(False)
+    # Snapshot at once: objects the group machinery left alive are freed
+    # later, under whatever group is current then, but still charged here.
+    base_stats = base.stats()
+    group = otel_alloc.Group()
+    with group:
+        work(True)
+    result = delta(group.stats(), base_stats)
+    base.release()
+    group.release()
+    return result

@@ -1,0 +1,158 @@
+"""Exact byte and allocation counts through every PyMem domain."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import otel_alloc
+from tests.unit.conftest import DOMAINS, OBJ, RAW, Helper, charged, delta
+
+# 511/512/513 straddle pymalloc's small-object limit: above it pymalloc hands
+# the block to the RAW domain, and it must still be counted once.
+SIZES = [1, 8, 100, 511, 512, 513, 4096, 1 << 20]
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+@pytest.mark.parametrize("size", SIZES)
+def test_malloc_exact_bytes_and_count(tracker_any: str, helper: Helper, domain: int,
+                                      size: int) -> None:
+    n = 50
+
+    def work(real: bool) -> None:
+        helper.alloc_many(domain, size, n if real else 0)
+
+    got = charged(work)
+    assert got.alloc_bytes == n * size
+    assert got.alloc_count == n
+    if tracker_any == "live":
+        assert got.freed_bytes == n * size
+        assert got.freed_count == n
+        assert got.live_bytes == 0
+        assert got.live_count == 0
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+def test_calloc_exact(tracker_any: str, helper: Helper, domain: int) -> None:
+    lib, ffi = helper.module.lib, helper.ffi
+    out = ffi.new("uintptr_t[]", 10)
+
+    def work(real: bool) -> None:
+        assert lib.h_calloc_many(domain, 7, 33, 10 if real else 0, out) == 0
+
+    got = charged(work)
+    assert got.alloc_bytes == 10 * 7 * 33
+    assert got.alloc_count == 10
+    if tracker_any == "live":
+        assert got.live_bytes == 10 * 7 * 33
+    helper.free_many(domain, out, 10)
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+@pytest.mark.parametrize("chain", [[100, 10_000, 10], [600, 300, 5000, 1 << 20, 8]])
+def test_realloc_grow_and_shrink(tracker_any: str, helper: Helper, domain: int,
+                                 chain: list[int]) -> None:
+    lib, ffi = helper.module.lib, helper.ffi
+    sizes = ffi.new("size_t[]", chain)
+    last = sizes + (len(chain) - 1)  # made here: a cdata pointer is an allocation
+    out = ffi.new("uintptr_t *")
+    kept: list[int] = []
+
+    def work(real: bool) -> None:
+        # Baseline: a single malloc of the final size, so both sides leave
+        # one block of the same size alive.
+        if real:
+            assert lib.h_realloc_chain(domain, sizes, len(chain), out) == 0
+        else:
+            assert lib.h_realloc_chain(domain, last, 1, out) == 0
+        kept.append(out[0])
+
+    got = charged(work)
+    # A realloc counts as an allocation of its new size and a free of the
+    # old block: the chain allocates sum(chain) in len(chain) allocations.
+    assert got.alloc_bytes == sum(chain) - chain[-1]
+    assert got.alloc_count == len(chain) - 1
+    if tracker_any == "live":
+        assert got.freed_bytes == sum(chain[:-1])
+        assert got.freed_count == len(chain) - 1
+        assert got.live_bytes == 0  # both sides keep one block of chain[-1] bytes
+    for p in kept:
+        helper.free(domain, p)
+
+
+def _free_elsewhere(helper: Helper, domain: int, n: int, size: int,
+                    in_thread: bool) -> otel_alloc.Stats:
+    """Allocate n blocks under one group, free them under another (or in
+    another thread); return what the owner was charged after its block."""
+    owner, other = otel_alloc.Group(), otel_alloc.Group()
+    with owner:
+        ptrs = helper.alloc_many(domain, size, n, keep=True)
+    snap = owner.stats()
+
+    def free() -> None:
+        with other:
+            helper.free_many(domain, ptrs, n)
+
+    if in_thread:
+        t = threading.Thread(target=free)
+        t.start()
+        t.join()
+    else:
+        free()
+    return delta(owner.stats(), snap)
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+@pytest.mark.parametrize("in_thread", [False, True], ids=["other-group", "other-thread"])
+def test_free_charged_to_allocating_group(tracker_live: None, helper: Helper, domain: int,
+                                          in_thread: bool) -> None:
+    n, size = 100, 300
+    _free_elsewhere(helper, domain, 0, size, in_thread)  # warm up
+    base = _free_elsewhere(helper, domain, 0, size, in_thread)
+    got = delta(_free_elsewhere(helper, domain, n, size, in_thread), base)
+    assert got.freed_bytes == n * size
+    assert got.freed_count == n
+    assert got.live_bytes == -n * size
+    assert got.alloc_count == 0
+
+
+def test_pymalloc_fallthrough_counted_once(tracker_counts: None, helper: Helper) -> None:
+    raw_before = otel_alloc.domain_stats("raw")
+    obj_before = otel_alloc.domain_stats("obj")
+    helper.alloc_many(OBJ, 100_000, 20)
+    raw_after = otel_alloc.domain_stats("raw")
+    obj_after = otel_alloc.domain_stats("obj")
+    assert obj_after.alloc_bytes - obj_before.alloc_bytes >= 20 * 100_000
+    # Any RAW traffic in between comes from the interpreter, not from the 2 MB
+    # that pymalloc handed down.
+    assert raw_after.alloc_bytes - raw_before.alloc_bytes < 100_000
+
+
+def test_process_totals_match_domains(tracker_live: None, helper: Helper) -> None:
+    helper.alloc_many(RAW, 1000, 10)
+    total = otel_alloc.process_stats()
+    parts = [otel_alloc.domain_stats(d) for d in ("raw", "mem", "obj")]
+    assert total.alloc_bytes >= sum(p.alloc_bytes for p in parts) - 10_000
+    assert total.alloc_count > 0
+
+
+def test_nested_groups_charge_innermost(tracker_counts: None, helper: Helper) -> None:
+    outer, inner = otel_alloc.Group(), otel_alloc.Group()
+    with outer:
+        o0 = outer.stats()
+        with inner:
+            helper.alloc_many(RAW, 5000, 10)
+        o1 = outer.stats()
+    assert inner.stats().alloc_bytes >= 50_000
+    assert o1.alloc_bytes - o0.alloc_bytes < 50_000
+
+
+def test_stats_are_typed(tracker_counts: None) -> None:
+    g = otel_alloc.Group()
+    with g:
+        _ = [bytes(10) for _ in range(10)]
+    s: Any = g.stats()
+    assert isinstance(s, otel_alloc.Stats)
+    assert s.alloc_count >= 10
