@@ -10,9 +10,9 @@
    of two (which lets the table grow by 1.5x). */
 static inline size_t home_of(uintptr_t key, size_t cap)
 {
+    /* Fibonacci hashing: the high bits of key * phi depend on every bit of
+       the key, and fastrange reads exactly those high bits. */
     uint64_t h = (uint64_t)key * UINT64_C(0x9E3779B97F4A7C15);
-    h ^= h >> 29;
-    h *= UINT64_C(0xBF58476D1CE4E5B9);
     return (size_t)(((unsigned __int128)h * cap) >> 64);
 }
 
@@ -46,7 +46,7 @@ size_t oa_ptable_bytes(const oa_ptable *t)
     return t->cap * sizeof(oa_entry) + t->capbig * sizeof(oa_big);
 }
 
-/* Place an entry known to be absent; the table has a free slot. */
+/* Place an entry known to be absent; the table has a free slot (resize). */
 static void place(oa_entry *slots, size_t cap, uintptr_t key, uint64_t meta)
 {
     size_t i = home_of(key, cap);
@@ -131,29 +131,40 @@ static uint64_t entry_size(oa_ptable *t, uintptr_t key, uint64_t meta)
 int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
                   uint64_t *old_size, uint64_t *old_meta)
 {
-    size_t at = find(t, key);
-    if (at != (size_t)-1) {
-        /* A block we never saw freed (freed behind our back, e.g. while the
-           hooks were out of the chain): hand its old figures back. */
-        *old_meta = t->slots[at].meta;
-        *old_size = entry_size(t, key, *old_meta);
-        if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
-            /* Cannot keep the exact size: drop the entry entirely. */
-            oa_ptable_pop(t, key, &size, &meta);
-            return -1;
-        }
-        t->slots[at].meta = meta;
-        return 1;
-    }
     if ((t->count + 1) * 4 > t->cap * 3) {
         if (resize(t, t->cap + t->cap / 2) != 0)
             return -1;
     }
-    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0)
+    /* One pass: stop at the key (a block we never saw freed, e.g. freed
+       while the hooks were out of the chain) or at the first empty slot. */
+    size_t i = home_of(key, t->cap);
+    for (;;) {
+        uintptr_t k = t->slots[i].key;
+        if (k == key || k == 0)
+            break;
+        if (++i == t->cap)
+            i = 0;
+    }
+    int replaced = t->slots[i].key == key;
+    if (replaced) {
+        *old_meta = t->slots[i].meta;
+        *old_size = entry_size(t, key, *old_meta);
+    }
+    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
+        if (replaced) {
+            /* Cannot keep the exact size: drop the entry entirely. */
+            uint64_t s, m;
+            t->slots[i].meta = 0; /* old big size already taken */
+            oa_ptable_pop(t, key, &s, &m);
+        }
         return -1;
-    place(t->slots, t->cap, key, meta);
-    t->count++;
-    return 0;
+    }
+    t->slots[i].meta = meta;
+    if (!replaced) {
+        t->slots[i].key = key;
+        t->count++;
+    }
+    return replaced;
 }
 
 int oa_ptable_pop(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)

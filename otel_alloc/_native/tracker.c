@@ -69,6 +69,15 @@ typedef struct {
     int no_record; /* thread exited, or the registry was full */
     uint64_t gid;  /* group resolved by the last MEM/OBJ hook, used by RAW */
     oa_thread *rec;
+    /* Cache of the last resolution: valid while the thread state, its context
+       object and its context version are unchanged. CPython bumps
+       context_ver whenever a context is entered or left (Context.run, asyncio
+       task steps); our own ContextVar.set calls are followed by
+       oa_set_thread_group, which drops the cache. */
+    int ctx_valid;
+    uint64_t ctx_ver;
+    uint64_t ctx_tsid;
+    void *ctx_obj;
 } oa_tls;
 
 static __thread oa_tls tls __attribute__((tls_model("initial-exec")));
@@ -305,6 +314,9 @@ static inline uint64_t resolve_gid(void)
     PyThreadState *ts = OA_TSTATE();
     if (ts == NULL)
         return tls.gid;
+    if (tls.ctx_valid && ts->context_ver == tls.ctx_ver && ts->context == tls.ctx_obj &&
+        (uint64_t)ts->id == tls.ctx_tsid)
+        return tls.gid;
     PyObject *val = NULL;
     if (PyContextVar_Get(var, NULL, &val) < 0) {
         /* Cannot happen for a real ContextVar; never leave an error set. */
@@ -319,6 +331,10 @@ static inline uint64_t resolve_gid(void)
         Py_DECREF(val);
     }
     tls.gid = gid;
+    tls.ctx_ver = ts->context_ver;
+    tls.ctx_obj = ts->context;
+    tls.ctx_tsid = (uint64_t)ts->id;
+    tls.ctx_valid = 1;
     return gid;
 }
 
@@ -711,6 +727,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
     zero_figures();
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
+    tls.ctx_valid = 0;
 
     for (int d = 0; d < 3; d++) {
         /* Still in the chain from an earlier install (left as a pass-through
@@ -815,6 +832,7 @@ int oa_set_context_var(void *contextvar)
 void oa_set_thread_group(uint64_t group)
 {
     tls.gid = group;
+    tls.ctx_valid = 0;
 }
 
 uint64_t oa_thread_group(void)
@@ -1042,6 +1060,7 @@ static void atfork_child(void)
     oa_ptable_clear(&g_gil_table);
     oa_ptable_clear(&g_raw_table);
     g_ring_head = g_ring_len = 0;
+    tls.ctx_valid = 0;
     oa_group *groups = group_table();
     for (uint32_t i = 0; groups != NULL && i < g_ngroups; i++)
         reset_group(&groups[i]);
