@@ -1,6 +1,8 @@
 """otel_alloc: per-span allocation tracking for Python, exported through OpenTelemetry."""
 
 from otel_alloc.config import ConfigError
+from otel_alloc.processor import AllocationSpanProcessor
+from otel_alloc.spans import SpanAllocation
 from otel_alloc.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
 from otel_alloc.tracker import (
     Group,
@@ -25,10 +27,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllocEvent",
+    "AllocationSpanProcessor",
     "ConfigError",
     "Counters",
     "Group",
     "MemoryUsage",
+    "SpanAllocation",
     "Stats",
     "ThreadStats",
     "TrackerError",

@@ -66,7 +66,8 @@ def integer(name: str, value: int | None, env: str, default: int,
 def size(name: str, value: int | str | None, env: str, default: int,
          minimum: int = 0) -> int:
     """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``."""
-    accepted = f"a byte size >= {minimum} (an integer, or a number with B, KB, MB, GB, KiB, MiB, GiB)"
+    accepted = (f"a byte size >= {minimum} (an integer, or a number with "
+                "B, KB, MB, GB, KiB, MiB, GiB)")
     setting, raw = (name, value) if value is not None else (env, _env(env))
     if raw is None:
         return default

@@ -19,6 +19,7 @@ class Stats:
             the net bytes (allocated minus freed by that thread).
         live_count: Live mode: blocks allocated and not yet freed.
         peak_bytes: Live mode: highest ``live_bytes`` seen (high-water mark).
+
     """
 
     alloc_bytes: int = 0
@@ -52,6 +53,7 @@ class MemoryUsage:
         thread_bytes: Per-thread records.
         event_bytes: The large-allocation event buffer.
         sampler_bytes: Stack sampler storage.
+
     """
 
     total_bytes: int
@@ -88,6 +90,7 @@ class Counters:
         threads_dropped: Threads without a per-thread record (registry full).
         stale_group_allocs: Allocations made under a closed or released group,
             charged to "no group" instead.
+
     """
 
     groups_open: int

@@ -68,6 +68,7 @@ def install(
         ConfigError: A setting has a bad value.
         TrackerError: Installed already with another mode, or the interpreter
             is a free-threaded build.
+
     """
     name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
     groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
@@ -119,6 +120,7 @@ def enable() -> None:
 
     Raises:
         TrackerError: The tracker is not installed.
+
     """
     if _core.set_enabled(True) != _core.OK:
         raise TrackerError("otel_alloc is not installed")

@@ -33,7 +33,7 @@ def test_install_returns_mode_and_is_idempotent(clean: None) -> None:
 
 def test_install_other_mode_is_a_clear_error(clean: None) -> None:
     otel_alloc.install("counts")
-    with pytest.raises(otel_alloc.TrackerError, match="installed in mode 'counts'.*'live'"):
+    with pytest.raises(otel_alloc.TrackerError, match=r"installed in mode 'counts'.*'live'"):
         otel_alloc.install("live")
 
 

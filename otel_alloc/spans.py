@@ -1,0 +1,94 @@
+"""Per-span allocation records and the span attributes made from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+
+# Span attribute names (contract: dashboards and users depend on them).
+ATTR_BYTES = "alloc.bytes"
+ATTR_COUNT = "alloc.count"
+ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
+ATTR_LIVE_BYTES = "alloc.live_bytes"
+ATTR_PEAK_BYTES = "alloc.peak_bytes"
+
+
+@dataclass(frozen=True)
+class SpanAllocation:
+    """What one ended span allocated.
+
+    Attributes:
+        name: The span's name.
+        trace_id: The span's trace id.
+        span_id: The span's id.
+        group_id: The allocation group that recorded it.
+        bytes: Bytes allocated while the span was current (self). Exact.
+        count: Allocations made while the span was current (self). Exact.
+        inclusive_bytes: ``bytes`` plus the inclusive bytes of descendants
+            that ended before this span.
+        live_bytes: Live mode: bytes the span allocated still alive at its
+            end; ``None`` in counts mode.
+        peak_bytes: Live mode: highest net bytes while the span was open.
+        start_time_ns: The span's start time.
+        end_time_ns: The span's end time.
+
+    """
+
+    name: str
+    trace_id: int
+    span_id: int
+    group_id: int
+    bytes: int
+    count: int
+    inclusive_bytes: int
+    live_bytes: int | None
+    peak_bytes: int | None
+    start_time_ns: int
+    end_time_ns: int
+
+    def attributes(self) -> dict[str, int]:
+        """The ``alloc.*`` span attributes for this record."""
+        attrs = {
+            ATTR_BYTES: self.bytes,
+            ATTR_COUNT: self.count,
+            ATTR_INCLUSIVE_BYTES: self.inclusive_bytes,
+        }
+        if self.live_bytes is not None:
+            attrs[ATTR_LIVE_BYTES] = self.live_bytes
+        if self.peak_bytes is not None:
+            attrs[ATTR_PEAK_BYTES] = self.peak_bytes
+        return attrs
+
+
+def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:
+    """A copy of an ended span with ``extra`` attributes added.
+
+    The SDK freezes a span before ``on_end`` (and before ``_on_ending``), so
+    ``set_attribute`` is dropped there; the export processor is handed this
+    copy instead, made through ReadableSpan's public constructor.
+    """
+    original = span.attributes or {}
+    merged: dict[str, object] = dict(original)
+    merged.update(extra)
+    dropped = span.dropped_attributes
+    attributes: object = merged
+    if dropped:
+        bounded = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)  # type: ignore[arg-type]
+        bounded.dropped = dropped
+        attributes = bounded
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,  # type: ignore[arg-type]
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )

@@ -1,0 +1,248 @@
+"""AllocationSpanProcessor: bytes follow the active span."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import otel_alloc
+from otel_alloc import AllocationSpanProcessor
+from tests.unit.conftest import OBJ, RAW, Helper
+
+MB = 1 << 20
+
+
+class Pipeline:
+    def __init__(self, mode: str, export: str, **kwargs: Any) -> None:
+        self.exporter = InMemorySpanExporter()
+        inner = (SimpleSpanProcessor(self.exporter) if export == "simple"
+                 else BatchSpanProcessor(self.exporter, schedule_delay_millis=50))
+        self.processor = AllocationSpanProcessor(inner, mode=mode, **kwargs)
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("test")
+
+    def spans(self) -> dict[str, ReadableSpan]:
+        self.provider.force_flush()
+        return {s.name: s for s in self.exporter.get_finished_spans()}
+
+
+@pytest.fixture(params=[("counts", "simple"), ("live", "batch")],
+                ids=["counts-simple", "live-batch"])
+def pipe(request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    mode, export = request.param
+    otel_alloc.install(mode)
+    p = Pipeline(mode, export)
+    try:
+        yield p
+    finally:
+        p.provider.shutdown()
+        otel_alloc.uninstall()
+
+
+def _bytes(span: ReadableSpan, key: str = "alloc.bytes") -> int:
+    value = (span.attributes or {})[key]
+    assert isinstance(value, int)
+    return value
+
+
+def test_exported_spans_carry_attributes(pipe: Pipeline, helper: Helper) -> None:
+    with pipe.tracer.start_as_current_span("work"):
+        helper.alloc_many(OBJ, 1000, 100)
+    span = pipe.spans()["work"]
+    attrs = span.attributes or {}
+    assert {"alloc.bytes", "alloc.count", "alloc.inclusive_bytes"} <= set(attrs)
+    assert 100_000 <= _bytes(span) < 100_000 + 16_384
+    assert attrs["alloc.count"] >= 100
+    if pipe.processor.mode == "live":
+        assert "alloc.live_bytes" in attrs and "alloc.peak_bytes" in attrs
+    else:
+        assert "alloc.live_bytes" not in attrs
+
+
+def test_nested_self_and_inclusive(pipe: Pipeline, helper: Helper) -> None:
+    with pipe.tracer.start_as_current_span("parent"):
+        helper.alloc_many(RAW, 1000, 200)
+        with pipe.tracer.start_as_current_span("child"):
+            helper.alloc_many(OBJ, 2000, 500)
+            with pipe.tracer.start_as_current_span("grandchild"):
+                helper.alloc_many(RAW, 4000, 250)
+    spans = pipe.spans()
+    parent, child, grand = spans["parent"], spans["child"], spans["grandchild"]
+    assert 1 * MB - 48_576 <= _bytes(grand) < 1 * MB
+    assert 1_000_000 <= _bytes(child) < 1_000_000 + 32_768
+    assert 200_000 <= _bytes(parent) < 200_000 + 32_768
+    assert _bytes(grand, "alloc.inclusive_bytes") == _bytes(grand)
+    assert _bytes(child, "alloc.inclusive_bytes") == _bytes(child) + _bytes(grand)
+    assert _bytes(parent, "alloc.inclusive_bytes") == _bytes(parent) + _bytes(child) + _bytes(grand)
+
+
+def test_started_but_not_current_span_gets_nothing(pipe: Pipeline, helper: Helper) -> None:
+    with pipe.tracer.start_as_current_span("current"):
+        background = pipe.tracer.start_span("not-current")
+        helper.alloc_many(OBJ, 10_000, 100)
+        background.end()
+    spans = pipe.spans()
+    assert _bytes(spans["not-current"]) < 8192
+    assert _bytes(spans["current"]) >= 1_000_000
+
+
+def test_asyncio_tasks_each_get_their_own_bytes(pipe: Pipeline) -> None:
+    amounts = {f"task-{i}": (i + 1) * 500_000 for i in range(10)}
+
+    async def task(name: str, total: int) -> None:
+        with pipe.tracer.start_as_current_span(name):
+            keep = []
+            for _ in range(10):
+                keep.append(bytearray(total // 10))
+                await asyncio.sleep(0)
+            del keep
+
+    async def main() -> None:
+        await asyncio.gather(*(task(n, a) for n, a in amounts.items()))
+
+    asyncio.run(main())
+    spans = pipe.spans()
+    for name, amount in amounts.items():
+        got = _bytes(spans[name])
+        assert abs(got - amount) <= 0.02 * amount, (name, got, amount)
+
+
+def test_threads_each_span(pipe: Pipeline, helper: Helper) -> None:
+    def worker(i: int) -> None:
+        with pipe.tracer.start_as_current_span(f"thread-{i}"):
+            helper.alloc_many(RAW if i % 2 else OBJ, 1000 * (i + 1), 200)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans = pipe.spans()
+    for i in range(6):
+        expected = 200 * 1000 * (i + 1)
+        assert expected <= _bytes(spans[f"thread-{i}"]) < expected + 32_768
+
+
+def test_thread_pool_with_copied_context(pipe: Pipeline, helper: Helper) -> None:
+    with pipe.tracer.start_as_current_span("request"), ThreadPoolExecutor(2) as pool:
+        ctx = contextvars.copy_context()
+        pool.submit(ctx.run, helper.alloc_many, OBJ, 5000, 200).result()
+        otel_ctx = otel_context.get_current()
+
+        def attached() -> None:
+            token = otel_context.attach(otel_ctx)
+            try:
+                helper.alloc_many(RAW, 5000, 200)
+            finally:
+                otel_context.detach(token)
+            helper.alloc_many(RAW, 5000, 200)  # after detach: not the request's
+
+        pool.submit(attached).result()
+    got = _bytes(pipe.spans()["request"])
+    assert 2_000_000 <= got < 2_000_000 + 65_536
+
+
+def test_span_ended_in_another_thread(pipe: Pipeline, helper: Helper) -> None:
+    span = pipe.tracer.start_span("handoff")
+    with trace.use_span(span, end_on_exit=False):
+        helper.alloc_many(OBJ, 3000, 100)
+    t = threading.Thread(target=span.end)
+    t.start()
+    t.join()
+    assert 300_000 <= _bytes(pipe.spans()["handoff"]) < 300_000 + 16_384
+
+
+def test_span_ended_in_another_task(pipe: Pipeline) -> None:
+    async def main() -> None:
+        span = pipe.tracer.start_span("cross-task")
+
+        async def producer() -> None:
+            with trace.use_span(span, end_on_exit=False):
+                _ = bytearray(500_000)
+                await asyncio.sleep(0)
+
+        async def closer() -> None:
+            await asyncio.sleep(0.01)
+            span.end()
+
+        await asyncio.gather(producer(), closer())
+
+    asyncio.run(main())
+    assert 500_000 <= _bytes(pipe.spans()["cross-task"]) < 520_000
+
+
+def test_never_ended_spans_stay_bounded(helper: Helper) -> None:
+    otel_alloc.install("counts", max_groups=16)
+    try:
+        p = Pipeline("counts", "simple")
+        leaked = [p.tracer.start_span(f"leak-{i}") for i in range(100)]
+        assert p.processor.open_spans <= 16
+        assert otel_alloc.counters().groups_dropped >= 100 - 16
+        # Ended spans still work once the table is full (their group is the
+        # shared overflow group, so they carry no per-span figures).
+        with p.tracer.start_as_current_span("after"):
+            pass
+        assert "after" in p.spans()
+        del leaked
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_stale_spans_are_reclaimed(helper: Helper) -> None:
+    otel_alloc.install("counts", max_groups=16)
+    try:
+        p = Pipeline("counts", "simple", stale_span_seconds=0.0)
+        for i in range(50):
+            p.tracer.start_span(f"leak-{i}")
+        assert p.processor.open_spans <= 16
+        assert p.processor.spans_reclaimed >= 50 - 16
+        with p.tracer.start_as_current_span("fresh"):
+            helper.alloc_many(OBJ, 1000, 10)
+        assert _bytes(p.spans()["fresh"]) >= 10_000
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_processor_never_raises(pipe: Pipeline) -> None:
+    class Broken:
+        def on_span(self, record: object) -> None:
+            raise RuntimeError("sink broke")
+
+        def shutdown(self) -> None:
+            raise RuntimeError("sink broke again")
+
+    pipe.processor.add_sink(Broken())
+    with pipe.tracer.start_as_current_span("still-exported"):
+        pass
+    assert "still-exported" in pipe.spans()
+    assert pipe.processor.errors >= 1
+    pipe.processor.shutdown()
+    pipe.processor.shutdown()  # twice is fine
+
+
+def test_processor_installs_tracker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ALLOC_MODE", "live")
+    try:
+        AllocationSpanProcessor()
+        assert otel_alloc.installed_mode() == "live"
+        with pytest.raises(otel_alloc.TrackerError):
+            AllocationSpanProcessor(mode="counts")
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_bad_setting_names_it() -> None:
+    with pytest.raises(otel_alloc.ConfigError, match="stale_span_seconds"):
+        AllocationSpanProcessor(stale_span_seconds=-1)
