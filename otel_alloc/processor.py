@@ -6,37 +6,31 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_alloc import _core, attribution, config, tracker
+from otel_alloc import _core, attribution, config, names, tracker
+from otel_alloc.events import AllocationEvents
+from otel_alloc.metrics import AllocationMetrics, SpanNames, span_context
+from otel_alloc.settings import Settings
 from otel_alloc.spans import SpanAllocation, with_attributes
+from otel_alloc.watch import SpanInfo, SpanWatch
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_STALE_SPAN_SECONDS = 600.0
-
 
 class SpanSink(Protocol):
-    """Receives each ended span's allocation record (metrics, events, reports)."""
+    """Receives each ended span's allocation record (metrics, reports)."""
 
     def on_span(self, record: SpanAllocation) -> None:
         """Handle one record; must not block or raise."""
 
     def shutdown(self) -> None:
         """Release resources; safe to call twice."""
-
-
-@dataclass
-class _OpenSpan:
-    gid: int
-    name: str
-    started: float
-    child_bytes: int = 0
 
 
 class AllocationSpanProcessor(SpanProcessor):
@@ -47,22 +41,29 @@ class AllocationSpanProcessor(SpanProcessor):
 
         provider.add_span_processor(AllocationSpanProcessor(BatchSpanProcessor(exporter)))
 
-    The processor installs the native tracker if it is not installed yet. It
+    The processor installs the native tracker if it is not installed yet,
+    records metrics through the MeterProvider (given, or the global one) and
+    emits events through the LoggerProvider (given, or the global one). It
     never raises out of ``on_start``/``on_end`` and never blocks on I/O.
 
     Args:
         span_processor: The processor (usually a ``BatchSpanProcessor``) that
             receives every span, ended spans with ``alloc.*`` attributes added.
-            ``None``: no span attributes, only the sinks.
+            ``None``: no span attributes, only metrics, events and sinks.
         mode: Tracker mode when this processor installs it (``"counts"`` or
             ``"live"``); default ``OTEL_ALLOC_MODE``, else ``"counts"``.
         max_groups: Spans open at once with their own group; default
             ``OTEL_ALLOC_MAX_GROUPS``, else 8192.
-        stale_span_seconds: When the group table is full, groups of spans open
-            longer than this (never ended, say) are reclaimed and counted;
-            default ``OTEL_ALLOC_STALE_SPAN_SECONDS``, else 600.
-        sinks: Receivers of each ended span's record.
-
+        threshold_bytes: A single allocation at least this big is reported as
+            ``alloc.threshold_exceeded``; default ``OTEL_ALLOC_THRESHOLD_BYTES``,
+            else 64 MiB; 0 turns it off.
+        meter_provider: Where metrics go; default the global MeterProvider.
+        logger_provider: Where events go; default the global LoggerProvider.
+        sinks: Further receivers of each ended span's record.
+        **settings: Any field of :class:`~otel_alloc.settings.Settings`
+            (``stale_span_seconds``, ``max_span_names``, ``span_threshold_bytes``,
+            ``leak_grace_seconds``, ``leak_min_bytes``, ``max_retained_spans``,
+            ``span_summary_events``, ``metrics``, ``events``).
     """
 
     def __init__(
@@ -71,31 +72,52 @@ class AllocationSpanProcessor(SpanProcessor):
         *,
         mode: str | None = None,
         max_groups: int | None = None,
-        stale_span_seconds: float | None = None,
+        threshold_bytes: int | str | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
         sinks: list[SpanSink] | None = None,
+        **settings: object,
     ) -> None:
+        try:
+            self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise config.ConfigError("AllocationSpanProcessor", str(err),
+                                     "a setting named in otel_alloc.settings.Settings") from None
+        self.mode = self._install(mode, max_groups, threshold_bytes)
+        self._live = self.mode == "live"
         self._next = span_processor
-        self._stale_after = config.number("stale_span_seconds", stale_span_seconds,
-                                          "OTEL_ALLOC_STALE_SPAN_SECONDS",
-                                          DEFAULT_STALE_SPAN_SECONDS)
-        installed = tracker.installed_mode()
-        if installed is None:
-            installed = tracker.install(mode, max_groups=max_groups)
-        elif mode is not None:
-            wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
-            if wanted != installed:
-                raise tracker.TrackerError(
-                    f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
-        self.mode = installed
-        self._live = installed == "live"
+        self._names = SpanNames(self.settings.max_span_names)
+        self._metrics = (AllocationMetrics(meter_provider, self._names, self._live,
+                                           self._live_by_name, self._dropped_events)
+                         if self.settings.metrics else None)
+        self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
+                        if self.settings.events else None)
+        self._watch = SpanWatch(self.settings, self._events, self._live)
         self._sinks: list[SpanSink] = list(sinks or [])
-        self._open: dict[int, _OpenSpan] = {}
+        self._open: dict[int, SpanInfo] = {}
         self._lock = threading.Lock()
         self._shutdown = False
         self.spans_reclaimed = 0
         self.errors = 0
         attribution.install_context_hook()
         os.register_at_fork(after_in_child=self._after_fork)
+
+    @staticmethod
+    def _install(mode: str | None, max_groups: int | None,
+                 threshold_bytes: int | str | None) -> str:
+        installed = tracker.installed_mode()
+        if installed is None:
+            installed = tracker.install(mode, max_groups=max_groups,
+                                        threshold_bytes=threshold_bytes)
+        else:
+            if mode is not None:
+                wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+                if wanted != installed:
+                    raise tracker.TrackerError(
+                        f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
+            if threshold_bytes is not None:
+                tracker.set_threshold(threshold_bytes)
+        return installed
 
     def _after_fork(self) -> None:
         # A lock held by another thread at fork time would stay held forever.
@@ -128,8 +150,7 @@ class AllocationSpanProcessor(SpanProcessor):
             if record is not None:
                 if self._next is not None:
                     out = with_attributes(span, record.attributes())
-                for sink in self._sinks:
-                    sink.on_span(record)
+                self._publish(record)
         except Exception:
             self._failed("on_end")
         if self._next is not None:
@@ -139,10 +160,11 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._failed("wrapped on_end")
 
     def shutdown(self) -> None:
-        """Shut down the sinks and the wrapped processor; safe to call twice."""
+        """Stop the watch, shut down sinks and the wrapped processor; idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
+        self._watch.shutdown()
         for sink in self._sinks:
             try:
                 sink.shutdown()
@@ -152,7 +174,11 @@ class AllocationSpanProcessor(SpanProcessor):
             self._next.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the wrapped processor."""
+        """Emit pending events and flush the wrapped processor."""
+        try:
+            self._watch.flush()
+        except Exception:
+            self._failed("force_flush")
         if self._next is not None:
             return self._next.force_flush(timeout_millis)
         return True
@@ -164,28 +190,30 @@ class AllocationSpanProcessor(SpanProcessor):
         gid = _core.group_new()
         if gid == _core.GROUP_OVERFLOW and self._reclaim_stale():
             gid = _core.group_new()
-        if gid == _core.GROUP_OVERFLOW:
-            # Charged to the shared overflow group; the drop is counted natively.
-            attribution.register_span(ctx.span_id, gid)
-            return
-        self._open[ctx.span_id] = _OpenSpan(gid=gid, name=span.name, started=time.monotonic())
         attribution.register_span(ctx.span_id, gid)
+        if gid == _core.GROUP_OVERFLOW:
+            return  # charged to the shared overflow group; counted natively
+        info = SpanInfo(name=span.name, trace_id=ctx.trace_id, span_id=ctx.span_id, gid=gid,
+                        started=time.monotonic())
+        self._open[ctx.span_id] = info
+        self._watch.opened(info)
 
     def _reclaim_stale(self) -> bool:
         """Release the groups of spans open longer than the stale age."""
-        cutoff = time.monotonic() - self._stale_after
-        stale: list[tuple[int, _OpenSpan]] = []
+        cutoff = time.monotonic() - self.settings.stale_span_seconds
+        stale: list[tuple[int, SpanInfo]] = []
         with self._lock:
-            for span_id, state in self._open.items():
-                if state.started > cutoff:
+            for span_id, info in self._open.items():
+                if info.started > cutoff:
                     break  # insertion order: the rest are younger
-                stale.append((span_id, state))
+                stale.append((span_id, info))
             for span_id, _ in stale:
                 del self._open[span_id]
-        for span_id, state in stale:
+        for span_id, info in stale:
             attribution.unregister_span(span_id)
-            _core.group_close(state.gid)
-            _core.group_release(state.gid)
+            self._watch.closed(info)
+            _core.group_close(info.gid)
+            _core.group_release(info.gid)
         self.spans_reclaimed += len(stale)
         return bool(stale)
 
@@ -195,41 +223,76 @@ class AllocationSpanProcessor(SpanProcessor):
             return None
         attribution.unregister_span(ctx.span_id)
         with self._lock:
-            state = self._open.pop(ctx.span_id, None)
-        if state is None:
+            info = self._open.pop(ctx.span_id, None)
+        if info is None:
             return None  # overflowed, reclaimed, or started before this processor
-        _core.group_close(state.gid)
-        stats = _core.group_stats(state.gid)
-        _core.group_release(state.gid)
+        _core.group_close(info.gid)
+        stats = _core.group_stats(info.gid)
+        self._watch.closed(info)
         if stats is None:
             return None
         with self._lock:
-            inclusive = stats.alloc_bytes + state.child_bytes
+            inclusive = stats.alloc_bytes + info.child_bytes
             parent = self._open.get(span.parent.span_id) if span.parent is not None else None
             if parent is not None:
                 parent.child_bytes += inclusive
-        return SpanAllocation(
-            name=span.name,
-            trace_id=ctx.trace_id,
-            span_id=ctx.span_id,
-            group_id=state.gid,
-            bytes=stats.alloc_bytes,
-            count=stats.alloc_count,
-            inclusive_bytes=inclusive,
+        record = SpanAllocation(
+            name=span.name, trace_id=ctx.trace_id, span_id=ctx.span_id, group_id=info.gid,
+            bytes=stats.alloc_bytes, count=stats.alloc_count, inclusive_bytes=inclusive,
             live_bytes=stats.live_bytes if self._live else None,
             peak_bytes=stats.peak_bytes if self._live else None,
-            start_time_ns=span.start_time or 0,
-            end_time_ns=span.end_time or 0,
+            start_time_ns=span.start_time or 0, end_time_ns=span.end_time or 0,
         )
+        # Pending large-allocation events still find the span's group open.
+        self._watch.flush()
+        if not self._watch.retain(info, record):
+            _core.group_release(info.gid)
+        return record
+
+    def _publish(self, record: SpanAllocation) -> None:
+        if self._metrics is not None:
+            self._metrics.on_span(record)
+        if self._events is not None:
+            if record.bytes >= self.settings.span_threshold_bytes > 0:
+                self._events.emit(
+                    names.EVENT_THRESHOLD, trace_id=record.trace_id, span_id=record.span_id,
+                    span_name=record.name,
+                    attributes={"alloc.kind": "span", "alloc.bytes": record.bytes,
+                                "alloc.threshold_bytes": self.settings.span_threshold_bytes},
+                    body=f"span {record.name!r} allocated {record.bytes} bytes")
+            if self.settings.span_summary_events:
+                self._events.emit(
+                    names.EVENT_SUMMARY, trace_id=record.trace_id, span_id=record.span_id,
+                    span_name=record.name, attributes=record.attributes(),
+                    body=f"span {record.name!r}: {record.bytes} bytes in "
+                         f"{record.count} allocations")
+        for sink in self._sinks:
+            try:
+                sink.on_span(record)
+            except Exception:
+                self._failed("sink")
 
     # -- health ----------------------------------------------------------
+
+    def _live_by_name(self) -> dict[str, int]:
+        return self._watch.live_by_name()
+
+    @staticmethod
+    def _dropped_events() -> int:
+        return tracker.counters().events_dropped
+
+    def _count_event(self, event_name: str, span_name: str | None, trace_id: int,
+                     span_id: int) -> None:
+        if self._metrics is not None:
+            ctx = span_context(trace_id, span_id) if trace_id else None
+            self._metrics.count_event(event_name, span_name, ctx)
 
     @property
     def open_spans(self) -> int:
         """Spans with an open group."""
         return len(self._open)
 
-    def _failed(self, where: str, _log_first: Callable[..., None] = _log.warning) -> None:
+    def _failed(self, where: str) -> None:
         self.errors += 1
         if self.errors <= 10:  # then stay quiet: this runs on every span
-            _log_first("otel_alloc: %s failed", where, exc_info=True)
+            _log.warning("otel_alloc: %s failed", where, exc_info=True)

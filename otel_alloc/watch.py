@@ -1,0 +1,206 @@
+"""Background watch: large-allocation events, leak checks, live bytes by span.
+
+A daemon thread wakes a few times a second. It drains the native buffer of
+single large allocations into ``alloc.threshold_exceeded`` events, and in live
+mode watches ended spans whose blocks are still alive: past the grace period
+one still holding at least ``leak_min_bytes`` yields ``alloc.leak_suspected``,
+and its group is released. Everything it holds is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from otel_alloc import _core, names
+from otel_alloc.events import AllocationEvents
+from otel_alloc.settings import Settings
+from otel_alloc.spans import SpanAllocation
+
+_log = logging.getLogger(__name__)
+_DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
+
+
+@dataclass
+class SpanInfo:
+    """What the watch needs to know of a span that owns a group."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    gid: int
+    started: float
+    child_bytes: int = 0
+
+
+@dataclass
+class _Retained:
+    info: SpanInfo
+    deadline: float
+    record: SpanAllocation
+
+
+class SpanWatch:
+    """Retained groups of ended spans, and the thread that checks them."""
+
+    def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool) -> None:
+        self._settings = settings
+        self._events = events
+        self._live = live
+        self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
+        self._open_by_gid: dict[int, SpanInfo] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.retained_dropped = 0
+        self.leaks_reported = 0
+        self.errors = 0
+        self.interval = max(0.05, min(0.5, settings.leak_grace_seconds / 4))
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    # -- bookkeeping called by the processor ------------------------------
+
+    def opened(self, info: SpanInfo) -> None:
+        """A span got its own group."""
+        self._open_by_gid[info.gid] = info
+        self._ensure_thread()
+
+    def closed(self, info: SpanInfo) -> None:
+        """The span ended or was reclaimed."""
+        self._open_by_gid.pop(info.gid, None)
+
+    def retain(self, info: SpanInfo, record: SpanAllocation) -> bool:
+        """Keep an ended span's closed group to watch its live blocks.
+
+        Returns False when the group should be released at once.
+        """
+        if not self._live or self._settings.max_retained_spans == 0:
+            return False
+        if record.live_bytes is None or record.live_bytes < self._settings.leak_min_bytes:
+            return False
+        evicted: list[_Retained] = []
+        with self._lock:
+            self._retained[info.gid] = _Retained(
+                info, time.monotonic() + self._settings.leak_grace_seconds, record)
+            while len(self._retained) > self._settings.max_retained_spans:
+                evicted.append(self._retained.popitem(last=False)[1])
+        for entry in evicted:  # over the bound: stop watching the oldest early
+            self.retained_dropped += 1
+            _core.group_release(entry.info.gid)
+        self._ensure_thread()
+        return True
+
+    def live_by_name(self) -> dict[str, int]:
+        """Live bytes of open and watched spans, summed per span name."""
+        totals: dict[str, int] = {}
+        with self._lock:
+            watched = [e.info for e in self._retained.values()]
+        for info in [*self._open_by_gid.values(), *watched]:
+            stats = _core.group_stats(info.gid)
+            if stats is not None:
+                totals[info.name] = totals.get(info.name, 0) + max(stats.live_bytes, 0)
+        return totals
+
+    # -- the thread -------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None or self._stop:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-alloc-watch",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:
+                self.errors += 1
+                if self.errors <= 10:
+                    _log.warning("otel_alloc: watch tick failed", exc_info=True)
+
+    def tick(self, now: float | None = None) -> None:
+        """Drain large-allocation events and check watched spans once."""
+        self._drain_native_events()
+        if not self._retained:
+            return
+        now = time.monotonic() if now is None else now
+        due: list[_Retained] = []
+        with self._lock:
+            for gid, entry in list(self._retained.items()):
+                if entry.deadline > now:
+                    break  # ordered by deadline: the rest are younger
+                due.append(entry)
+                del self._retained[gid]
+        for entry in due:
+            stats = _core.group_stats(entry.info.gid)
+            _core.group_release(entry.info.gid)
+            if stats is not None and stats.live_bytes >= self._settings.leak_min_bytes:
+                self._report_leak(entry, stats.live_bytes, stats.live_count)
+
+    def _report_leak(self, entry: _Retained, live: int, blocks: int) -> None:
+        self.leaks_reported += 1
+        if self._events is None:
+            return
+        grace = self._settings.leak_grace_seconds
+        self._events.emit(
+            names.EVENT_LEAK,
+            trace_id=entry.info.trace_id, span_id=entry.info.span_id,
+            span_name=entry.info.name,
+            attributes={"alloc.live_bytes": live, "alloc.live_blocks": blocks,
+                        "alloc.bytes": entry.record.bytes, "alloc.grace_seconds": grace},
+            body=f"span {entry.info.name!r} still holds {live} bytes in {blocks} blocks "
+                 f"{grace:g}s after it ended",
+        )
+
+    def _drain_native_events(self) -> None:
+        while True:
+            batch = _core.drain_events(256)
+            for ev in batch:
+                info = self._open_by_gid.get(ev.group)
+                if info is None:
+                    with self._lock:
+                        entry = self._retained.get(ev.group)
+                    info = entry.info if entry is not None else None
+                if self._events is not None:
+                    self._events.emit(
+                        names.EVENT_THRESHOLD,
+                        trace_id=info.trace_id if info else 0,
+                        span_id=info.span_id if info else 0,
+                        span_name=info.name if info else None,
+                        attributes={"alloc.kind": "allocation", "alloc.size": ev.size,
+                                    "alloc.domain": _DOMAINS.get(ev.domain, "?"),
+                                    "thread.id": ev.native_thread_id},
+                        body=f"single allocation of {ev.size} bytes",
+                        timestamp_ns=ev.timestamp_ns,
+                    )
+            if len(batch) < 256:
+                return
+
+    def flush(self) -> None:
+        """Process pending native events now (span end, force_flush)."""
+        self._drain_native_events()
+
+    def shutdown(self) -> None:
+        """Stop the thread (safe to call twice)."""
+        self._stop = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+
+    def _after_fork(self) -> None:
+        # The thread does not exist in the child; start a new one on demand.
+        self._lock = threading.Lock()
+        self._thread = None
+        self._open_by_gid.clear()
+        self._retained.clear()
