@@ -1,23 +1,21 @@
-"""A batch job traced with OpenTelemetry, its allocations per step shown at exit.
+"""A batch job with one span per step.
 
-Run: python examples/batch_job.py
+    otel-alloc run --mode live examples/batch_job.py
+
+The tracing setup comes from the runner (or from your own SDK setup); run
+plainly, the job just runs.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry import trace
 
-from otel_alloc import AllocationSpanProcessor
-from otel_alloc.summary import SummarySink
-
-summary = SummarySink()
-provider = TracerProvider()
-provider.add_span_processor(AllocationSpanProcessor(mode="live", sinks=[summary]))
-tracer = provider.get_tracer("batch-job")
-_cache: list[bytes] = []  # the "leak": grows on every batch
+tracer = trace.get_tracer("examples.batch_job")
+_cache: list[bytes] = []  # grows on every batch: the "remember" step leaks
 
 
 def load(n: int) -> list[dict[str, object]]:
@@ -33,18 +31,15 @@ def transform(rows: list[dict[str, object]]) -> str:
 
 def remember(blob: str) -> None:
     with tracer.start_as_current_span("remember"):
-        _cache.append(blob.encode())  # kept forever: live bytes stay with this span
+        _cache.append(blob.encode())
 
 
-def main() -> None:
-    for batch in range(20):
+def main(batches: int = 20) -> None:
+    for batch in range(batches):
         with tracer.start_as_current_span("batch"):
             rows = load(2000 + 100 * batch)
-            blob = transform(rows)
-            remember(blob[:20_000])
-    provider.shutdown()
-    print(summary.render())
+            remember(transform(rows)[:20_000])
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=${OTEL_ALLOC_VENV:-.venv}
-SDK_MIN=1.26.0   # lowest opentelemetry-sdk/api in pyproject.toml's range
+SDK_MIN=1.35.0   # lowest opentelemetry-sdk/api in pyproject.toml's range
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -59,5 +59,5 @@ log "lowest supported opentelemetry-sdk ($SDK_MIN)"
 venv=".venv-sdk-min"
 [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[test]' "opentelemetry-sdk==$SDK_MIN" "opentelemetry-api==$SDK_MIN"
+"$venv/bin/python" -m pip install -q -e . pytest "opentelemetry-sdk==$SDK_MIN" "opentelemetry-api==$SDK_MIN"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_processor.py

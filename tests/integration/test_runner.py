@@ -1,0 +1,179 @@
+"""The otel-alloc runner and the opentelemetry-instrument entry point, as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHONPATH"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "otel_alloc", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=_env(**env), timeout=120)
+
+
+def table_rows(stderr: str) -> dict[str, list[str]]:
+    """Parse the exit table: span name -> the other columns."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("span name"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def parse_size(text: str) -> float:
+    number, unit = text.lstrip("~").split()
+    return float(number) * {"B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}[unit]
+
+
+KNOWN = textwrap.dedent("""
+    import sys
+    from opentelemetry import trace
+    tracer = trace.get_tracer("known")
+    keep = []
+    for i in range(5):
+        with tracer.start_as_current_span("one-mib"):
+            len(bytearray(1 << 20))  # freed within the span
+        with tracer.start_as_current_span("keeps-256k"):
+            keep.append(bytearray(256 << 10))
+    sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+""")
+
+
+def test_table_numbers_match_known_allocations(tmp_path: Path) -> None:
+    script = tmp_path / "known.py"
+    script.write_text(KNOWN)
+    res = run_cli("run", "--mode", "live", str(script))
+    assert res.returncode == 0, res.stderr
+    rows = table_rows(res.stderr)
+    spans, total, _count, p50, p99, live = rows["one-mib"]
+    assert spans == "5"
+    assert 5 * MIB <= parse_size(total) <= 5 * MIB * 1.02
+    assert MIB <= parse_size(p50) <= MIB * 1.02 and MIB <= parse_size(p99) <= MIB * 1.02
+    k_spans, *_, k_live = rows["keeps-256k"]
+    assert k_spans == "5"
+    assert 5 * 256 * 1024 <= parse_size(k_live) <= 5 * 256 * 1024 * 1.05
+    assert parse_size(live) < 64 * 1024  # the 1 MiB buffers were freed within the span
+
+
+def test_exit_code_is_passed_through(tmp_path: Path) -> None:
+    script = tmp_path / "known.py"
+    script.write_text(KNOWN)
+    res = run_cli("run", str(script), "7")
+    assert res.returncode == 7
+    assert "one-mib" in res.stderr  # the table is still printed
+
+
+def test_run_module(tmp_path: Path) -> None:
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text(KNOWN)
+    res = run_cli("run", "-m", "mypkg.job", "3", cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert table_rows(res.stderr)["one-mib"][0] == "5"
+
+
+def test_exception_exit_code_and_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "boom.py"
+    script.write_text("raise ValueError('boom')\n")
+    res = run_cli("run", str(script))
+    assert res.returncode == 1
+    assert "ValueError: boom" in res.stderr
+
+
+def test_sigterm_is_passed_through(tmp_path: Path) -> None:
+    script = tmp_path / "sleepy.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from opentelemetry import trace
+        with trace.get_tracer("t").start_as_current_span("before-sleep"):
+            x = bytearray(100_000)
+        print("ready", flush=True)
+        time.sleep(60)
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "otel_alloc", "run", str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=_env())
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    assert "before-sleep" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["run", "--mode", "fast", "x.py"], {}, "invalid choice: 'fast'"),
+        (["run"], {}, "nothing to run"),
+        (["run", "no/such/script.py"], {}, "not found"),
+        (["run", "examples/batch_job.py", "1"], {"OTEL_ALLOC_MODE": "turbo"}, "OTEL_ALLOC_MODE"),
+        (["run", "examples/batch_job.py", "1"], {"OTEL_TRACES_EXPORTER": "carrier-pigeon"},
+         "OTEL_TRACES_EXPORTER"),
+        (["run", "examples/batch_job.py", "1"], {"OTEL_ALLOC_MAX_GROUPS": "-5"},
+         "OTEL_ALLOC_MAX_GROUPS"),
+    ],
+)
+def test_bad_options_are_clear_errors(args: list[str], env: dict[str, str], message: str) -> None:
+    res = run_cli(*args, **env)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_exporting_skips_the_table_unless_asked(tmp_path: Path) -> None:
+    script = tmp_path / "known.py"
+    script.write_text(KNOWN)
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none",
+           "OTEL_LOGS_EXPORTER": "none"}
+    res = run_cli("run", str(script), **env)
+    assert res.returncode == 0, res.stderr
+    assert "span name" not in res.stderr
+    assert '"alloc.bytes"' in res.stdout  # console exporter printed enriched spans
+    res = run_cli("run", "--table", str(script), **env)
+    assert "span name" in res.stderr
+
+
+def test_opentelemetry_instrument_entry_point(tmp_path: Path) -> None:
+    script = tmp_path / "known.py"
+    script.write_text(KNOWN)
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not instrument.exists():
+        pytest.skip("opentelemetry-distro is not installed")
+    env = _env(OTEL_ALLOC_ENABLED="true", OTEL_TRACES_EXPORTER="console",
+               OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
+               OTEL_SERVICE_NAME="known")
+    res = subprocess.run([str(instrument), sys.executable, str(script)], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    sizes = [int(m) for m in re.findall(r'"alloc\.bytes": (\d+)', res.stdout)]
+    assert len(sizes) == 10
+    assert sum(1 for s in sizes if MIB <= s <= MIB * 1.02) == 5
+    # Without the variable the instrumentor stays out of the way.
+    env.pop("OTEL_ALLOC_ENABLED")
+    res = subprocess.run([str(instrument), sys.executable, str(script)], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=120)
+    assert res.returncode == 0 and '"alloc.bytes"' not in res.stdout
