@@ -88,8 +88,12 @@ def build_providers() -> Providers:
     resource = Resource.create()
     span_exporters: list[SpanProcessor] = [BatchSpanProcessor(load_exporter("traces", n))
                       for n in exporter_names("traces")]
-    readers: list[MetricReader] = [PeriodicExportingMetricReader(load_exporter("metrics", n))
-                                   for n in exporter_names("metrics")]
+    readers: list[MetricReader] = []
+    for n in exporter_names("metrics"):
+        exporter = load_exporter("metrics", n)
+        # Pull exporters (prometheus) register a reader, push exporters an exporter.
+        readers.append(exporter if isinstance(exporter, MetricReader)
+                       else PeriodicExportingMetricReader(exporter))
     logger_provider = LoggerProvider(resource=resource)
     log_names = exporter_names("logs")
     for n in log_names:
