@@ -23,6 +23,10 @@ from otel_alloc.spans import SpanAllocation
 
 _log = logging.getLogger(__name__)
 _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
+# Ended spans remembered so that their large-allocation events, drained just
+# after the span closed, still carry its trace context. Group ids are never
+# reused (generation counter), so a remembered id cannot name a later span.
+_RECENTLY_CLOSED = 256
 
 
 @dataclass
@@ -53,6 +57,7 @@ class SpanWatch:
         self._live = live
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
         self._open_by_gid: dict[int, SpanInfo] = {}
+        self._recently_closed: OrderedDict[int, SpanInfo] = OrderedDict()  # gid -> info
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -71,8 +76,29 @@ class SpanWatch:
         self._ensure_thread()
 
     def closed(self, info: SpanInfo) -> None:
-        """The span ended or was reclaimed."""
+        """The span ended or was reclaimed.
+
+        Its events may still be in the native buffer (the processor drains it
+        after closing the group) or in the watch thread's hands: remember the
+        span, bounded, before forgetting it as open.
+        """
+        with self._lock:
+            self._recently_closed[info.gid] = info
+            while len(self._recently_closed) > _RECENTLY_CLOSED:
+                self._recently_closed.popitem(last=False)
         self._open_by_gid.pop(info.gid, None)
+
+    def _span_of(self, gid: int) -> SpanInfo | None:
+        """The span that owns (or owned, recently) group ``gid``."""
+        info = self._open_by_gid.get(gid)
+        if info is not None:
+            return info
+        with self._lock:
+            info = self._recently_closed.get(gid)
+            if info is None:
+                entry = self._retained.get(gid)
+                info = entry.info if entry is not None else None
+        return info
 
     def retain(self, info: SpanInfo, record: SpanAllocation) -> bool:
         """Keep an ended span's closed group to watch its live blocks.
@@ -166,11 +192,7 @@ class SpanWatch:
         while True:
             batch = _core.drain_events(256)
             for ev in batch:
-                info = self._open_by_gid.get(ev.group)
-                if info is None:
-                    with self._lock:
-                        entry = self._retained.get(ev.group)
-                    info = entry.info if entry is not None else None
+                info = self._span_of(ev.group)
                 if self._events is not None:
                     self._events.emit(
                         names.EVENT_THRESHOLD,
@@ -203,4 +225,5 @@ class SpanWatch:
         self._lock = threading.Lock()
         self._thread = None
         self._open_by_gid.clear()
+        self._recently_closed.clear()
         self._retained.clear()
