@@ -18,7 +18,15 @@ ffibuilder.set_source(
     '#include "tracker.h"\n',
     # setuptools wants source paths relative to the project root, where the
     # build runs.
-    sources=["otel_alloc/_native/tracker.c", "otel_alloc/_native/ptable.c"],
+    sources=[
+        "otel_alloc/_native/hooks.c",
+        "otel_alloc/_native/install.c",
+        "otel_alloc/_native/groups.c",
+        "otel_alloc/_native/threads.c",
+        "otel_alloc/_native/events.c",
+        "otel_alloc/_native/figures.c",
+        "otel_alloc/_native/ptable.c",
+    ],
     include_dirs=["otel_alloc/_native"],
     # PyMemAllocatorEx is hidden by the limited API that cffi selects by default.
     py_limited_api=False,

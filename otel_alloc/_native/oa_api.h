@@ -1,9 +1,10 @@
 /*
  * Public interface of the otel_alloc native tracker.
  *
- * This header is read twice: by the C compiler (through tracker.c and the cffi
- * generated module) and by cffi's cdef parser, so it must stay plain C
- * declarations: no includes, no include guards, no function-like macros.
+ * This header is read twice: by the C compiler (through tracker.h, in the
+ * tracker's C files and the cffi generated module) and by cffi's cdef parser,
+ * so it must stay plain C declarations: no includes, no include guards, no
+ * function-like macros.
  */
 
 /* Install modes. */

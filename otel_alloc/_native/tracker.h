@@ -1,5 +1,21 @@
 /*
  * Internal declarations shared by the tracker's C files.
+ *
+ *   hooks.c    the PyMem hooks and their hot path: attribution, accounting,
+ *              the live tables; defines the thread-local state
+ *   install.c  install/uninstall, chain probing, settings, the fork handler
+ *   groups.c   group table, group ids, free-slot queue, group API
+ *   threads.c  per-thread records and their registry, thread figures
+ *   events.c   ring buffer of large-allocation events
+ *   figures.c  process and domain figures, counters, memory usage
+ *   ptable.c   pointer -> (size, group) table of live mode
+ *
+ * Everything below the includes is internal to the extension and declared
+ * with hidden visibility: the hooks then reach the shared globals
+ * PC-relative (not through the GOT) and call internal functions directly
+ * (not through the PLT), as they did when all this was static in one file.
+ * Helpers on the hooks' fast path are static inline here, so splitting the
+ * tracker into files adds no function call to that path.
  */
 #ifndef OA_TRACKER_H
 #define OA_TRACKER_H
@@ -7,11 +23,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "oa_api.h"
 #include "ptable.h"
+
+#pragma GCC visibility push(hidden)
 
 #define OA_RELAXED memory_order_relaxed
 
@@ -96,5 +115,184 @@ static inline void oa_spin_unlock(oa_spin *s)
 {
     atomic_flag_clear_explicit(&s->flag, memory_order_release);
 }
+
+/* Counter written under the GIL only: relaxed load + store, no lock prefix. */
+static inline void plain_inc(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, OA_RELAXED) + by, OA_RELAXED);
+}
+
+/* ---------------------------------------------------------- thread-local */
+
+typedef struct oa_thread oa_thread;
+
+/* Thread-local state in one struct so a hook pays for one TLS address. The
+   initial-exec model avoids __tls_get_addr calls; the struct is small enough
+   for glibc's static TLS surplus reserved for dlopen'ed modules. Defined in
+   hooks.c; the model is given here so every file uses it. */
+typedef struct {
+    int guard;
+    int probing;
+    int probe_hits;
+    int no_record; /* thread exited, or the registry was full */
+    uint64_t gid;  /* group resolved by the last MEM/OBJ hook, used by RAW */
+    oa_thread *rec;
+    /* Cache of the last resolution: valid while the thread state, its context
+       object and its context version are unchanged. CPython bumps
+       context_ver whenever a context is entered or left (Context.run, asyncio
+       task steps); our own ContextVar.set calls are followed by
+       oa_set_thread_group, which drops the cache. */
+    int ctx_valid;
+    uint64_t ctx_ver;
+    uint64_t ctx_tsid;
+    void *ctx_obj;
+    int fork_saved_guard; /* guard before atfork_prepare set it */
+} oa_tls;
+
+extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));
+
+/* ------------------------------------------------------ hooks (hooks.c) */
+
+typedef struct {
+    PyMemAllocatorEx prev; /* the allocator we wrapped: always called */
+    int domain;
+} oa_hook;
+
+extern _Atomic int g_mode;
+extern _Atomic int g_enabled;
+extern _Atomic uint64_t g_threshold;
+
+extern oa_ptable g_gil_table; /* MEM/OBJ blocks, guarded by the GIL */
+extern oa_ptable g_raw_table; /* RAW blocks, guarded by g_raw_lock */
+extern oa_spin g_raw_lock;
+
+void *hook_malloc(void *ctx, size_t size);
+void *hook_calloc(void *ctx, size_t nelem, size_t elsize);
+void *hook_realloc(void *ctx, void *ptr, size_t size);
+void hook_free(void *ctx, void *ptr);
+
+/* -------------------------------------------------- threads (threads.c) */
+
+#define OA_MAX_THREADS 4096
+
+struct oa_thread {
+    uint64_t native_id;
+    _Atomic int alive;
+    oa_ctr c;              /* written by the owning thread only */
+    _Atomic int64_t peak;  /* high-water mark of c.live_bytes (net bytes) */
+};
+
+extern oa_thread *g_threads[OA_MAX_THREADS];
+extern int g_nthreads;
+extern oa_spin g_threads_lock;
+extern pthread_key_t g_thread_key;
+
+uint64_t native_thread_id(void);
+void thread_exit(void *arg);
+void zero_thread(oa_thread *rec);
+oa_thread *thread_record_slow(void);
+
+static inline oa_thread *thread_record(void)
+{
+    oa_thread *rec = tls.rec;
+    if (rec != NULL || tls.no_record)
+        return rec;
+    return thread_record_slow();
+}
+
+/* ---------------------------------------------------- groups (groups.c) */
+
+#define OA_GROUP_FREE 0
+#define OA_GROUP_OPEN 1
+#define OA_GROUP_CLOSED 2
+#define OA_FIRST_USER_SLOT 2
+#define OA_NO_SLOT UINT32_MAX
+
+typedef struct {
+    _Atomic uint64_t gen; /* full generation; group id = gen << 20 | slot */
+    _Atomic int state;
+    oa_ctr gil; /* MEM/OBJ: updated under the GIL */
+    oa_ctr raw; /* RAW: updated with atomic read-modify-write */
+    _Atomic int64_t peak;
+    uint32_t next; /* FIFO free-slot queue link */
+} oa_group;
+
+extern oa_group *_Atomic g_groups;
+extern uint32_t g_ngroups;
+extern uint64_t g_groups_open;
+
+void reset_group(oa_group *g);
+int setup_groups(uint32_t max_groups);
+
+/* ----------------------------------------------------- events (events.c) */
+
+extern oa_event *g_ring;
+extern uint32_t g_ring_cap, g_ring_head, g_ring_len;
+extern oa_spin g_ring_lock;
+
+void push_event(int domain, uint64_t size, uint64_t gid);
+int setup_ring(uint32_t capacity);
+
+/* --------------------------------------------------- figures (figures.c) */
+
+extern oa_ctr g_proc[3];
+extern _Atomic int64_t g_proc_peak;
+
+extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
+    g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
+    g_stale_raw;
+extern _Atomic uint64_t g_untracked_gil, g_stale_gil; /* under the GIL */
+
+void zero_figures(void);
+
+static inline int64_t proc_live(void)
+{
+    return atomic_load_explicit(&g_proc[0].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED);
+}
+
+/* ------------------------------------------- group lookup on the hot path */
+
+static inline oa_group *group_table(void)
+{
+    return atomic_load_explicit(&g_groups, memory_order_acquire);
+}
+
+/* The group an allocation under `gid` is charged to: the open group itself,
+   or group 0 (no group) for an unknown, closed or recycled id. */
+static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
+{
+    uint32_t slot = (uint32_t)(gid & OA_SLOT_MASK);
+    if (slot < OA_FIRST_USER_SLOT)
+        return &groups[slot];
+    if (slot < g_ngroups) {
+        oa_group *g = &groups[slot];
+        if (atomic_load_explicit(&g->gen, OA_RELAXED) == (gid >> OA_SLOT_BITS) &&
+            atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_OPEN)
+            return g;
+    }
+    if (raw)
+        atomic_fetch_add_explicit(&g_stale_raw, 1, OA_RELAXED);
+    else
+        plain_inc(&g_stale_gil, 1);
+    return &groups[0];
+}
+
+/* The group that allocated a block, from its packed table entry, or NULL
+   when that group has been released since. */
+static inline oa_group *group_for_free(oa_group *groups, uint64_t meta)
+{
+    uint32_t slot = oa_meta_slot(meta);
+    if (slot >= g_ngroups)
+        return NULL;
+    oa_group *g = &groups[slot];
+    if ((atomic_load_explicit(&g->gen, OA_RELAXED) & 0xFFFFu) != oa_meta_gen16(meta) ||
+        atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_FREE)
+        return NULL;
+    return g;
+}
+
+#pragma GCC visibility pop
 
 #endif

@@ -1,0 +1,178 @@
+/*
+ * Allocation groups: a bounded table of slots, group id = generation << 20 |
+ * slot so a recycled slot never passes for the group that owned it before,
+ * and a FIFO queue of free slots. Changed only under the GIL.
+ */
+#include "tracker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+oa_group *_Atomic g_groups;
+uint32_t g_ngroups;
+static uint32_t g_free_head = OA_NO_SLOT, g_free_tail = OA_NO_SLOT;
+uint64_t g_groups_open;
+/* Group tables replaced by a reinstall with another size are kept, never
+   freed: a RAW hook on another thread may still hold a pointer into one. */
+static oa_group *g_retired_groups[16];
+static int g_nretired;
+
+void reset_group(oa_group *g)
+{
+    oa_ctr_zero(&g->gil);
+    oa_ctr_zero(&g->raw);
+    atomic_store_explicit(&g->peak, 0, OA_RELAXED);
+}
+
+static void groups_reset_all(void)
+{
+    oa_group *groups = group_table();
+    g_free_head = g_free_tail = OA_NO_SLOT;
+    for (uint32_t i = 0; i < g_ngroups; i++) {
+        oa_group *g = &groups[i];
+        reset_group(g);
+        g->next = OA_NO_SLOT;
+        if (i < OA_FIRST_USER_SLOT) {
+            atomic_store_explicit(&g->state, OA_GROUP_OPEN, OA_RELAXED);
+            continue;
+        }
+        atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
+        if (g_free_tail == OA_NO_SLOT)
+            g_free_head = i;
+        else
+            groups[g_free_tail].next = i;
+        g_free_tail = i;
+    }
+    g_groups_open = 0;
+}
+
+int setup_groups(uint32_t max_groups)
+{
+    uint32_t n = max_groups + OA_FIRST_USER_SLOT;
+    oa_group *cur = group_table();
+    if (cur == NULL || g_ngroups != n) {
+        oa_group *fresh = calloc(n, sizeof(oa_group));
+        if (fresh == NULL)
+            return -1;
+        if (cur != NULL) {
+            if (g_nretired == (int)(sizeof(g_retired_groups) / sizeof(g_retired_groups[0]))) {
+                free(fresh);
+                return -1;
+            }
+            g_retired_groups[g_nretired++] = cur;
+            /* Generations continue above every one the old table issued:
+               restarting them at 0 would hand out the ids of groups from
+               before the reinstall again, and a Group object (or a thread's
+               current group) kept from then would close, release or be
+               charged for the new group that got its id. */
+            uint64_t gen_floor = 0;
+            for (uint32_t i = 0; i < g_ngroups; i++) {
+                uint64_t gen = atomic_load_explicit(&cur[i].gen, OA_RELAXED);
+                if (gen > gen_floor)
+                    gen_floor = gen;
+            }
+            for (uint32_t i = 0; i < n; i++)
+                atomic_store_explicit(&fresh[i].gen, gen_floor, OA_RELAXED);
+        }
+        /* Shrinking g_ngroups before publishing keeps slot checks in range
+           for a RAW hook still looking at the old table. */
+        if (cur != NULL && n < g_ngroups)
+            g_ngroups = n;
+        atomic_store_explicit(&g_groups, fresh, memory_order_release);
+        g_ngroups = n;
+    }
+    groups_reset_all();
+    return 0;
+}
+
+/* ------------------------------------------------------------ groups API */
+
+uint64_t oa_group_new(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    uint64_t gid = OA_GROUP_OVERFLOW;
+    oa_group *groups = group_table();
+    if (groups != NULL && g_free_head != OA_NO_SLOT) {
+        uint32_t slot = g_free_head;
+        oa_group *g = &groups[slot];
+        g_free_head = g->next;
+        if (g_free_head == OA_NO_SLOT)
+            g_free_tail = OA_NO_SLOT;
+        g->next = OA_NO_SLOT;
+        reset_group(g);
+        uint64_t gen = atomic_load_explicit(&g->gen, OA_RELAXED) + 1;
+        atomic_store_explicit(&g->gen, gen, OA_RELAXED);
+        atomic_store_explicit(&g->state, OA_GROUP_OPEN, memory_order_release);
+        g_groups_open++;
+        gid = (gen << OA_SLOT_BITS) | slot;
+    } else {
+        atomic_fetch_add_explicit(&g_groups_dropped, 1, OA_RELAXED);
+    }
+    PyGILState_Release(gil);
+    return gid;
+}
+
+/* The group slot of a user group id, or NULL when unknown or stale. */
+static oa_group *user_group(uint64_t gid)
+{
+    oa_group *groups = group_table();
+    uint32_t slot = (uint32_t)(gid & OA_SLOT_MASK);
+    if (groups == NULL || slot < OA_FIRST_USER_SLOT || slot >= g_ngroups)
+        return NULL;
+    oa_group *g = &groups[slot];
+    if (atomic_load_explicit(&g->gen, OA_RELAXED) != (gid >> OA_SLOT_BITS) ||
+        atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_FREE)
+        return NULL;
+    return g;
+}
+
+int oa_group_close(uint64_t gid)
+{
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        return OA_OK;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    oa_group *g = user_group(gid);
+    if (g != NULL)
+        atomic_store_explicit(&g->state, OA_GROUP_CLOSED, OA_RELAXED);
+    PyGILState_Release(gil);
+    return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
+}
+
+int oa_group_release(uint64_t gid)
+{
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        return OA_OK;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    oa_group *g = user_group(gid);
+    if (g != NULL) {
+        oa_group *groups = group_table();
+        uint32_t slot = (uint32_t)(g - groups);
+        atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
+        g->next = OA_NO_SLOT;
+        if (g_free_tail == OA_NO_SLOT)
+            g_free_head = slot;
+        else
+            groups[g_free_tail].next = slot;
+        g_free_tail = slot;
+        g_groups_open--;
+    }
+    PyGILState_Release(gil);
+    return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
+}
+
+int oa_group_stats(uint64_t gid, oa_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    oa_group *groups = group_table();
+    if (groups == NULL)
+        return OA_ERR_NOT_INSTALLED;
+    oa_group *g;
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        g = &groups[gid];
+    else if ((g = user_group(gid)) == NULL)
+        return OA_ERR_STALE_GROUP;
+    oa_ctr_sum(&g->gil, out);
+    oa_ctr_sum(&g->raw, out);
+    out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
+    return OA_OK;
+}

@@ -1,0 +1,342 @@
+/*
+ * otel_alloc native tracker: PyMem hooks on the RAW, MEM and OBJ domains that
+ * charge every allocation to an allocation group. This file is the hooks'
+ * hot path: attribution, accounting and the live tables. The other files are
+ * listed in tracker.h.
+ *
+ * Rules this file keeps (see DESIGN.md, "Native tracker"):
+ *  - A hook never calls Python code. MEM/OBJ hooks run with the GIL held and
+ *    may read the attribution context variable (PyContextVar_Get reads a cache
+ *    or a HAMT, allocating nothing); RAW hooks run without the GIL and touch
+ *    only thread-local storage, atomics and spinlocked tables.
+ *  - Each hook keeps the allocator it wrapped in its ctx and calls it; a
+ *    thread-local guard makes a block that pymalloc hands down to RAW count
+ *    once, in the domain the caller asked.
+ *  - Bookkeeping memory comes from libc, never from a PyMem domain.
+ */
+#include "tracker.h"
+
+#include <sched.h>
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define OA_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define OA_TSTATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* ------------------------------------------------------------------ state */
+
+/* The one definition of the thread-local state (see oa_tls in tracker.h).
+   It repeats the declaration's initial-exec model: GCC does not carry a
+   declaration's tls_model over to a definition without one, and would emit
+   general-dynamic (__tls_get_addr) code for this file. */
+__thread oa_tls tls __attribute__((tls_model("initial-exec")));
+
+_Atomic int g_mode;
+_Atomic int g_enabled;
+_Atomic uint64_t g_threshold;
+
+static PyObject *g_ctxvar; /* strong reference, set under the GIL */
+
+oa_ptable g_gil_table; /* MEM/OBJ blocks, guarded by the GIL */
+oa_ptable g_raw_table; /* RAW blocks, guarded by g_raw_lock */
+oa_spin g_raw_lock = {ATOMIC_FLAG_INIT};
+
+/* ------------------------------------------------------------ primitives */
+
+void oa_spin_lock(oa_spin *s)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(&s->flag, memory_order_acquire)) {
+        if (++spins > 64) {
+            sched_yield();
+            spins = 0;
+        }
+    }
+}
+
+/* ----------------------------------------------------------- attribution */
+
+/* Group of the running context. Only from MEM/OBJ hooks: the GIL is held,
+   so the thread state read here is this thread's. */
+static inline uint64_t resolve_gid(void)
+{
+    PyObject *var = g_ctxvar;
+    if (var == NULL)
+        return tls.gid;
+    PyThreadState *ts = OA_TSTATE();
+    if (ts == NULL)
+        return tls.gid;
+    if (tls.ctx_valid && ts->context_ver == tls.ctx_ver && ts->context == tls.ctx_obj &&
+        (uint64_t)ts->id == tls.ctx_tsid)
+        return tls.gid;
+    PyObject *val = NULL;
+    if (PyContextVar_Get(var, NULL, &val) < 0) {
+        /* Cannot happen for a real ContextVar; never leave an error set. */
+        PyErr_Clear();
+        return tls.gid;
+    }
+    uint64_t gid = 0;
+    if (val != NULL) {
+        if (PyLong_CheckExact(val))
+            gid = (uint64_t)PyLong_AsUnsignedLongLongMask(val);
+        /* The context still holds val, so this never deallocates. */
+        Py_DECREF(val);
+    }
+    tls.gid = gid;
+    tls.ctx_ver = ts->context_ver;
+    tls.ctx_obj = ts->context;
+    tls.ctx_tsid = (uint64_t)ts->id;
+    tls.ctx_valid = 1;
+    return gid;
+}
+
+/* ------------------------------------------------------------ accounting */
+
+static inline void table_lock(int raw)
+{
+    if (raw)
+        oa_spin_lock(&g_raw_lock);
+}
+static inline void table_unlock(int raw)
+{
+    if (raw)
+        oa_spin_unlock(&g_raw_lock);
+}
+
+static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_group *g = group_for_free(groups, meta);
+    if (raw) {
+        if (g != NULL) {
+            oa_ctr_free_atomic(&g->raw, size);
+            oa_ctr_live_atomic(&g->raw, -(int64_t)size, -1);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_atomic(&g_proc[domain], size);
+        oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
+    } else {
+        if (g != NULL) {
+            oa_ctr_free_plain(&g->gil, size);
+            oa_ctr_live_plain(&g->gil, -(int64_t)size, -1);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_plain(&g_proc[domain], size);
+        oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
+    }
+    oa_thread *rec = thread_record();
+    if (rec != NULL) {
+        oa_ctr_free_plain(&rec->c, size);
+        oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
+    }
+}
+
+static void on_alloc(int domain, void *ptr, size_t size)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    uint64_t gid = raw ? tls.gid : resolve_gid();
+    oa_group *groups = group_table();
+    oa_group *g = group_for_alloc(groups, gid, raw);
+    oa_ctr *gc = raw ? &g->raw : &g->gil;
+    if (raw) {
+        oa_ctr_alloc_atomic(gc, size);
+        oa_ctr_alloc_atomic(&g_proc[domain], size);
+    } else {
+        oa_ctr_alloc_plain(gc, size);
+        oa_ctr_alloc_plain(&g_proc[domain], size);
+    }
+    oa_thread *rec = thread_record();
+    if (rec != NULL)
+        oa_ctr_alloc_plain(&rec->c, size);
+
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE) {
+        oa_ptable *t = raw ? &g_raw_table : &g_gil_table;
+        uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
+                                     atomic_load_explicit(&g->gen, OA_RELAXED));
+        uint64_t old_size = 0, old_meta = 0;
+        int r = -1;
+        table_lock(raw);
+        if (t->slots != NULL)
+            r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &old_size, &old_meta);
+        table_unlock(raw);
+        if (r < 0) {
+            atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+        } else {
+            if (r == 1) {
+                atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
+                charge_free(groups, domain, old_size, old_meta);
+            }
+            if (raw) {
+                oa_ctr_live_atomic(gc, (int64_t)size, 1);
+                oa_ctr_live_atomic(&g_proc[domain], (int64_t)size, 1);
+            } else {
+                oa_ctr_live_plain(gc, (int64_t)size, 1);
+                oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
+            }
+            oa_peak_update(&g->peak, atomic_load_explicit(&g->gil.live_bytes, OA_RELAXED) +
+                                         atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED));
+            oa_peak_update(&g_proc_peak, proc_live());
+            if (rec != NULL) {
+                oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
+                int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
+                if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
+                    atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+            }
+        }
+    }
+
+    uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
+    if (threshold != 0 && size >= threshold)
+        push_event(domain, size, gid);
+}
+
+/* Remove ptr from the live table; 1 with its size and meta when tracked. */
+static inline int forget_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_ptable *t = raw ? &g_raw_table : &g_gil_table;
+    int found = 0;
+    table_lock(raw);
+    if (t->slots != NULL)
+        found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
+    table_unlock(raw);
+    if (!found) {
+        if (raw)
+            atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+        else
+            plain_inc(&g_untracked_gil, 1);
+    }
+    return found;
+}
+
+static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_ptable *t = raw ? &g_raw_table : &g_gil_table;
+    uint64_t os, om;
+    table_lock(raw);
+    if (t->slots != NULL)
+        (void)oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
+    table_unlock(raw);
+}
+
+/* ----------------------------------------------------------------- hooks */
+
+#define OA_PROBE(h)                                  \
+    do {                                             \
+        if (tls.probing)                             \
+            tls.probe_hits |= 1 << (h)->domain;      \
+    } while (0)
+
+void *hook_malloc(void *ctx, size_t size)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
+        return h->prev.malloc(h->prev.ctx, size);
+    tls.guard = 1;
+    void *p = h->prev.malloc(h->prev.ctx, size);
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        on_alloc(h->domain, p, size);
+    tls.guard = 0;
+    return p;
+}
+
+void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    tls.guard = 1;
+    void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+    /* On success nelem * elsize did not overflow. */
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        on_alloc(h->domain, p, nelem * elsize);
+    tls.guard = 0;
+    return p;
+}
+
+/* A realloc counts as one allocation of the new size and, in live mode, one
+   free of the old block charged to the group that allocated it. */
+void *hook_realloc(void *ctx, void *ptr, size_t size)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
+    if (tls.guard || mode == OA_MODE_NONE)
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    tls.guard = 1;
+    void *p;
+    if (mode == OA_MODE_LIVE && ptr != NULL) {
+        /* Forget the old block before the call: once realloc returns, its
+           address may be handed out again by another thread. */
+        uint64_t osize = 0, ometa = 0;
+        int found = forget_block(h->domain, ptr, &osize, &ometa);
+        p = h->prev.realloc(h->prev.ctx, ptr, size);
+        if (p == NULL) {
+            if (found)
+                restore_block(h->domain, ptr, osize, ometa);
+        } else {
+            if (found)
+                charge_free(group_table(), h->domain, osize, ometa);
+            if (atomic_load_explicit(&g_enabled, OA_RELAXED))
+                on_alloc(h->domain, p, size);
+        }
+    } else {
+        p = h->prev.realloc(h->prev.ctx, ptr, size);
+        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+            on_alloc(h->domain, p, size);
+    }
+    tls.guard = 0;
+    return p;
+}
+
+void hook_free(void *ctx, void *ptr)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    /* Frees are accounted even while disabled, so live figures stay exact. */
+    if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE) {
+        h->prev.free(h->prev.ctx, ptr);
+        return;
+    }
+    tls.guard = 1;
+    uint64_t size = 0, meta = 0;
+    if (forget_block(h->domain, ptr, &size, &meta))
+        charge_free(group_table(), h->domain, size, meta);
+    h->prev.free(h->prev.ctx, ptr);
+    tls.guard = 0;
+}
+
+/* ------------------------------------------------------ attribution API */
+
+int oa_set_context_var(void *contextvar)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *var = contextvar;
+    int rc = OA_OK;
+    if (var != NULL && !PyContextVar_CheckExact(var)) {
+        rc = OA_ERR_BAD_ARGUMENT;
+    } else {
+        /* The old variable is kept alive: a hook may still be reading it. */
+        Py_XINCREF(var);
+        g_ctxvar = var;
+    }
+    PyGILState_Release(gil);
+    return rc;
+}
+
+void oa_set_thread_group(uint64_t group)
+{
+    tls.gid = group;
+    tls.ctx_valid = 0;
+}
+
+uint64_t oa_thread_group(void)
+{
+    return tls.gid;
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Memory-error checks of the native tracker (otel_alloc/_native/*.c): the core
+# suite (tests/unit) under AddressSanitizer + UndefinedBehaviorSanitizer, and
+# under valgrind memcheck.
+#
+# Usage:
+#   tests/native/run_sanitizers.sh [asan|valgrind|all] [extra pytest args...]
+#
+# Environment:
+#   PYTHON          interpreter with cffi and pytest (default: .venv/bin/python)
+#   KEEP_WORKDIR=1  keep the temporary directory (builds and logs) afterwards
+#
+# The checks never touch the editable install: the working tree is copied to a
+# temporary directory and the extension is built there, once instrumented for
+# ASan and once plain for valgrind; the suite runs from each copy (pytest puts
+# the copy first on sys.path, ahead of the editable-install finder). At the end
+# the script checks that the repository's own build is not instrumented and
+# rebuilds it with `pip install -e .` if it is.
+#
+# ASan: the python binary is not instrumented, so libasan is preloaded; leak
+# detection is off (CPython keeps a lot alive at exit on purpose). Runs twice:
+# with pymalloc, and with PYTHONMALLOC=malloc so that Python's own blocks also
+# get ASan redzones (the hooks then wrap the malloc-backed allocators).
+#
+# valgrind: PYTHONMALLOC=malloc so pymalloc's arena tricks do not confuse
+# memcheck; tests/native/valgrind.supp hides CPython 3.11's own false
+# positives (see that file). --fair-sched keeps the spinlock/thread tests from
+# crawling under valgrind's serialised threads. Forked children log to their
+# own file (%p); every log must report 0 errors.
+set -euo pipefail
+
+MODE="${1:-all}"
+if [[ $# -gt 0 ]]; then shift; fi
+case "$MODE" in
+    asan|valgrind|all) ;;
+    *) echo "usage: $0 [asan|valgrind|all] [pytest args...]" >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+SUPP="$ROOT/tests/native/valgrind.supp"
+PYTEST_ARGS=(-m pytest tests/unit -q -p no:cacheprovider "$@")
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/oa_sanitizers.XXXXXX")"
+cleanup() {
+    if [[ "${KEEP_WORKDIR:-0}" == 1 ]]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# Copy the working tree (sources and tests as they are now, uncommitted
+# changes included) without the venv, VCS data or any build products.
+copy_tree() {
+    local dest="$1"
+    mkdir -p "$dest"
+    tar -C "$ROOT" \
+        --exclude=./.venv --exclude=./.git --exclude=./build --exclude=./dist \
+        --exclude='*.so' --exclude='*.o' --exclude='__pycache__' \
+        --exclude='*.egg-info' --exclude='.pytest_cache' \
+        -cf - . | tar -C "$dest" -xf -
+}
+
+# Build otel_alloc._tracker in place in a copy, with extra CFLAGS/LDFLAGS
+# (distutils appends build.py's extra_compile_args after CFLAGS).
+build_ext() {
+    local dest="$1" cflags="$2" ldflags="$3"
+    (
+        cd "$dest"
+        CFLAGS="$cflags" LDFLAGS="$ldflags" "$PY" -c '
+import sys
+sys.path.insert(0, "otel_alloc/_native")
+from build import ffibuilder
+ffibuilder.compile(tmpdir=".")
+' >"$dest/build.log" 2>&1
+    ) || { cat "$dest/build.log" >&2; echo "build failed in $dest" >&2; exit 1; }
+    if grep -E 'warning:' "$dest/build.log" >&2; then
+        echo "compiler warnings in $dest (see above)" >&2
+        exit 1
+    fi
+    ls "$dest"/otel_alloc/_tracker*.so >/dev/null
+}
+
+# Which extension module a run in this copy imports: must be the copy's.
+check_import() {
+    local dest="$1"
+    shift
+    local where
+    where="$(cd "$dest" && env "$@" "$PY" -c 'import otel_alloc._tracker as t; print(t.__file__)')"
+    if [[ "$where" != "$dest"/* ]]; then
+        echo "expected the build in $dest, imported $where" >&2
+        exit 1
+    fi
+}
+
+run_asan() {
+    local dest="$WORK/asan"
+    log "ASan+UBSan build in $dest"
+    copy_tree "$dest"
+    build_ext "$dest" \
+        "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+        "-fsanitize=address,undefined"
+    local syms
+    syms="$(nm -D "$dest"/otel_alloc/_tracker*.so)"
+    if ! grep -q __asan_report <<<"$syms"; then
+        echo "ASan build is not instrumented" >&2
+        exit 1
+    fi
+    local libasan
+    libasan="$(gcc -print-file-name=libasan.so)"
+    local env_common=(
+        "LD_PRELOAD=$libasan"
+        "ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=$WORK/asan-log"
+        "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$WORK/ubsan-log"
+    )
+    check_import "$dest" "${env_common[@]}"
+    local alloc rc=0
+    for alloc in pymalloc malloc; do
+        log "ASan+UBSan: pytest ${PYTEST_ARGS[*]:2} (PYTHONMALLOC=$alloc)"
+        (cd "$dest" && env "${env_common[@]}" "PYTHONMALLOC=$alloc" "$PY" "${PYTEST_ARGS[@]}") || rc=$?
+        # Reports go to files (pytest would capture stderr); a forked child
+        # writes its own file.
+        if compgen -G "$WORK/asan-log.*" >/dev/null || compgen -G "$WORK/ubsan-log.*" >/dev/null; then
+            cat "$WORK"/asan-log.* "$WORK"/ubsan-log.* 2>/dev/null >&2 || true
+            echo "ASan/UBSan reported errors (PYTHONMALLOC=$alloc)" >&2
+            exit 1
+        fi
+        if [[ $rc -ne 0 ]]; then
+            echo "pytest failed under ASan (PYTHONMALLOC=$alloc), exit $rc" >&2
+            exit "$rc"
+        fi
+        echo "ASan+UBSan (PYTHONMALLOC=$alloc): no reports"
+    done
+}
+
+run_valgrind() {
+    local dest="$WORK/plain"
+    log "plain build for valgrind in $dest"
+    copy_tree "$dest"
+    build_ext "$dest" "-g" ""
+    check_import "$dest"
+    mkdir -p "$WORK/valgrind"
+    log "valgrind memcheck: pytest ${PYTEST_ARGS[*]:2} (PYTHONMALLOC=malloc)"
+    local rc=0
+    (
+        cd "$dest" && PYTHONMALLOC=malloc valgrind --tool=memcheck \
+            --suppressions="$SUPP" --fair-sched=yes --leak-check=no \
+            --num-callers=40 --error-exitcode=99 \
+            --log-file="$WORK/valgrind/memcheck.%p.log" \
+            "$PY" "${PYTEST_ARGS[@]}"
+    ) || rc=$?
+    local f errors total=0
+    for f in "$WORK"/valgrind/memcheck.*.log; do
+        errors="$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$f" | tail -n 1)"
+        if [[ -z "$errors" ]]; then
+            # A forked child that left through os._exit() before valgrind
+            # wrote a summary; its errors, if any, are still in the file.
+            errors="$(grep -cE '^==[0-9]+== (Invalid|Conditional|Use of|Mismatched|Source and)' "$f" || true)"
+        fi
+        echo "$(basename "$f"): $errors errors; $(grep -o 'suppressed: [0-9]* from [0-9]*' "$f" | tail -n 1)"
+        total=$((total + errors))
+    done
+    if [[ $total -ne 0 ]]; then
+        for f in "$WORK"/valgrind/memcheck.*.log; do
+            grep -q 'ERROR SUMMARY: 0 errors' "$f" || cat "$f" >&2
+        done
+        echo "valgrind reported $total errors" >&2
+        exit 1
+    fi
+    if [[ $rc -ne 0 ]]; then
+        echo "pytest failed under valgrind, exit $rc" >&2
+        exit "$rc"
+    fi
+    echo "valgrind memcheck: 0 errors"
+}
+
+# The repository's own extension (the editable install) must be a normal
+# build: rebuild it if some earlier run left it instrumented.
+check_repo_build() {
+    local so
+    so="$(ls "$ROOT"/otel_alloc/_tracker*.so 2>/dev/null | head -n 1 || true)"
+    if [[ -z "$so" ]] || grep -q '__asan\|__ubsan' <<<"$(nm -D "$so")"; then
+        log "restoring the normal editable build"
+        (cd "$ROOT" && env -u CFLAGS -u LDFLAGS "$PY" -m pip install -e . -q)
+    fi
+    log "repository build is not instrumented: ${so:-$(ls "$ROOT"/otel_alloc/_tracker*.so)}"
+}
+
+if [[ "$MODE" == asan || "$MODE" == all ]]; then run_asan; fi
+if [[ "$MODE" == valgrind || "$MODE" == all ]]; then run_valgrind; fi
+check_repo_build
+log "all checks passed"
