@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODES = ("untraced", "disabled", "counts", "live", "tracemalloc")
+MODES = ("untraced", "disabled", "counts", "sampled", "live", "tracemalloc")
 
 
 def child(mode: str, requests: int) -> None:
@@ -30,6 +30,14 @@ def child(mode: str, requests: int) -> None:
         import otel_alloc
 
         otel_alloc.install(mode)
+        group = otel_alloc.Group()
+        group.__enter__()
+    elif mode == "sampled":  # counts + stack sampling at the default mean
+        import otel_alloc
+        from otel_alloc import sampling
+
+        otel_alloc.install("counts")
+        sampling.configure()
         group = otel_alloc.Group()
         group.__enter__()
     elif mode == "disabled":  # hooks in place, counting off: the pass-through floor

@@ -6,11 +6,12 @@ interface stays in one place and the rest of the code is plain Python.
 
 from __future__ import annotations
 
+import threading
 from contextvars import ContextVar
 from typing import Any
 
 from otel_alloc._tracker import ffi, lib
-from otel_alloc.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+from otel_alloc.stats import AllocEvent, Counters, MemoryUsage, RawSample, Stats, ThreadStats
 
 MODE_NONE: int = lib.OA_MODE_NONE
 MODE_COUNTS: int = lib.OA_MODE_COUNTS
@@ -178,16 +179,70 @@ def counters() -> Counters:
     )
 
 
+_EVENT_BUF = ffi.new("oa_event[]", 1024)
+_EVENT_LOCK = threading.Lock()
+_SAMPLE_BUF = ffi.new("oa_sample[]", 4096)
+_SAMPLE_LOCK = threading.Lock()
+
+
 def drain_events(max_events: int = 1024) -> list[AllocEvent]:
-    out = ffi.new("oa_event[]", max_events)
-    n = lib.oa_drain_events(out, max_events)
-    return [
-        AllocEvent(
-            timestamp_ns=out[i].timestamp_ns,
-            size=out[i].size,
-            group=out[i].group,
-            native_thread_id=out[i].native_id,
-            domain=out[i].domain,
-        )
-        for i in range(n)
-    ]
+    # One preallocated buffer, so that draining allocates nothing when there
+    # is nothing to drain; the lock keeps two drainers off the same buffer.
+    with _EVENT_LOCK:
+        out = _EVENT_BUF
+        n = lib.oa_drain_events(out, min(max_events, len(out)))
+        return [
+            AllocEvent(
+                timestamp_ns=out[i].timestamp_ns,
+                size=out[i].size,
+                group=out[i].group,
+                native_thread_id=out[i].native_id,
+                domain=out[i].domain,
+            )
+            for i in range(n)
+        ]
+
+
+# -- sampler ---------------------------------------------------------------
+
+SAMPLE_ALLOC: int = lib.OA_SAMPLE_ALLOC
+SAMPLE_FREE: int = lib.OA_SAMPLE_FREE
+STACK_NONE: int = lib.OA_STACK_NONE
+STACK_DROPPED: int = lib.OA_STACK_DROPPED
+
+
+def sampler_configure(mean_bytes: int, max_depth: int, capacity: int) -> int:
+    return int(lib.oa_sampler_configure(mean_bytes, max_depth, capacity))
+
+
+def sampler_mean() -> int:
+    return int(lib.oa_sampler_mean())
+
+
+def drain_samples(max_samples: int = 4096) -> list[RawSample]:
+    with _SAMPLE_LOCK:
+        out = _SAMPLE_BUF
+        n = lib.oa_drain_samples(out, min(max_samples, len(out)))
+        return [RawSample(out[i].id, out[i].kind, out[i].stack, out[i].group, out[i].native_id,
+                          out[i].size, out[i].mean, out[i].domain) for i in range(n)]
+
+
+def stack_frames(stack: int, max_frames: int = 128) -> list[int]:
+    out = ffi.new("uint32_t[]", max_frames)
+    n = lib.oa_stack_frames(stack, out, max_frames)
+    return [out[i] for i in range(n)]
+
+
+def frame_info(frame: int) -> tuple[str, str, int] | None:
+    out = ffi.new("oa_frame_info *")
+    if lib.oa_frame_get(frame, out) != lib.OA_OK:
+        return None
+    return (ffi.string(out.function).decode("utf-8", "replace"),
+            ffi.string(out.filename).decode("utf-8", "replace"), int(out.line))
+
+
+def sampler_stats() -> dict[str, int]:
+    out = ffi.new("oa_sampler_stats *")
+    lib.oa_sampler_stats_get(out)
+    return {k: int(getattr(out, k)) for k in
+            ("samples", "dropped", "frees", "frames", "stacks", "stacks_dropped", "bytes")}

@@ -7,7 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from otel_alloc import config, tracker
+from otel_alloc import config, reports, tracker
+from otel_alloc.render import KINDS
 
 USAGE_RUN = ("otel-alloc run [--mode counts|live] [--table|--no-table] "
              "(-m module | script.py) [args]")
@@ -31,10 +32,35 @@ def _parser() -> argparse.ArgumentParser:
                        help="print the table at exit even when exporting")
     table.add_argument("--no-table", dest="table", action="store_false",
                        help="never print the table")
+    run.add_argument("--profile", metavar="PATH",
+                     help="write the sampled allocation profile (JSON) here at exit, "
+                          "for 'otel-alloc report' (default: OTEL_ALLOC_PROFILE_FILE)")
+    run.add_argument("--serve", metavar="[HOST:]PORT",
+                     help="serve reports over HTTP while running (127.0.0.1 unless a host "
+                          "is given; default: OTEL_ALLOC_REPORT_ADDRESS)")
     run.add_argument("-m", dest="module", metavar="module",
                      help="run a library module as a script (like python -m)")
     run.add_argument("args", nargs=argparse.REMAINDER,
                      help="script path and its arguments (or the module's arguments)")
+    rep = sub.add_parser(
+        "report", help="allocation sites, live dumps, churn and flame graphs (estimates)",
+        description="Reports from a sampled allocation profile, read from a file written by "
+                    "'otel-alloc run --profile' or from a running program's endpoint "
+                    "('otel-alloc run --serve'). All figures are estimates from samples.")
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", metavar="PATH", help="profile JSON written at exit")
+    src.add_argument("--url", metavar="URL", help="endpoint of a running program, "
+                                                  "e.g. http://127.0.0.1:9999")
+    rep.add_argument("--kind", choices=KINDS, default="top")
+    rep.add_argument("--span", help="only this span name")
+    rep.add_argument("--thread", help="only this thread (as shown in --kind threads)")
+    rep.add_argument("--key", choices=reports.KEYS, default="site",
+                     help="grouping of live and churn reports")
+    rep.add_argument("--value", default="bytes",
+                     choices=("bytes", "count", "live_bytes", "live_count"),
+                     help="what to sum (flame graphs also take live_bytes/live_count)")
+    rep.add_argument("-n", type=int, default=20, help="rows to show")
+    rep.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
     return parser
 
 
@@ -44,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.command == "run":
         return _run(parser, ns)
+    if ns.command == "report":
+        return _report(ns)
     parser.error(f"unknown command {ns.command!r}")
     return 2
 
@@ -64,10 +92,38 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         parser.error("nothing to run: give a script path or -m module\nusage: " + USAGE_RUN)
     try:
         return run(RunOptions(target=target, args=args, module=module, mode=ns.mode,
-                              table=ns.table))
+                              table=ns.table, profile_path=ns.profile, serve=ns.serve))
     except config.ConfigError as err:
         print(f"otel-alloc: {err}", file=sys.stderr)
         return 2
+
+
+def _report(ns: argparse.Namespace) -> int:
+    import json
+    import urllib.request
+
+    from otel_alloc.profile import Profile
+    from otel_alloc.render import render_report
+
+    try:
+        if ns.file:
+            profile = Profile.load(ns.file)
+        else:
+            with urllib.request.urlopen(ns.url.rstrip("/") + "/profile.json", timeout=30) as r:
+                profile = Profile.from_json(json.load(r))
+        value = ns.value if ns.kind in ("collapsed", "flamegraph") else (
+            "count" if ns.value.endswith("count") else "bytes")
+        text = render_report(profile, ns.kind, span=ns.span, thread=ns.thread, key=ns.key,
+                             value=value, n=ns.n)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"otel-alloc report: {err}", file=sys.stderr)
+        return 2
+    if ns.output:
+        with open(ns.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
 
 
 if __name__ == "__main__":

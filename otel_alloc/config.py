@@ -23,7 +23,8 @@ class ConfigError(ValueError):
         super().__init__(f"{setting}={value!r} is not valid: expected {accepted}")
 
 
-def _env(name: str) -> str | None:
+def env_value(name: str) -> str | None:
+    """The stripped value of an environment variable, or None when unset/empty."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return None
@@ -33,7 +34,7 @@ def _env(name: str) -> str | None:
 def choice(name: str, value: str | None, env: str, default: str, choices: Iterable[str]) -> str:
     """Resolve a setting that takes one of a fixed set of words."""
     options = tuple(choices)
-    setting, raw = (name, value) if value is not None else (env, _env(env))
+    setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
         return default
     if not isinstance(raw, str) or raw.lower() not in options:
@@ -51,7 +52,7 @@ def integer(name: str, value: int | None, env: str, default: int,
             raise ConfigError(setting, value, accepted)
     else:
         setting = env
-        raw = _env(env)
+        raw = env_value(env)
         if raw is None:
             return default
         try:
@@ -68,7 +69,7 @@ def size(name: str, value: int | str | None, env: str, default: int,
     """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``."""
     accepted = (f"a byte size >= {minimum} (an integer, or a number with "
                 "B, KB, MB, GB, KiB, MiB, GiB)")
-    setting, raw = (name, value) if value is not None else (env, _env(env))
+    setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
         return default
     if isinstance(raw, bool):
@@ -96,7 +97,7 @@ def number(name: str, value: float | None, env: str, default: float,
            minimum: float = 0.0) -> float:
     """Resolve a non-negative float setting (seconds, ratios)."""
     accepted = f"a number >= {minimum}"
-    setting, raw = (name, value) if value is not None else (env, _env(env))
+    setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
         return default
     if isinstance(raw, bool):
@@ -116,7 +117,7 @@ def flag(name: str, value: bool | None, env: str, default: bool) -> bool:
         if not isinstance(value, bool):
             raise ConfigError(name, value, "True or False")
         return value
-    raw = _env(env)
+    raw = env_value(env)
     if raw is None:
         return default
     lowered = raw.lower()

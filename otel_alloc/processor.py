@@ -13,9 +13,11 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_alloc import _core, attribution, config, names, tracker
+from otel_alloc import _core, attribution, config, names, sampling, tracker
 from otel_alloc.events import AllocationEvents
 from otel_alloc.metrics import AllocationMetrics, SpanNames, span_context
+from otel_alloc.profile import Profile
+from otel_alloc.sampling import SampleCollector
 from otel_alloc.settings import Settings
 from otel_alloc.spans import SpanAllocation, with_attributes
 from otel_alloc.watch import SpanInfo, SpanWatch
@@ -63,7 +65,8 @@ class AllocationSpanProcessor(SpanProcessor):
         **settings: Any field of :class:`~otel_alloc.settings.Settings`
             (``stale_span_seconds``, ``max_span_names``, ``span_threshold_bytes``,
             ``leak_grace_seconds``, ``leak_min_bytes``, ``max_retained_spans``,
-            ``span_summary_events``, ``metrics``, ``events``).
+            ``span_summary_events``, ``metrics``, ``events``, ``sample_bytes``:
+            mean bytes between sampled allocation sites, 0 for none).
     """
 
     def __init__(
@@ -93,6 +96,12 @@ class AllocationSpanProcessor(SpanProcessor):
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
         self._watch = SpanWatch(self.settings, self._events, self._live)
+        self.profile: Profile | None = None
+        if self.settings.sample_bytes > 0:
+            sampling.configure(self.settings.sample_bytes)
+            self.profile = Profile(sample_bytes=self.settings.sample_bytes, live=self._live)
+            self._collector = SampleCollector(self.profile, self._watch.span_name_of)
+            self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
         self._open: dict[int, SpanInfo] = {}
         self._lock = threading.Lock()
@@ -131,6 +140,7 @@ class AllocationSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Open the span's allocation group, then pass the span on."""
+        outer = tracker.suspend_attribution()  # our work is not the app's
         try:
             if not self._shutdown:
                 self._open_group(span)
@@ -141,9 +151,11 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._next.on_start(span, parent_context=parent_context)
             except Exception:
                 self._failed("wrapped on_start")
+        tracker.resume_attribution(outer)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Close the span's group, record it, pass on a copy with attributes."""
+        outer = tracker.suspend_attribution()  # our work (and exporting) is not the app's
         out = span
         try:
             record = self._close_group(span)
@@ -158,6 +170,7 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._next.on_end(out)
             except Exception:
                 self._failed("wrapped on_end")
+        tracker.resume_attribution(outer)
 
     def shutdown(self) -> None:
         """Stop the watch, shut down sinks and the wrapped processor; idempotent."""

@@ -13,9 +13,10 @@ from typing import TextIO
 
 from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 
-from otel_alloc import tracker
+from otel_alloc import config, tracker
 from otel_alloc.processor import AllocationSpanProcessor
 from otel_alloc.providers import build_providers, set_global
+from otel_alloc.server import ReportServer, parse_address
 from otel_alloc.summary import SummarySink
 
 
@@ -39,6 +40,10 @@ class RunOptions:
         table: ``True``/``False`` to force the exit table on/off; ``None``
             prints it when no exporter is configured.
         table_stream: Where the table goes (default stderr).
+        profile_path: Write the sampled profile here at exit (default
+            ``OTEL_ALLOC_PROFILE_FILE``).
+        serve: ``[host:]port`` of the report endpoint (default
+            ``OTEL_ALLOC_REPORT_ADDRESS``; off when unset).
     """
 
     target: str
@@ -47,6 +52,8 @@ class RunOptions:
     mode: str | None = None
     table: bool | None = None
     table_stream: TextIO | None = None
+    profile_path: str | None = None
+    serve: str | None = None
 
 
 def run(opts: RunOptions) -> int:
@@ -66,12 +73,24 @@ def run(opts: RunOptions) -> int:
         logger_provider=providers.logger_provider, sinks=[summary])
     providers.tracer_provider.add_span_processor(processor)
     set_global(providers)
+    profile_path = opts.profile_path or config.env_value("OTEL_ALLOC_PROFILE_FILE")
+    address = opts.serve or config.env_value("OTEL_ALLOC_REPORT_ADDRESS")
+    server = None
+    if address:
+        host, port = parse_address(address)
+        server = ReportServer(lambda: processor.profile, host, port)
+        print(f"otel-alloc: reports at {server.url}/report", file=sys.stderr, flush=True)
 
     code, signum = _run_program(opts)
 
     try:
+        if processor.profile is not None and profile_path:
+            processor.force_flush()
+            processor.profile.dump(profile_path)
         providers.shutdown()
     finally:
+        if server is not None:
+            server.close()
         show = opts.table if opts.table is not None else not providers.exporting
         if show:
             stream = opts.table_stream or sys.stderr

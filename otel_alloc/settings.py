@@ -27,6 +27,7 @@ class Settings:
     span_summary_events: bool
     metrics: bool
     events: bool
+    sample_bytes: int
 
     @classmethod
     def resolve(
@@ -41,6 +42,7 @@ class Settings:
         span_summary_events: bool | None = None,
         metrics: bool | None = None,
         events: bool | None = None,
+        sample_bytes: int | str | None = None,
     ) -> Settings:
         """Resolve every setting from its argument or environment variable."""
         return cls(
@@ -62,4 +64,6 @@ class Settings:
                 "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
             metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
+            sample_bytes=config.size(
+                "sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES", 512 * 1024),
         )

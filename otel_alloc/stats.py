@@ -114,3 +114,17 @@ class AllocEvent:
     group: int
     native_thread_id: int
     domain: int
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One record from the native sampler (an allocation, or a sampled block's free)."""
+
+    id: int
+    kind: int
+    stack: int
+    group: int
+    native_thread_id: int
+    size: int
+    mean: int
+    domain: int

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from otel_alloc import _core, names
@@ -62,6 +63,7 @@ class SpanWatch:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._tasks: list[Callable[[], object]] = []
         self.retained_dropped = 0
         self.leaks_reported = 0
         self.errors = 0
@@ -87,6 +89,16 @@ class SpanWatch:
             while len(self._recently_closed) > _RECENTLY_CLOSED:
                 self._recently_closed.popitem(last=False)
         self._open_by_gid.pop(info.gid, None)
+
+    def span_name_of(self, gid: int) -> str | None:
+        """Name of the span that owns (or recently owned) group ``gid``."""
+        info = self._span_of(gid)
+        return info.name if info is not None else None
+
+    def add_task(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on every tick and flush (sample draining)."""
+        self._tasks.append(task)
+        self._ensure_thread()
 
     def _span_of(self, gid: int) -> SpanInfo | None:
         """The span that owns (or owned, recently) group ``gid``."""
@@ -157,6 +169,8 @@ class SpanWatch:
     def tick(self, now: float | None = None) -> None:
         """Drain large-allocation events and check watched spans once."""
         self._drain_native_events()
+        for task in self._tasks:
+            task()
         if not self._retained:
             return
         now = time.monotonic() if now is None else now
@@ -211,6 +225,8 @@ class SpanWatch:
     def flush(self) -> None:
         """Process pending native events now (span end, force_flush)."""
         self._drain_native_events()
+        for task in self._tasks:
+            task()
 
     def shutdown(self) -> None:
         """Stop the thread (safe to call twice)."""

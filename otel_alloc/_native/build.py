@@ -26,7 +26,10 @@ ffibuilder.set_source(
         "otel_alloc/_native/events.c",
         "otel_alloc/_native/figures.c",
         "otel_alloc/_native/ptable.c",
+        "otel_alloc/_native/sampler.c",
+        "otel_alloc/_native/frames.c",
     ],
+    libraries=["m"],
     include_dirs=["otel_alloc/_native"],
     # PyMemAllocatorEx is hidden by the limited API that cffi selects by default.
     py_limited_api=False,

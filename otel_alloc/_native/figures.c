@@ -77,6 +77,9 @@ void oa_memory_usage(oa_memory *out)
     out->thread_bytes = (uint64_t)g_nthreads * sizeof(oa_thread) + sizeof(g_threads);
     oa_spin_unlock(&g_threads_lock);
     out->event_bytes = (uint64_t)g_ring_cap * sizeof(oa_event);
+    gil = PyGILState_Ensure();
+    out->sampler_bytes = oa_sampler_bytes();
+    PyGILState_Release(gil);
     out->total_bytes = out->table_bytes + out->group_table_bytes + out->thread_bytes +
                        out->event_bytes + out->sampler_bytes;
 }

@@ -18,11 +18,6 @@
 
 #include <sched.h>
 
-#if PY_VERSION_HEX >= 0x030D0000
-#define OA_TSTATE() PyThreadState_GetUnchecked()
-#else
-#define OA_TSTATE() _PyThreadState_UncheckedGet()
-#endif
 
 /* ------------------------------------------------------------------ state */
 
@@ -151,11 +146,14 @@ static void on_alloc(int domain, void *ptr, size_t size)
     oa_thread *rec = thread_record();
     if (rec != NULL)
         oa_ctr_alloc_plain(&rec->c, size);
+    uint64_t mean = atomic_load_explicit(&g_sample_mean, OA_RELAXED);
+    int sampled = mean != 0 && oa_sample_tick(mean, size);
+    int tracked = 0;
 
     if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE) {
         oa_ptable *t = raw ? &g_raw_table : &g_gil_table;
         uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
-                                     atomic_load_explicit(&g->gen, OA_RELAXED));
+                                     atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
         uint64_t old_size = 0, old_meta = 0;
         int r = -1;
         table_lock(raw);
@@ -165,8 +163,11 @@ static void on_alloc(int domain, void *ptr, size_t size)
         if (r < 0) {
             atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
         } else {
+            tracked = 1;
             if (r == 1) {
                 atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
+                if (old_meta & OA_SAMPLED_FLAG)
+                    oa_sample_freed(ptr);
                 charge_free(groups, domain, old_size, old_meta);
             }
             if (raw) {
@@ -188,6 +189,8 @@ static void on_alloc(int domain, void *ptr, size_t size)
         }
     }
 
+    if (sampled)
+        oa_sample_alloc(domain, ptr, size, gid, mean, tracked);
     uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
     if (threshold != 0 && size >= threshold)
         push_event(domain, size, gid);
@@ -276,6 +279,8 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
            address may be handed out again by another thread. */
         uint64_t osize = 0, ometa = 0;
         int found = forget_block(h->domain, ptr, &osize, &ometa);
+        if (found && (ometa & OA_SAMPLED_FLAG))
+            oa_sample_freed(ptr); /* before the address can be reused */
         p = h->prev.realloc(h->prev.ctx, ptr, size);
         if (p == NULL) {
             if (found)
@@ -306,8 +311,11 @@ void hook_free(void *ctx, void *ptr)
     }
     tls.guard = 1;
     uint64_t size = 0, meta = 0;
-    if (forget_block(h->domain, ptr, &size, &meta))
+    if (forget_block(h->domain, ptr, &size, &meta)) {
+        if (meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
         charge_free(group_table(), h->domain, size, meta);
+    }
     h->prev.free(h->prev.ctx, ptr);
     tls.guard = 0;
 }

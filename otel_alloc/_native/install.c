@@ -162,6 +162,7 @@ int oa_uninstall(void)
         /* Otherwise another tool wrapped us: stay as a pass-through. */
     }
     drop_tables();
+    oa_sampler_uninstall();
 done:
     PyGILState_Release(gil);
     return rc;
@@ -229,10 +230,12 @@ static void atfork_prepare(void)
     oa_spin_lock(&g_threads_lock);
     oa_spin_lock(&g_ring_lock);
     oa_spin_lock(&g_raw_lock);
+    oa_sampler_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    oa_sampler_atfork_parent();
     oa_spin_unlock(&g_raw_lock);
     oa_spin_unlock(&g_ring_lock);
     oa_spin_unlock(&g_threads_lock);
@@ -249,6 +252,7 @@ static void atfork_child(void)
     atomic_flag_clear(&g_ring_lock.flag);
     oa_ptable_clear(&g_gil_table);
     oa_ptable_clear(&g_raw_table);
+    oa_sampler_atfork_child();
     g_ring_head = g_ring_len = 0;
     tls.ctx_valid = 0;
     oa_group *groups = group_table();

@@ -118,3 +118,44 @@ void oa_counters_get(oa_counters *out);
 
 /* Large-allocation events, drained by Python. */
 int oa_drain_events(oa_event *out, int max_events);
+
+/* Sampled allocation sites (Poisson sampling by bytes). */
+#define OA_SAMPLE_ALLOC 0
+#define OA_SAMPLE_FREE 1
+#define OA_STACK_NONE 0
+#define OA_STACK_DROPPED 1
+
+typedef struct {
+    uint64_t id;
+    uint64_t group;
+    uint64_t native_id;
+    uint64_t size;
+    uint64_t mean;
+    uint32_t stack;
+    int kind;
+    int domain;
+} oa_sample;
+
+typedef struct {
+    const char *function;
+    const char *filename;
+    int line;
+} oa_frame_info;
+
+typedef struct {
+    uint64_t samples;
+    uint64_t dropped;
+    uint64_t frees;
+    uint64_t frames;
+    uint64_t stacks;
+    uint64_t stacks_dropped;
+    uint64_t bytes;
+} oa_sampler_stats;
+
+/* mean_bytes 0 turns sampling off. Resets pending samples. */
+int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capacity);
+uint64_t oa_sampler_mean(void);
+int oa_drain_samples(oa_sample *out, int max_samples);
+int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames);
+int oa_frame_get(uint32_t frame, oa_frame_info *out);
+void oa_sampler_stats_get(oa_sampler_stats *out);

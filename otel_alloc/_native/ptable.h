@@ -15,12 +15,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Packed value layout: size in the low 28 bits, group slot in the next 20,
-   low 16 bits of the group's generation at the top. Sizes that do not fit in
-   28 bits are stored as OA_SIZE_BIG and kept exactly in the big-block list. */
-#define OA_SIZE_BITS 28
+/* Packed value layout, low to high: size (27 bits), a "sampled" flag, the
+   group slot (20 bits), the low 16 bits of the group's generation. Sizes that
+   do not fit in 27 bits are stored as OA_SIZE_BIG and kept exactly in the
+   big-block list. */
+#define OA_SIZE_BITS 27
 #define OA_SLOT_BITS 20
 #define OA_SIZE_BIG ((UINT64_C(1) << OA_SIZE_BITS) - 1)
+#define OA_SAMPLED_FLAG (UINT64_C(1) << OA_SIZE_BITS)
+#define OA_SLOT_SHIFT (OA_SIZE_BITS + 1)
+#define OA_GEN_SHIFT (OA_SLOT_SHIFT + OA_SLOT_BITS)
 #define OA_SLOT_MASK ((UINT64_C(1) << OA_SLOT_BITS) - 1)
 
 typedef struct {
@@ -43,19 +47,19 @@ typedef struct {
 } oa_ptable;
 
 /* Packing helpers. */
-static inline uint64_t oa_meta_pack(uint64_t size, uint32_t slot, uint64_t gen)
+static inline uint64_t oa_meta_pack(uint64_t size, uint32_t slot, uint64_t gen, int sampled)
 {
     uint64_t s = size >= OA_SIZE_BIG ? OA_SIZE_BIG : size;
-    return s | ((uint64_t)(slot & OA_SLOT_MASK) << OA_SIZE_BITS) |
-           ((gen & 0xFFFFu) << (OA_SIZE_BITS + OA_SLOT_BITS));
+    return s | (sampled ? OA_SAMPLED_FLAG : 0) |
+           ((uint64_t)(slot & OA_SLOT_MASK) << OA_SLOT_SHIFT) | ((gen & 0xFFFFu) << OA_GEN_SHIFT);
 }
 static inline uint32_t oa_meta_slot(uint64_t meta)
 {
-    return (uint32_t)((meta >> OA_SIZE_BITS) & OA_SLOT_MASK);
+    return (uint32_t)((meta >> OA_SLOT_SHIFT) & OA_SLOT_MASK);
 }
 static inline uint16_t oa_meta_gen16(uint64_t meta)
 {
-    return (uint16_t)(meta >> (OA_SIZE_BITS + OA_SLOT_BITS));
+    return (uint16_t)(meta >> OA_GEN_SHIFT);
 }
 
 /* Returns 0 on success, -1 when memory for the table could not be had. */

@@ -147,9 +147,35 @@ typedef struct {
     uint64_t ctx_tsid;
     void *ctx_obj;
     int fork_saved_guard; /* guard before atfork_prepare set it */
+    /* Sampler: bytes left until the next sample, and the PRNG state. */
+    int sample_init;
+    int64_t sample_left;
+    uint64_t rng;
 } oa_tls;
 
 extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define OA_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define OA_TSTATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* ------------------------------------------------------ sampler.c */
+
+extern _Atomic uint64_t g_sample_mean; /* 0: sampling off */
+/* Count size bytes down; 1 when this allocation is sampled. */
+int oa_sample_tick(uint64_t mean, size_t size);
+/* Record a sampled allocation (tracked: flagged in the live table). */
+void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t mean,
+                     int tracked);
+/* A block flagged as sampled is being freed. */
+void oa_sample_freed(void *ptr);
+uint64_t oa_sampler_bytes(void);
+void oa_sampler_atfork_prepare(void);
+void oa_sampler_atfork_parent(void);
+void oa_sampler_atfork_child(void);
+void oa_sampler_uninstall(void);
 
 /* ------------------------------------------------------ hooks (hooks.c) */
 

@@ -1,0 +1,172 @@
+"""Sampled allocation sites: the profile that reports and flame graphs read.
+
+The native sampler picks allocations by Poisson sampling over bytes (mean
+``sample_bytes``): an allocation of ``s`` bytes is sampled with probability
+``p = 1 - exp(-s / mean)`` and stands for ``s / p`` bytes and ``1 / p``
+allocations, which makes every sum here an unbiased *estimate*. Reports say
+so; the exact per-span totals are the span attributes and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+NO_STACK = ("<no Python frame>", "", 0)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One Python frame: function (qualified name), file and line."""
+
+    function: str
+    filename: str
+    line: int
+
+    def label(self) -> str:
+        """``function (file:line)``, as flame graphs show it."""
+        return f"{self.function} ({self.filename}:{self.line})"
+
+
+@dataclass
+class SiteStats:
+    """Estimated figures of one (stack, span name, thread) cell."""
+
+    alloc_bytes: float = 0.0
+    alloc_count: float = 0.0
+    freed_bytes: float = 0.0
+    freed_count: float = 0.0
+    samples: int = 0
+
+    @property
+    def live_bytes(self) -> float:
+        """Estimated bytes allocated here and not freed yet (live mode)."""
+        return settle(self.alloc_bytes - self.freed_bytes)
+
+    @property
+    def live_count(self) -> float:
+        """Estimated blocks allocated here and not freed yet (live mode)."""
+        return settle(self.alloc_count - self.freed_count)
+
+
+def settle(value: float) -> float:
+    """Zero for float residue: allocations and frees are summed in different orders."""
+    return value if abs(value) >= 0.5 else 0.0
+
+
+Key = tuple[tuple[Frame, ...], str, str]  # (stack innermost first, span name, thread)
+
+
+@dataclass
+class _Live:
+    key: Key
+    weight_bytes: float
+    weight_count: float
+
+
+@dataclass
+class Profile:
+    """Sampled allocation sites by stack, span name and thread.
+
+    Attributes:
+        sample_bytes: Mean bytes between samples (the estimates' scale).
+        live: Whether frees of sampled blocks are seen (live mode).
+        cells: Figures per (stack, span name, thread).
+    """
+
+    sample_bytes: int
+    live: bool
+    cells: dict[Key, SiteStats] = field(default_factory=dict)
+    _live_samples: dict[int, _Live] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    max_live_samples: int = 1_000_000
+
+    def add_sample(self, sample_id: int, stack: tuple[Frame, ...], span: str, thread: str,
+                   weight_bytes: float, weight_count: float) -> None:
+        """Add one sampled allocation."""
+        key = (stack, span, thread)
+        with self._lock:
+            cell = self.cells.get(key)
+            if cell is None:
+                cell = self.cells[key] = SiteStats()
+            cell.alloc_bytes += weight_bytes
+            cell.alloc_count += weight_count
+            cell.samples += 1
+            if self.live and len(self._live_samples) < self.max_live_samples:
+                self._live_samples[sample_id] = _Live(key, weight_bytes, weight_count)
+
+    def free_sample(self, sample_id: int) -> None:
+        """A sampled block was freed (live mode)."""
+        with self._lock:
+            entry = self._live_samples.pop(sample_id, None)
+            if entry is None:
+                return
+            cell = self.cells[entry.key]
+            cell.freed_bytes += entry.weight_bytes
+            cell.freed_count += entry.weight_count
+
+    def snapshot(self) -> dict[Key, SiteStats]:
+        """A copy of the cells, safe to read while sampling goes on."""
+        with self._lock:
+            return {k: SiteStats(v.alloc_bytes, v.alloc_count, v.freed_bytes, v.freed_count,
+                                 v.samples) for k, v in self.cells.items()}
+
+    # -- files ------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dump (what ``otel-alloc report`` reads)."""
+        frames: dict[Frame, int] = {}
+        rows = []
+        for (stack, span, thread), st in self.snapshot().items():
+            ids = [frames.setdefault(f, len(frames)) for f in stack]
+            rows.append([ids, span, thread, st.alloc_bytes, st.alloc_count, st.freed_bytes,
+                         st.freed_count, st.samples])
+        return {
+            "format": "otel_alloc.profile", "version": FORMAT_VERSION,
+            "estimated": True, "sample_bytes": self.sample_bytes, "live": self.live,
+            "frames": [[f.function, f.filename, f.line] for f in frames],
+            "cells": rows,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        """Rebuild a profile from :meth:`to_json` output."""
+        if data.get("format") != "otel_alloc.profile":
+            raise ValueError("not an otel_alloc profile (missing format marker)")
+        frames = [Frame(str(f[0]), str(f[1]), int(f[2])) for f in data["frames"]]
+        prof = cls(sample_bytes=int(data["sample_bytes"]), live=bool(data["live"]))
+        for ids, span, thread, ab, ac, fb, fc, n in data["cells"]:
+            prof.cells[(tuple(frames[i] for i in ids), span, thread)] = SiteStats(
+                float(ab), float(ac), float(fb), float(fc), int(n))
+        return prof
+
+    def dump(self, path: str) -> None:
+        """Write the profile as JSON."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh)
+
+    @classmethod
+    def load(cls, path: str) -> Profile:
+        """Read a profile written by :meth:`dump`."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_json(json.load(fh))
+
+
+def merge(profiles: Iterable[Profile]) -> Profile:
+    """Sum several profiles (same sampling mean assumed)."""
+    items = list(profiles)
+    out = Profile(sample_bytes=items[0].sample_bytes if items else 0,
+                  live=all(p.live for p in items))
+    for p in items:
+        for key, st in p.snapshot().items():
+            cell = out.cells.setdefault(key, SiteStats())
+            cell.alloc_bytes += st.alloc_bytes
+            cell.alloc_count += st.alloc_count
+            cell.freed_bytes += st.freed_bytes
+            cell.freed_count += st.freed_count
+            cell.samples += st.samples
+    return out
