@@ -43,7 +43,16 @@ fi
 
 log "native suite on the other installed CPython versions"
 for v in 3.10 3.12 3.13; do
-    exe=$(command -v "python$v" || ls /root/.pyenv/versions/"$v"*/bin/python"$v" 2>/dev/null | head -n1 || true)
+    exe=""
+    # pyenv's shims answer `command -v` even for versions that are not selected,
+    # so each candidate is checked by running it.
+    for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" \
+                "$(command -v "python$v" 2>/dev/null || true)"; do
+        if [ -n "$cand" ] && [ -x "$cand" ] && "$cand" -c 'import sys' >/dev/null 2>&1; then
+            exe=$cand
+            break
+        fi
+    done
     if [ -z "$exe" ]; then
         echo "python$v not installed: skipped"
         continue
