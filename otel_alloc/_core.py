@@ -38,15 +38,8 @@ HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
 
 
 def _stats(c: Any) -> Stats:
-    return Stats(
-        alloc_bytes=c.alloc_bytes,
-        alloc_count=c.alloc_count,
-        freed_bytes=c.freed_bytes,
-        freed_count=c.freed_count,
-        live_bytes=c.live_bytes,
-        live_count=c.live_count,
-        peak_bytes=c.peak_bytes,
-    )
+    return Stats(c.alloc_bytes, c.alloc_count, c.freed_bytes, c.freed_count, c.live_bytes,
+                 c.live_count, c.peak_bytes)
 
 
 def _thread(c: Any) -> ThreadStats:
@@ -117,6 +110,21 @@ def group_stats(gid: int) -> Stats | None:
     if lib.oa_group_stats(gid, out) != lib.OA_OK:
         return None
     return _stats(out)
+
+
+def group_finish(gid: int, release: bool) -> Stats | None:
+    out = ffi.new("oa_stats *")
+    if lib.oa_group_finish(gid, 1 if release else 0, out) != lib.OA_OK:
+        return None
+    return _stats(out)
+
+
+def events_pending() -> bool:
+    return bool(lib.oa_events_pending())
+
+
+def samples_pending() -> bool:
+    return bool(lib.oa_samples_pending())
 
 
 def process_stats() -> Stats:

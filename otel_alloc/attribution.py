@@ -42,10 +42,23 @@ def unregister_span(span_id: int) -> None:
     _span_groups.pop(span_id, None)
 
 
+# The key under which OpenTelemetry keeps the current span in a Context. Read
+# directly on this path (it runs on every attach and detach); when a future
+# version moves it, the public accessor is used instead.
+_SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
+
+
 def group_of_context(ctx: Context) -> int:
     """Group id of the span current in ``ctx`` (0 when it has none)."""
-    span = trace.get_current_span(ctx)
-    return _span_groups.get(span.get_span_context().span_id, 0)
+    if _SPAN_KEY is not None:
+        span: Any = ctx.get(_SPAN_KEY)
+        if span is None:
+            return 0
+        try:
+            return _span_groups.get(span.get_span_context().span_id, 0)
+        except AttributeError:
+            return 0
+    return _span_groups.get(trace.get_current_span(ctx).get_span_context().span_id, 0)
 
 
 class _AttributingRuntimeContext(_RuntimeContext):
@@ -57,24 +70,40 @@ class _AttributingRuntimeContext(_RuntimeContext):
 
     def __init__(self, inner: _RuntimeContext) -> None:
         self.inner = inner
+        # These run on every attach/detach of every span: bound once here.
+        self._inner_attach = inner.attach
+        self._inner_detach = inner.detach
+        self._inner_get = inner.get_current
+        self.get_current = inner.get_current  # type: ignore[method-assign]
 
     def attach(self, context: Context) -> Token[Context]:
-        token = self.inner.attach(context)
+        token = self._inner_attach(context)
         try:
-            tracker.set_current_group_id(group_of_context(context))
+            _follow(group_of_context(context))
         except Exception:  # attribution must never break the app's tracing
             _log.debug("otel_alloc: could not follow attach", exc_info=True)
         return token
 
     def get_current(self) -> Context:
-        return self.inner.get_current()
+        return self._inner_get()
 
     def detach(self, token: Any) -> None:
-        self.inner.detach(token)
+        self._inner_detach(token)
         try:
-            tracker.set_current_group_id(group_of_context(self.inner.get_current()))
+            _follow(group_of_context(self._inner_get()))
         except Exception:
             _log.debug("otel_alloc: could not follow detach", exc_info=True)
+
+
+_group_var = tracker.CURRENT_GROUP
+_set_thread_group = tracker.set_thread_group_fast
+
+
+def _follow(gid: int) -> None:
+    """Make ``gid`` the running context's group (skipped when it already is)."""
+    if gid != _group_var.get():
+        _group_var.set(gid)
+        _set_thread_group(gid)
 
 
 def install_context_hook() -> None:

@@ -97,6 +97,7 @@ class AllocationSpanProcessor(SpanProcessor):
                         if self.settings.events else None)
         self._watch = SpanWatch(self.settings, self._events, self._live)
         self.profile: Profile | None = None
+        self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
             sampling.configure(self.settings.sample_bytes)
             self.profile = Profile(sample_bytes=self.settings.sample_bytes, live=self._live)
@@ -140,7 +141,6 @@ class AllocationSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Open the span's allocation group, then pass the span on."""
-        outer = tracker.suspend_attribution()  # our work is not the app's
         try:
             if not self._shutdown:
                 self._open_group(span)
@@ -151,11 +151,9 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._next.on_start(span, parent_context=parent_context)
             except Exception:
                 self._failed("wrapped on_start")
-        tracker.resume_attribution(outer)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Close the span's group, record it, pass on a copy with attributes."""
-        outer = tracker.suspend_attribution()  # our work (and exporting) is not the app's
         out = span
         try:
             record = self._close_group(span)
@@ -170,7 +168,6 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._next.on_end(out)
             except Exception:
                 self._failed("wrapped on_end")
-        tracker.resume_attribution(outer)
 
     def shutdown(self) -> None:
         """Stop the watch, shut down sinks and the wrapped processor; idempotent."""
@@ -210,18 +207,20 @@ class AllocationSpanProcessor(SpanProcessor):
                         started=time.monotonic())
         self._open[ctx.span_id] = info
         self._watch.opened(info)
+        if self._collector is not None:
+            self._collector.note_thread()
 
     def _reclaim_stale(self) -> bool:
         """Release the groups of spans open longer than the stale age."""
         cutoff = time.monotonic() - self.settings.stale_span_seconds
         stale: list[tuple[int, SpanInfo]] = []
-        with self._lock:
-            for span_id, info in self._open.items():
-                if info.started > cutoff:
-                    break  # insertion order: the rest are younger
+        # A snapshot (spans end on other threads meanwhile); only spans still
+        # open when popped here are reclaimed.
+        for span_id, info in list(self._open.items()):
+            if info.started > cutoff:
+                break  # insertion order: the rest are younger
+            if self._open.pop(span_id, None) is not None:
                 stale.append((span_id, info))
-            for span_id, _ in stale:
-                del self._open[span_id]
         for span_id, info in stale:
             attribution.unregister_span(span_id)
             self._watch.closed(info)
@@ -234,21 +233,22 @@ class AllocationSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None:
             return None
+        info = self._open.pop(ctx.span_id, None)
         attribution.unregister_span(ctx.span_id)
-        with self._lock:
-            info = self._open.pop(ctx.span_id, None)
         if info is None:
             return None  # overflowed, reclaimed, or started before this processor
-        _core.group_close(info.gid)
-        stats = _core.group_stats(info.gid)
+        # Closed first: from here on, work done while the ended span is still
+        # current (ours, the SDK's, the exporter's) is charged to no group.
+        stats = _core.group_finish(info.gid, release=not self._live)
         self._watch.closed(info)
         if stats is None:
             return None
-        with self._lock:
-            inclusive = stats.alloc_bytes + info.child_bytes
-            parent = self._open.get(span.parent.span_id) if span.parent is not None else None
+        inclusive = stats.alloc_bytes + info.child_bytes
+        if span.parent is not None:
+            parent = self._open.get(span.parent.span_id)
             if parent is not None:
-                parent.child_bytes += inclusive
+                with self._lock:  # children may end on several threads at once
+                    parent.child_bytes += inclusive
         record = SpanAllocation(
             name=span.name, trace_id=ctx.trace_id, span_id=ctx.span_id, group_id=info.gid,
             bytes=stats.alloc_bytes, count=stats.alloc_count, inclusive_bytes=inclusive,
@@ -256,9 +256,8 @@ class AllocationSpanProcessor(SpanProcessor):
             peak_bytes=stats.peak_bytes if self._live else None,
             start_time_ns=span.start_time or 0, end_time_ns=span.end_time or 0,
         )
-        # Pending large-allocation events still find the span's group open.
-        self._watch.flush()
-        if not self._watch.retain(info, record):
+        self._watch.flush_events()
+        if self._live and not self._watch.retain(info, record):
             _core.group_release(info.gid)
         return record
 

@@ -17,11 +17,18 @@ VALUES = ("bytes", "count")
 
 
 def site_of(stack: tuple[Frame, ...]) -> str:
-    """The allocation site: the innermost Python frame."""
+    """The allocation site: the innermost Python frame.
+
+    Before 3.11 code objects have no qualified name, so a comprehension shows
+    as ``<listcomp>``; it is then prefixed with its caller's name.
+    """
     if not stack:
         return f"{NO_STACK[0]}"
     f = stack[0]
-    return f"{f.filename}:{f.line} {f.function}"
+    name = f.function
+    if name.startswith("<") and len(stack) > 1 and "." not in name:
+        name = f"{stack[1].function}.{name}"
+    return f"{f.filename}:{f.line} {name}"
 
 
 def _key_fn(key: str) -> Callable[[tuple[tuple[Frame, ...], str, str]], str]:

@@ -55,6 +55,15 @@ class SampleCollector:
         self._threads: dict[int, str] = {}
         self._lock = threading.Lock()
 
+    def note_thread(self) -> None:
+        """Remember the calling thread's name.
+
+        Samples are drained later, possibly after the thread has exited.
+        """
+        native_id = threading.get_native_id()
+        if native_id not in self._threads:
+            self._threads[native_id] = f"{threading.current_thread().name} ({native_id})"
+
     def drain(self) -> int:
         """Move pending samples into the profile; returns how many."""
         total = 0

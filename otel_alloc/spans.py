@@ -15,7 +15,7 @@ ATTR_LIVE_BYTES = "alloc.live_bytes"
 ATTR_PEAK_BYTES = "alloc.peak_bytes"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SpanAllocation:
     """What one ended span allocated.
 
@@ -73,6 +73,13 @@ def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:
     merged: dict[str, object] = dict(original)
     merged.update(extra)
     dropped = span.dropped_attributes
+    if not dropped and type(span) is ReadableSpan and hasattr(span, "_attributes"):
+        # Fast path: the ReadableSpan handed to on_end is a fresh object made
+        # for this call (Span._readable_span), so giving it its own attribute
+        # mapping changes nothing else; it saves building a whole copy on
+        # every span. Any other span type takes the constructor below.
+        span._attributes = merged  # type: ignore[assignment]
+        return span
     attributes: object = merged
     if dropped:
         bounded = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)  # type: ignore[arg-type]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Stats:
+class Stats(NamedTuple):
     """Allocation figures of a group, a thread, a domain or the process.
+
+    (A named tuple: the span processor builds one per span, and tuples are
+    the cheapest record Python has.)
 
     Attributes:
         alloc_bytes: Bytes allocated (a realloc counts as an allocation of its
@@ -19,7 +22,6 @@ class Stats:
             the net bytes (allocated minus freed by that thread).
         live_count: Live mode: blocks allocated and not yet freed.
         peak_bytes: Live mode: highest ``live_bytes`` seen (high-water mark).
-
     """
 
     alloc_bytes: int = 0

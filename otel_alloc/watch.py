@@ -27,19 +27,27 @@ _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: 
 # Ended spans remembered so that their large-allocation events, drained just
 # after the span closed, still carry its trace context. Group ids are never
 # reused (generation counter), so a remembered id cannot name a later span.
-_RECENTLY_CLOSED = 256
+# Spans remembered after they end, so samples and events the watch thread
+# drains later still find their span (at most a tick, 0.5 s, of spans).
+_RECENTLY_CLOSED = 16384
 
 
-@dataclass
 class SpanInfo:
-    """What the watch needs to know of a span that owns a group."""
+    """What the watch needs to know of a span that owns a group.
 
-    name: str
-    trace_id: int
-    span_id: int
-    gid: int
-    started: float
-    child_bytes: int = 0
+    A plain class with slots: one is made per span, on the hot path.
+    """
+
+    __slots__ = ("child_bytes", "gid", "name", "span_id", "started", "trace_id")
+
+    def __init__(self, name: str, trace_id: int, span_id: int, gid: int,
+                 started: float) -> None:
+        self.name = name
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.gid = gid
+        self.started = started
+        self.child_bytes = 0
 
 
 @dataclass
@@ -75,7 +83,8 @@ class SpanWatch:
     def opened(self, info: SpanInfo) -> None:
         """A span got its own group."""
         self._open_by_gid[info.gid] = info
-        self._ensure_thread()
+        if self._thread is None:
+            self._ensure_thread()
 
     def closed(self, info: SpanInfo) -> None:
         """The span ended or was reclaimed.
@@ -84,10 +93,12 @@ class SpanWatch:
         after closing the group) or in the watch thread's hands: remember the
         span, bounded, before forgetting it as open.
         """
-        with self._lock:
-            self._recently_closed[info.gid] = info
-            while len(self._recently_closed) > _RECENTLY_CLOSED:
-                self._recently_closed.popitem(last=False)
+        recent = self._recently_closed
+        recent[info.gid] = info
+        if len(recent) > _RECENTLY_CLOSED:
+            with self._lock:
+                while len(recent) > _RECENTLY_CLOSED:
+                    recent.popitem(last=False)
         self._open_by_gid.pop(info.gid, None)
 
     def span_name_of(self, gid: int) -> str | None:
@@ -222,8 +233,13 @@ class SpanWatch:
             if len(batch) < 256:
                 return
 
+    def flush_events(self) -> None:
+        """Turn pending large-allocation events into log records now."""
+        if _core.events_pending():
+            self._drain_native_events()
+
     def flush(self) -> None:
-        """Process pending native events now (span end, force_flush)."""
+        """Process pending native events and samples now (force_flush)."""
         self._drain_native_events()
         for task in self._tasks:
             task()

@@ -59,3 +59,8 @@ int oa_drain_events(oa_event *out, int max_events)
     oa_spin_unlock(&g_ring_lock);
     return n;
 }
+
+int oa_events_pending(void)
+{
+    return g_ring_len != 0;
+}

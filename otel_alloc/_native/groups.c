@@ -176,3 +176,15 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
     out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
     return OA_OK;
 }
+
+/* The span-end path in one call: close, read, and (when asked) release. */
+int oa_group_finish(uint64_t gid, int release, oa_stats *out)
+{
+    int rc = oa_group_close(gid);
+    if (rc != OA_OK)
+        return rc;
+    rc = oa_group_stats(gid, out);
+    if (rc == OA_OK && release)
+        rc = oa_group_release(gid);
+    return rc;
+}

@@ -481,3 +481,8 @@ void oa_sampler_uninstall(void)
     g_shead = g_slen = 0;
     oa_spin_unlock(&g_sample_lock);
 }
+
+int oa_samples_pending(void)
+{
+    return g_slen != 0;
+}
