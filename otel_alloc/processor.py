@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Protocol
 
 from opentelemetry._logs import LoggerProvider
@@ -23,6 +24,9 @@ from otel_alloc.spans import SpanAllocation, with_attributes
 from otel_alloc.watch import SpanInfo, SpanWatch
 
 _log = logging.getLogger(__name__)
+# Ended spans waiting for the watch thread to record them; past this they are
+# dropped and counted (records_dropped) rather than let memory grow.
+MAX_PENDING = 100_000
 
 
 class SpanSink(Protocol):
@@ -96,6 +100,9 @@ class AllocationSpanProcessor(SpanProcessor):
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
         self._watch = SpanWatch(self.settings, self._events, self._live)
+        self._pending: deque[SpanAllocation] = deque()
+        self.records_dropped = 0
+        self._watch.add_task(self._publish_pending)
         self.profile: Profile | None = None
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
@@ -160,7 +167,12 @@ class AllocationSpanProcessor(SpanProcessor):
             if record is not None:
                 if self._next is not None:
                     out = with_attributes(span, record.attributes())
-                self._publish(record)
+                # Metrics, events and sinks run on the watch thread, off the
+                # request path; the queue is bounded.
+                if len(self._pending) < MAX_PENDING:
+                    self._pending.append(record)
+                else:
+                    self.records_dropped += 1
         except Exception:
             self._failed("on_end")
         if self._next is not None:
@@ -175,6 +187,7 @@ class AllocationSpanProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._watch.shutdown()
+        self._publish_pending()
         for sink in self._sinks:
             try:
                 sink.shutdown()
@@ -249,17 +262,29 @@ class AllocationSpanProcessor(SpanProcessor):
             if parent is not None:
                 with self._lock:  # children may end on several threads at once
                     parent.child_bytes += inclusive
-        record = SpanAllocation(
-            name=span.name, trace_id=ctx.trace_id, span_id=ctx.span_id, group_id=info.gid,
-            bytes=stats.alloc_bytes, count=stats.alloc_count, inclusive_bytes=inclusive,
-            live_bytes=stats.live_bytes if self._live else None,
-            peak_bytes=stats.peak_bytes if self._live else None,
-            start_time_ns=span.start_time or 0, end_time_ns=span.end_time or 0,
+        live = self._live
+        record = SpanAllocation(  # positional: this runs for every span
+            span.name, ctx.trace_id, ctx.span_id, info.gid, stats.alloc_bytes,
+            stats.alloc_count, inclusive, stats.live_bytes if live else None,
+            stats.peak_bytes if live else None, span.start_time or 0, span.end_time or 0,
         )
         self._watch.flush_events()
         if self._live and not self._watch.retain(info, record):
             _core.group_release(info.gid)
         return record
+
+    def _publish_pending(self) -> None:
+        """Record the queued span records (watch thread, flush, shutdown)."""
+        pending = self._pending
+        while True:
+            try:
+                record = pending.popleft()
+            except IndexError:
+                return
+            try:
+                self._publish(record)
+            except Exception:
+                self._failed("publish")
 
     def _publish(self, record: SpanAllocation) -> None:
         if self._metrics is not None:

@@ -9,6 +9,7 @@ and its group is released. Everything it holds is bounded.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -66,7 +67,7 @@ class SpanWatch:
         self._live = live
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
         self._open_by_gid: dict[int, SpanInfo] = {}
-        self._recently_closed: OrderedDict[int, SpanInfo] = OrderedDict()  # gid -> info
+        self._recently_closed: dict[int, SpanInfo] = {}  # gid -> info
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -97,8 +98,9 @@ class SpanWatch:
         recent[info.gid] = info
         if len(recent) > _RECENTLY_CLOSED:
             with self._lock:
-                while len(recent) > _RECENTLY_CLOSED:
-                    recent.popitem(last=False)
+                # A plain dict keeps insertion order: drop the oldest.
+                for gid in list(itertools.islice(recent, len(recent) - _RECENTLY_CLOSED)):
+                    recent.pop(gid, None)
         self._open_by_gid.pop(info.gid, None)
 
     def span_name_of(self, gid: int) -> str | None:

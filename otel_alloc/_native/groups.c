@@ -17,6 +17,16 @@ uint64_t g_groups_open;
 static oa_group *g_retired_groups[16];
 static int g_nretired;
 
+/* Group operations run from Python with the GIL released by cffi: they
+   serialise on a spinlock, not the GIL (taking the GIL back here would cost
+   two more GIL hand-overs per call, on every span start and end). A hook
+   charges a group only after checking its generation and state, and a slot
+   goes back to the FIFO queue only when released, so recycling a slot under
+   this lock does not race with charges to it (a MEM/OBJ hook that checked an
+   id just before its slot was released and reused would need 8192 other
+   groups created in between). */
+oa_spin g_groups_lock = {ATOMIC_FLAG_INIT};
+
 void reset_group(oa_group *g)
 {
     oa_ctr_zero(&g->gil);
@@ -26,6 +36,7 @@ void reset_group(oa_group *g)
 
 static void groups_reset_all(void)
 {
+    oa_spin_lock(&g_groups_lock);
     oa_group *groups = group_table();
     g_free_head = g_free_tail = OA_NO_SLOT;
     for (uint32_t i = 0; i < g_ngroups; i++) {
@@ -44,6 +55,7 @@ static void groups_reset_all(void)
         g_free_tail = i;
     }
     g_groups_open = 0;
+    oa_spin_unlock(&g_groups_lock);
 }
 
 int setup_groups(uint32_t max_groups)
@@ -89,7 +101,7 @@ int setup_groups(uint32_t max_groups)
 
 uint64_t oa_group_new(void)
 {
-    PyGILState_STATE gil = PyGILState_Ensure();
+    oa_spin_lock(&g_groups_lock);
     uint64_t gid = OA_GROUP_OVERFLOW;
     oa_group *groups = group_table();
     if (groups != NULL && g_free_head != OA_NO_SLOT) {
@@ -108,7 +120,7 @@ uint64_t oa_group_new(void)
     } else {
         atomic_fetch_add_explicit(&g_groups_dropped, 1, OA_RELAXED);
     }
-    PyGILState_Release(gil);
+    oa_spin_unlock(&g_groups_lock);
     return gid;
 }
 
@@ -130,11 +142,11 @@ int oa_group_close(uint64_t gid)
 {
     if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
         return OA_OK;
-    PyGILState_STATE gil = PyGILState_Ensure();
+    oa_spin_lock(&g_groups_lock);
     oa_group *g = user_group(gid);
     if (g != NULL)
         atomic_store_explicit(&g->state, OA_GROUP_CLOSED, OA_RELAXED);
-    PyGILState_Release(gil);
+    oa_spin_unlock(&g_groups_lock);
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
 }
 
@@ -142,7 +154,7 @@ int oa_group_release(uint64_t gid)
 {
     if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
         return OA_OK;
-    PyGILState_STATE gil = PyGILState_Ensure();
+    oa_spin_lock(&g_groups_lock);
     oa_group *g = user_group(gid);
     if (g != NULL) {
         oa_group *groups = group_table();
@@ -156,7 +168,7 @@ int oa_group_release(uint64_t gid)
         g_free_tail = slot;
         g_groups_open--;
     }
-    PyGILState_Release(gil);
+    oa_spin_unlock(&g_groups_lock);
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
 }
 

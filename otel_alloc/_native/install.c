@@ -227,6 +227,7 @@ static void atfork_prepare(void)
 {
     tls.fork_saved_guard = tls.guard;
     tls.guard = 1;
+    oa_spin_lock(&g_groups_lock);
     oa_spin_lock(&g_threads_lock);
     oa_spin_lock(&g_ring_lock);
     oa_spin_lock(&g_raw_lock);
@@ -239,6 +240,7 @@ static void atfork_parent(void)
     oa_spin_unlock(&g_raw_lock);
     oa_spin_unlock(&g_ring_lock);
     oa_spin_unlock(&g_threads_lock);
+    oa_spin_unlock(&g_groups_lock);
     tls.guard = tls.fork_saved_guard;
 }
 
@@ -248,6 +250,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     atomic_flag_clear(&g_raw_lock.flag);
+    atomic_flag_clear(&g_groups_lock.flag);
     atomic_flag_clear(&g_threads_lock.flag);
     atomic_flag_clear(&g_ring_lock.flag);
     oa_ptable_clear(&g_gil_table);

@@ -246,6 +246,7 @@ typedef struct {
 extern oa_group *_Atomic g_groups;
 extern uint32_t g_ngroups;
 extern uint64_t g_groups_open;
+extern oa_spin g_groups_lock; /* free-slot queue and group states (groups.c) */
 
 void reset_group(oa_group *g);
 int setup_groups(uint32_t max_groups);
