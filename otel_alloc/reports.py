@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from otel_alloc.profile import NO_STACK, Frame, Profile, SiteStats, settle
+from otel_alloc.profile import NO_STACK, Frame, Profile, SiteStats
 from otel_alloc.summary import format_bytes
 
 KEYS = ("site", "span", "thread", "stack")
@@ -43,26 +43,11 @@ def _key_fn(key: str) -> Callable[[tuple[tuple[Frame, ...], str, str]], str]:
     raise ValueError(f"key must be one of {', '.join(KEYS)}, not {key!r}")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of a grouped report."""
+@dataclass
+class Row(SiteStats):
+    """One line of a grouped report: the summed figures of one key."""
 
-    key: str
-    alloc_bytes: float
-    alloc_count: float
-    freed_bytes: float
-    freed_count: float
-    samples: int
-
-    @property
-    def live_bytes(self) -> float:
-        """Estimated bytes still alive."""
-        return settle(self.alloc_bytes - self.freed_bytes)
-
-    @property
-    def live_count(self) -> float:
-        """Estimated blocks still alive."""
-        return settle(self.alloc_count - self.freed_count)
+    key: str = ""
 
 
 def grouped(profile: Profile, key: str = "site", span: str | None = None,
@@ -79,7 +64,7 @@ def grouped(profile: Profile, key: str = "site", span: str | None = None,
         acc.freed_bytes += st.freed_bytes
         acc.freed_count += st.freed_count
         acc.samples += st.samples
-    return [Row(k, s.alloc_bytes, s.alloc_count, s.freed_bytes, s.freed_count, s.samples)
+    return [Row(s.alloc_bytes, s.alloc_count, s.freed_bytes, s.freed_count, s.samples, key=k)
             for k, s in sums.items()]
 
 

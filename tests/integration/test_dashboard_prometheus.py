@@ -11,16 +11,11 @@ All (``.*``) and to each single span name, and the answers are checked per span.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -103,18 +98,6 @@ class Answer:
         return out
 
 
-def _api(prom: PrometheusServer, path: str, params: dict[str, str]) -> Any:
-    url = f"{prom.url}{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-    if body.get("status") != "success":
-        raise ValueError(f"Prometheus rejected {params['query']!r}: {body.get('error', body)}")
-    return body["data"]
-
-
 def evaluate(prom: PrometheusServer, span_regex: str, start: float, end: float) -> list[Answer]:
     """Run every dashboard target with ``$span_name`` = ``span_regex``, as Grafana would."""
     queries = dashboard_queries(span_regex)
@@ -125,11 +108,11 @@ def evaluate(prom: PrometheusServer, span_regex: str, start: float, end: float) 
         assert title == panel["title"]
         instant = bool(target.get("instant")) and not target.get("range")
         if instant:
-            data = _api(prom, "/api/v1/query", {"query": expr, "time": f"{end:.3f}"})
+            data = prom.api("/api/v1/query", {"query": expr, "time": f"{end:.3f}"})
             assert data["resultType"] == "vector", (title, data)
             series = [Series(r["metric"], [float(r["value"][1])]) for r in data["result"]]
         else:
-            data = _api(prom, "/api/v1/query_range", {
+            data = prom.api("/api/v1/query_range", {
                 "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"})
             assert data["resultType"] == "matrix", (title, data)
             series = [Series(r["metric"], [float(v) for _, v in r["values"]])

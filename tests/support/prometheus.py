@@ -176,7 +176,8 @@ class PrometheusServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _api(self, path: str, params: dict[str, str]) -> Any:
+    def api(self, path: str, params: dict[str, str]) -> Any:
+        """GET an HTTP API path; its ``data``, or ValueError with Prometheus's error."""
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
@@ -196,21 +197,21 @@ class PrometheusServer:
         params = {"query": promql}
         if at is not None:
             params["time"] = str(at)
-        data = self._api("/api/v1/query", params)
+        data = self.api("/api/v1/query", params)
         if data["resultType"] in ("scalar", "string"):
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])
 
     def query_exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
         """Exemplars of the series selected by ``promql`` between ``start`` and ``end``."""
-        data = self._api(
+        data = self.api(
             "/api/v1/query_exemplars", {"query": promql, "start": str(start), "end": str(end)}
         )
         return list(data)
 
     def targets_health(self) -> list[dict[str, Any]]:
         """Active targets with their health and last scrape error."""
-        data = self._api("/api/v1/targets", {"state": "active"})
+        data = self.api("/api/v1/targets", {"state": "active"})
         return [
             {k: t.get(k) for k in ("scrapeUrl", "health", "lastError")}
             for t in data["activeTargets"]
