@@ -177,3 +177,62 @@ def test_opentelemetry_instrument_entry_point(tmp_path: Path) -> None:
     res = subprocess.run([str(instrument), sys.executable, str(script)], capture_output=True,
                          text=True, cwd=ROOT, env=env, timeout=120)
     assert res.returncode == 0 and '"alloc.bytes"' not in res.stdout
+
+
+SITES = textwrap.dedent("""
+    import sys, time
+    from opentelemetry import trace
+    tracer = trace.get_tracer("sites")
+
+    def hot_site():
+        return [bytearray(4000) for _ in range(5000)]
+
+    keep = []
+    with tracer.start_as_current_span("hot"):
+        keep.append(hot_site())
+    print("ready", flush=True)
+    if len(sys.argv) > 1:
+        time.sleep(float(sys.argv[1]))
+""")
+
+
+def test_report_from_file_written_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "sites.py"
+    script.write_text(SITES)
+    prof = tmp_path / "prof.json"
+    res = run_cli("run", "--mode", "live", "--profile", str(prof), str(script),
+                  OTEL_ALLOC_SAMPLE_BYTES="64KiB")
+    assert res.returncode == 0, res.stderr
+    top = run_cli("report", "--file", str(prof), "--kind", "top", "--span", "hot")
+    assert top.returncode == 0, top.stderr
+    assert "ESTIMATES" in top.stdout and "hot_site" in top.stdout
+    svg = tmp_path / "flame.svg"
+    fl = run_cli("report", "--file", str(prof), "--kind", "flamegraph", "-o", str(svg))
+    assert fl.returncode == 0 and svg.read_text().startswith("<svg")
+    bad = run_cli("report", "--file", str(tmp_path / "missing.json"))
+    assert bad.returncode == 2 and "otel-alloc report" in bad.stderr
+
+
+def test_report_from_running_program(tmp_path: Path) -> None:
+    script = tmp_path / "sites.py"
+    script.write_text(SITES)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_alloc", "run", "--serve", "0", str(script), "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=_env(OTEL_ALLOC_SAMPLE_BYTES="64KiB"))
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        line = proc.stderr.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        assert url, line
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 20
+        while True:
+            res = run_cli("report", "--url", url.group(1), "--kind", "collapsed")
+            if "hot_site" in res.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert "hot_site" in res.stdout, res.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
