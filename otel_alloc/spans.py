@@ -69,17 +69,20 @@ def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:
     ``set_attribute`` is dropped there; the export processor is handed this
     copy instead, made through ReadableSpan's public constructor.
     """
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if type(span) is ReadableSpan and type(bounded) is BoundedAttributes and isinstance(
+            inner, dict):
+        # Fast path, on every span: the span has ended and its attributes are
+        # frozen for writers, so the entries are added to the mapping the
+        # ReadableSpan (and the ended Span) already hold instead of building
+        # a whole copy. Any other shape takes the public constructor below.
+        inner.update(extra)
+        return span
     original = span.attributes or {}
     merged: dict[str, object] = dict(original)
     merged.update(extra)
     dropped = span.dropped_attributes
-    if not dropped and type(span) is ReadableSpan and hasattr(span, "_attributes"):
-        # Fast path: the ReadableSpan handed to on_end is a fresh object made
-        # for this call (Span._readable_span), so giving it its own attribute
-        # mapping changes nothing else; it saves building a whole copy on
-        # every span. Any other span type takes the constructor below.
-        span._attributes = merged  # type: ignore[assignment]
-        return span
     attributes: object = merged
     if dropped:
         bounded = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)  # type: ignore[arg-type]

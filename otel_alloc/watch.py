@@ -9,7 +9,6 @@ and its group is released. Everything it holds is bounded.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -31,6 +30,7 @@ _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: 
 # Spans remembered after they end, so samples and events the watch thread
 # drains later still find their span (at most a tick, 0.5 s, of spans).
 _RECENTLY_CLOSED = 16384
+_HARD_CAP = 262144
 
 
 class SpanInfo:
@@ -39,7 +39,7 @@ class SpanInfo:
     A plain class with slots: one is made per span, on the hot path.
     """
 
-    __slots__ = ("child_bytes", "gid", "name", "span_id", "started", "trace_id")
+    __slots__ = ("child_bytes", "ended", "gid", "name", "span_id", "started", "trace_id")
 
     def __init__(self, name: str, trace_id: int, span_id: int, gid: int,
                  started: float) -> None:
@@ -49,6 +49,7 @@ class SpanInfo:
         self.gid = gid
         self.started = started
         self.child_bytes = 0
+        self.ended = False
 
 
 @dataclass
@@ -66,8 +67,12 @@ class SpanWatch:
         self._events = events
         self._live = live
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
-        self._open_by_gid: dict[int, SpanInfo] = {}
-        self._recently_closed: dict[int, SpanInfo] = {}  # gid -> info
+        # gid -> span, for open spans and recently ended ones: samples and
+        # events drained later still find their span. Ended entries are
+        # evicted, oldest first, past _RECENTLY_CLOSED (by the watch thread,
+        # or inline past _HARD_CAP when that thread falls behind).
+        self._known: dict[int, SpanInfo] = {}
+        self._ended = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -83,25 +88,31 @@ class SpanWatch:
 
     def opened(self, info: SpanInfo) -> None:
         """A span got its own group."""
-        self._open_by_gid[info.gid] = info
+        self._known[info.gid] = info
         if self._thread is None:
             self._ensure_thread()
+        if len(self._known) > _HARD_CAP:
+            self._evict_ended()
 
     def closed(self, info: SpanInfo) -> None:
-        """The span ended or was reclaimed.
+        """The span ended or was reclaimed (it stays known for a while)."""
+        info.ended = True
+        self._ended += 1
 
-        Its events may still be in the native buffer (the processor drains it
-        after closing the group) or in the watch thread's hands: remember the
-        span, bounded, before forgetting it as open.
-        """
-        recent = self._recently_closed
-        recent[info.gid] = info
-        if len(recent) > _RECENTLY_CLOSED:
-            with self._lock:
-                # A plain dict keeps insertion order: drop the oldest.
-                for gid in list(itertools.islice(recent, len(recent) - _RECENTLY_CLOSED)):
-                    recent.pop(gid, None)
-        self._open_by_gid.pop(info.gid, None)
+    def _evict_ended(self) -> None:
+        """Forget the oldest ended spans beyond the recently-ended bound."""
+        with self._lock:
+            excess = self._ended - _RECENTLY_CLOSED
+            if excess <= 0:
+                return
+            known = self._known
+            for gid, info in list(known.items()):
+                if excess <= 0:
+                    break
+                if info.ended:
+                    known.pop(gid, None)
+                    excess -= 1
+                    self._ended -= 1
 
     def span_name_of(self, gid: int) -> str | None:
         """Name of the span that owns (or recently owned) group ``gid``."""
@@ -115,15 +126,12 @@ class SpanWatch:
 
     def _span_of(self, gid: int) -> SpanInfo | None:
         """The span that owns (or owned, recently) group ``gid``."""
-        info = self._open_by_gid.get(gid)
+        info = self._known.get(gid)
         if info is not None:
             return info
         with self._lock:
-            info = self._recently_closed.get(gid)
-            if info is None:
-                entry = self._retained.get(gid)
-                info = entry.info if entry is not None else None
-        return info
+            entry = self._retained.get(gid)
+        return entry.info if entry is not None else None
 
     def retain(self, info: SpanInfo, record: SpanAllocation) -> bool:
         """Keep an ended span's closed group to watch its live blocks.
@@ -151,7 +159,8 @@ class SpanWatch:
         totals: dict[str, int] = {}
         with self._lock:
             watched = [e.info for e in self._retained.values()]
-        for info in [*self._open_by_gid.values(), *watched]:
+        open_spans = [i for i in list(self._known.values()) if not i.ended]
+        for info in [*open_spans, *watched]:
             stats = _core.group_stats(info.gid)
             if stats is not None:
                 totals[info.name] = totals.get(info.name, 0) + max(stats.live_bytes, 0)
@@ -184,6 +193,8 @@ class SpanWatch:
         self._drain_native_events()
         for task in self._tasks:
             task()
+        if self._ended > _RECENTLY_CLOSED:
+            self._evict_ended()
         if not self._retained:
             return
         now = time.monotonic() if now is None else now
@@ -258,6 +269,6 @@ class SpanWatch:
         # The thread does not exist in the child; start a new one on demand.
         self._lock = threading.Lock()
         self._thread = None
-        self._open_by_gid.clear()
-        self._recently_closed.clear()
+        self._known.clear()
+        self._ended = 0
         self._retained.clear()
