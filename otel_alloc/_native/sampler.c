@@ -90,15 +90,16 @@ static inline int64_t draw_interval(uint64_t mean)
     return v >= 9.0e18 ? INT64_MAX : (int64_t)v + 1;
 }
 
-int oa_sample_tick(uint64_t mean, size_t size)
+/* The countdown crossed zero (or was never started): decide and refill. */
+int oa_sample_tick_slow(uint64_t mean)
 {
     if (!tls.sample_init) {
+        /* First allocation of this thread: start the countdown, no sample. */
         tls.sample_init = 1;
-        tls.sample_left = draw_interval(mean);
+        tls.sample_left += draw_interval(mean);
+        if (tls.sample_left > 0)
+            return 0;
     }
-    tls.sample_left -= (int64_t)size;
-    if (tls.sample_left > 0)
-        return 0;
     while (tls.sample_left <= 0)
         tls.sample_left += draw_interval(mean);
     return 1;

@@ -164,8 +164,14 @@ extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));
 /* ------------------------------------------------------ sampler.c */
 
 extern _Atomic uint64_t g_sample_mean; /* 0: sampling off */
-/* Count size bytes down; 1 when this allocation is sampled. */
-int oa_sample_tick(uint64_t mean, size_t size);
+int oa_sample_tick_slow(uint64_t mean);
+/* Count size bytes down; 1 when this allocation is sampled. Inline: it runs
+   on every allocation while sampling is on. */
+static inline int oa_sample_tick(uint64_t mean, size_t size)
+{
+    tls.sample_left -= (int64_t)size;
+    return tls.sample_left > 0 ? 0 : oa_sample_tick_slow(mean);
+}
 /* Record a sampled allocation (tracked: flagged in the live table). */
 void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t mean,
                      int tracked);
