@@ -106,9 +106,9 @@ class AllocationSpanProcessor(SpanProcessor):
         self.profile: Profile | None = None
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
-            sampling.configure(self.settings.sample_bytes)
-            self.profile = Profile(sample_bytes=self.settings.sample_bytes, live=self._live)
-            self._collector = SampleCollector(self.profile, self._watch.span_name_of)
+            self._collector = sampling.shared_collector(self.settings.sample_bytes, self._live)
+            self._collector.add_resolver(self._watch.span_name_of)
+            self.profile = self._collector.profile
             self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
         self._open: dict[int, SpanInfo] = {}
@@ -187,6 +187,9 @@ class AllocationSpanProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._watch.shutdown()
+        if self._collector is not None:
+            self._collector.drain()
+            self._collector.remove_resolver(self._watch.span_name_of)
         self._publish_pending()
         for sink in self._sinks:
             try:

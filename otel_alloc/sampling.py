@@ -44,11 +44,16 @@ def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = 
 
 
 class SampleCollector:
-    """Drains native samples into a profile, naming spans and threads."""
+    """Drains native samples into a profile, naming spans and threads.
 
-    def __init__(self, profile: Profile, span_of: Callable[[int], str | None]) -> None:
+    The native sample buffer is one per process, so there is one collector
+    per process too (:func:`shared_collector`); every span processor adds its
+    way of naming a group's span.
+    """
+
+    def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self._span_of = span_of
+        self._resolvers: list[Callable[[int], str | None]] = []
         self._stacks: dict[int, tuple[Frame, ...]] = {
             _core.STACK_NONE: (), _core.STACK_DROPPED: _DROPPED}
         self._frames: dict[int, Frame] = {}
@@ -81,10 +86,23 @@ class SampleCollector:
                 if len(batch) < 4096:
                     return total
 
+    def add_resolver(self, span_of: Callable[[int], str | None]) -> None:
+        """Name spans of groups with ``span_of`` (gid -> span name or None)."""
+        self._resolvers.append(span_of)
+
+    def remove_resolver(self, span_of: Callable[[int], str | None]) -> None:
+        """Stop asking ``span_of`` (its processor shut down)."""
+        if span_of in self._resolvers:
+            self._resolvers.remove(span_of)
+
     def _span(self, gid: int) -> str:
         if gid == _core.GROUP_OVERFLOW:
             return "(overflow)"
-        return self._span_of(gid) or NO_SPAN
+        for span_of in self._resolvers:
+            name = span_of(gid)
+            if name is not None:
+                return name
+        return NO_SPAN
 
     def _stack(self, stack_id: int) -> tuple[Frame, ...]:
         stack = self._stacks.get(stack_id)
@@ -108,3 +126,25 @@ class SampleCollector:
                     self._threads[t.native_id] = f"{t.name} ({t.native_id})"
             name = self._threads.setdefault(native_id, f"thread {native_id}")
         return name
+
+
+_shared: SampleCollector | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
+    """The process's collector, sampling every ``sample_bytes`` on average.
+
+    Made (and sampling started) on first use; a later call with another mean
+    restarts sampling into a fresh profile.
+    """
+    global _shared
+    with _shared_lock:
+        if (_shared is None or _shared.profile.sample_bytes != sample_bytes
+                or _shared.profile.live != live or _core.sampler_mean() != sample_bytes):
+            configure(sample_bytes)
+            fresh = SampleCollector(Profile(sample_bytes=sample_bytes, live=live))
+            if _shared is not None:
+                fresh._resolvers = _shared._resolvers
+            _shared = fresh
+        return _shared
