@@ -103,12 +103,10 @@ class AllocationSpanProcessor(SpanProcessor):
         self._pending: deque[SpanAllocation] = deque()
         self.records_dropped = 0
         self._watch.add_task(self._publish_pending)
-        self.profile: Profile | None = None
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
             self._collector = sampling.shared_collector(self.settings.sample_bytes, self._live)
             self._collector.add_resolver(self._watch.span_name_of)
-            self.profile = self._collector.profile
             self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
         self._open: dict[int, SpanInfo] = {}
@@ -139,6 +137,11 @@ class AllocationSpanProcessor(SpanProcessor):
     def _after_fork(self) -> None:
         # A lock held by another thread at fork time would stay held forever.
         self._lock = threading.Lock()
+
+    @property
+    def profile(self) -> Profile | None:
+        """The sampled allocation sites (``None`` when sampling is off)."""
+        return self._collector.profile if self._collector is not None else None
 
     def add_sink(self, sink: SpanSink) -> None:
         """Add a receiver of span records."""

@@ -136,15 +136,17 @@ def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
     """The process's collector, sampling every ``sample_bytes`` on average.
 
     Made (and sampling started) on first use; a later call with another mean
-    restarts sampling into a fresh profile.
+    (or after sampling was turned off) restarts sampling into a fresh profile
+    of the same collector, so every processor's watch thread keeps draining
+    into the profile that is current.
     """
     global _shared
     with _shared_lock:
-        if (_shared is None or _shared.profile.sample_bytes != sample_bytes
-                or _shared.profile.live != live or _core.sampler_mean() != sample_bytes):
+        if _shared is None:
             configure(sample_bytes)
-            fresh = SampleCollector(Profile(sample_bytes=sample_bytes, live=live))
-            if _shared is not None:
-                fresh._resolvers = _shared._resolvers
-            _shared = fresh
+            _shared = SampleCollector(Profile(sample_bytes=sample_bytes, live=live))
+        elif (_shared.profile.sample_bytes != sample_bytes or _shared.profile.live != live
+              or _core.sampler_mean() != sample_bytes):
+            configure(sample_bytes)
+            _shared.profile = Profile(sample_bytes=sample_bytes, live=live)
         return _shared
