@@ -14,7 +14,7 @@ static uint32_t g_free_head = OA_NO_SLOT, g_free_tail = OA_NO_SLOT;
 uint64_t g_groups_open;
 /* Group tables replaced by a reinstall with another size are kept, never
    freed: a RAW hook on another thread may still hold a pointer into one. */
-static oa_group *g_retired_groups[16];
+static oa_group *g_retired_groups[64]; /* tables replaced by reinstalls, never freed */
 static int g_nretired;
 
 /* Group operations run from Python with the GIL released by cffi: they
@@ -63,12 +63,14 @@ int setup_groups(uint32_t max_groups)
     uint32_t n = max_groups + OA_FIRST_USER_SLOT;
     oa_group *cur = group_table();
     if (cur == NULL || g_ngroups != n) {
-        oa_group *fresh = calloc(n, sizeof(oa_group));
-        if (fresh == NULL)
+        char *mem = calloc(1, OA_GROUP_HEADER + (size_t)n * sizeof(oa_group));
+        if (mem == NULL)
             return -1;
+        *(uint32_t *)mem = n;
+        oa_group *fresh = (oa_group *)(mem + OA_GROUP_HEADER);
         if (cur != NULL) {
             if (g_nretired == (int)(sizeof(g_retired_groups) / sizeof(g_retired_groups[0]))) {
-                free(fresh);
+                free(mem);
                 return -1;
             }
             g_retired_groups[g_nretired++] = cur;
@@ -86,10 +88,6 @@ int setup_groups(uint32_t max_groups)
             for (uint32_t i = 0; i < n; i++)
                 atomic_store_explicit(&fresh[i].gen, gen_floor, OA_RELAXED);
         }
-        /* Shrinking g_ngroups before publishing keeps slot checks in range
-           for a RAW hook still looking at the old table. */
-        if (cur != NULL && n < g_ngroups)
-            g_ngroups = n;
         atomic_store_explicit(&g_groups, fresh, memory_order_release);
         g_ngroups = n;
     }

@@ -292,6 +292,16 @@ static inline oa_group *group_table(void)
     return atomic_load_explicit(&g_groups, memory_order_acquire);
 }
 
+/* Each group table carries its own slot count in a header just before the
+   array, so a hook that loaded a table pointer checks slots against that
+   table's size, never the size of a table installed since (a reinstall with
+   another max_groups replaces the table while RAW hooks may still run). */
+#define OA_GROUP_HEADER 64
+static inline uint32_t table_slots(const oa_group *groups)
+{
+    return *(const uint32_t *)((const char *)groups - OA_GROUP_HEADER);
+}
+
 /* The group an allocation under `gid` is charged to: the open group itself,
    or group 0 (no group) for an unknown, closed or recycled id. */
 static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
@@ -299,7 +309,7 @@ static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
     uint32_t slot = (uint32_t)(gid & OA_SLOT_MASK);
     if (slot < OA_FIRST_USER_SLOT)
         return &groups[slot];
-    if (slot < g_ngroups) {
+    if (slot < table_slots(groups)) {
         oa_group *g = &groups[slot];
         if (atomic_load_explicit(&g->gen, OA_RELAXED) == (gid >> OA_SLOT_BITS) &&
             atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_OPEN)
@@ -317,7 +327,7 @@ static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
 static inline oa_group *group_for_free(oa_group *groups, uint64_t meta)
 {
     uint32_t slot = oa_meta_slot(meta);
-    if (slot >= g_ngroups)
+    if (slot >= table_slots(groups))
         return NULL;
     oa_group *g = &groups[slot];
     if ((atomic_load_explicit(&g->gen, OA_RELAXED) & 0xFFFFu) != oa_meta_gen16(meta) ||

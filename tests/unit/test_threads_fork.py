@@ -155,3 +155,29 @@ def test_fork_child_starts_clean_and_keeps_working(tracker_live: None, helper: H
         t.join()
     assert g.stats().live_bytes >= 4 << 20  # the parent's figures are untouched
     helper.free_many(RAW, ptrs, 4)
+
+
+def test_reinstall_with_other_table_sizes_while_threads_allocate(helper: Helper) -> None:
+    """A RAW hook may still hold the previous group table while a reinstall
+    replaces it with a larger one: slots are checked against that table."""
+    lib = helper.module.lib
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            lib.h_alloc_many(RAW, 64, 200, helper.ffi.NULL)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for i in range(6):
+            otel_alloc.install("live", max_groups=16 * (i + 1))
+            groups = [otel_alloc.Group() for _ in range(8)]
+            for g in groups:
+                with g:
+                    lib.h_alloc_many(RAW, 64, 50, helper.ffi.NULL)
+                assert g.stats().alloc_count >= 50
+            otel_alloc.uninstall()
+    finally:
+        stop.set()
+        t.join()
