@@ -144,6 +144,23 @@ static inline uint64_t mix(uint64_t h, uint64_t v)
     return h * UINT64_C(0xBF58476D1CE4E5B9);
 }
 
+/* Make room for `need` elements of `elem` bytes in *arr (capacity *cap,
+   doubled from `first`). Returns 0, or -1 when memory ran out (*arr kept). */
+static int grow_array(void **arr, uint32_t *cap, uint32_t need, size_t elem, uint32_t first)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t nc = *cap ? *cap : first;
+    while (nc < need)
+        nc *= 2;
+    void *grown = realloc(*arr, (size_t)nc * elem);
+    if (grown == NULL)
+        return -1;
+    *arr = grown;
+    *cap = nc;
+    return 0;
+}
+
 static int grow_index(uint32_t **index, uint32_t *cap, uint32_t count,
                       uint64_t (*hash_of)(uint32_t id))
 {
@@ -193,14 +210,8 @@ static uint32_t intern_frame(PyObject *code, int line)
     }
     if (g_nframes >= OA_MAX_FRAMES)
         return UINT32_MAX;
-    if (g_nframes == g_capframes) {
-        uint32_t nc = g_capframes ? g_capframes * 2 : 1024;
-        oa_frame_rec *nf = realloc(g_frames, nc * sizeof(oa_frame_rec));
-        if (nf == NULL)
-            return UINT32_MAX;
-        g_frames = nf;
-        g_capframes = nc;
-    }
+    if (grow_array((void **)&g_frames, &g_capframes, g_nframes + 1, sizeof(oa_frame_rec), 1024) != 0)
+        return UINT32_MAX;
     if (grow_index(&g_frame_index, &g_frame_index_cap, g_nframes, frame_hash) != 0)
         return UINT32_MAX;
     PyCodeObject *co = (PyCodeObject *)code;
@@ -242,24 +253,9 @@ static uint32_t intern_stack(const uint32_t *ids, uint32_t depth)
     }
     if (g_nstacks >= OA_MAX_STACKS || g_npool + depth > OA_MAX_POOL)
         goto dropped;
-    if (g_nstacks >= g_capstacks) {
-        uint32_t nc = g_capstacks ? g_capstacks * 2 : 1024;
-        oa_stack_rec *ns = realloc(g_stacks, nc * sizeof(oa_stack_rec));
-        if (ns == NULL)
-            goto dropped;
-        g_stacks = ns;
-        g_capstacks = nc;
-    }
-    if (g_npool + depth > g_cappool) {
-        uint32_t nc = g_cappool ? g_cappool : 4096;
-        while (nc < g_npool + depth)
-            nc *= 2;
-        uint32_t *np = realloc(g_pool, (size_t)nc * sizeof(uint32_t));
-        if (np == NULL)
-            goto dropped;
-        g_pool = np;
-        g_cappool = nc;
-    }
+    if (grow_array((void **)&g_stacks, &g_capstacks, g_nstacks + 1, sizeof(oa_stack_rec), 1024) != 0 ||
+        grow_array((void **)&g_pool, &g_cappool, g_npool + depth, sizeof(uint32_t), 4096) != 0)
+        goto dropped;
     if (grow_index(&g_stack_index, &g_stack_index_cap, g_nstacks, stack_hash) != 0)
         goto dropped;
     oa_stack_rec *s = &g_stacks[g_nstacks];

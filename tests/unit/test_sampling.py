@@ -46,6 +46,17 @@ def traced() -> Iterator[tuple[AllocationSpanProcessor, TracerProvider]]:
         otel_alloc.uninstall()
 
 
+def _profile_after(traced: tuple[AllocationSpanProcessor, TracerProvider], span: str,
+                   n: int) -> Profile:
+    """Run site_big(n) under a span named ``span``; the flushed profile."""
+    processor, provider = traced
+    with provider.get_tracer("t").start_as_current_span(span):
+        site_big(n)
+    processor.force_flush()
+    assert processor.profile is not None
+    return processor.profile
+
+
 def _exact(fn: object, n: int) -> int:
     g = otel_alloc.Group()
     with g:
@@ -115,12 +126,7 @@ def test_reports_render_and_say_estimates(traced: tuple[AllocationSpanProcessor,
 
 def test_flamegraph_outputs_parse(traced: tuple[AllocationSpanProcessor, TracerProvider]
                                   ) -> None:
-    processor, provider = traced
-    with provider.get_tracer("t").start_as_current_span("flame"):
-        site_big(5000)
-    processor.force_flush()
-    prof = processor.profile
-    assert prof is not None
+    prof = _profile_after(traced, "flame", 5000)
     text = collapsed(prof, value="bytes", span="flame")
     stacks = parse_collapsed(text)
     assert stacks and all(k[0] == "span flame" for k in stacks)
@@ -138,22 +144,15 @@ def test_flamegraph_outputs_parse(traced: tuple[AllocationSpanProcessor, TracerP
 def test_profile_round_trips_through_json(traced: tuple[AllocationSpanProcessor,
                                                         TracerProvider], tmp_path: object
                                           ) -> None:
-    processor, provider = traced
-    with provider.get_tracer("t").start_as_current_span("j"):
-        site_big(2000)
-    processor.force_flush()
-    prof = processor.profile
-    assert prof is not None
+    prof = _profile_after(traced, "j", 2000)
     again = Profile.from_json(json.loads(json.dumps(prof.to_json())))
     assert render_report(again, "top") == render_report(prof, "top")
 
 
 def test_endpoint_binds_loopback_by_default(traced: tuple[AllocationSpanProcessor,
                                                           TracerProvider]) -> None:
-    processor, provider = traced
-    with provider.get_tracer("t").start_as_current_span("served"):
-        site_big(2000)
-    processor.force_flush()
+    processor, _ = traced
+    _profile_after(traced, "served", 2000)
     assert parse_address("9999") == ("127.0.0.1", 9999)
     assert parse_address("0.0.0.0:8080") == ("0.0.0.0", 8080)
     for bad in ("nope", "1.2.3.4:99999", "host.example:80"):
