@@ -123,9 +123,6 @@ def events_pending() -> bool:
     return bool(lib.oa_events_pending())
 
 
-def samples_pending() -> bool:
-    return bool(lib.oa_samples_pending())
-
 
 def process_stats() -> Stats:
     out = ffi.new("oa_stats *")

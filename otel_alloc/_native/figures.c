@@ -76,7 +76,7 @@ void oa_memory_usage(oa_memory *out)
     oa_spin_lock(&g_threads_lock);
     out->thread_bytes = (uint64_t)g_nthreads * sizeof(oa_thread) + sizeof(g_threads);
     oa_spin_unlock(&g_threads_lock);
-    out->event_bytes = (uint64_t)g_ring_cap * sizeof(oa_event);
+    out->event_bytes = oa_ring_bytes(&g_events);
     gil = PyGILState_Ensure();
     out->sampler_bytes = oa_sampler_bytes();
     PyGILState_Release(gil);

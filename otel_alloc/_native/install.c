@@ -256,7 +256,7 @@ static void atfork_child(void)
     oa_ptable_clear(&g_gil_table);
     oa_ptable_clear(&g_raw_table);
     oa_sampler_atfork_child();
-    g_ring_head = g_ring_len = 0;
+    oa_ring_clear(&g_events);
     tls.ctx_valid = 0;
     oa_group *groups = group_table();
     for (uint32_t i = 0; groups != NULL && i < g_ngroups; i++)

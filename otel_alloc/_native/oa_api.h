@@ -108,9 +108,8 @@ int oa_group_release(uint64_t group);
 int oa_group_stats(uint64_t group, oa_stats *out);
 /* Close the group, read its figures, release it when `release` is set. */
 int oa_group_finish(uint64_t group, int release, oa_stats *out);
-/* Whether the event ring / the sample ring hold anything (a racy hint). */
+/* Whether the event ring holds anything (a racy hint). */
 int oa_events_pending(void);
-int oa_samples_pending(void);
 
 /* Process, domain and thread figures. */
 void oa_process_stats(oa_stats *out);

@@ -59,8 +59,7 @@ static uint64_t g_stacks_dropped;
 
 /* Ring of samples and the sampled-block table, under g_sample_lock. */
 static oa_spin g_sample_lock = {ATOMIC_FLAG_INIT};
-static oa_sample *g_sring;
-static uint32_t g_scap, g_shead, g_slen;
+static oa_ring g_samples;
 static oa_ptable g_sampled;
 static _Atomic uint64_t g_sample_ids, g_samples_taken, g_samples_dropped, g_sample_frees;
 
@@ -299,14 +298,10 @@ static uint32_t capture_stack(void)
 static void push_sample(const oa_sample *s)
 {
     oa_spin_lock(&g_sample_lock);
-    if (g_sring == NULL || g_slen == g_scap) {
-        oa_spin_unlock(&g_sample_lock);
-        atomic_fetch_add_explicit(&g_samples_dropped, 1, OA_RELAXED);
-        return;
-    }
-    g_sring[(g_shead + g_slen) % g_scap] = *s;
-    g_slen++;
+    int rc = oa_ring_push(&g_samples, s);
     oa_spin_unlock(&g_sample_lock);
+    if (rc != 0)
+        atomic_fetch_add_explicit(&g_samples_dropped, 1, OA_RELAXED);
 }
 
 void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t mean, int tracked)
@@ -359,17 +354,11 @@ int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capac
     g_depth = max_depth;
     int rc = OA_OK;
     oa_spin_lock(&g_sample_lock);
-    if (g_scap != capacity) {
-        free(g_sring);
-        g_sring = calloc(capacity, sizeof(oa_sample));
-        g_scap = g_sring != NULL ? capacity : 0;
-    }
-    g_shead = g_slen = 0;
     if (g_sampled.slots == NULL && oa_ptable_init(&g_sampled) != 0)
         rc = OA_ERR_NOMEM;
     else
         oa_ptable_clear(&g_sampled);
-    if (g_sring == NULL)
+    if (oa_ring_reset(&g_samples, capacity, sizeof(oa_sample)) != 0)
         rc = OA_ERR_NOMEM;
     oa_spin_unlock(&g_sample_lock);
     if (rc == OA_OK)
@@ -385,13 +374,8 @@ uint64_t oa_sampler_mean(void)
 
 int oa_drain_samples(oa_sample *out, int max_samples)
 {
-    int n = 0;
     oa_spin_lock(&g_sample_lock);
-    while (n < max_samples && g_slen > 0) {
-        out[n++] = g_sring[g_shead];
-        g_shead = (g_shead + 1) % g_scap;
-        g_slen--;
-    }
+    int n = oa_ring_pop(&g_samples, out, max_samples);
     oa_spin_unlock(&g_sample_lock);
     return n;
 }
@@ -444,7 +428,7 @@ uint64_t oa_sampler_bytes(void)
                  (uint64_t)g_frame_index_cap * sizeof(uint32_t) +
                  (uint64_t)g_capstacks * sizeof(oa_stack_rec) +
                  (uint64_t)g_stack_index_cap * sizeof(uint32_t) +
-                 (uint64_t)g_cappool * sizeof(uint32_t) + (uint64_t)g_scap * sizeof(oa_sample) +
+                 (uint64_t)g_cappool * sizeof(uint32_t) + oa_ring_bytes(&g_samples) +
                  oa_ptable_bytes(&g_sampled);
     for (uint32_t i = 0; i < g_nframes; i++) {
         b += g_frames[i].function ? strlen(g_frames[i].function) + 1 : 0;
@@ -467,7 +451,7 @@ void oa_sampler_atfork_parent(void)
 void oa_sampler_atfork_child(void)
 {
     atomic_flag_clear(&g_sample_lock.flag);
-    g_shead = g_slen = 0;
+    oa_ring_clear(&g_samples);
     oa_ptable_clear(&g_sampled);
 }
 
@@ -475,11 +459,6 @@ void oa_sampler_uninstall(void)
 {
     oa_spin_lock(&g_sample_lock);
     oa_ptable_clear(&g_sampled);
-    g_shead = g_slen = 0;
+    oa_ring_clear(&g_samples);
     oa_spin_unlock(&g_sample_lock);
-}
-
-int oa_samples_pending(void)
-{
-    return g_slen != 0;
 }

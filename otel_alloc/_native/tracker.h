@@ -29,6 +29,7 @@
 
 #include "oa_api.h"
 #include "ptable.h"
+#include "ring.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -259,8 +260,7 @@ int setup_groups(uint32_t max_groups);
 
 /* ----------------------------------------------------- events (events.c) */
 
-extern oa_event *g_ring;
-extern uint32_t g_ring_cap, g_ring_head, g_ring_len;
+extern oa_ring g_events; /* large-allocation events, under g_ring_lock */
 extern oa_spin g_ring_lock;
 
 void push_event(int domain, uint64_t size, uint64_t gid);
