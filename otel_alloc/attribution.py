@@ -119,7 +119,7 @@ def install_context_hook() -> None:
             return
         otel_context._RUNTIME_CONTEXT = _AttributingRuntimeContext(current)
         # Follow the span that is already current where the hook goes in.
-        tracker.set_current_group_id(group_of_context(current.get_current()))
+        _follow(group_of_context(current.get_current()))
 
 
 def context_hook_installed() -> bool:

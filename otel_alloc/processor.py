@@ -243,8 +243,7 @@ class AllocationSpanProcessor(SpanProcessor):
         for span_id, info in stale:
             attribution.unregister_span(span_id)
             self._watch.closed(info)
-            _core.group_close(info.gid)
-            _core.group_release(info.gid)
+            _core.group_finish(info.gid, release=True)
         self.spans_reclaimed += len(stale)
         return bool(stale)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,19 +153,3 @@ class Profile:
         """Read a profile written by :meth:`dump`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_json(json.load(fh))
-
-
-def merge(profiles: Iterable[Profile]) -> Profile:
-    """Sum several profiles (same sampling mean assumed)."""
-    items = list(profiles)
-    out = Profile(sample_bytes=items[0].sample_bytes if items else 0,
-                  live=all(p.live for p in items))
-    for p in items:
-        for key, st in p.snapshot().items():
-            cell = out.cells.setdefault(key, SiteStats())
-            cell.alloc_bytes += st.alloc_bytes
-            cell.alloc_count += st.alloc_count
-            cell.freed_bytes += st.freed_bytes
-            cell.freed_count += st.freed_count
-            cell.samples += st.samples
-    return out

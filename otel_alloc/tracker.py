@@ -231,37 +231,6 @@ def current_group_id() -> int:
     return _CURRENT_GROUP.get()
 
 
-def set_current_group_id(gid: int) -> None:
-    """Set the current group of the running context without a scope.
-
-    Used by the span processor, which keeps the group in step with the OTel
-    context on every attach and detach.
-    """
-    _CURRENT_GROUP.set(gid)
-    _core.set_thread_group(gid)
-
-
-def suspend_attribution() -> int:
-    """Charge what follows to no group, until :func:`resume_attribution`.
-
-    The span processor brackets its own work with these, so the tracer's
-    bookkeeping is not charged to the application's spans. Returns the group
-    that was current.
-    """
-    gid = _CURRENT_GROUP.get()
-    if gid:
-        _CURRENT_GROUP.set(0)
-        _core.set_thread_group(0)
-    return gid
-
-
-def resume_attribution(gid: int) -> None:
-    """Undo :func:`suspend_attribution`."""
-    if gid:
-        _CURRENT_GROUP.set(gid)
-        _core.set_thread_group(gid)
-
-
 def group_stats(gid: int) -> Stats | None:
     """Figures of group ``gid``; ``None`` when the id is released or unknown."""
     return _core.group_stats(gid)

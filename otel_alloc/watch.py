@@ -24,11 +24,10 @@ from otel_alloc.spans import SpanAllocation
 
 _log = logging.getLogger(__name__)
 _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
-# Ended spans remembered so that their large-allocation events, drained just
-# after the span closed, still carry its trace context. Group ids are never
-# reused (generation counter), so a remembered id cannot name a later span.
 # Spans remembered after they end, so samples and events the watch thread
-# drains later still find their span (at most a tick, 0.5 s, of spans).
+# drains later still find their span and trace context (at most a tick, 0.5 s,
+# of spans). Group ids are never reused (generation counter), so a remembered
+# id cannot name a later span.
 _RECENTLY_CLOSED = 16384
 _HARD_CAP = 262144
 
@@ -190,9 +189,7 @@ class SpanWatch:
 
     def tick(self, now: float | None = None) -> None:
         """Drain large-allocation events and check watched spans once."""
-        self._drain_native_events()
-        for task in self._tasks:
-            task()
+        self.flush()
         if self._ended > _RECENTLY_CLOSED:
             self._evict_ended()
         if not self._retained:
@@ -206,8 +203,7 @@ class SpanWatch:
                 due.append(entry)
                 del self._retained[gid]
         for entry in due:
-            stats = _core.group_stats(entry.info.gid)
-            _core.group_release(entry.info.gid)
+            stats = _core.group_finish(entry.info.gid, release=True)
             if stats is not None and stats.live_bytes >= self._settings.leak_min_bytes:
                 self._report_leak(entry, stats.live_bytes, stats.live_count)
 
