@@ -16,7 +16,6 @@ opens a span): it only connects to the service port, and fetches ``/metrics``.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.support.prometheus import free_port
+from tests.support.prometheus import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "web_service.py"
@@ -146,14 +145,7 @@ class TracedWebService:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code (idempotent)."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            self.returncode = proc.returncode
+            self.returncode = stop_process(proc, timeout)
         return self.returncode
 
     def close(self) -> None:
