@@ -1,5 +1,14 @@
-"""Build hook: compiles the native tracker with cffi (metadata is in pyproject.toml)."""
+"""Build hook: the cffi tracker and the C attribution path (metadata is in pyproject.toml)."""
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup(cffi_modules=["otel_alloc/_native/build.py:ffibuilder"])
+setup(
+    cffi_modules=["otel_alloc/_native/build.py:ffibuilder"],
+    ext_modules=[
+        Extension(
+            "otel_alloc._spanctx",
+            sources=["otel_alloc/_native/spanctx.c"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],
+        ),
+    ],
+)

@@ -10,6 +10,7 @@ import threading
 from contextvars import ContextVar
 from typing import Any
 
+from otel_alloc import _spanctx
 from otel_alloc._tracker import ffi, lib
 from otel_alloc.stats import AllocEvent, Counters, MemoryUsage, RawSample, Stats, ThreadStats
 
@@ -35,6 +36,13 @@ ERR_STALE_GROUP: int = lib.OA_ERR_STALE_GROUP
 
 HOOK_IN_CHAIN: int = lib.OA_HOOK_IN_CHAIN
 HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
+
+
+# The per-span path (otel_alloc._spanctx, plain C-API) calls the tracker's
+# group functions directly through this table, without cffi's GIL release.
+_spanctx.bind(int(lib.oa_fastpath_address()))
+span_group_new = _spanctx.group_new
+span_end = _spanctx.span_end
 
 
 def _stats(c: Any) -> Stats:

@@ -3,125 +3,90 @@
 Bytes belong to the span that is current *in the context that is running*.
 The native hooks read a context variable of ours (see ``tracker``); this
 module keeps that variable equal to "the group of the span current in the OTel
-context" by wrapping OpenTelemetry's runtime context: every ``attach`` and
-``detach`` (``start_as_current_span``, ``use_span``, ``context.attach``)
-updates our variable in the same ``contextvars.Context``. Because both
+context" by standing in for OpenTelemetry's runtime context: every ``attach``
+and ``detach`` (``start_as_current_span``, ``use_span``, ``context.attach``)
+also sets our variable in the same ``contextvars.Context``. Because both
 variables live in the same context, asyncio task switches, thread pools that
 carry a copied context and ``Context.run`` keep them in step without any
 OpenTelemetry call.
+
+The stand-in is :class:`otel_alloc._spanctx.FollowingContext`, in C: it runs
+several times per span.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from contextvars import Token
-from typing import Any
+from contextvars import ContextVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from otel_alloc import tracker
+from otel_alloc._spanctx import FollowingContext
 
-_log = logging.getLogger(__name__)
-
-# span_id -> group id of spans whose groups are open. Plain dict operations
-# are atomic under the GIL, so readers on other threads need no lock.
-_span_groups: dict[int, int] = {}
+# span object -> group id of spans whose groups are open, read by the C
+# runtime context on every attach/detach. Keyed by the span object itself
+# (identity hash): it is what an OTel Context holds, so the lookup needs no
+# call into the span. Plain dict operations are atomic under the GIL.
+_span_groups: dict[object, int] = {}
 _hook_lock = threading.Lock()
 
-
-def register_span(span_id: int, gid: int) -> None:
-    """Make allocations under the span with ``span_id`` go to group ``gid``."""
-    _span_groups[span_id] = gid
-
-
-def unregister_span(span_id: int) -> None:
-    """Forget the span's group (its span has ended)."""
-    _span_groups.pop(span_id, None)
-
-
-# The key under which OpenTelemetry keeps the current span in a Context. Read
-# directly on this path (it runs on every attach and detach); when a future
-# version moves it, the public accessor is used instead.
+# The key under which OpenTelemetry keeps the current span in a Context; when
+# a future version moves it, the public accessor is called instead.
 _SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
 
 
-def group_of_context(ctx: Context) -> int:
-    """Group id of the span current in ``ctx`` (0 when it has none)."""
-    if _SPAN_KEY is not None:
-        span: Any = ctx.get(_SPAN_KEY)
-        if span is None:
-            return 0
-        try:
-            return _span_groups.get(span.get_span_context().span_id, 0)
-        except AttributeError:
-            return 0
-    return _span_groups.get(trace.get_current_span(ctx).get_span_context().span_id, 0)
+def register_span(span: object, gid: int) -> None:
+    """Make allocations under ``span`` go to group ``gid``."""
+    _span_groups[span] = gid
 
 
-class _AttributingRuntimeContext(_RuntimeContext):
-    """Runtime context that also moves the tracker's group along.
-
-    Delegates to the runtime context it wraps; after each change of the
-    current OTel context it sets the tracker's group for the running context.
-    """
-
-    def __init__(self, inner: _RuntimeContext) -> None:
-        self.inner = inner
-        # These run on every attach/detach of every span: bound once here.
-        self._inner_attach = inner.attach
-        self._inner_detach = inner.detach
-        self._inner_get = inner.get_current
-        self.get_current = inner.get_current  # type: ignore[method-assign]
-
-    def attach(self, context: Context) -> Token[Context]:
-        token = self._inner_attach(context)
-        try:
-            _follow(group_of_context(context))
-        except Exception:  # attribution must never break the app's tracing
-            _log.debug("otel_alloc: could not follow attach", exc_info=True)
-        return token
-
-    def get_current(self) -> Context:
-        return self._inner_get()
-
-    def detach(self, token: Any) -> None:
-        self._inner_detach(token)
-        try:
-            _follow(group_of_context(self._inner_get()))
-        except Exception:
-            _log.debug("otel_alloc: could not follow detach", exc_info=True)
+def unregister_span(span: object) -> None:
+    """Forget the span's group (its span has ended)."""
+    _span_groups.pop(span, None)
 
 
-_group_var = tracker.CURRENT_GROUP
-_set_thread_group = tracker.set_thread_group_fast
-
-
-def _follow(gid: int) -> None:
-    """Make ``gid`` the running context's group (skipped when it already is)."""
-    if gid != _group_var.get():
-        _group_var.set(gid)
-        _set_thread_group(gid)
+def span_registry() -> dict[object, int]:
+    """The live span -> group mapping (the processor's hot path writes it directly)."""
+    return _span_groups
 
 
 def install_context_hook() -> None:
-    """Wrap OpenTelemetry's runtime context once (idempotent, thread-safe).
+    """Stand in for OpenTelemetry's runtime context once (idempotent, thread-safe).
 
     OpenTelemetry has no public hook for context changes, so this replaces the
     module-level runtime context object that ``opentelemetry.context.attach``
-    and ``detach`` call, delegating everything to the original.
+    and ``detach`` call. When that object is OpenTelemetry's own
+    ``ContextVarsRuntimeContext`` its context variable is set directly (what
+    its methods do); any other runtime context is called through.
     """
     with _hook_lock:
         current = otel_context._RUNTIME_CONTEXT
-        if isinstance(current, _AttributingRuntimeContext):
+        if isinstance(current, FollowingContext):
             return
-        otel_context._RUNTIME_CONTEXT = _AttributingRuntimeContext(current)
+        var = getattr(current, "_current_context", None)
+        direct = type(current) is ContextVarsRuntimeContext and isinstance(var, ContextVar)
+        hook = FollowingContext(
+            inner=current,
+            context_var=var if direct else None,
+            span_key=_SPAN_KEY,
+            span_getter=trace.get_current_span,
+            groups=_span_groups,
+            group_var=tracker.CURRENT_GROUP,
+        )
+        otel_context._RUNTIME_CONTEXT = hook  # type: ignore[assignment]
         # Follow the span that is already current where the hook goes in.
-        _follow(group_of_context(current.get_current()))
+        hook.follow_current()
 
 
 def context_hook_installed() -> bool:
-    """Whether the runtime-context wrapper is in place."""
-    return isinstance(otel_context._RUNTIME_CONTEXT, _AttributingRuntimeContext)
+    """Whether the runtime-context stand-in is in place."""
+    return isinstance(otel_context._RUNTIME_CONTEXT, FollowingContext)
+
+
+def attribution_errors() -> int:
+    """Context changes whose span's group could not be looked up (skipped)."""
+    hook = otel_context._RUNTIME_CONTEXT
+    return hook.errors if isinstance(hook, FollowingContext) else 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import deque
 from typing import Protocol
@@ -21,12 +19,16 @@ from otel_alloc.profile import Profile
 from otel_alloc.sampling import SampleCollector
 from otel_alloc.settings import Settings
 from otel_alloc.spans import SpanAllocation, with_attributes
-from otel_alloc.watch import SpanInfo, SpanWatch
+from otel_alloc.watch import SpanWatch
 
 _log = logging.getLogger(__name__)
 # Ended spans waiting for the watch thread to record them; past this they are
 # dropped and counted (records_dropped) rather than let memory grow.
 MAX_PENDING = 100_000
+_OVERFLOW = _core.GROUP_OVERFLOW
+_UNTRACKED = -1  # a span that gets no group at all (see _overflowed)
+_span_group_new = _core.span_group_new
+_span_end = _core.span_end
 
 
 class SpanSink(Protocol):
@@ -109,13 +111,17 @@ class AllocationSpanProcessor(SpanProcessor):
             self._collector.add_resolver(self._watch.span_name_of)
             self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
-        self._open: dict[int, SpanInfo] = {}
-        self._lock = threading.Lock()
+        # The open spans: span id -> span, span -> group id (read by the C
+        # runtime context, see attribution), group id -> span (the watch's).
+        self._open: dict[int, ReadableSpan] = {}
+        self._groups = attribution.span_registry()
+        self._by_gid = self._watch.open
+        self._overflow_open = 0
+        self._max_groups = tracker.counters().groups_capacity
         self._shutdown = False
         self.spans_reclaimed = 0
         self.errors = 0
         attribution.install_context_hook()
-        os.register_at_fork(after_in_child=self._after_fork)
 
     @staticmethod
     def _install(mode: str | None, max_groups: int | None,
@@ -134,10 +140,6 @@ class AllocationSpanProcessor(SpanProcessor):
                 tracker.set_threshold(threshold_bytes)
         return installed
 
-    def _after_fork(self) -> None:
-        # A lock held by another thread at fork time would stay held forever.
-        self._lock = threading.Lock()
-
     @property
     def profile(self) -> Profile | None:
         """The sampled allocation sites (``None`` when sampling is off)."""
@@ -153,7 +155,18 @@ class AllocationSpanProcessor(SpanProcessor):
         """Open the span's allocation group, then pass the span on."""
         try:
             if not self._shutdown:
-                self._open_group(span)
+                gid = _span_group_new()
+                if gid == _OVERFLOW:
+                    gid = self._overflowed()
+                if gid != _UNTRACKED:
+                    if gid != _OVERFLOW:
+                        self._by_gid[gid] = span
+                    # Read by the C runtime context on attach: the span's
+                    # allocations go to its group from its first attach on.
+                    self._groups[span] = gid
+                    self._open[span.context.span_id] = span
+                    if self._collector is not None:
+                        self._collector.note_thread()
         except Exception:
             self._failed("on_start")
         if self._next is not None:
@@ -163,7 +176,7 @@ class AllocationSpanProcessor(SpanProcessor):
                 self._failed("wrapped on_start")
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Close the span's group, record it, pass on a copy with attributes."""
+        """Close the span's group, record it, pass it on with attributes."""
         out = span
         try:
             record = self._close_group(span)
@@ -214,36 +227,47 @@ class AllocationSpanProcessor(SpanProcessor):
 
     # -- groups ----------------------------------------------------------
 
-    def _open_group(self, span: Span) -> None:
-        ctx = span.get_span_context()
-        gid = _core.group_new()
-        if gid == _core.GROUP_OVERFLOW and self._reclaim_stale():
-            gid = _core.group_new()
-        attribution.register_span(ctx.span_id, gid)
-        if gid == _core.GROUP_OVERFLOW:
-            return  # charged to the shared overflow group; counted natively
-        info = SpanInfo(name=span.name, trace_id=ctx.trace_id, span_id=ctx.span_id, gid=gid,
-                        started=time.monotonic())
-        self._open[ctx.span_id] = info
-        self._watch.opened(info)
-        if self._collector is not None:
-            self._collector.note_thread()
+    def _overflowed(self) -> int:
+        """The group table is full: reclaim stale spans, or use the overflow group.
+
+        Returns the span's group: its own after a reclaim, else the shared
+        overflow group, or _UNTRACKED when the overflow group already
+        holds as many open spans as the table has slots, which bounds the
+        memory spans that are never ended can hold.
+        """
+        if self._reclaim_stale():
+            gid = _span_group_new()
+            if gid != _OVERFLOW:
+                return gid
+        if self._overflow_open >= self._max_groups:
+            return _UNTRACKED
+        self._overflow_open += 1
+        return _OVERFLOW
 
     def _reclaim_stale(self) -> bool:
         """Release the groups of spans open longer than the stale age."""
-        cutoff = time.monotonic() - self.settings.stale_span_seconds
-        stale: list[tuple[int, SpanInfo]] = []
+        cutoff = time.time_ns() - int(self.settings.stale_span_seconds * 1e9)
+        try:
+            oldest = next(iter(self._open.values()))
+        except (StopIteration, RuntimeError):
+            return False
+        if (oldest.start_time or 0) > cutoff:
+            return False  # nothing is stale: skip copying the table
+        stale: list[int] = []
         # A snapshot (spans end on other threads meanwhile); only spans still
         # open when popped here are reclaimed.
-        for span_id, info in list(self._open.items()):
-            if info.started > cutoff:
+        for span_id, span in list(self._open.items()):
+            if (span.start_time or 0) > cutoff:
                 break  # insertion order: the rest are younger
             if self._open.pop(span_id, None) is not None:
-                stale.append((span_id, info))
-        for span_id, info in stale:
-            attribution.unregister_span(span_id)
-            self._watch.closed(info)
-            _core.group_finish(info.gid, release=True)
+                gid = self._groups.pop(span, _OVERFLOW)
+                if gid == _OVERFLOW:
+                    self._overflow_open -= 1
+                else:
+                    self._by_gid.pop(gid, None)
+                    stale.append(gid)
+        for gid in stale:
+            _span_end(gid, 0, True)
         self.spans_reclaimed += len(stale)
         return bool(stale)
 
@@ -251,31 +275,38 @@ class AllocationSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None:
             return None
-        info = self._open.pop(ctx.span_id, None)
-        attribution.unregister_span(ctx.span_id)
-        if info is None:
-            return None  # overflowed, reclaimed, or started before this processor
+        started = self._open.pop(ctx.span_id, None)
+        if started is None:
+            return None  # reclaimed, or started before this processor
+        gid = self._groups.pop(started, _OVERFLOW)
+        if gid == _OVERFLOW:
+            self._overflow_open -= 1
+            return None  # charged to the overflow group; counted natively
+        parent_gid = 0
+        parent = span.parent
+        if parent is not None:
+            parent_span = self._open.get(parent.span_id)
+            if parent_span is not None:
+                parent_gid = self._groups.get(parent_span, 0)
         # Closed first: from here on, work done while the ended span is still
         # current (ours, the SDK's, the exporter's) is charged to no group.
-        stats = _core.group_finish(info.gid, release=not self._live)
-        self._watch.closed(info)
-        if stats is None:
+        figures = _span_end(gid, parent_gid, not self._live)
+        watch = self._watch
+        watch.open.pop(gid, None)
+        if figures is None:
             return None
-        inclusive = stats.alloc_bytes + info.child_bytes
-        if span.parent is not None:
-            parent = self._open.get(span.parent.span_id)
-            if parent is not None:
-                with self._lock:  # children may end on several threads at once
-                    parent.child_bytes += inclusive
+        alloc_bytes, count, inclusive, live_bytes, peak_bytes, events_pending = figures
         live = self._live
         record = SpanAllocation(  # positional: this runs for every span
-            span.name, ctx.trace_id, ctx.span_id, info.gid, stats.alloc_bytes,
-            stats.alloc_count, inclusive, stats.live_bytes if live else None,
-            stats.peak_bytes if live else None, span.start_time or 0, span.end_time or 0,
+            span.name, ctx.trace_id, ctx.span_id, gid, alloc_bytes, count, inclusive,
+            live_bytes if live else None, peak_bytes if live else None,
+            span.start_time or 0, span.end_time or 0,
         )
-        self._watch.flush_events()
-        if self._live and not self._watch.retain(info, record):
-            _core.group_release(info.gid)
+        watch.ended(record)
+        if events_pending:
+            watch.wake()
+        if live and not watch.retain(record):
+            _core.group_release(gid)
         return record
 
     def _publish_pending(self) -> None:
@@ -331,8 +362,8 @@ class AllocationSpanProcessor(SpanProcessor):
 
     @property
     def open_spans(self) -> int:
-        """Spans with an open group."""
-        return len(self._open)
+        """Spans with a group of their own open."""
+        return len(self._by_gid)
 
     def _failed(self, where: str) -> None:
         self.errors += 1

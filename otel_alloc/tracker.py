@@ -33,7 +33,6 @@ DEFAULT_EVENT_CAPACITY = 1024
 # cache after its allocation, which keeps the hook's view right.
 _CURRENT_GROUP: ContextVar[int] = ContextVar("otel_alloc.group", default=0)
 CURRENT_GROUP = _CURRENT_GROUP  # for attribution, which sets it on every attach/detach
-set_thread_group_fast = _core.set_thread_group
 _SCOPES: ContextVar[tuple[int, ...]] = ContextVar("otel_alloc.scopes", default=())
 _install_lock = threading.Lock()
 

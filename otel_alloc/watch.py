@@ -13,9 +13,12 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_alloc import _core, names
 from otel_alloc.events import AllocationEvents
@@ -25,53 +28,47 @@ from otel_alloc.spans import SpanAllocation
 _log = logging.getLogger(__name__)
 _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
 # Spans remembered after they end, so samples and events the watch thread
-# drains later still find their span and trace context (at most a tick, 0.5 s,
-# of spans). Group ids are never reused (generation counter), so a remembered
-# id cannot name a later span.
-_RECENTLY_CLOSED = 16384
+# drains later still find their span and trace context (a tick, 0.5 s, is
+# ~25k spans at full speed). Group ids are never reused (generation counter),
+# so a remembered id cannot name a later span.
+_RECENTLY_ENDED = 32768
 _HARD_CAP = 262144
 
 
-class SpanInfo:
-    """What the watch needs to know of a span that owns a group.
+class SpanRef(NamedTuple):
+    """The span that owns (or owned) a group, as events and samples name it."""
 
-    A plain class with slots: one is made per span, on the hot path.
-    """
-
-    __slots__ = ("child_bytes", "ended", "gid", "name", "span_id", "started", "trace_id")
-
-    def __init__(self, name: str, trace_id: int, span_id: int, gid: int,
-                 started: float) -> None:
-        self.name = name
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.gid = gid
-        self.started = started
-        self.child_bytes = 0
-        self.ended = False
+    name: str
+    trace_id: int
+    span_id: int
 
 
 @dataclass
 class _Retained:
-    info: SpanInfo
-    deadline: float
     record: SpanAllocation
+    deadline: float
 
 
 class SpanWatch:
-    """Retained groups of ended spans, and the thread that checks them."""
+    """Open and recently ended spans by group, retained groups, and the thread.
+
+    The span processor writes ``open`` (group id -> span, while the span is
+    open) and calls :meth:`ended` at span end; both run on every span, so they
+    are plain dict operations.
+    """
 
     def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool) -> None:
         self._settings = settings
         self._events = events
         self._live = live
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
-        # gid -> span, for open spans and recently ended ones: samples and
-        # events drained later still find their span. Ended entries are
-        # evicted, oldest first, past _RECENTLY_CLOSED (by the watch thread,
-        # or inline past _HARD_CAP when that thread falls behind).
-        self._known: dict[int, SpanInfo] = {}
-        self._ended = 0
+        # gid -> span of open spans (written by the processor).
+        self.open: dict[int, ReadableSpan] = {}
+        # gid -> record of recently ended spans, oldest first; trimmed to
+        # _RECENTLY_ENDED by the thread, or inline past _HARD_CAP when that
+        # thread falls behind.
+        self._ended: dict[int, SpanAllocation] = {}
+        self._ended_order: deque[int] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -85,54 +82,48 @@ class SpanWatch:
 
     # -- bookkeeping called by the processor ------------------------------
 
-    def opened(self, info: SpanInfo) -> None:
-        """A span got its own group."""
-        self._known[info.gid] = info
-        if self._thread is None:
-            self._ensure_thread()
-        if len(self._known) > _HARD_CAP:
-            self._evict_ended()
+    def ended(self, record: SpanAllocation) -> None:
+        """A span ended: remember it for events and samples drained later."""
+        self._ended[record.group_id] = record
+        order = self._ended_order
+        order.append(record.group_id)
+        if len(order) > _HARD_CAP:
+            self._trim_ended(_RECENTLY_ENDED)
 
-    def closed(self, info: SpanInfo) -> None:
-        """The span ended or was reclaimed (it stays known for a while)."""
-        info.ended = True
-        self._ended += 1
-
-    def _evict_ended(self) -> None:
-        """Forget the oldest ended spans beyond the recently-ended bound."""
-        with self._lock:
-            excess = self._ended - _RECENTLY_CLOSED
-            if excess <= 0:
-                return
-            known = self._known
-            for gid, info in list(known.items()):
-                if excess <= 0:
-                    break
-                if info.ended:
-                    known.pop(gid, None)
-                    excess -= 1
-                    self._ended -= 1
+    def _trim_ended(self, keep: int) -> None:
+        """Forget the oldest ended spans beyond ``keep``."""
+        ended, order = self._ended, self._ended_order
+        try:
+            while len(order) > keep:
+                ended.pop(order.popleft(), None)
+        except IndexError:
+            pass  # another thread trimmed meanwhile
 
     def span_name_of(self, gid: int) -> str | None:
         """Name of the span that owns (or recently owned) group ``gid``."""
-        info = self._span_of(gid)
-        return info.name if info is not None else None
+        ref = self.span_of(gid)
+        return ref.name if ref is not None else None
 
     def add_task(self, task: Callable[[], object]) -> None:
         """Run ``task`` on every tick and flush (sample draining)."""
         self._tasks.append(task)
         self._ensure_thread()
 
-    def _span_of(self, gid: int) -> SpanInfo | None:
+    def span_of(self, gid: int) -> SpanRef | None:
         """The span that owns (or owned, recently) group ``gid``."""
-        info = self._known.get(gid)
-        if info is not None:
-            return info
-        with self._lock:
-            entry = self._retained.get(gid)
-        return entry.info if entry is not None else None
+        span = self.open.get(gid)
+        if span is not None:
+            ctx = span.context
+            if ctx is not None:
+                return SpanRef(span.name, ctx.trace_id, ctx.span_id)
+        record = self._ended.get(gid)
+        if record is None:
+            with self._lock:
+                entry = self._retained.get(gid)
+            record = entry.record if entry is not None else None
+        return SpanRef(record.name, record.trace_id, record.span_id) if record else None
 
-    def retain(self, info: SpanInfo, record: SpanAllocation) -> bool:
+    def retain(self, record: SpanAllocation) -> bool:
         """Keep an ended span's closed group to watch its live blocks.
 
         Returns False when the group should be released at once.
@@ -143,13 +134,13 @@ class SpanWatch:
             return False
         evicted: list[_Retained] = []
         with self._lock:
-            self._retained[info.gid] = _Retained(
-                info, time.monotonic() + self._settings.leak_grace_seconds, record)
+            self._retained[record.group_id] = _Retained(
+                record, time.monotonic() + self._settings.leak_grace_seconds)
             while len(self._retained) > self._settings.max_retained_spans:
                 evicted.append(self._retained.popitem(last=False)[1])
         for entry in evicted:  # over the bound: stop watching the oldest early
             self.retained_dropped += 1
-            _core.group_release(entry.info.gid)
+            _core.group_release(entry.record.group_id)
         self._ensure_thread()
         return True
 
@@ -157,12 +148,12 @@ class SpanWatch:
         """Live bytes of open and watched spans, summed per span name."""
         totals: dict[str, int] = {}
         with self._lock:
-            watched = [e.info for e in self._retained.values()]
-        open_spans = [i for i in list(self._known.values()) if not i.ended]
-        for info in [*open_spans, *watched]:
-            stats = _core.group_stats(info.gid)
+            watched = [(gid, e.record.name) for gid, e in self._retained.items()]
+        open_spans = [(gid, span.name) for gid, span in list(self.open.items())]
+        for gid, name in [*open_spans, *watched]:
+            stats = _core.group_stats(gid)
             if stats is not None:
-                totals[info.name] = totals.get(info.name, 0) + max(stats.live_bytes, 0)
+                totals[name] = totals.get(name, 0) + max(stats.live_bytes, 0)
         return totals
 
     # -- the thread -------------------------------------------------------
@@ -190,8 +181,8 @@ class SpanWatch:
     def tick(self, now: float | None = None) -> None:
         """Drain large-allocation events and check watched spans once."""
         self.flush()
-        if self._ended > _RECENTLY_CLOSED:
-            self._evict_ended()
+        if len(self._ended_order) > _RECENTLY_ENDED:
+            self._trim_ended(_RECENTLY_ENDED)
         if not self._retained:
             return
         now = time.monotonic() if now is None else now
@@ -203,7 +194,7 @@ class SpanWatch:
                 due.append(entry)
                 del self._retained[gid]
         for entry in due:
-            stats = _core.group_finish(entry.info.gid, release=True)
+            stats = _core.group_finish(entry.record.group_id, release=True)
             if stats is not None and stats.live_bytes >= self._settings.leak_min_bytes:
                 self._report_leak(entry, stats.live_bytes, stats.live_count)
 
@@ -214,11 +205,11 @@ class SpanWatch:
         grace = self._settings.leak_grace_seconds
         self._events.emit(
             names.EVENT_LEAK,
-            trace_id=entry.info.trace_id, span_id=entry.info.span_id,
-            span_name=entry.info.name,
+            trace_id=entry.record.trace_id, span_id=entry.record.span_id,
+            span_name=entry.record.name,
             attributes={"alloc.live_bytes": live, "alloc.live_blocks": blocks,
                         "alloc.bytes": entry.record.bytes, "alloc.grace_seconds": grace},
-            body=f"span {entry.info.name!r} still holds {live} bytes in {blocks} blocks "
+            body=f"span {entry.record.name!r} still holds {live} bytes in {blocks} blocks "
                  f"{grace:g}s after it ended",
         )
 
@@ -226,7 +217,7 @@ class SpanWatch:
         while True:
             batch = _core.drain_events(256)
             for ev in batch:
-                info = self._span_of(ev.group)
+                info = self.span_of(ev.group)
                 if self._events is not None:
                     self._events.emit(
                         names.EVENT_THRESHOLD,
@@ -242,10 +233,9 @@ class SpanWatch:
             if len(batch) < 256:
                 return
 
-    def flush_events(self) -> None:
-        """Turn pending large-allocation events into log records now."""
-        if _core.events_pending():
-            self._drain_native_events()
+    def wake(self) -> None:
+        """Run a tick now (large-allocation events are waiting)."""
+        self._wake.set()
 
     def flush(self) -> None:
         """Process pending native events and samples now (force_flush)."""
@@ -265,6 +255,7 @@ class SpanWatch:
         # The thread does not exist in the child; start a new one on demand.
         self._lock = threading.Lock()
         self._thread = None
-        self._known.clear()
-        self._ended = 0
+        self.open.clear()
+        self._ended.clear()
+        self._ended_order.clear()
         self._retained.clear()

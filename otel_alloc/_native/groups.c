@@ -32,6 +32,7 @@ void reset_group(oa_group *g)
     oa_ctr_zero(&g->gil);
     oa_ctr_zero(&g->raw);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
+    atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
 }
 
 static void groups_reset_all(void)
@@ -197,4 +198,48 @@ int oa_group_finish(uint64_t gid, int release, oa_stats *out)
     if (rc == OA_OK && release)
         rc = oa_group_release(gid);
     return rc;
+}
+
+/* The span-end path of the span processor in one call (through the fast-path
+   table): close, read, pass the inclusive bytes up to the parent's group,
+   and release when asked. */
+static int span_end(uint64_t gid, uint64_t parent, int release, oa_span_figures *out)
+{
+    oa_stats st;
+    int rc = oa_group_finish(gid, 0, &st);
+    if (rc != OA_OK)
+        return rc;
+    oa_group *g = user_group(gid);
+    uint64_t children = g != NULL ? atomic_load_explicit(&g->child_bytes, OA_RELAXED) : 0;
+    out->alloc_bytes = st.alloc_bytes;
+    out->alloc_count = st.alloc_count;
+    out->inclusive_bytes = st.alloc_bytes + children;
+    out->live_bytes = st.live_bytes;
+    out->peak_bytes = st.peak_bytes;
+    /* Under the lock: the parent's slot cannot be released and reused
+       between the generation check and the add. A parent that is already
+       released (stale id) does not take it. */
+    if (parent != OA_GROUP_NONE && parent != OA_GROUP_OVERFLOW) {
+        oa_spin_lock(&g_groups_lock);
+        oa_group *p = user_group(parent);
+        if (p != NULL)
+            atomic_fetch_add_explicit(&p->child_bytes, out->inclusive_bytes, OA_RELAXED);
+        oa_spin_unlock(&g_groups_lock);
+    }
+    if (release)
+        rc = oa_group_release(gid);
+    out->events_pending = oa_events_pending();
+    return rc;
+}
+
+static const oa_fastpath g_fastpath = {
+    .version = OA_FASTPATH_VERSION,
+    .set_thread_group = oa_set_thread_group,
+    .group_new = oa_group_new,
+    .span_end = span_end,
+};
+
+uintptr_t oa_fastpath_address(void)
+{
+    return (uintptr_t)&g_fastpath;
 }

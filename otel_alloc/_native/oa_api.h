@@ -110,6 +110,8 @@ int oa_group_stats(uint64_t group, oa_stats *out);
 int oa_group_finish(uint64_t group, int release, oa_stats *out);
 /* Whether the event ring holds anything (a racy hint). */
 int oa_events_pending(void);
+/* Address of the oa_fastpath table (fastpath.h) for otel_alloc._spanctx. */
+uintptr_t oa_fastpath_address(void);
 
 /* Process, domain and thread figures. */
 void oa_process_stats(oa_stats *out);

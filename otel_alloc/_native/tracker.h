@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "fastpath.h"
 #include "oa_api.h"
 #include "ptable.h"
 #include "ring.h"
@@ -247,6 +248,7 @@ typedef struct {
     oa_ctr gil; /* MEM/OBJ: updated under the GIL */
     oa_ctr raw; /* RAW: updated with atomic read-modify-write */
     _Atomic int64_t peak;
+    _Atomic uint64_t child_bytes; /* inclusive bytes reported by ended child spans */
     uint32_t next; /* FIFO free-slot queue link */
 } oa_group;
 
