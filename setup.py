@@ -7,7 +7,12 @@ setup(
     ext_modules=[
         Extension(
             "otel_alloc._spanctx",
-            sources=["otel_alloc/_native/spanctx.c"],
+            sources=[
+                "otel_alloc/_native/spanctx.c",
+                "otel_alloc/_native/following.c",
+                "otel_alloc/_native/spanend.c",
+                "otel_alloc/_native/spanpath.c",
+            ],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],
         ),
     ],

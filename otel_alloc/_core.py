@@ -43,6 +43,9 @@ HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
 _spanctx.bind(int(lib.oa_fastpath_address()))
 span_group_new = _spanctx.group_new
 span_end = _spanctx.span_end
+SpanRecords = _spanctx.SpanRecords
+SpanPath = _spanctx.SpanPath
+configure_spans = _spanctx.configure
 
 
 def _stats(c: Any) -> Stats:

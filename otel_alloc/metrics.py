@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -11,7 +12,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_alloc import names, tracker
-from otel_alloc.spans import SpanAllocation
+from otel_alloc.spans import RawRecord
 
 
 def span_context(trace_id: int, span_id: int) -> Context:
@@ -45,6 +46,16 @@ class SpanNames:
         return names.OVERFLOW_SPAN_NAME
 
 
+@dataclass(slots=True)
+class _NameSum:
+    """One span name's sums over a batch of records."""
+
+    bytes: int
+    count: int
+    largest: RawRecord
+    attrs: dict[str, str]
+
+
 class AllocationMetrics:
     """Records each ended span into counters and a histogram, by span name.
 
@@ -63,6 +74,7 @@ class AllocationMetrics:
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter(names.METER_NAME)
         self._names = span_names
+        self._attrs: dict[str, dict[str, str]] = {}  # span name -> attributes, made once
         self._allocated = meter.create_counter(
             names.ALLOCATED, unit="By",
             description="Bytes allocated while a span was current (self bytes)")
@@ -91,13 +103,38 @@ class AllocationMetrics:
             names.GROUPS_DROPPED, callbacks=[self._observe_groups_dropped], unit="{span}",
             description="Spans that found the group table full (charged to the overflow group)")
 
-    def on_span(self, record: SpanAllocation) -> None:
-        """Record one ended span."""
-        attrs = {names.SPAN_NAME: self._names(record.name)}
-        ctx = span_context(record.trace_id, record.span_id)
-        self._allocated.add(record.bytes, attrs, context=ctx)
-        self._allocations.add(record.count, attrs, context=ctx)
-        self._size.record(record.bytes, attrs, context=ctx)
+    def on_spans(self, records: list[RawRecord]) -> None:
+        """Record a batch of ended spans (raw records, see otel_alloc.spans).
+
+        The histogram takes every span; the counters take one sum per span
+        name per batch (the SDK would sum them anyway). Exemplars link to the
+        batch's largest span of each name: building a span context for every
+        span would cost more than the rest of the recording.
+        """
+        sums: dict[str, _NameSum] = {}
+        for raw in records:
+            name = self._names(raw[0])
+            alloc_bytes = raw[4]
+            total = sums.get(name)
+            if total is None:
+                attrs = self._attrs.get(name)
+                if attrs is None:
+                    attrs = self._attrs.setdefault(name, {names.SPAN_NAME: name})
+                sums[name] = _NameSum(alloc_bytes, raw[5], raw, attrs)
+                continue
+            total.bytes += alloc_bytes
+            total.count += raw[5]
+            if alloc_bytes > total.largest[4]:
+                total.largest = raw
+        contexts = {id(t.largest): span_context(t.largest[1], t.largest[2])
+                    for t in sums.values()}
+        for raw in records:
+            total = sums[self._names(raw[0])]
+            self._size.record(raw[4], total.attrs, context=contexts.get(id(raw)))
+        for total in sums.values():
+            ctx = contexts[id(total.largest)]
+            self._allocated.add(total.bytes, total.attrs, context=ctx)
+            self._allocations.add(total.count, total.attrs, context=ctx)
 
     def count_event(self, event_name: str, span_name: str | None,
                     ctx: Context | None = None) -> None:

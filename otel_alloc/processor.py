@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from typing import Protocol
 
 from opentelemetry._logs import LoggerProvider
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 
 from otel_alloc import _core, attribution, config, names, sampling, tracker
 from otel_alloc.events import AllocationEvents
@@ -18,7 +21,7 @@ from otel_alloc.metrics import AllocationMetrics, SpanNames, span_context
 from otel_alloc.profile import Profile
 from otel_alloc.sampling import SampleCollector
 from otel_alloc.settings import Settings
-from otel_alloc.spans import SpanAllocation, with_attributes
+from otel_alloc.spans import Figures, RawRecord, SpanAllocation, to_record, with_figures
 from otel_alloc.watch import SpanWatch
 
 _log = logging.getLogger(__name__)
@@ -27,8 +30,8 @@ _log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
 _OVERFLOW = _core.GROUP_OVERFLOW
 _UNTRACKED = -1  # a span that gets no group at all (see _overflowed)
-_span_group_new = _core.span_group_new
-_span_end = _core.span_end
+# Attributes go straight into the ended span's mapping for these exact types.
+_core.configure_spans(ReadableSpan, BoundedAttributes)
 
 
 class SpanSink(Protocol):
@@ -102,8 +105,12 @@ class AllocationSpanProcessor(SpanProcessor):
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
         self._watch = SpanWatch(self.settings, self._events, self._live)
-        self._pending: deque[SpanAllocation] = deque()
-        self.records_dropped = 0
+        # Ended spans' records: queued natively by span_end (bounded, only
+        # strings and ints), moved to _ready in batches by the watch thread.
+        self._records = _core.SpanRecords(MAX_PENDING)
+        self._ready: deque[list[RawRecord]] = deque()
+        self._take_lock = threading.Lock()
+        self._watch.take_records = self._take_records
         self._watch.add_task(self._publish_pending)
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
@@ -116,8 +123,15 @@ class AllocationSpanProcessor(SpanProcessor):
         self._open: dict[int, ReadableSpan] = {}
         self._groups = attribution.span_registry()
         self._by_gid = self._watch.open
-        self._overflow_open = 0
         self._max_groups = tracker.counters().groups_capacity
+        self._path = _core.SpanPath(
+            groups=self._groups, open=self._open, by_gid=self._by_gid, records=self._records,
+            next=span_processor, live=self._live, overflowed=self._overflowed,
+            failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
+            with_figures=with_figures,
+            note_thread=self._collector.note_thread if self._collector is not None else None)
+        self.on_start = self._path.on_start  # type: ignore[method-assign]
+        self.on_end = self._path.on_end  # type: ignore[method-assign]
         self._shutdown = False
         self.spans_reclaimed = 0
         self.errors = 0
@@ -151,57 +165,24 @@ class AllocationSpanProcessor(SpanProcessor):
 
     # -- SpanProcessor ---------------------------------------------------
 
+    # on_start and on_end run for every span: __init__ installs the C
+    # implementations (otel_alloc._spanctx.SpanPath) on the instance; these
+    # methods are what a call through the class reaches.
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Open the span's allocation group, then pass the span on."""
-        try:
-            if not self._shutdown:
-                gid = _span_group_new()
-                if gid == _OVERFLOW:
-                    gid = self._overflowed()
-                if gid != _UNTRACKED:
-                    if gid != _OVERFLOW:
-                        self._by_gid[gid] = span
-                    # Read by the C runtime context on attach: the span's
-                    # allocations go to its group from its first attach on.
-                    self._groups[span] = gid
-                    self._open[span.context.span_id] = span
-                    if self._collector is not None:
-                        self._collector.note_thread()
-        except Exception:
-            self._failed("on_start")
-        if self._next is not None:
-            try:
-                self._next.on_start(span, parent_context=parent_context)
-            except Exception:
-                self._failed("wrapped on_start")
+        self._path.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Close the span's group, record it, pass it on with attributes."""
-        out = span
-        try:
-            record = self._close_group(span)
-            if record is not None:
-                if self._next is not None:
-                    out = with_attributes(span, record.attributes())
-                # Metrics, events and sinks run on the watch thread, off the
-                # request path; the queue is bounded.
-                if len(self._pending) < MAX_PENDING:
-                    self._pending.append(record)
-                else:
-                    self.records_dropped += 1
-        except Exception:
-            self._failed("on_end")
-        if self._next is not None:
-            try:
-                self._next.on_end(out)
-            except Exception:
-                self._failed("wrapped on_end")
+        """Close the span's group, queue its record, pass it on with attributes."""
+        self._path.on_end(span)
 
     def shutdown(self) -> None:
         """Stop the watch, shut down sinks and the wrapped processor; idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
+        self._path.shutdown = True
         self._watch.shutdown()
         if self._collector is not None:
             self._collector.drain()
@@ -236,12 +217,12 @@ class AllocationSpanProcessor(SpanProcessor):
         memory spans that are never ended can hold.
         """
         if self._reclaim_stale():
-            gid = _span_group_new()
+            gid = _core.span_group_new()
             if gid != _OVERFLOW:
                 return gid
-        if self._overflow_open >= self._max_groups:
+        if self._path.overflow_open >= self._max_groups:
             return _UNTRACKED
-        self._overflow_open += 1
+        self._path.overflow_open += 1
         return _OVERFLOW
 
     def _reclaim_stale(self) -> bool:
@@ -262,69 +243,64 @@ class AllocationSpanProcessor(SpanProcessor):
             if self._open.pop(span_id, None) is not None:
                 gid = self._groups.pop(span, _OVERFLOW)
                 if gid == _OVERFLOW:
-                    self._overflow_open -= 1
+                    self._path.overflow_open -= 1
                 else:
                     self._by_gid.pop(gid, None)
                     stale.append(gid)
         for gid in stale:
-            _span_end(gid, 0, True)
+            _core.group_finish(gid, release=True)
         self.spans_reclaimed += len(stale)
         return bool(stale)
 
-    def _close_group(self, span: ReadableSpan) -> SpanAllocation | None:
-        ctx = span.context
-        if ctx is None:
-            return None
-        started = self._open.pop(ctx.span_id, None)
-        if started is None:
-            return None  # reclaimed, or started before this processor
-        gid = self._groups.pop(started, _OVERFLOW)
-        if gid == _OVERFLOW:
-            self._overflow_open -= 1
-            return None  # charged to the overflow group; counted natively
-        parent_gid = 0
-        parent = span.parent
-        if parent is not None:
-            parent_span = self._open.get(parent.span_id)
-            if parent_span is not None:
-                parent_gid = self._groups.get(parent_span, 0)
-        # Closed first: from here on, work done while the ended span is still
-        # current (ours, the SDK's, the exporter's) is charged to no group.
-        figures = _span_end(gid, parent_gid, not self._live)
-        watch = self._watch
-        watch.open.pop(gid, None)
-        if figures is None:
-            return None
-        alloc_bytes, count, inclusive, live_bytes, peak_bytes, events_pending = figures
-        live = self._live
-        record = SpanAllocation(  # positional: this runs for every span
-            span.name, ctx.trace_id, ctx.span_id, gid, alloc_bytes, count, inclusive,
-            live_bytes if live else None, peak_bytes if live else None,
-            span.start_time or 0, span.end_time or 0,
-        )
-        watch.ended(record)
-        if events_pending:
-            watch.wake()
-        if live and not watch.retain(record):
+    def _live_end(self, span: ReadableSpan, ctx: SpanContext, gid: int,
+                  figures: Figures) -> None:
+        """Live mode, at span end: watch the span's group, or release it now."""
+        if not self._watch.retain(self._live_record(span, ctx, gid, figures)):
             _core.group_release(gid)
-        return record
+
+    @staticmethod
+    def _live_record(span: ReadableSpan, ctx: SpanContext, gid: int,
+                     figures: Figures) -> SpanAllocation:
+        return SpanAllocation(span.name, ctx.trace_id, ctx.span_id, gid, figures[0], figures[1],
+                              figures[2], figures[3], figures[4], span.start_time or 0,
+                              span.end_time or 0)
+
+    def _take_records(self) -> None:
+        """Move ended spans' records from the native queue to the watch side."""
+        with self._take_lock:  # keeps batches in queue order
+            while True:
+                batch = self._records.drain(4096)
+                if not batch:
+                    return
+                self._watch.note_ended(batch)
+                self._ready.append(batch)
 
     def _publish_pending(self) -> None:
         """Record the queued span records (watch thread, flush, shutdown)."""
-        pending = self._pending
-        while True:
+        self._take_records()
+        while self._ready:
             try:
-                record = pending.popleft()
+                batch = self._ready.popleft()
             except IndexError:
                 return
-            try:
-                self._publish(record)
-            except Exception:
-                self._failed("publish")
+            if self._metrics is not None:
+                try:
+                    self._metrics.on_spans(batch)
+                except Exception:
+                    self._failed("metrics")
+            every = bool(self._sinks) or (
+                self._events is not None and self.settings.span_summary_events)
+            threshold = self.settings.span_threshold_bytes if self._events is not None else 0
+            if not every and threshold <= 0:
+                continue
+            for raw in batch:
+                if every or raw[4] >= threshold:  # raw[4]: the span's bytes
+                    try:
+                        self._publish(to_record(raw, self._live))
+                    except Exception:
+                        self._failed("publish")
 
     def _publish(self, record: SpanAllocation) -> None:
-        if self._metrics is not None:
-            self._metrics.on_span(record)
         if self._events is not None:
             if record.bytes >= self.settings.span_threshold_bytes > 0:
                 self._events.emit(
@@ -361,11 +337,16 @@ class AllocationSpanProcessor(SpanProcessor):
             self._metrics.count_event(event_name, span_name, ctx)
 
     @property
+    def records_dropped(self) -> int:
+        """Ended spans whose record found the queue full (not in metrics or sinks)."""
+        return int(self._records.dropped)
+
+    @property
     def open_spans(self) -> int:
         """Spans with a group of their own open."""
         return len(self._by_gid)
 
-    def _failed(self, where: str) -> None:
+    def _failed(self, where: str, error: BaseException | None = None) -> None:
         self.errors += 1
         if self.errors <= 10:  # then stay quiet: this runs on every span
-            _log.warning("otel_alloc: %s failed", where, exc_info=True)
+            _log.warning("otel_alloc: %s failed", where, exc_info=error or True)

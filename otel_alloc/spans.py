@@ -14,6 +14,16 @@ ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
 ATTR_LIVE_BYTES = "alloc.live_bytes"
 ATTR_PEAK_BYTES = "alloc.peak_bytes"
 
+# What the tracker reports at span end (otel_alloc._spanctx.span_end): bytes,
+# count, inclusive bytes, live bytes, peak bytes, large-allocation events
+# waiting, whether the alloc.* attributes were set on the span already.
+Figures = tuple[int, int, int, int, int, bool, bool]
+# A record of an ended span as the watch thread drains it from the native
+# queue (SpanRecords), turned into metrics and, when something wants one, a
+# SpanAllocation: (name, trace id, span id, group id, bytes, count, inclusive
+# bytes, live bytes, peak bytes, start time, end time).
+RawRecord = tuple[str, int, int, int, int, int, int, int, int, int, int]
+
 
 @dataclass(slots=True)
 class SpanAllocation:
@@ -60,6 +70,31 @@ class SpanAllocation:
         if self.peak_bytes is not None:
             attrs[ATTR_PEAK_BYTES] = self.peak_bytes
         return attrs
+
+
+def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
+    """The :class:`SpanAllocation` of a raw record."""
+    name, trace_id, span_id, gid, alloc_bytes, count, inclusive, live_bytes, peak_bytes, \
+        start, end = raw
+    return SpanAllocation(name, trace_id, span_id, gid, alloc_bytes, count, inclusive,
+                          live_bytes if live else None, peak_bytes if live else None, start, end)
+
+
+def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
+    """The ended span with its ``alloc.*`` attributes added.
+
+    ``span_end`` (in C) already adds them to spans of the SDK's exact shape:
+    the span has ended and its attributes are frozen for writers, so the
+    entries go into the mapping the ReadableSpan (and the ended Span) already
+    hold instead of a whole copy. Any other span gets a copy here.
+    """
+    if figures[6]:
+        return span
+    extra = {ATTR_BYTES: figures[0], ATTR_COUNT: figures[1], ATTR_INCLUSIVE_BYTES: figures[2]}
+    if live:
+        extra[ATTR_LIVE_BYTES] = figures[3]
+        extra[ATTR_PEAK_BYTES] = figures[4]
+    return with_attributes(span, extra)
 
 
 def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_alloc import _core, names
 from otel_alloc.events import AllocationEvents
 from otel_alloc.settings import Settings
-from otel_alloc.spans import SpanAllocation
+from otel_alloc.spans import RawRecord, SpanAllocation
 
 _log = logging.getLogger(__name__)
 _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
@@ -53,8 +53,8 @@ class SpanWatch:
     """Open and recently ended spans by group, retained groups, and the thread.
 
     The span processor writes ``open`` (group id -> span, while the span is
-    open) and calls :meth:`ended` at span end; both run on every span, so they
-    are plain dict operations.
+    open, on every span: a plain dict) and hands ended spans' records over in
+    batches through :meth:`note_ended`.
     """
 
     def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool) -> None:
@@ -64,16 +64,19 @@ class SpanWatch:
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
         # gid -> span of open spans (written by the processor).
         self.open: dict[int, ReadableSpan] = {}
-        # gid -> record of recently ended spans, oldest first; trimmed to
+        # gid -> raw record of recently ended spans, oldest first; trimmed to
         # _RECENTLY_ENDED by the thread, or inline past _HARD_CAP when that
         # thread falls behind.
-        self._ended: dict[int, SpanAllocation] = {}
+        self._ended: dict[int, RawRecord] = {}
         self._ended_order: deque[int] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._tasks: list[Callable[[], object]] = []
+        # Moves ended spans' records from the native queue into note_ended
+        # (set by the processor that owns the queue).
+        self.take_records: Callable[[], object] = lambda: None
         self.retained_dropped = 0
         self.leaks_reported = 0
         self.errors = 0
@@ -82,11 +85,12 @@ class SpanWatch:
 
     # -- bookkeeping called by the processor ------------------------------
 
-    def ended(self, record: SpanAllocation) -> None:
-        """A span ended: remember it for events and samples drained later."""
-        self._ended[record.group_id] = record
-        order = self._ended_order
-        order.append(record.group_id)
+    def note_ended(self, batch: list[RawRecord]) -> None:
+        """Spans ended: remember them for events and samples drained later."""
+        ended, order = self._ended, self._ended_order
+        for raw in batch:
+            ended[raw[3]] = raw
+            order.append(raw[3])
         if len(order) > _HARD_CAP:
             self._trim_ended(_RECENTLY_ENDED)
 
@@ -116,12 +120,20 @@ class SpanWatch:
             ctx = span.context
             if ctx is not None:
                 return SpanRef(span.name, ctx.trace_id, ctx.span_id)
-        record = self._ended.get(gid)
-        if record is None:
-            with self._lock:
-                entry = self._retained.get(gid)
-            record = entry.record if entry is not None else None
-        return SpanRef(record.name, record.trace_id, record.span_id) if record else None
+        raw = self._ended.get(gid)
+        if raw is None:
+            # A span that ended since the last tick: its record still waits in
+            # the processor's native queue (queued before the span left `open`).
+            self.take_records()
+            raw = self._ended.get(gid)
+        if raw is not None:
+            return SpanRef(raw[0], raw[1], raw[2])
+        with self._lock:
+            entry = self._retained.get(gid)
+        if entry is None:
+            return None
+        record = entry.record
+        return SpanRef(record.name, record.trace_id, record.span_id)
 
     def retain(self, record: SpanAllocation) -> bool:
         """Keep an ended span's closed group to watch its live blocks.
