@@ -111,16 +111,16 @@ class AllocationMetrics:
         batch's largest span of each name: building a span context for every
         span would cost more than the rest of the recording.
         """
-        sums: dict[str, _NameSum] = {}
+        sums: dict[str, _NameSum] = {}  # by the span's own name
         for raw in records:
-            name = self._names(raw[0])
             alloc_bytes = raw[4]
-            total = sums.get(name)
+            total = sums.get(raw[0])
             if total is None:
+                name = self._names(raw[0])
                 attrs = self._attrs.get(name)
                 if attrs is None:
                     attrs = self._attrs.setdefault(name, {names.SPAN_NAME: name})
-                sums[name] = _NameSum(alloc_bytes, raw[5], raw, attrs)
+                sums[raw[0]] = _NameSum(alloc_bytes, raw[5], raw, attrs)
                 continue
             total.bytes += alloc_bytes
             total.count += raw[5]
@@ -128,9 +128,9 @@ class AllocationMetrics:
                 total.largest = raw
         contexts = {id(t.largest): span_context(t.largest[1], t.largest[2])
                     for t in sums.values()}
+        record = self._size.record
         for raw in records:
-            total = sums[self._names(raw[0])]
-            self._size.record(raw[4], total.attrs, context=contexts.get(id(raw)))
+            record(raw[4], sums[raw[0]].attrs, context=contexts.get(id(raw)))
         for total in sums.values():
             ctx = contexts[id(total.largest)]
             self._allocated.add(total.bytes, total.attrs, context=ctx)

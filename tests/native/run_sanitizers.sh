@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory-error checks of the native tracker (otel_alloc/_native/*.c): the core
+# Memory-error checks of the native code (otel_alloc/_native/*.c): the core
 # suite (tests/unit) under AddressSanitizer + UndefinedBehaviorSanitizer, and
 # under valgrind memcheck.
 #
@@ -65,24 +65,21 @@ copy_tree() {
         -cf - . | tar -C "$dest" -xf -
 }
 
-# Build otel_alloc._tracker in place in a copy, with extra CFLAGS/LDFLAGS
-# (distutils appends build.py's extra_compile_args after CFLAGS).
+# Build both extensions (otel_alloc._tracker, cffi; otel_alloc._spanctx, the
+# C span path) in place in a copy, with extra CFLAGS/LDFLAGS (distutils
+# appends the modules' own extra_compile_args after CFLAGS).
 build_ext() {
     local dest="$1" cflags="$2" ldflags="$3"
     (
         cd "$dest"
-        CFLAGS="$cflags" LDFLAGS="$ldflags" "$PY" -c '
-import sys
-sys.path.insert(0, "otel_alloc/_native")
-from build import ffibuilder
-ffibuilder.compile(tmpdir=".")
-' >"$dest/build.log" 2>&1
+        CFLAGS="$cflags" LDFLAGS="$ldflags" "$PY" setup.py -q build_ext --inplace \
+            >"$dest/build.log" 2>&1
     ) || { cat "$dest/build.log" >&2; echo "build failed in $dest" >&2; exit 1; }
     if grep -E 'warning:' "$dest/build.log" >&2; then
         echo "compiler warnings in $dest (see above)" >&2
         exit 1
     fi
-    ls "$dest"/otel_alloc/_tracker*.so >/dev/null
+    ls "$dest"/otel_alloc/_tracker*.so "$dest"/otel_alloc/_spanctx*.so >/dev/null
 }
 
 # Which extension module a run in this copy imports: must be the copy's.
@@ -90,11 +87,14 @@ check_import() {
     local dest="$1"
     shift
     local where
-    where="$(cd "$dest" && env "$@" "$PY" -c 'import otel_alloc._tracker as t; print(t.__file__)')"
-    if [[ "$where" != "$dest"/* ]]; then
-        echo "expected the build in $dest, imported $where" >&2
-        exit 1
-    fi
+    local mod
+    for mod in _tracker _spanctx; do
+        where="$(cd "$dest" && env "$@" "$PY" -c "import otel_alloc.$mod as t; print(t.__file__)")"
+        if [[ "$where" != "$dest"/* ]]; then
+            echo "expected the build in $dest, imported $where" >&2
+            exit 1
+        fi
+    done
 }
 
 run_asan() {
@@ -104,12 +104,17 @@ run_asan() {
     build_ext "$dest" \
         "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
         "-fsanitize=address,undefined"
-    local syms
-    syms="$(nm -D "$dest"/otel_alloc/_tracker*.so)"
-    if ! grep -q __asan_report <<<"$syms"; then
-        echo "ASan build is not instrumented" >&2
-        exit 1
-    fi
+    local so
+    for so in "$dest"/otel_alloc/_tracker*.so "$dest"/otel_alloc/_spanctx*.so; do
+        # Captured first: with pipefail, grep -q closing the pipe early would
+        # fail nm with SIGPIPE.
+        local syms
+        syms="$(nm -D "$so")"
+        if ! grep -q __asan_report <<<"$syms"; then
+            echo "ASan build of $so is not instrumented" >&2
+            exit 1
+        fi
+    done
     local libasan
     libasan="$(gcc -print-file-name=libasan.so)"
     local env_common=(
