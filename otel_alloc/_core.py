@@ -42,7 +42,6 @@ HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
 # group functions directly through this table, without cffi's GIL release.
 _spanctx.bind(int(lib.oa_fastpath_address()))
 span_group_new = _spanctx.group_new
-span_end = _spanctx.span_end
 SpanRecords = _spanctx.SpanRecords
 SpanPath = _spanctx.SpanPath
 configure_spans = _spanctx.configure

@@ -25,16 +25,6 @@ class FollowingContext:
 
 def bind(address: int) -> None: ...
 def group_new() -> int: ...
-def span_end(
-    records: SpanRecords,
-    group: int,
-    parent_group: int,
-    live: bool,
-    release: bool,
-    span: object,
-    span_context: object,
-    set_attributes: bool,
-) -> tuple[int, int, int, int, int, bool, bool] | None: ...
 def configure(readable_span_type: type, bounded_attributes_type: type) -> None: ...
 
 class SpanRecords:

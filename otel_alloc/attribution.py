@@ -38,16 +38,6 @@ _hook_lock = threading.Lock()
 _SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
 
 
-def register_span(span: object, gid: int) -> None:
-    """Make allocations under ``span`` go to group ``gid``."""
-    _span_groups[span] = gid
-
-
-def unregister_span(span: object) -> None:
-    """Forget the span's group (its span has ended)."""
-    _span_groups.pop(span, None)
-
-
 def span_registry() -> dict[object, int]:
     """The live span -> group mapping (the processor's hot path writes it directly)."""
     return _span_groups
@@ -85,8 +75,3 @@ def context_hook_installed() -> bool:
     """Whether the runtime-context stand-in is in place."""
     return isinstance(otel_context._RUNTIME_CONTEXT, FollowingContext)
 
-
-def attribution_errors() -> int:
-    """Context changes whose span's group could not be looked up (skipped)."""
-    hook = otel_context._RUNTIME_CONTEXT
-    return hook.errors if isinstance(hook, FollowingContext) else 0

@@ -105,7 +105,7 @@ class AllocationSpanProcessor(SpanProcessor):
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
         self._watch = SpanWatch(self.settings, self._events, self._live)
-        # Ended spans' records: queued natively by span_end (bounded, only
+        # Ended spans' records: queued natively at span end (bounded, only
         # strings and ints), moved to _ready in batches by the watch thread.
         self._records = _core.SpanRecords(MAX_PENDING)
         self._ready: deque[list[RawRecord]] = deque()

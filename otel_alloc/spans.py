@@ -14,7 +14,7 @@ ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
 ATTR_LIVE_BYTES = "alloc.live_bytes"
 ATTR_PEAK_BYTES = "alloc.peak_bytes"
 
-# What the tracker reports at span end (otel_alloc._spanctx.span_end): bytes,
+# What the C span path (otel_alloc._spanctx.SpanPath) reads at span end: bytes,
 # count, inclusive bytes, live bytes, peak bytes, large-allocation events
 # waiting, whether the alloc.* attributes were set on the span already.
 Figures = tuple[int, int, int, int, int, bool, bool]
@@ -83,7 +83,7 @@ def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
 def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
     """The ended span with its ``alloc.*`` attributes added.
 
-    ``span_end`` (in C) already adds them to spans of the SDK's exact shape:
+    The C span path already adds them to spans of the SDK's exact shape:
     the span has ended and its attributes are frozen for writers, so the
     entries go into the mapping the ReadableSpan (and the ended Span) already
     hold instead of a whole copy. Any other span gets a copy here.

@@ -59,12 +59,7 @@ static PyMethodDef module_methods[] = {
      "Open a group; the overflow group id when the table is full."},
     {"configure", (PyCFunction)(void (*)(void))sc_configure, METH_FASTCALL,
      "configure(readable_span_type, bounded_attributes_type): the exact types whose\n"
-     "attribute mapping span_end may write into directly."},
-    {"span_end", (PyCFunction)(void (*)(void))sc_span_end, METH_FASTCALL,
-     "span_end(records, group, parent_group, live, release, span, span_context,\n"
-     "set_attributes): close a span's group and queue its record. Returns (bytes,\n"
-     "count, inclusive_bytes, live_bytes, peak_bytes, events_pending,\n"
-     "attributes_set), or None for a stale group id."},
+     "attribute mapping the span-end path may write into directly."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,7 +3,7 @@
  *
  *   spanctx.c    module, bind() to the tracker's fast-path table, group_new
  *   following.c  FollowingContext, the stand-in for OTel's runtime context
- *   spanend.c    span_end and SpanRecords, the bounded queue of ended spans
+ *   spanend.c    the span-end core and SpanRecords, the bounded queue of ended spans
  *   spanpath.c   SpanPath, the span processor's on_start/on_end
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
@@ -39,7 +39,6 @@ OA_HIDDEN PyObject *figures_tuple(const oa_span_figures *f, int attrs_set);
 
 extern OA_HIDDEN PyTypeObject SpanPathType;
 
-OA_HIDDEN PyObject *sc_span_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 OA_HIDDEN PyObject *sc_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

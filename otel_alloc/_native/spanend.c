@@ -1,5 +1,5 @@
 /*
- * span_end: the span processor's span-end path, and SpanRecords, the bounded
+ * span_end_core: the span processor's span-end path, and SpanRecords, the bounded
  * queue of ended spans that the watch thread drains into metrics and sinks.
  *
  * A record holds only strings and ints (never GC-tracked objects), so spans
@@ -231,7 +231,7 @@ PyTypeObject SpanRecordsType = {
     .tp_as_sequence = &sr_as_sequence,
 };
 
-/* ------------------------------------------------------------- span_end */
+/* -------------------------------------------------------- span_end_core */
 
 PyObject *sc_configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -349,33 +349,4 @@ PyObject *figures_tuple(const oa_span_figures *f, int attrs_set)
         PyBool_FromLong(attrs_set),
     };
     return tuple_of(items, 7);
-}
-
-PyObject *sc_span_end(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 8 || !PyObject_TypeCheck(args[0], &SpanRecordsType)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "span_end(records, group, parent_group, live, release, span, "
-                        "span_context, set_attributes)");
-        return NULL;
-    }
-    if (!fastpath_ready())
-        return NULL;
-    unsigned long long gid = PyLong_AsUnsignedLongLong(args[1]);
-    if (gid == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long parent = PyLong_AsUnsignedLongLong(args[2]);
-    if (parent == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    int live = PyObject_IsTrue(args[3]);
-    int release = PyObject_IsTrue(args[4]);
-    int want_attrs = PyObject_IsTrue(args[7]);
-    if (live < 0 || release < 0 || want_attrs < 0)
-        return NULL;
-    oa_span_figures f;
-    int attrs_set;
-    if (span_end_core(args[0], gid, parent, live, release, args[5], args[6], want_attrs, &f,
-                      &attrs_set) != 0)
-        Py_RETURN_NONE;
-    return figures_tuple(&f, attrs_set);
 }

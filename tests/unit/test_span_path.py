@@ -24,35 +24,54 @@ def _tracer(processor: SpanProcessor) -> trace.Tracer:
     return provider.get_tracer("test")
 
 
+class _Direct(SpanProcessor):
+    """Hands spans to a bare SpanPath (no processor around it)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self.path.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.path.on_end(span)
+
+
+def _bare_path(records: Any, groups: dict[Any, int], failures: list[str]) -> Any:
+    return _core.SpanPath(
+        groups=groups, open={}, by_gid={}, records=records, next=None, live=False,
+        overflowed=lambda: -1, failed=lambda where, error: failures.append(where),
+        wake=lambda: None, live_end=lambda *args: None, with_figures=lambda s, f, live: s,
+        note_thread=None)
+
+
 def test_record_queue_is_bounded_and_ordered() -> None:
     otel_alloc.install("counts")
     try:
         records = _core.SpanRecords(3)
-        tracer = _tracer(SimpleSpanProcessor(InMemorySpanExporter()))
+        groups: dict[Any, int] = {}
+        failures: list[str] = []
+        tracer = _tracer(_Direct(_bare_path(records, groups, failures)))
         ids = []
         for i in range(5):
-            gid = _core.span_group_new()
             with tracer.start_as_current_span(f"s{i}") as span:
                 ids.append(span.get_span_context().span_id)
-            ended: Any = span
-            figures = _core.span_end(records, gid, 0, False, True, ended,
-                                     ended.get_span_context(), False)
-            assert figures is not None
         assert len(records) == 3
         assert records.dropped == 2
         drained = records.drain()
         assert [r[0] for r in drained] == ["s0", "s1", "s2"]
         assert [r[2] for r in drained] == ids[:3]
         assert len(records) == 0 and records.drain() == []
-        # A stale group id is refused and queues nothing.
-        assert _core.span_end(records, gid, 0, False, True, ended,
-                              ended.get_span_context(), False) is None
+        # A span whose group id went stale (released) queues nothing.
+        with tracer.start_as_current_span("stale") as span:
+            _core.group_release(groups[span])
         assert len(records) == 0
+        assert failures == []
     finally:
         otel_alloc.uninstall()
 
 
-def test_records_reach_sinks_when_the_queue_overflows(helper: Helper) -> None:
+def test_records_reach_sinks(helper: Helper) -> None:
     otel_alloc.install("counts")
     try:
         seen: list[Any] = []
@@ -143,4 +162,4 @@ def test_span_path_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="capacity"):
         _core.SpanRecords(0)
     with pytest.raises(TypeError):
-        _core.span_end(object(), 0, 0, False, True, None, None, False)  # type: ignore[arg-type]
+        _bare_path(object(), {}, [])
