@@ -21,6 +21,31 @@
 #include "spanctx.h"
 
 const oa_fastpath *g_fp;
+sc_names g_names;
+
+static int intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&g_names.context, "context"},       {&g_names.span_id, "span_id"},
+        {&g_names.trace_id, "trace_id"},     {&g_names.parent, "parent"},
+        {&g_names.name, "name"},             {&g_names.start_time, "start_time"},
+        {&g_names.end_time, "end_time"},     {&g_names.attributes, "_attributes"},
+        {&g_names.dict, "_dict"},            {&g_names.on_start, "on_start"},
+        {&g_names.on_end, "on_end"},         {&g_names.attr_keys[0], "alloc.bytes"},
+        {&g_names.attr_keys[1], "alloc.count"},
+        {&g_names.attr_keys[2], "alloc.inclusive_bytes"},
+        {&g_names.attr_keys[3], "alloc.live_bytes"},
+        {&g_names.attr_keys[4], "alloc.peak_bytes"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return -1;
+    g_names.parent_context_kwnames = Py_BuildValue("(s)", "parent_context");
+    return g_names.parent_context_kwnames != NULL ? 0 : -1;
+}
 
 int fastpath_ready(void)
 {
@@ -86,6 +111,8 @@ static int add_type(PyObject *m, const char *name, PyTypeObject *type)
 
 PyMODINIT_FUNC PyInit__spanctx(void)
 {
+    if (g_names.context == NULL && intern_names() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&spanctx_module);
     if (m == NULL)
         return NULL;

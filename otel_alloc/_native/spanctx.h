@@ -26,6 +26,18 @@ extern OA_HIDDEN const oa_fastpath *g_fp;
 extern OA_HIDDEN PyTypeObject FollowingContextType;
 extern OA_HIDDEN PyTypeObject SpanRecordsType;
 
+/* Attribute names and attribute keys the span path uses, interned once when
+   the module is imported (spanctx.c). */
+typedef struct {
+    PyObject *context, *span_id, *trace_id, *parent, *name, *start_time, *end_time;
+    PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
+    PyObject *on_start, *on_end;
+    PyObject *parent_context_kwnames; /* ("parent_context",) */
+    PyObject *attr_keys[5]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes */
+} sc_names;
+
+extern OA_HIDDEN sc_names g_names;
+
 /* Sets RuntimeError and returns 0 when bind() has not run. */
 OA_HIDDEN int fastpath_ready(void);
 

@@ -34,9 +34,6 @@ typedef struct {
 /* Exact types of the SDK's ReadableSpan and BoundedAttributes (configure()). */
 static PyTypeObject *g_readable_type;
 static PyTypeObject *g_bounded_type;
-static PyObject *g_str_attributes, *g_str_dict, *g_str_name, *g_str_trace_id, *g_str_span_id,
-    *g_str_start_time, *g_str_end_time;
-static PyObject *g_attr_keys[5]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes */
 
 static void clear_record(span_record *r)
 {
@@ -240,20 +237,6 @@ PyObject *sc_configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
                         "configure(readable_span_type, bounded_attributes_type)");
         return NULL;
     }
-    if (g_str_attributes == NULL) {
-        const char *names[] = {"_attributes", "_dict", "name", "trace_id", "span_id",
-                               "start_time", "end_time"};
-        PyObject **slots[] = {&g_str_attributes, &g_str_dict, &g_str_name, &g_str_trace_id,
-                              &g_str_span_id, &g_str_start_time, &g_str_end_time};
-        for (int i = 0; i < 7; i++)
-            if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
-                return NULL;
-        const char *keys[] = {"alloc.bytes", "alloc.count", "alloc.inclusive_bytes",
-                              "alloc.live_bytes", "alloc.peak_bytes"};
-        for (int i = 0; i < 5; i++)
-            if ((g_attr_keys[i] = PyUnicode_InternFromString(keys[i])) == NULL)
-                return NULL;
-    }
     Py_XSETREF(g_readable_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(g_bounded_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_RETURN_NONE;
@@ -276,11 +259,11 @@ static void queue_record(SpanRecords *records, uint64_t gid, const oa_span_figur
         return;
     }
     span_record r = {.gid = gid, .f = *f};
-    r.name = get_quiet(span, g_str_name);
-    r.trace_id = get_quiet(ctx, g_str_trace_id);
-    r.span_id = get_quiet(ctx, g_str_span_id);
-    r.start = get_quiet(span, g_str_start_time);
-    r.end = get_quiet(span, g_str_end_time);
+    r.name = get_quiet(span, g_names.name);
+    r.trace_id = get_quiet(ctx, g_names.trace_id);
+    r.span_id = get_quiet(ctx, g_names.span_id);
+    r.start = get_quiet(span, g_names.start_time);
+    r.end = get_quiet(span, g_names.end_time);
     /* The getattrs may have run Python code (properties), and with it other
        threads: check for room again. */
     if (records->len == records->capacity) {
@@ -298,12 +281,12 @@ static int set_attributes(PyObject *span, const oa_span_figures *f, int live)
 {
     if (g_readable_type == NULL || Py_TYPE(span) != g_readable_type)
         return 0;
-    PyObject *bounded = get_quiet(span, g_str_attributes);
+    PyObject *bounded = get_quiet(span, g_names.attributes);
     if (bounded == NULL)
         return 0;
     int done = 0;
     if (Py_TYPE(bounded) == g_bounded_type) {
-        PyObject *d = get_quiet(bounded, g_str_dict);
+        PyObject *d = get_quiet(bounded, g_names.dict);
         if (d != NULL && PyDict_CheckExact(d)) {
             int64_t values[5] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
                                  (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes};
@@ -311,7 +294,7 @@ static int set_attributes(PyObject *span, const oa_span_figures *f, int live)
             done = 1;
             for (int i = 0; i < n && done; i++) {
                 PyObject *v = PyLong_FromLongLong(values[i]);
-                if (v == NULL || PyDict_SetItem(d, g_attr_keys[i], v) < 0) {
+                if (v == NULL || PyDict_SetItem(d, g_names.attr_keys[i], v) < 0) {
                     PyErr_Clear();
                     done = 0;
                 }

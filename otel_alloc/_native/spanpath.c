@@ -32,7 +32,6 @@ typedef struct {
     uint64_t serial; /* for the per-thread "thread noted" mark */
 } SpanPath;
 
-static PyObject *s_context, *s_span_id, *s_parent, *s_kwnames, *s_on_start, *s_on_end;
 static uint64_t g_serial;
 static _Thread_local uint64_t tl_noted;
 
@@ -98,8 +97,8 @@ static int open_group(SpanPath *self, PyObject *span)
             return -1;
     }
     int rc = -1;
-    PyObject *ctx = PyObject_GetAttr(span, s_context);
-    PyObject *sid = ctx != NULL ? PyObject_GetAttr(ctx, s_span_id) : NULL;
+    PyObject *ctx = PyObject_GetAttr(span, g_names.context);
+    PyObject *sid = ctx != NULL ? PyObject_GetAttr(ctx, g_names.span_id) : NULL;
     if (sid == NULL)
         goto done;
     if (gid != OA_GROUP_OVERFLOW && PyDict_SetItem(self->by_gid, gid_obj, span) < 0)
@@ -141,7 +140,7 @@ static PyObject *sp_on_start(SpanPath *self, PyObject *const *args, Py_ssize_t n
     }
     if (self->next_on_start != NULL) {
         PyObject *call_args[2] = {span, parent_context};
-        PyObject *r = PyObject_Vectorcall(self->next_on_start, call_args, 1, s_kwnames);
+        PyObject *r = PyObject_Vectorcall(self->next_on_start, call_args, 1, g_names.parent_context_kwnames);
         if (r == NULL)
             failed(self, "wrapped on_start");
         Py_XDECREF(r);
@@ -155,10 +154,10 @@ static PyObject *sp_on_start(SpanPath *self, PyObject *const *args, Py_ssize_t n
 static uint64_t parent_group(SpanPath *self, PyObject *span)
 {
     uint64_t pgid = 0;
-    PyObject *parent = PyObject_GetAttr(span, s_parent);
+    PyObject *parent = PyObject_GetAttr(span, g_names.parent);
     if (parent == NULL || parent == Py_None)
         goto done;
-    PyObject *psid = PyObject_GetAttr(parent, s_span_id);
+    PyObject *psid = PyObject_GetAttr(parent, g_names.span_id);
     if (psid == NULL)
         goto done;
     PyObject *pspan = PyDict_GetItemWithError(self->open, psid); /* borrowed */
@@ -179,12 +178,12 @@ done:
 static PyObject *end_span(SpanPath *self, PyObject *span)
 {
     PyObject *out = NULL, *ctx = NULL, *sid = NULL, *started = NULL, *gid_obj = NULL;
-    ctx = PyObject_GetAttr(span, s_context);
+    ctx = PyObject_GetAttr(span, g_names.context);
     if (ctx == NULL)
         goto done;
     if (ctx == Py_None)
         goto pass;
-    sid = PyObject_GetAttr(ctx, s_span_id);
+    sid = PyObject_GetAttr(ctx, g_names.span_id);
     if (sid == NULL)
         goto done;
     started = dict_pop(self->open, sid);
@@ -306,15 +305,6 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "SpanPath callbacks must be callable");
         return NULL;
     }
-    if (s_context == NULL) {
-        if ((s_context = PyUnicode_InternFromString("context")) == NULL ||
-            (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
-            (s_parent = PyUnicode_InternFromString("parent")) == NULL ||
-            (s_on_start = PyUnicode_InternFromString("on_start")) == NULL ||
-            (s_on_end = PyUnicode_InternFromString("on_end")) == NULL ||
-            (s_kwnames = Py_BuildValue("(s)", "parent_context")) == NULL)
-            return NULL;
-    }
     SpanPath *self = (SpanPath *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -333,8 +323,8 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self->note_thread == NULL && PyErr_Occurred())
         goto fail;
     if (next != Py_None) {
-        self->next_on_start = PyObject_GetAttr(next, s_on_start);
-        self->next_on_end = self->next_on_start ? PyObject_GetAttr(next, s_on_end) : NULL;
+        self->next_on_start = PyObject_GetAttr(next, g_names.on_start);
+        self->next_on_end = self->next_on_start ? PyObject_GetAttr(next, g_names.on_end) : NULL;
         if (self->next_on_end == NULL)
             goto fail;
     }
