@@ -11,6 +11,7 @@ setup(
                 "otel_alloc/_native/spanctx.c",
                 "otel_alloc/_native/following.c",
                 "otel_alloc/_native/spanend.c",
+                "otel_alloc/_native/records.c",
                 "otel_alloc/_native/spanpath.c",
             ],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from itertools import islice
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -12,7 +12,11 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_alloc import names, tracker
-from otel_alloc.spans import RawRecord
+
+# One span name's ended spans in a batch, summed natively (SpanRecords.take):
+# (name, bytes, allocations, trace id, span id, each span's bytes), the ids
+# being those of the batch's largest span of that name, whose bytes come first.
+NameSums = tuple[str, int, int, int, int, list[int]]
 
 
 def span_context(trace_id: int, span_id: int) -> Context:
@@ -44,16 +48,6 @@ class SpanNames:
                 return name
         self.overflowed += 1
         return names.OVERFLOW_SPAN_NAME
-
-
-@dataclass(slots=True)
-class _NameSum:
-    """One span name's sums over a batch of records."""
-
-    bytes: int
-    count: int
-    largest: RawRecord
-    attrs: dict[str, str]
 
 
 class AllocationMetrics:
@@ -103,38 +97,26 @@ class AllocationMetrics:
             names.GROUPS_DROPPED, callbacks=[self._observe_groups_dropped], unit="{span}",
             description="Spans that found the group table full (charged to the overflow group)")
 
-    def on_spans(self, records: list[RawRecord]) -> None:
-        """Record a batch of ended spans (raw records, see otel_alloc.spans).
+    def on_spans(self, batch: list[NameSums]) -> None:
+        """Record a batch of ended spans, summed per span name.
 
         The histogram takes every span; the counters take one sum per span
         name per batch (the SDK would sum them anyway). Exemplars link to the
         batch's largest span of each name: building a span context for every
         span would cost more than the rest of the recording.
         """
-        sums: dict[str, _NameSum] = {}  # by the span's own name
-        for raw in records:
-            alloc_bytes = raw[4]
-            total = sums.get(raw[0])
-            if total is None:
-                name = self._names(raw[0])
-                attrs = self._attrs.get(name)
-                if attrs is None:
-                    attrs = self._attrs.setdefault(name, {names.SPAN_NAME: name})
-                sums[raw[0]] = _NameSum(alloc_bytes, raw[5], raw, attrs)
-                continue
-            total.bytes += alloc_bytes
-            total.count += raw[5]
-            if alloc_bytes > total.largest[4]:
-                total.largest = raw
-        contexts = {id(t.largest): span_context(t.largest[1], t.largest[2])
-                    for t in sums.values()}
         record = self._size.record
-        for raw in records:
-            record(raw[4], sums[raw[0]].attrs, context=contexts.get(id(raw)))
-        for total in sums.values():
-            ctx = contexts[id(total.largest)]
-            self._allocated.add(total.bytes, total.attrs, context=ctx)
-            self._allocations.add(total.count, total.attrs, context=ctx)
+        for name, alloc_bytes, count, trace_id, span_id, sizes in batch:
+            reported = self._names(name)
+            attrs = self._attrs.get(reported)
+            if attrs is None:
+                attrs = self._attrs.setdefault(reported, {names.SPAN_NAME: reported})
+            ctx = span_context(trace_id, span_id)
+            record(sizes[0], attrs, context=ctx)
+            for size in islice(sizes, 1, None):
+                record(size, attrs)
+            self._allocated.add(alloc_bytes, attrs, context=ctx)
+            self._allocations.add(count, attrs, context=ctx)
 
     def count_event(self, event_name: str, span_name: str | None,
                     ctx: Context | None = None) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from opentelemetry._logs import LoggerProvider
@@ -17,7 +20,7 @@ from opentelemetry.trace import SpanContext
 
 from otel_alloc import _core, attribution, config, names, sampling, tracker
 from otel_alloc.events import AllocationEvents
-from otel_alloc.metrics import AllocationMetrics, SpanNames, span_context
+from otel_alloc.metrics import AllocationMetrics, NameSums, SpanNames, span_context
 from otel_alloc.profile import Profile
 from otel_alloc.sampling import SampleCollector
 from otel_alloc.settings import Settings
@@ -104,14 +107,15 @@ class AllocationSpanProcessor(SpanProcessor):
                          if self.settings.metrics else None)
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
-        self._watch = SpanWatch(self.settings, self._events, self._live)
-        # Ended spans' records: queued natively at span end (bounded, only
-        # strings and ints), moved to _ready in batches by the watch thread.
+        # Ended spans: queued natively at span end (bounded, only strings and
+        # ints) and remembered by group id for a while; the watch thread takes
+        # the queue in batches, summed per span name, into _ready.
         self._records = _core.SpanRecords(MAX_PENDING)
-        self._ready: deque[list[RawRecord]] = deque()
+        self._ready: deque[tuple[list[NameSums], list[RawRecord]]] = deque()
         self._take_lock = threading.Lock()
-        self._watch.take_records = self._take_records
+        self._watch = SpanWatch(self.settings, self._events, self._live, self._records)
         self._watch.add_task(self._publish_pending)
+        os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
             self._collector = sampling.shared_collector(self.settings.sample_bytes, self._live)
@@ -124,12 +128,17 @@ class AllocationSpanProcessor(SpanProcessor):
         self._groups = attribution.span_registry()
         self._by_gid = self._watch.open
         self._max_groups = tracker.counters().groups_capacity
+        # Live mode: a span still holding leak_min_bytes at its end keeps its
+        # group to be watched (_live_end); any other group is released in C.
+        keep_from = (self.settings.leak_min_bytes
+                     if self._live and self.settings.max_retained_spans > 0 else -1)
         self._path = _core.SpanPath(
             groups=self._groups, open=self._open, by_gid=self._by_gid, records=self._records,
             next=span_processor, live=self._live, overflowed=self._overflowed,
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
-            note_thread=self._collector.note_thread if self._collector is not None else None)
+            note_thread=self._collector.note_thread if self._collector is not None else None,
+            keep_from=keep_from)
         self.on_start = self._path.on_start  # type: ignore[method-assign]
         self.on_end = self._path.on_end  # type: ignore[method-assign]
         self._shutdown = False
@@ -254,7 +263,7 @@ class AllocationSpanProcessor(SpanProcessor):
 
     def _live_end(self, span: ReadableSpan, ctx: SpanContext, gid: int,
                   figures: Figures) -> None:
-        """Live mode, at span end: watch the span's group, or release it now."""
+        """Live mode, a span ended holding enough live bytes: watch its group."""
         if not self._watch.retain(self._live_record(span, ctx, gid, figures)):
             _core.group_release(gid)
 
@@ -265,40 +274,32 @@ class AllocationSpanProcessor(SpanProcessor):
                               figures[2], figures[3], figures[4], span.start_time or 0,
                               span.end_time or 0)
 
-    def _take_records(self) -> None:
-        """Move ended spans' records from the native queue to the watch side."""
+    def _publish_pending(self) -> None:
+        """Publish the queued span records (watch thread, flush, shutdown)."""
+        every = bool(self._sinks) or (
+            self._events is not None and self.settings.span_summary_events)
+        threshold = self.settings.span_threshold_bytes if self._events is not None else 0
         with self._take_lock:  # keeps batches in queue order
             while True:
-                batch = self._records.drain(4096)
-                if not batch:
-                    return
-                self._watch.note_ended(batch)
-                self._ready.append(batch)
-
-    def _publish_pending(self) -> None:
-        """Record the queued span records (watch thread, flush, shutdown)."""
-        self._take_records()
+                sums, whole = self._records.take(4096, every, threshold)
+                if not sums:
+                    break
+                self._ready.append((sums, whole))
         while self._ready:
             try:
-                batch = self._ready.popleft()
+                sums, whole = self._ready.popleft()
             except IndexError:
                 return
             if self._metrics is not None:
                 try:
-                    self._metrics.on_spans(batch)
+                    self._metrics.on_spans(sums)
                 except Exception:
                     self._failed("metrics")
-            every = bool(self._sinks) or (
-                self._events is not None and self.settings.span_summary_events)
-            threshold = self.settings.span_threshold_bytes if self._events is not None else 0
-            if not every and threshold <= 0:
-                continue
-            for raw in batch:
-                if every or raw[4] >= threshold:  # raw[4]: the span's bytes
-                    try:
-                        self._publish(to_record(raw, self._live))
-                    except Exception:
-                        self._failed("publish")
+            for raw in whole:
+                try:
+                    self._publish(to_record(raw, self._live))
+                except Exception:
+                    self._failed("publish")
 
     def _publish(self, record: SpanAllocation) -> None:
         if self._events is not None:
@@ -350,3 +351,13 @@ class AllocationSpanProcessor(SpanProcessor):
         self.errors += 1
         if self.errors <= 10:  # then stay quiet: this runs on every span
             _log.warning("otel_alloc: %s failed", where, exc_info=error or True)
+
+
+def _forget_in_child(ref: weakref.ref[AllocationSpanProcessor]) -> Callable[[], None]:
+    """After fork, the child drops the parent's queued records (the parent publishes them)."""
+    def forget() -> None:
+        processor = ref()
+        if processor is not None:
+            processor._records.clear()
+            processor._ready.clear()
+    return forget

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -23,16 +23,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_alloc import _core, names
 from otel_alloc.events import AllocationEvents
 from otel_alloc.settings import Settings
-from otel_alloc.spans import RawRecord, SpanAllocation
+from otel_alloc.spans import SpanAllocation
 
 _log = logging.getLogger(__name__)
 _DOMAINS = {_core.DOMAIN_RAW: "raw", _core.DOMAIN_MEM: "mem", _core.DOMAIN_OBJ: "obj"}
-# Spans remembered after they end, so samples and events the watch thread
-# drains later still find their span and trace context (a tick, 0.5 s, is
-# ~25k spans at full speed). Group ids are never reused (generation counter),
-# so a remembered id cannot name a later span.
-_RECENTLY_ENDED = 32768
-_HARD_CAP = 262144
 
 
 class SpanRef(NamedTuple):
@@ -53,30 +47,26 @@ class SpanWatch:
     """Open and recently ended spans by group, retained groups, and the thread.
 
     The span processor writes ``open`` (group id -> span, while the span is
-    open, on every span: a plain dict) and hands ended spans' records over in
-    batches through :meth:`note_ended`.
+    open, on every span: a plain dict); ended spans are looked up in the
+    processor's native records (the last 32768 ended spans by group id, so
+    samples and events drained after their span ended still find its name and
+    trace context; group ids are never reused).
     """
 
-    def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool) -> None:
+    def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool,
+                 records: _core.SpanRecords) -> None:
         self._settings = settings
         self._events = events
         self._live = live
+        self._records = records
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
         # gid -> span of open spans (written by the processor).
         self.open: dict[int, ReadableSpan] = {}
-        # gid -> raw record of recently ended spans, oldest first; trimmed to
-        # _RECENTLY_ENDED by the thread, or inline past _HARD_CAP when that
-        # thread falls behind.
-        self._ended: dict[int, RawRecord] = {}
-        self._ended_order: deque[int] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._tasks: list[Callable[[], object]] = []
-        # Moves ended spans' records from the native queue into note_ended
-        # (set by the processor that owns the queue).
-        self.take_records: Callable[[], object] = lambda: None
         self.retained_dropped = 0
         self.leaks_reported = 0
         self.errors = 0
@@ -84,24 +74,6 @@ class SpanWatch:
         os.register_at_fork(after_in_child=self._after_fork)
 
     # -- bookkeeping called by the processor ------------------------------
-
-    def note_ended(self, batch: list[RawRecord]) -> None:
-        """Spans ended: remember them for events and samples drained later."""
-        ended, order = self._ended, self._ended_order
-        for raw in batch:
-            ended[raw[3]] = raw
-            order.append(raw[3])
-        if len(order) > _HARD_CAP:
-            self._trim_ended(_RECENTLY_ENDED)
-
-    def _trim_ended(self, keep: int) -> None:
-        """Forget the oldest ended spans beyond ``keep``."""
-        ended, order = self._ended, self._ended_order
-        try:
-            while len(order) > keep:
-                ended.pop(order.popleft(), None)
-        except IndexError:
-            pass  # another thread trimmed meanwhile
 
     def span_name_of(self, gid: int) -> str | None:
         """Name of the span that owns (or recently owned) group ``gid``."""
@@ -120,14 +92,10 @@ class SpanWatch:
             ctx = span.context
             if ctx is not None:
                 return SpanRef(span.name, ctx.trace_id, ctx.span_id)
-        raw = self._ended.get(gid)
-        if raw is None:
-            # A span that ended since the last tick: its record still waits in
-            # the processor's native queue (queued before the span left `open`).
-            self.take_records()
-            raw = self._ended.get(gid)
-        if raw is not None:
-            return SpanRef(raw[0], raw[1], raw[2])
+        # Recorded before the span left `open`, so one of the two has it.
+        ended = self._records.lookup(gid)
+        if ended is not None:
+            return SpanRef(*ended)
         with self._lock:
             entry = self._retained.get(gid)
         if entry is None:
@@ -193,8 +161,6 @@ class SpanWatch:
     def tick(self, now: float | None = None) -> None:
         """Drain large-allocation events and check watched spans once."""
         self.flush()
-        if len(self._ended_order) > _RECENTLY_ENDED:
-            self._trim_ended(_RECENTLY_ENDED)
         if not self._retained:
             return
         now = time.monotonic() if now is None else now
@@ -268,6 +234,4 @@ class SpanWatch:
         self._lock = threading.Lock()
         self._thread = None
         self.open.clear()
-        self._ended.clear()
-        self._ended_order.clear()
         self._retained.clear()

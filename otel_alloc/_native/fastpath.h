@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#define OA_FASTPATH_VERSION 1
+#define OA_FASTPATH_VERSION 2
 
 /* What span_end reads from a span's group. */
 typedef struct {
@@ -19,6 +19,8 @@ typedef struct {
     int64_t live_bytes;
     int64_t peak_bytes;
     int events_pending;       /* the large-allocation event ring is not empty */
+    int released;             /* span_end released the group */
+    int noted;                /* a sample or large-allocation event names the group */
 } oa_span_figures;
 
 typedef struct {
@@ -26,8 +28,10 @@ typedef struct {
     void (*set_thread_group)(uint64_t group);
     uint64_t (*group_new)(void);
     /* Close `group`, read it, add its inclusive bytes to `parent` (0: none),
-       release it when `release` is set. OA_OK, or an error for a stale id. */
-    int (*span_end)(uint64_t group, uint64_t parent, int release, oa_span_figures *out);
+       and release it unless `keep_from` >= 0 and at least that many of its
+       bytes are still alive (live mode: the span is worth watching for a
+       leak). OA_OK, or an error for a stale id. */
+    int (*span_end)(uint64_t group, uint64_t parent, int64_t keep_from, oa_span_figures *out);
 } oa_fastpath;
 
 #endif

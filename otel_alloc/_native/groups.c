@@ -33,6 +33,7 @@ void reset_group(oa_group *g)
     oa_ctr_zero(&g->raw);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
     atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&g->noted, 0, OA_RELAXED);
 }
 
 static void groups_reset_all(void)
@@ -202,8 +203,8 @@ int oa_group_finish(uint64_t gid, int release, oa_stats *out)
 
 /* The span-end path of the span processor in one call (through the fast-path
    table): close, read, pass the inclusive bytes up to the parent's group,
-   and release when asked. */
-static int span_end(uint64_t gid, uint64_t parent, int release, oa_span_figures *out)
+   and release unless the span still holds keep_from live bytes or more. */
+static int span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out)
 {
     oa_stats st;
     int rc = oa_group_finish(gid, 0, &st);
@@ -216,6 +217,7 @@ static int span_end(uint64_t gid, uint64_t parent, int release, oa_span_figures 
     out->inclusive_bytes = st.alloc_bytes + children;
     out->live_bytes = st.live_bytes;
     out->peak_bytes = st.peak_bytes;
+    out->noted = g != NULL && atomic_load_explicit(&g->noted, OA_RELAXED);
     /* Under the lock: the parent's slot cannot be released and reused
        between the generation check and the add. A parent that is already
        released (stale id) does not take it. */
@@ -226,7 +228,8 @@ static int span_end(uint64_t gid, uint64_t parent, int release, oa_span_figures 
             atomic_fetch_add_explicit(&p->child_bytes, out->inclusive_bytes, OA_RELAXED);
         oa_spin_unlock(&g_groups_lock);
     }
-    if (release)
+    out->released = keep_from < 0 || st.live_bytes < keep_from;
+    if (out->released)
         rc = oa_group_release(gid);
     out->events_pending = oa_events_pending();
     return rc;

@@ -189,11 +189,17 @@ static void on_alloc(int domain, void *ptr, size_t size)
         }
     }
 
-    if (sampled)
+    /* A group named by a sample or an event is remembered for a while after
+       its span ends, so the watch thread can still name that span. */
+    if (sampled) {
+        atomic_store_explicit(&g->noted, 1, OA_RELAXED);
         oa_sample_alloc(domain, ptr, size, gid, mean, tracked);
+    }
     uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
-    if (threshold != 0 && size >= threshold)
+    if (threshold != 0 && size >= threshold) {
+        atomic_store_explicit(&g->noted, 1, OA_RELAXED);
         push_event(domain, size, gid);
+    }
 }
 
 /* Remove ptr from the live table; 1 with its size and meta when tracked. */

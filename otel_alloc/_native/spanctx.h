@@ -3,7 +3,9 @@
  *
  *   spanctx.c    module, bind() to the tracker's fast-path table, group_new
  *   following.c  FollowingContext, the stand-in for OTel's runtime context
- *   spanend.c    the span-end core and SpanRecords, the bounded queue of ended spans
+ *   spanend.c    the span-end core: close the group, record the span, set attributes
+ *   records.c    SpanRecords: ended spans queued for the watch thread, and
+ *                the recently ended ones by group id
  *   spanpath.c   SpanPath, the span processor's on_start/on_end
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
@@ -41,11 +43,18 @@ extern OA_HIDDEN sc_names g_names;
 /* Sets RuntimeError and returns 0 when bind() has not run. */
 OA_HIDDEN int fastpath_ready(void);
 
-/* Close a span's group, queue its record in `records` (a SpanRecords) and
-   set its alloc.* attributes when asked and possible. -1 for a stale id. */
+/* Close a span's group (released unless keep_from >= 0 and the span still
+   holds that many live bytes), queue its record in `records` (a SpanRecords)
+   and set its alloc.* attributes when asked and possible. -1 for a stale id. */
 OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int live,
-                            int release, PyObject *span, PyObject *ctx, int want_attrs,
+                            int64_t keep_from, PyObject *span, PyObject *ctx, int want_attrs,
                             oa_span_figures *f, int *attrs_set);
+/* Queue an ended span's record and remember it as recently ended (records.c). */
+OA_HIDDEN void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f,
+                           PyObject *name, PyObject *trace_id, PyObject *span_id,
+                           PyObject *start, PyObject *end);
+/* A tuple of n new references; on a NULL among them, all are released. */
+OA_HIDDEN PyObject *tuple_of(PyObject **items, int n);
 /* (bytes, count, inclusive, live, peak, events_pending, attributes_set). */
 OA_HIDDEN PyObject *figures_tuple(const oa_span_figures *f, int attrs_set);
 

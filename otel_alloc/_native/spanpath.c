@@ -23,10 +23,11 @@ typedef struct {
     PyObject *overflowed;  /* () -> int: group id after the table was full, or -1 */
     PyObject *failed;      /* (where: str, error: BaseException) -> None */
     PyObject *wake;        /* () -> None: large-allocation events are waiting */
-    PyObject *live_end;    /* (span, span_context, gid, figures) -> None, live mode only */
+    PyObject *live_end;    /* (span, span_context, gid, figures) -> None: a kept group */
     PyObject *with_figures; /* (span, figures, live) -> span, for other span shapes */
     PyObject *note_thread; /* () -> None, or NULL */
     int live;
+    long long keep_from; /* live mode: keep a group holding this many live bytes; -1: never */
     int shutdown;
     long long overflow_open;
     uint64_t serial; /* for the per-thread "thread noted" mark */
@@ -210,8 +211,8 @@ static PyObject *end_span(SpanPath *self, PyObject *span)
        is still current (ours, the SDK's, the exporter's) is charged to no
        group. Queues the record before the span leaves by_gid (see
        SpanWatch.span_of). */
-    int rc = span_end_core(self->records, gid, pgid, self->live, !self->live, span, ctx,
-                           self->next_on_end != NULL, &f, &attrs_set);
+    int rc = span_end_core(self->records, gid, pgid, self->live, self->live ? self->keep_from : -1,
+                           span, ctx, self->next_on_end != NULL, &f, &attrs_set);
     PyObject *gone = dict_pop(self->by_gid, gid_obj);
     Py_XDECREF(gone);
     if (PyErr_Occurred())
@@ -224,11 +225,12 @@ static PyObject *end_span(SpanPath *self, PyObject *span)
             goto done;
         Py_DECREF(r);
     }
-    if (self->live || (self->next_on_end != NULL && !attrs_set)) {
+    int kept = !f.released;
+    if (kept || (self->next_on_end != NULL && !attrs_set)) {
         PyObject *figures = figures_tuple(&f, attrs_set);
         if (figures == NULL)
             goto done;
-        if (self->live) {
+        if (kept) {
             PyObject *args[4] = {span, ctx, gid_obj, figures};
             PyObject *r = PyObject_Vectorcall(self->live_end, args, 4, NULL);
             if (r == NULL) {
@@ -289,15 +291,16 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"groups", "open", "by_gid", "records", "next", "live",
                              "overflowed", "failed", "wake", "live_end", "with_figures",
-                             "note_thread", NULL};
+                             "note_thread", "keep_from", NULL};
     PyObject *groups, *open, *by_gid, *records, *next, *overflowed, *failed_cb, *wake,
         *live_end, *with_figures, *note_thread;
     int live;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OpOOOOOO:SpanPath", kwlist,
+    long long keep_from = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OpOOOOOO|L:SpanPath", kwlist,
                                      &PyDict_Type, &groups, &PyDict_Type, &open, &PyDict_Type,
                                      &by_gid, &SpanRecordsType, &records, &next, &live,
                                      &overflowed, &failed_cb, &wake, &live_end, &with_figures,
-                                     &note_thread))
+                                     &note_thread, &keep_from))
         return NULL;
     if (!PyCallable_Check(overflowed) || !PyCallable_Check(failed_cb) ||
         !PyCallable_Check(wake) || !PyCallable_Check(live_end) ||
@@ -318,6 +321,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->live_end = Py_NewRef(live_end);
     self->with_figures = Py_NewRef(with_figures);
     self->live = live;
+    self->keep_from = keep_from < 0 ? -1 : keep_from;
     self->serial = ++g_serial;
     self->note_thread = optional_callable(note_thread, "note_thread");
     if (self->note_thread == NULL && PyErr_Occurred())

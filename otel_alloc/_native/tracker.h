@@ -249,6 +249,7 @@ typedef struct {
     oa_ctr raw; /* RAW: updated with atomic read-modify-write */
     _Atomic int64_t peak;
     _Atomic uint64_t child_bytes; /* inclusive bytes reported by ended child spans */
+    _Atomic int noted; /* a sample or large-allocation event names this group */
     uint32_t next; /* FIFO free-slot queue link */
 } oa_group;
 

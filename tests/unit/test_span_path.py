@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_alloc
-from otel_alloc import AllocationSpanProcessor, _core
+from otel_alloc import AllocationSpanProcessor, _core, attribution
 from otel_alloc._spanctx import FollowingContext
 from tests.unit.conftest import OBJ, Helper
 
@@ -58,15 +58,91 @@ def test_record_queue_is_bounded_and_ordered() -> None:
                 ids.append(span.get_span_context().span_id)
         assert len(records) == 3
         assert records.dropped == 2
-        drained = records.drain()
-        assert [r[0] for r in drained] == ["s0", "s1", "s2"]
-        assert [r[2] for r in drained] == ids[:3]
-        assert len(records) == 0 and records.drain() == []
+        sums, whole = records.take(100, True)
+        assert [r[0] for r in whole] == ["s0", "s1", "s2"]
+        assert [r[2] for r in whole] == ids[:3]
+        assert [s[0] for s in sums] == ["s0", "s1", "s2"]
+        assert len(records) == 0 and records.take(100, True) == ([], [])
         # A span whose group id went stale (released) queues nothing.
         with tracer.start_as_current_span("stale") as span:
             _core.group_release(groups[span])
         assert len(records) == 0
         assert failures == []
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_take_sums_per_name_with_the_largest_span_first(helper: Helper) -> None:
+    otel_alloc.install("counts")
+    try:
+        records = _core.SpanRecords(100)
+        # The runtime-context stand-in charges a span's allocations to the
+        # group it finds in the registry.
+        attribution.install_context_hook()
+        tracer = _tracer(_Direct(_bare_path(records, attribution.span_registry(), [])))
+        sizes = {"a": [1000, 5000, 3000], "b": [2000]}
+        largest: dict[str, int] = {}
+        for _ in range(3):  # first calls pay for one-time set-up (SDK, cffi)
+            with tracer.start_as_current_span("a"):
+                helper.alloc_many(OBJ, 8, 1)
+        records.take(100)
+        for name, each in (("a", 1000), ("b", 2000), ("a", 5000), ("a", 3000)):
+            with tracer.start_as_current_span(name) as span:
+                helper.alloc_many(OBJ, each, 1)
+            if each == max(sizes[name]):
+                largest[name] = span.get_span_context().span_id
+        sums, whole = records.take(100, False, 4000)
+        by_name = {s[0]: s for s in sums}
+        assert set(by_name) == {"a", "b"}
+        name, total, count, trace_id, span_id, each_bytes = by_name["a"]
+        assert len(each_bytes) == 3 and each_bytes[0] == max(each_bytes)
+        assert total == sum(each_bytes) and count >= 3
+        # Each span: its exact size plus the little the SDK allocates while it is current.
+        for got, want in zip(sorted(each_bytes), sorted(sizes["a"]), strict=True):
+            assert want <= got < want + 512
+        assert span_id == largest["a"] and trace_id != 0
+        assert by_name["b"][4] == largest["b"]
+        # Whole records: only spans of at least the threshold (4000 bytes).
+        assert [(r[0], r[2]) for r in whole] == [("a", largest["a"])]
+        assert records.take(100, False, 0) == ([], [])
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_recently_ended_spans_by_group_id(helper: Helper) -> None:
+    """Ended spans that an event or sample names are remembered, the last `recent` of them.
+
+    Here every other span makes one allocation over the event threshold; the
+    queue (10 records) is full almost at once, which does not matter.
+    """
+    otel_alloc.install("counts", threshold_bytes="64KiB")
+    try:
+        records = _core.SpanRecords(10, recent=64)
+        attribution.install_context_hook()
+        groups = attribution.span_registry()
+        noted: list[tuple[int, str, int]] = []
+        quiet: list[int] = []
+        tracer = _tracer(_Direct(_bare_path(records, groups, [])))
+        for i in range(1000):  # many evictions: exercises deletion from the index
+            with tracer.start_as_current_span(f"s{i}") as span:
+                gid = groups[span]
+                if i % 2 == 0:
+                    helper.alloc_many(OBJ, 100_000, 1)
+            if i % 2 == 0:
+                noted.append((gid, f"s{i}", span.get_span_context().span_id))
+            else:
+                quiet.append(gid)
+        assert records.dropped > 900
+        assert records.recent == 64
+        for gid, name, span_id in noted[-64:]:
+            found = records.lookup(gid)
+            assert found is not None and found[0] == name and found[2] == span_id
+        assert all(records.lookup(gid) is None for gid, _, _ in noted[:-64])
+        assert all(records.lookup(gid) is None for gid in quiet)
+        assert records.lookup(0) is None
+        records.clear()
+        assert records.recent == 0 and records.lookup(noted[-1][0]) is None
+        assert len(records) == 0
     finally:
         otel_alloc.uninstall()
 
@@ -163,3 +239,23 @@ def test_span_path_rejects_bad_arguments() -> None:
         _core.SpanRecords(0)
     with pytest.raises(TypeError):
         _bare_path(object(), {}, [])
+
+
+def test_live_mode_keeps_only_groups_holding_enough_live_bytes(helper: Helper) -> None:
+    """The keep-or-release decision at span end is made in C from the span's live bytes."""
+    otel_alloc.install("live")
+    try:
+        processor = AllocationSpanProcessor(leak_min_bytes="64KiB", leak_grace_seconds=60,
+                                            metrics=False, events=False, sample_bytes=0)
+        tracer = _tracer(processor)
+        before = otel_alloc.counters().groups_open
+        with tracer.start_as_current_span("frees"):
+            helper.free_many(OBJ, helper.alloc_many(OBJ, 1000, 100, keep=True), 100)
+        assert otel_alloc.counters().groups_open == before  # released at once
+        with tracer.start_as_current_span("keeps"):
+            kept = helper.alloc_many(OBJ, 1000, 100, keep=True)
+        assert otel_alloc.counters().groups_open == before + 1  # watched for a leak
+        helper.free_many(OBJ, kept, 100)
+        processor.shutdown()
+    finally:
+        otel_alloc.uninstall()
