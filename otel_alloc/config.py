@@ -94,9 +94,9 @@ def size(name: str, value: int | str | None, env: str, default: int,
 
 
 def number(name: str, value: float | None, env: str, default: float,
-           minimum: float = 0.0) -> float:
-    """Resolve a non-negative float setting (seconds, ratios)."""
-    accepted = f"a number >= {minimum}"
+           minimum: float = 0.0, maximum: float | None = None) -> float:
+    """Resolve a float setting within ``[minimum, maximum]`` (seconds, ratios)."""
+    accepted = f"a number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
         return default
@@ -106,7 +106,7 @@ def number(name: str, value: float | None, env: str, default: float,
         parsed = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(setting, raw, accepted) from None
-    if parsed != parsed or parsed < minimum:
+    if parsed != parsed or parsed < minimum or (maximum is not None and parsed > maximum):
         raise ConfigError(setting, raw, accepted)
     return parsed
 

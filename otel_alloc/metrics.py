@@ -14,8 +14,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from otel_alloc import names, tracker
 
 # One span name's ended spans in a batch, summed natively (SpanRecords.take):
-# (name, bytes, allocations, trace id, span id, each span's bytes), the ids
-# being those of the batch's largest span of that name, whose bytes come first.
+# (name, bytes, allocations, trace id, span id, each span's bytes). Bytes and
+# allocations cover every span; the sizes those span_size_sample_rate keeps,
+# the largest first, whose ids are given (else the largest span's).
 NameSums = tuple[str, int, int, int, int, list[int]]
 
 
@@ -100,8 +101,11 @@ class AllocationMetrics:
     def on_spans(self, batch: list[NameSums]) -> None:
         """Record a batch of ended spans, summed per span name.
 
-        The histogram takes every span; the counters take one sum per span
-        name per batch (the SDK would sum them anyway). Exemplars link to the
+        The histogram takes every span (or the sample of them that
+        ``span_size_sample_rate`` keeps: each ``Histogram.record`` of the
+        SDK costs about a quarter of what the SDK spends on a span); the
+        counters take one sum per span name per batch over every span (the
+        SDK would sum them anyway). Exemplars link to the
         batch's largest span of each name: building a span context for every
         span would cost more than the rest of the recording.
         """
@@ -112,9 +116,10 @@ class AllocationMetrics:
             if attrs is None:
                 attrs = self._attrs.setdefault(reported, {names.SPAN_NAME: reported})
             ctx = span_context(trace_id, span_id)
-            record(sizes[0], attrs, context=ctx)
-            for size in islice(sizes, 1, None):
-                record(size, attrs)
+            if sizes:  # empty when span_size_sample_rate kept none of them
+                record(sizes[0], attrs, context=ctx)
+                for size in islice(sizes, 1, None):
+                    record(size, attrs)
             self._allocated.add(alloc_bytes, attrs, context=ctx)
             self._allocations.add(count, attrs, context=ctx)
 

@@ -78,7 +78,9 @@ class AllocationSpanProcessor(SpanProcessor):
             (``stale_span_seconds``, ``max_span_names``, ``span_threshold_bytes``,
             ``leak_grace_seconds``, ``leak_min_bytes``, ``max_retained_spans``,
             ``span_summary_events``, ``metrics``, ``events``, ``sample_bytes``:
-            mean bytes between sampled allocation sites, 0 for none).
+            mean bytes between sampled allocation sites, 0 for none;
+            ``span_size_sample_rate``: the fraction of spans whose bytes go
+            into the ``python.alloc.span.size`` histogram, 1 for all).
     """
 
     def __init__(
@@ -281,7 +283,8 @@ class AllocationSpanProcessor(SpanProcessor):
         threshold = self.settings.span_threshold_bytes if self._events is not None else 0
         with self._take_lock:  # keeps batches in queue order
             while True:
-                sums, whole = self._records.take(4096, every, threshold)
+                sums, whole = self._records.take(4096, every, threshold,
+                                                 self.settings.span_size_sample_rate)
                 if not sums:
                     break
                 self._ready.append((sums, whole))

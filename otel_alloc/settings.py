@@ -28,6 +28,7 @@ class Settings:
     metrics: bool
     events: bool
     sample_bytes: int
+    span_size_sample_rate: float
 
     @classmethod
     def resolve(
@@ -43,6 +44,7 @@ class Settings:
         metrics: bool | None = None,
         events: bool | None = None,
         sample_bytes: int | str | None = None,
+        span_size_sample_rate: float | None = None,
     ) -> Settings:
         """Resolve every setting from its argument or environment variable."""
         return cls(
@@ -66,4 +68,7 @@ class Settings:
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
             sample_bytes=config.size(
                 "sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES", 512 * 1024),
+            span_size_sample_rate=config.number(
+                "span_size_sample_rate", span_size_sample_rate,
+                "OTEL_ALLOC_SPAN_SIZE_SAMPLE_RATE", 1.0, 0.0, 1.0),
         )

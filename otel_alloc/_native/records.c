@@ -49,6 +49,7 @@ typedef struct {
     uint32_t recent_cap, recent_len, recent_next; /* next: slot to write (oldest when full) */
     uint32_t *index;                              /* recent slot + 1; 0: empty */
     uint32_t index_mask;
+    uint64_t rng; /* xorshift64* state for the span-size sample */
 } SpanRecords;
 
 static void clear_record(span_record *r)
@@ -207,6 +208,7 @@ static PyObject *sr_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->capacity = capacity;
     self->recent_cap = (uint32_t)recent;
     self->index_mask = index_size - 1;
+    self->rng = ((uint64_t)(uintptr_t)self * UINT64_C(0x9E3779B97F4A7C15)) | 1;
     return (PyObject *)self;
 }
 
@@ -276,13 +278,27 @@ static PyObject *record_tuple(const span_record *r)
 /* One span name's sums over the records taken. */
 typedef struct {
     uint64_t bytes, count;
-    Py_ssize_t largest; /* index into the taken records */
-    PyObject *sizes;    /* list of each span's bytes, the largest first */
+    Py_ssize_t largest; /* index into the taken records: the largest span */
+    Py_ssize_t shown;   /* the largest span whose size is in `sizes`, or -1 */
+    PyObject *sizes;    /* list of the spans' bytes (those sampled), the largest first */
 } name_sum;
 
+/* Uniform in [0, 1) from the queue's own xorshift64* state. */
+static double uniform(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return (double)((x * UINT64_C(2685821657736338717)) >> 11) * (1.0 / 9007199254740992.0);
+}
+
 /* Sum the taken records per span name into (name, bytes, count, trace_id,
-   span_id, sizes) tuples; trace and span id are the largest span's. */
-static PyObject *sums_by_name(span_record *taken, Py_ssize_t n)
+   span_id, sizes) tuples. Bytes and count cover every record; each span's
+   bytes go into sizes with probability `rate` (all of them at 1). Trace and
+   span id are those of the largest span in sizes (else the largest). */
+static PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *rng)
 {
     if (n == 0)
         return PyList_New(0);
@@ -307,39 +323,44 @@ static PyObject *sums_by_name(span_record *taken, Py_ssize_t n)
             k = nsums;
             PyObject *kobj = PyLong_FromSsize_t(k);
             sums[k].sizes = PyList_New(0);
+            sums[k].largest = i;
+            sums[k].shown = -1;
+            nsums++; /* from here on its list is released below */
             if (kobj == NULL || sums[k].sizes == NULL || PyDict_SetItem(where, name, kobj) < 0) {
                 Py_XDECREF(kobj);
                 Py_DECREF(name);
-                nsums++; /* its list is released below */
                 goto done;
             }
             Py_DECREF(kobj);
-            sums[k].largest = i;
-            nsums++;
         }
         Py_DECREF(name);
         name_sum *s = &sums[k];
-        s->bytes += r->f.alloc_bytes;
+        uint64_t b = r->f.alloc_bytes;
+        s->bytes += b;
         s->count += r->f.alloc_count;
-        PyObject *b = PyLong_FromUnsignedLongLong(r->f.alloc_bytes);
-        if (b == NULL || PyList_Append(s->sizes, b) < 0) {
-            Py_XDECREF(b);
+        if (b > taken[s->largest].f.alloc_bytes)
+            s->largest = i;
+        if (rate < 1.0 && !(rate > 0.0 && uniform(rng) < rate))
+            continue;
+        PyObject *bobj = PyLong_FromUnsignedLongLong(b);
+        if (bobj == NULL || PyList_Append(s->sizes, bobj) < 0) {
+            Py_XDECREF(bobj);
             goto done;
         }
-        Py_DECREF(b);
-        if (r->f.alloc_bytes > taken[s->largest].f.alloc_bytes) {
+        Py_DECREF(bobj);
+        if (s->shown < 0 || b > taken[s->shown].f.alloc_bytes) {
             /* The largest goes first: it is the point that carries the exemplar. */
             Py_ssize_t last = PyList_GET_SIZE(s->sizes) - 1;
             PyObject **items = ((PyListObject *)s->sizes)->ob_item;
             PyObject *tmp = items[0];
             items[0] = items[last];
             items[last] = tmp;
-            s->largest = i;
+            s->shown = i;
         }
     }
     out = PyList_New(nsums);
     for (Py_ssize_t k = 0; k < nsums && out != NULL; k++) {
-        const span_record *big = &taken[sums[k].largest];
+        const span_record *big = &taken[sums[k].shown >= 0 ? sums[k].shown : sums[k].largest];
         PyObject *items[6] = {
             name_of(big),
             PyLong_FromUnsignedLongLong(sums[k].bytes),
@@ -364,15 +385,21 @@ done:
     return out;
 }
 
-/* take(max_records, full=False, threshold=0) -> (sums by name, whole records) */
+/* take(max_records, full=False, threshold=0, rate=1.0) -> (sums by name, whole records) */
 static PyObject *sr_take(SpanRecords *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"max_records", "full", "threshold", NULL};
+    static char *kwlist[] = {"max_records", "full", "threshold", "rate", NULL};
     Py_ssize_t max;
     int full = 0;
     unsigned long long threshold = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|pK:take", kwlist, &max, &full, &threshold))
+    double rate = 1.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|pKd:take", kwlist, &max, &full, &threshold,
+                                     &rate))
         return NULL;
+    if (!(rate >= 0.0 && rate <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "rate must be between 0 and 1");
+        return NULL;
+    }
     Py_ssize_t n = max < self->len ? (max < 0 ? 0 : max) : self->len;
     span_record *taken = NULL;
     if (n > 0) {
@@ -389,7 +416,7 @@ static PyObject *sr_take(SpanRecords *self, PyObject *args, PyObject *kwds)
             self->len--;
         }
     }
-    PyObject *result = NULL, *sums = sums_by_name(taken, n), *whole = PyList_New(0);
+    PyObject *result = NULL, *sums = sums_by_name(taken, n, rate, &self->rng), *whole = PyList_New(0);
     for (Py_ssize_t i = 0; i < n && sums != NULL && whole != NULL; i++) {
         if (!full && (threshold == 0 || taken[i].f.alloc_bytes < threshold))
             continue;
@@ -454,11 +481,12 @@ static PyObject *sr_get_recent(SpanRecords *self, void *Py_UNUSED(closure))
 
 static PyMethodDef sr_methods[] = {
     {"take", (PyCFunction)(void (*)(void))sr_take, METH_VARARGS | METH_KEYWORDS,
-     "take(max_records, full=False, threshold=0): remove up to max_records records,\n"
-     "oldest first. Returns (sums, records): per span name (name, bytes, count,\n"
-     "trace_id, span_id, sizes) with the ids of its largest span and each span's\n"
-     "bytes (the largest first); and the whole records, all of them when full is\n"
-     "set, else those of at least threshold bytes (none when threshold is 0)."},
+     "take(max_records, full=False, threshold=0, rate=1.0): remove up to max_records\n"
+     "records, oldest first. Returns (sums, records): per span name (name, bytes,\n"
+     "count, trace_id, span_id, sizes), bytes and count over every span, sizes the\n"
+     "bytes of each span kept with probability rate (the largest first, whose ids\n"
+     "are given; else the largest span's ids); and the whole records, all of them\n"
+     "when full is set, else those of at least threshold bytes (none for 0)."},
     {"lookup", (PyCFunction)sr_lookup, METH_O,
      "(name, trace_id, span_id) of a recently ended span's group id, or None."},
     {"clear", (PyCFunction)sr_clear, METH_NOARGS,

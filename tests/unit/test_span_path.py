@@ -259,3 +259,67 @@ def test_live_mode_keeps_only_groups_holding_enough_live_bytes(helper: Helper) -
         processor.shutdown()
     finally:
         otel_alloc.uninstall()
+
+
+def test_take_samples_span_sizes_at_a_rate_and_keeps_sums_exact(helper: Helper) -> None:
+    otel_alloc.install("counts")
+    try:
+        records = _core.SpanRecords(5000)
+        tracer = _tracer(_Direct(_bare_path(records, {}, [])))
+
+        def spans(n: int) -> None:
+            for _ in range(n):
+                with tracer.start_as_current_span("s"):
+                    pass
+
+        spans(2000)
+        (everything,), _ = records.take(5000)
+        assert len(everything[5]) == 2000
+        spans(2000)
+        (none,), _ = records.take(5000, rate=0.0)
+        assert none[5] == [] and none[2] == everything[2]  # same allocations counted
+        spans(2000)
+        (some,), _ = records.take(5000, rate=0.25)
+        assert 400 <= len(some[5]) <= 600  # 500 expected; this is over 6 sigma wide
+        assert some[1] == everything[1] and some[2] == everything[2]
+        with pytest.raises(ValueError, match="rate"):
+            records.take(1, rate=1.5)
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_span_size_sample_rate_reaches_the_histogram(helper: Helper) -> None:
+    """With a real MeterProvider: rate 0 records no histogram point, counters stay exact."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    def run(rate: float) -> tuple[int, int]:
+        reader = InMemoryMetricReader()
+        processor = AllocationSpanProcessor(
+            meter_provider=MeterProvider(metric_readers=[reader]), span_size_sample_rate=rate,
+            events=False, sample_bytes=0)
+        tracer = _tracer(processor)
+        for _ in range(50):
+            with tracer.start_as_current_span("sized"):
+                helper.alloc_many(OBJ, 1000, 4)
+        processor.force_flush()
+        data = reader.get_metrics_data()
+        assert data is not None
+        found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+                 for m in sm.metrics}
+        allocated = sum(p.value for p in found["python.alloc.allocated"].data.data_points)
+        size = found.get("python.alloc.span.size")
+        count = sum(p.count for p in size.data.data_points) if size is not None else 0
+        processor.shutdown()
+        return count, allocated
+
+    otel_alloc.install("counts")
+    try:
+        count, allocated = run(1.0)
+        assert count == 50 and allocated >= 50 * 4000
+        count, allocated = run(0.0)
+        assert count == 0 and allocated >= 50 * 4000
+        with pytest.raises(otel_alloc.ConfigError, match="span_size_sample_rate.*<= 1"):
+            AllocationSpanProcessor(span_size_sample_rate=2)
+    finally:
+        otel_alloc.uninstall()
