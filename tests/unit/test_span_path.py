@@ -319,7 +319,7 @@ def test_span_size_sample_rate_reaches_the_histogram(helper: Helper) -> None:
         assert count == 50 and allocated >= 50 * 4000
         count, allocated = run(0.0)
         assert count == 0 and allocated >= 50 * 4000
-        with pytest.raises(otel_alloc.ConfigError, match="span_size_sample_rate.*<= 1"):
+        with pytest.raises(otel_alloc.ConfigError, match=r"span_size_sample_rate.*<= 1"):
             AllocationSpanProcessor(span_size_sample_rate=2)
     finally:
         otel_alloc.uninstall()
