@@ -33,8 +33,10 @@ _log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
 _OVERFLOW = _core.GROUP_OVERFLOW
 _UNTRACKED = -1  # a span that gets no group at all (see _overflowed)
-# Attributes go straight into the ended span's mapping for these exact types.
-_core.configure_spans(ReadableSpan, BoundedAttributes)
+# The C span path reads these exact types' fields directly (their properties
+# are Python functions) and writes attributes straight into the ended span's
+# mapping; any other type goes through its public properties.
+_core.configure_spans(ReadableSpan, BoundedAttributes, Span, SpanContext)
 
 
 class SpanSink(Protocol):

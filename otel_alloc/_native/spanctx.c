@@ -29,10 +29,19 @@ static int intern_names(void)
         PyObject **slot;
         const char *text;
     } names[] = {
-        {&g_names.context, "context"},       {&g_names.span_id, "span_id"},
-        {&g_names.trace_id, "trace_id"},     {&g_names.parent, "parent"},
-        {&g_names.name, "name"},             {&g_names.start_time, "start_time"},
-        {&g_names.end_time, "end_time"},     {&g_names.attributes, "_attributes"},
+        {&g_names.span_id, "span_id"},
+        {&g_names.trace_id, "trace_id"},
+        {&g_names.field[SF_CONTEXT], "context"},
+        {&g_names.field[SF_NAME], "name"},
+        {&g_names.field[SF_PARENT], "parent"},
+        {&g_names.field[SF_START_TIME], "start_time"},
+        {&g_names.field[SF_END_TIME], "end_time"},
+        {&g_names.private[SF_CONTEXT], "_context"},
+        {&g_names.private[SF_NAME], "_name"},
+        {&g_names.private[SF_PARENT], "_parent"},
+        {&g_names.private[SF_START_TIME], "_start_time"},
+        {&g_names.private[SF_END_TIME], "_end_time"},
+        {&g_names.attributes, "_attributes"},
         {&g_names.dict, "_dict"},            {&g_names.on_start, "on_start"},
         {&g_names.on_end, "on_end"},         {&g_names.attr_keys[0], "alloc.bytes"},
         {&g_names.attr_keys[1], "alloc.count"},
@@ -83,8 +92,9 @@ static PyMethodDef module_methods[] = {
     {"group_new", mod_group_new, METH_NOARGS,
      "Open a group; the overflow group id when the table is full."},
     {"configure", (PyCFunction)(void (*)(void))sc_configure, METH_FASTCALL,
-     "configure(readable_span_type, bounded_attributes_type): the exact types whose\n"
-     "attribute mapping the span-end path may write into directly."},
+     "configure(readable_span_type, bounded_attributes_type[, span_type,\n"
+     "span_context_type]): the SDK's exact types whose fields the span path may read,\n"
+     "and whose attribute mapping it may write into, directly."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -111,7 +121,7 @@ static int add_type(PyObject *m, const char *name, PyTypeObject *type)
 
 PyMODINIT_FUNC PyInit__spanctx(void)
 {
-    if (g_names.context == NULL && intern_names() < 0)
+    if (g_names.span_id == NULL && intern_names() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&spanctx_module);
     if (m == NULL)

@@ -30,8 +30,13 @@ extern OA_HIDDEN PyTypeObject SpanRecordsType;
 
 /* Attribute names and attribute keys the span path uses, interned once when
    the module is imported (spanctx.c). */
+/* The span fields the span path reads (span_field()). */
+enum { SF_CONTEXT, SF_NAME, SF_PARENT, SF_START_TIME, SF_END_TIME, SF_COUNT };
+
 typedef struct {
-    PyObject *context, *span_id, *trace_id, *parent, *name, *start_time, *end_time;
+    PyObject *span_id, *trace_id;
+    PyObject *field[SF_COUNT];   /* context, name, parent, start_time, end_time */
+    PyObject *private[SF_COUNT]; /* _context, _name, ...: what the SDK's properties return */
     PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
     PyObject *on_start, *on_end;
     PyObject *parent_context_kwnames; /* ("parent_context",) */
@@ -39,6 +44,14 @@ typedef struct {
 } sc_names;
 
 extern OA_HIDDEN sc_names g_names;
+
+/* span.<field> (new reference, or NULL with an error set). For the SDK's
+   exact span types it reads the attribute behind the property: the SDK's
+   properties are Python functions, and the span path reads ~10 per span. */
+OA_HIDDEN PyObject *span_field(PyObject *span, int field);
+/* span_context.trace_id (index 0) or .span_id (1); read from the tuple for
+   OpenTelemetry's exact SpanContext (a tuple whose ids are properties). */
+OA_HIDDEN PyObject *context_id(PyObject *ctx, int index);
 
 /* Sets RuntimeError and returns 0 when bind() has not run. */
 OA_HIDDEN int fastpath_ready(void);

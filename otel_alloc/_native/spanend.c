@@ -8,41 +8,79 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Exact types of the SDK's ReadableSpan and BoundedAttributes (configure()). */
-static PyTypeObject *g_readable_type;
-static PyTypeObject *g_bounded_type;
+/* The SDK's exact types (configure()); NULL until configured. */
+static PyTypeObject *g_readable_type; /* opentelemetry.sdk.trace.ReadableSpan */
+static PyTypeObject *g_span_type;     /* opentelemetry.sdk.trace.Span */
+static PyTypeObject *g_bounded_type;  /* opentelemetry.attributes.BoundedAttributes */
+static PyTypeObject *g_context_type;  /* opentelemetry.trace.SpanContext */
 
 /* -------------------------------------------------------- span_end_core */
 
 PyObject *sc_configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "configure(readable_span_type, bounded_attributes_type)");
+    if ((nargs != 2 && nargs != 4)) {
+        PyErr_SetString(PyExc_TypeError, "configure(readable_span_type, bounded_attributes_type"
+                                         "[, span_type, span_context_type])");
         return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (!PyType_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "configure() takes types");
+            return NULL;
+        }
     }
     Py_XSETREF(g_readable_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(g_bounded_type, (PyTypeObject *)Py_NewRef(args[1]));
+    if (nargs == 4) {
+        Py_XSETREF(g_span_type, (PyTypeObject *)Py_NewRef(args[2]));
+        Py_XSETREF(g_context_type, (PyTypeObject *)Py_NewRef(args[3]));
+    }
     Py_RETURN_NONE;
 }
 
-/* getattr that never fails: NULL (error cleared) when it does. */
-static PyObject *get_quiet(PyObject *o, PyObject *name)
+PyObject *span_field(PyObject *span, int field)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyTypeObject *t = Py_TYPE(span);
+    if (t != NULL && (t == g_readable_type || t == g_span_type)) {
+        PyObject *v = PyObject_GetAttr(span, g_names.private[field]);
+        if (v != NULL)
+            return v;
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear(); /* an SDK that renamed it: the property still works */
+    }
+    return PyObject_GetAttr(span, g_names.field[field]);
+}
+
+PyObject *context_id(PyObject *ctx, int index)
+{
+    if (g_context_type != NULL && Py_TYPE(ctx) == g_context_type &&
+        PyTuple_GET_SIZE(ctx) > index)
+        return Py_NewRef(PyTuple_GET_ITEM(ctx, index));
+    return PyObject_GetAttr(ctx, index == 0 ? g_names.trace_id : g_names.span_id);
+}
+
+/* A value that never fails: NULL (error cleared) when reading it does. */
+static PyObject *quiet(PyObject *v)
+{
     if (v == NULL)
         PyErr_Clear();
     return v;
 }
 
+static PyObject *get_quiet(PyObject *o, PyObject *name)
+{
+    return quiet(PyObject_GetAttr(o, name));
+}
+
 static void queue_record(PyObject *records, uint64_t gid, const oa_span_figures *f,
                          PyObject *span, PyObject *ctx)
 {
-    PyObject *name = get_quiet(span, g_names.name);
-    PyObject *trace_id = get_quiet(ctx, g_names.trace_id);
-    PyObject *span_id = get_quiet(ctx, g_names.span_id);
-    PyObject *start = get_quiet(span, g_names.start_time);
-    PyObject *end = get_quiet(span, g_names.end_time);
+    PyObject *name = quiet(span_field(span, SF_NAME));
+    PyObject *trace_id = quiet(context_id(ctx, 0));
+    PyObject *span_id = quiet(context_id(ctx, 1));
+    PyObject *start = quiet(span_field(span, SF_START_TIME));
+    PyObject *end = quiet(span_field(span, SF_END_TIME));
     records_add(records, gid, f, name, trace_id, span_id, start, end);
     Py_XDECREF(name);
     Py_XDECREF(trace_id);

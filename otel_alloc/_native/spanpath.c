@@ -98,8 +98,8 @@ static int open_group(SpanPath *self, PyObject *span)
             return -1;
     }
     int rc = -1;
-    PyObject *ctx = PyObject_GetAttr(span, g_names.context);
-    PyObject *sid = ctx != NULL ? PyObject_GetAttr(ctx, g_names.span_id) : NULL;
+    PyObject *ctx = span_field(span, SF_CONTEXT);
+    PyObject *sid = ctx != NULL ? context_id(ctx, 1) : NULL;
     if (sid == NULL)
         goto done;
     if (gid != OA_GROUP_OVERFLOW && PyDict_SetItem(self->by_gid, gid_obj, span) < 0)
@@ -155,10 +155,10 @@ static PyObject *sp_on_start(SpanPath *self, PyObject *const *args, Py_ssize_t n
 static uint64_t parent_group(SpanPath *self, PyObject *span)
 {
     uint64_t pgid = 0;
-    PyObject *parent = PyObject_GetAttr(span, g_names.parent);
+    PyObject *parent = span_field(span, SF_PARENT);
     if (parent == NULL || parent == Py_None)
         goto done;
-    PyObject *psid = PyObject_GetAttr(parent, g_names.span_id);
+    PyObject *psid = context_id(parent, 1);
     if (psid == NULL)
         goto done;
     PyObject *pspan = PyDict_GetItemWithError(self->open, psid); /* borrowed */
@@ -179,12 +179,12 @@ done:
 static PyObject *end_span(SpanPath *self, PyObject *span)
 {
     PyObject *out = NULL, *ctx = NULL, *sid = NULL, *started = NULL, *gid_obj = NULL;
-    ctx = PyObject_GetAttr(span, g_names.context);
+    ctx = span_field(span, SF_CONTEXT);
     if (ctx == NULL)
         goto done;
     if (ctx == Py_None)
         goto pass;
-    sid = PyObject_GetAttr(ctx, g_names.span_id);
+    sid = context_id(ctx, 1);
     if (sid == NULL)
         goto done;
     started = dict_pop(self->open, sid);
