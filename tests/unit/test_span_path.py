@@ -323,3 +323,35 @@ def test_span_size_sample_rate_reaches_the_histogram(helper: Helper) -> None:
             AllocationSpanProcessor(span_size_sample_rate=2)
     finally:
         otel_alloc.uninstall()
+
+
+def test_spans_of_other_types_are_read_through_their_properties() -> None:
+    """The direct field reads are for the SDK's exact types; others use the public API."""
+    otel_alloc.install("counts")
+    try:
+        class Context2(trace.SpanContext):
+            pass
+
+        class OtherSpan:
+            def __init__(self) -> None:
+                self._context = trace.INVALID_SPAN_CONTEXT  # must not be what is read
+
+            @property
+            def context(self) -> trace.SpanContext:
+                return Context2(trace_id=7, span_id=9, is_remote=False)
+
+            name = "other"
+            parent = None
+            start_time = 1
+            end_time = 2
+
+        records = _core.SpanRecords(10)
+        path = _bare_path(records, {}, [])
+        span = OtherSpan()
+        path.on_start(span)
+        path.on_end(span)
+        _, (whole,) = records.take(10, True)
+        assert whole[:3] == ("other", 7, 9)
+        assert whole[9:] == (1, 2)
+    finally:
+        otel_alloc.uninstall()
