@@ -19,6 +19,7 @@
  * metrics it fed.
  */
 #include "spanctx.h"
+#include "xorshift.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -100,15 +101,20 @@ static void index_delete_at(SpanRecords *self, uint32_t i)
     self->index[i] = 0;
 }
 
+static void entry_clear(recent_entry *e)
+{
+    Py_CLEAR(e->name);
+    Py_CLEAR(e->trace_id);
+    Py_CLEAR(e->span_id);
+}
+
 static void recent_forget_slot(SpanRecords *self, uint32_t slot)
 {
     recent_entry *e = &self->recent[slot];
     uint32_t at = index_find(self, e->gid);
     if (at != UINT32_MAX && self->index[at] == slot + 1)
         index_delete_at(self, at);
-    Py_CLEAR(e->name);
-    Py_CLEAR(e->trace_id);
-    Py_CLEAR(e->span_id);
+    entry_clear(e);
 }
 
 static void recent_add(SpanRecords *self, uint64_t gid, PyObject *name, PyObject *trace_id,
@@ -136,11 +142,8 @@ static void recent_add(SpanRecords *self, uint64_t gid, PyObject *name, PyObject
 
 static void recent_clear(SpanRecords *self)
 {
-    for (uint32_t s = 0; s < self->recent_cap; s++) {
-        Py_CLEAR(self->recent[s].name);
-        Py_CLEAR(self->recent[s].trace_id);
-        Py_CLEAR(self->recent[s].span_id);
-    }
+    for (uint32_t s = 0; s < self->recent_cap; s++)
+        entry_clear(&self->recent[s]);
     memset(self->index, 0, ((size_t)self->index_mask + 1) * sizeof(uint32_t));
     self->recent_len = 0;
     self->recent_next = 0;
@@ -250,9 +253,15 @@ PyObject *tuple_of(PyObject **items, int n)
     return t;
 }
 
+/* A new reference to a span's name, or "" when it could not be read. */
+static PyObject *str_or_empty(PyObject *s)
+{
+    return s != NULL ? Py_NewRef(s) : PyUnicode_FromString("");
+}
+
 static PyObject *name_of(const span_record *r)
 {
-    return r->name != NULL ? Py_NewRef(r->name) : PyUnicode_FromString("");
+    return str_or_empty(r->name);
 }
 
 /* A whole record: (name, trace_id, span_id, group_id, bytes, count,
@@ -283,15 +292,10 @@ typedef struct {
     PyObject *sizes;    /* list of the spans' bytes (those sampled), the largest first */
 } name_sum;
 
-/* Uniform in [0, 1) from the queue's own xorshift64* state. */
+/* Uniform in [0, 1) from the queue's own generator state. */
 static double uniform(uint64_t *state)
 {
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return (double)((x * UINT64_C(2685821657736338717)) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(oa_xorshift64s(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 /* Sum the taken records per span name into (name, bytes, count, trace_id,
@@ -445,7 +449,7 @@ static PyObject *sr_lookup(SpanRecords *self, PyObject *arg)
         Py_RETURN_NONE;
     const recent_entry *e = &self->recent[self->index[at] - 1];
     PyObject *items[3] = {
-        e->name != NULL ? Py_NewRef(e->name) : PyUnicode_FromString(""),
+        str_or_empty(e->name),
         or_zero(e->trace_id),
         or_zero(e->span_id),
     };

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "frames.h"
+#include "xorshift.h"
 
 #define OA_MAX_DEPTH 128
 #define OA_MAX_FRAMES (1u << 18)
@@ -72,13 +73,7 @@ static inline uint64_t rng_next(void)
         clock_gettime(CLOCK_MONOTONIC, &t);
         tls.rng = ((uint64_t)(uintptr_t)&tls ^ (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 32)) | 1;
     }
-    /* xorshift64* */
-    uint64_t x = tls.rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    tls.rng = x;
-    return x * UINT64_C(2685821657736338717);
+    return oa_xorshift64s(&tls.rng);
 }
 
 static inline int64_t draw_interval(uint64_t mean)

@@ -5,9 +5,6 @@
  */
 #include "spanctx.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 /* The SDK's exact types (configure()); NULL until configured. */
 static PyTypeObject *g_readable_type; /* opentelemetry.sdk.trace.ReadableSpan */
 static PyTypeObject *g_span_type;     /* opentelemetry.sdk.trace.Span */
@@ -18,7 +15,7 @@ static PyTypeObject *g_context_type;  /* opentelemetry.trace.SpanContext */
 
 PyObject *sc_configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if ((nargs != 2 && nargs != 4)) {
+    if (nargs != 2 && nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "configure(readable_span_type, bounded_attributes_type"
                                          "[, span_type, span_context_type])");
         return NULL;

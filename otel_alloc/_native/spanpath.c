@@ -27,7 +27,7 @@ typedef struct {
     PyObject *with_figures; /* (span, figures, live) -> span, for other span shapes */
     PyObject *note_thread; /* () -> None, or NULL */
     int live;
-    long long keep_from; /* live mode: keep a group holding this many live bytes; -1: never */
+    long long keep_from; /* keep a group still holding this many live bytes (live mode); -1: never */
     int shutdown;
     long long overflow_open;
     uint64_t serial; /* for the per-thread "thread noted" mark */
@@ -211,8 +211,8 @@ static PyObject *end_span(SpanPath *self, PyObject *span)
        is still current (ours, the SDK's, the exporter's) is charged to no
        group. Queues the record before the span leaves by_gid (see
        SpanWatch.span_of). */
-    int rc = span_end_core(self->records, gid, pgid, self->live, self->live ? self->keep_from : -1,
-                           span, ctx, self->next_on_end != NULL, &f, &attrs_set);
+    int rc = span_end_core(self->records, gid, pgid, self->live, self->keep_from, span, ctx,
+                           self->next_on_end != NULL, &f, &attrs_set);
     PyObject *gone = dict_pop(self->by_gid, gid_obj);
     Py_XDECREF(gone);
     if (PyErr_Occurred())
@@ -321,7 +321,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->live_end = Py_NewRef(live_end);
     self->with_figures = Py_NewRef(with_figures);
     self->live = live;
-    self->keep_from = keep_from < 0 ? -1 : keep_from;
+    self->keep_from = live && keep_from >= 0 ? keep_from : -1;
     self->serial = ++g_serial;
     self->note_thread = optional_callable(note_thread, "note_thread");
     if (self->note_thread == NULL && PyErr_Occurred())
