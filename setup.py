@@ -1,18 +1,26 @@
-"""Build hook: the cffi tracker and the C attribution path (metadata is in pyproject.toml)."""
+"""Build hook: the two native extensions (metadata is in pyproject.toml).
+
+- ``otel_alloc.tracker._tracker``: the allocator hooks and everything they
+  count, compiled by cffi from ``otel_alloc/_native`` (see its build script).
+- ``otel_alloc.otel._spanpath``: the span processor's per-span path, a plain
+  C-API extension that reaches the tracker only through its C API capsule.
+"""
 
 from setuptools import Extension, setup
+
+SPANS = "otel_alloc/_native/spans"
 
 setup(
     cffi_modules=["otel_alloc/_native/build.py:ffibuilder"],
     ext_modules=[
         Extension(
-            "otel_alloc._spanctx",
+            "otel_alloc.otel._spanpath",
             sources=[
-                "otel_alloc/_native/spanctx.c",
-                "otel_alloc/_native/following.c",
-                "otel_alloc/_native/spanend.c",
-                "otel_alloc/_native/records.c",
-                "otel_alloc/_native/spanpath.c",
+                f"{SPANS}/module.c",
+                f"{SPANS}/context_follower.c",
+                f"{SPANS}/span_end.c",
+                f"{SPANS}/span_records.c",
+                f"{SPANS}/span_path.c",
             ],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],
         ),

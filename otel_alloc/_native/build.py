@@ -1,6 +1,8 @@
 """cffi build script for the native tracker (out-of-line API mode).
 
-Wired into the package build through ``cffi_modules`` in ``setup.py``.
+Wired into the package build through ``cffi_modules`` in ``setup.py``. The
+tracker's C sources are listed here by folder (see the README's
+"Architecture" section); the span-path extension is built by ``setup.py``.
 """
 
 from __future__ import annotations
@@ -10,32 +12,43 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+# setuptools wants source paths relative to the project root, where the build runs.
+ROOT = "otel_alloc/_native"
+
+TRACKER_SOURCES = [
+    f"{ROOT}/{name}"
+    for name in (
+        "api/capsule.c",
+        "core/attribution.c",
+        "core/hooks.c",
+        "core/install.c",
+        "core/fork.c",
+        "accounting/groups.c",
+        "accounting/threads.c",
+        "accounting/events.c",
+        "accounting/process_stats.c",
+        "support/ptable.c",
+        "support/spinlock.c",
+        "sampler/sampler.c",
+        "compat/frames.c",
+    )
+]
+
+COMPILE_ARGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers"]
 
 ffibuilder = FFI()
-ffibuilder.cdef((HERE / "oa_api.h").read_text())
+ffibuilder.cdef((HERE / "api" / "binding.h").read_text())
 ffibuilder.set_source(
-    "otel_alloc._tracker",
-    '#include "tracker.h"\n',
-    # setuptools wants source paths relative to the project root, where the
-    # build runs.
-    sources=[
-        "otel_alloc/_native/hooks.c",
-        "otel_alloc/_native/install.c",
-        "otel_alloc/_native/groups.c",
-        "otel_alloc/_native/threads.c",
-        "otel_alloc/_native/events.c",
-        "otel_alloc/_native/figures.c",
-        "otel_alloc/_native/ptable.c",
-        "otel_alloc/_native/sampler.c",
-        "otel_alloc/_native/frames.c",
-    ],
+    "otel_alloc.tracker._tracker",
+    '#include "api/tracker_api.h"\n',
+    sources=TRACKER_SOURCES,
     libraries=["m"],
-    include_dirs=["otel_alloc/_native"],
+    include_dirs=[ROOT],
     # PyMemAllocatorEx is hidden by the limited API that cffi selects by default.
     py_limited_api=False,
     define_macros=[("_CFFI_NO_LIMITED_API", None)],
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-Wno-missing-field-initializers"],
+    extra_compile_args=COMPILE_ARGS,
 )
 
 if __name__ == "__main__":

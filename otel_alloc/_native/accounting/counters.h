@@ -1,0 +1,99 @@
+/*
+ * One set of allocation counters (bytes and blocks allocated, freed, live)
+ * and the two ways to update it: plain relaxed load + store (compiles to
+ * plain moves) for counters written only under the GIL or by their owning
+ * thread, and atomic read-modify-write for counters RAW hooks update without
+ * the GIL.
+ */
+#ifndef OA_COUNTERS_H
+#define OA_COUNTERS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../api/tracker_api.h"
+
+#pragma GCC visibility push(hidden)
+
+#define OA_RELAXED memory_order_relaxed
+
+typedef struct {
+    _Atomic uint64_t alloc_bytes;
+    _Atomic uint64_t alloc_count;
+    _Atomic uint64_t freed_bytes;
+    _Atomic uint64_t freed_count;
+    _Atomic int64_t live_bytes;
+    _Atomic int64_t live_count;
+} oa_ctr;
+
+/* Counter written by one writer at a time: relaxed load + store, no lock prefix. */
+static inline void plain_inc(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, OA_RELAXED) + by, OA_RELAXED);
+}
+static inline void plain_add_signed(_Atomic int64_t *c, int64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, OA_RELAXED) + by, OA_RELAXED);
+}
+
+static inline void oa_ctr_alloc_plain(oa_ctr *c, uint64_t size)
+{
+    plain_inc(&c->alloc_bytes, size);
+    plain_inc(&c->alloc_count, 1);
+}
+static inline void oa_ctr_alloc_atomic(oa_ctr *c, uint64_t size)
+{
+    atomic_fetch_add_explicit(&c->alloc_bytes, size, OA_RELAXED);
+    atomic_fetch_add_explicit(&c->alloc_count, 1, OA_RELAXED);
+}
+static inline void oa_ctr_live_plain(oa_ctr *c, int64_t bytes, int64_t count)
+{
+    plain_add_signed(&c->live_bytes, bytes);
+    plain_add_signed(&c->live_count, count);
+}
+static inline void oa_ctr_live_atomic(oa_ctr *c, int64_t bytes, int64_t count)
+{
+    atomic_fetch_add_explicit(&c->live_bytes, bytes, OA_RELAXED);
+    atomic_fetch_add_explicit(&c->live_count, count, OA_RELAXED);
+}
+static inline void oa_ctr_free_plain(oa_ctr *c, uint64_t size)
+{
+    plain_inc(&c->freed_bytes, size);
+    plain_inc(&c->freed_count, 1);
+}
+static inline void oa_ctr_free_atomic(oa_ctr *c, uint64_t size)
+{
+    atomic_fetch_add_explicit(&c->freed_bytes, size, OA_RELAXED);
+    atomic_fetch_add_explicit(&c->freed_count, 1, OA_RELAXED);
+}
+static inline void oa_ctr_zero(oa_ctr *c)
+{
+    atomic_store_explicit(&c->alloc_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&c->alloc_count, 0, OA_RELAXED);
+    atomic_store_explicit(&c->freed_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&c->freed_count, 0, OA_RELAXED);
+    atomic_store_explicit(&c->live_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&c->live_count, 0, OA_RELAXED);
+}
+/* out += c */
+static inline void oa_ctr_sum(const oa_ctr *c, oa_stats *out)
+{
+    out->alloc_bytes += atomic_load_explicit(&c->alloc_bytes, OA_RELAXED);
+    out->alloc_count += atomic_load_explicit(&c->alloc_count, OA_RELAXED);
+    out->freed_bytes += atomic_load_explicit(&c->freed_bytes, OA_RELAXED);
+    out->freed_count += atomic_load_explicit(&c->freed_count, OA_RELAXED);
+    out->live_bytes += atomic_load_explicit(&c->live_bytes, OA_RELAXED);
+    out->live_count += atomic_load_explicit(&c->live_count, OA_RELAXED);
+}
+
+/* Raise *peak to cur if cur is higher (any number of writers). */
+static inline void oa_peak_update(_Atomic int64_t *peak, int64_t cur)
+{
+    int64_t p = atomic_load_explicit(peak, OA_RELAXED);
+    while (cur > p && !atomic_compare_exchange_weak_explicit(peak, &p, cur, OA_RELAXED, OA_RELAXED)) {
+    }
+}
+
+#pragma GCC visibility pop
+
+#endif

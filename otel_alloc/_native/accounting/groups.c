@@ -1,0 +1,239 @@
+/*
+ * Allocation groups: a bounded table of slots, group id = generation << 20 |
+ * slot so a recycled slot never passes for the group that owned it before,
+ * and a FIFO queue of free slots. Changed only under the GIL.
+ */
+#include "groups.h"
+
+#include "../api/tracker_api.h"
+#include "events.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+oa_group *_Atomic g_groups;
+uint32_t g_ngroups;
+static uint32_t g_free_head = OA_NO_SLOT, g_free_tail = OA_NO_SLOT;
+uint64_t g_groups_open;
+/* Group tables replaced by a reinstall with another size are kept, never
+   freed: a RAW hook on another thread may still hold a pointer into one. */
+static oa_group *g_retired_groups[64]; /* tables replaced by reinstalls, never freed */
+static int g_nretired;
+
+/* Group operations run from Python with the GIL released by cffi: they
+   serialise on a spinlock, not the GIL (taking the GIL back here would cost
+   two more GIL hand-overs per call, on every span start and end). A hook
+   charges a group only after checking its generation and state, and a slot
+   goes back to the FIFO queue only when released, so recycling a slot under
+   this lock does not race with charges to it (a MEM/OBJ hook that checked an
+   id just before its slot was released and reused would need 8192 other
+   groups created in between). */
+oa_spin g_groups_lock = OA_SPIN_INIT;
+
+void reset_group(oa_group *g)
+{
+    oa_ctr_zero(&g->mem_obj);
+    oa_ctr_zero(&g->raw);
+    atomic_store_explicit(&g->peak, 0, OA_RELAXED);
+    atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&g->noted, 0, OA_RELAXED);
+}
+
+static void groups_reset_all(void)
+{
+    oa_spin_lock(&g_groups_lock);
+    oa_group *groups = group_table();
+    g_free_head = g_free_tail = OA_NO_SLOT;
+    for (uint32_t i = 0; i < g_ngroups; i++) {
+        oa_group *g = &groups[i];
+        reset_group(g);
+        g->next = OA_NO_SLOT;
+        if (i < OA_FIRST_USER_SLOT) {
+            atomic_store_explicit(&g->state, OA_GROUP_OPEN, OA_RELAXED);
+            continue;
+        }
+        atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
+        if (g_free_tail == OA_NO_SLOT)
+            g_free_head = i;
+        else
+            groups[g_free_tail].next = i;
+        g_free_tail = i;
+    }
+    g_groups_open = 0;
+    oa_spin_unlock(&g_groups_lock);
+}
+
+int setup_groups(uint32_t max_groups)
+{
+    uint32_t n = max_groups + OA_FIRST_USER_SLOT;
+    oa_group *cur = group_table();
+    if (cur == NULL || g_ngroups != n) {
+        char *mem = calloc(1, OA_GROUP_HEADER + (size_t)n * sizeof(oa_group));
+        if (mem == NULL)
+            return -1;
+        *(uint32_t *)mem = n;
+        oa_group *fresh = (oa_group *)(mem + OA_GROUP_HEADER);
+        if (cur != NULL) {
+            if (g_nretired == (int)(sizeof(g_retired_groups) / sizeof(g_retired_groups[0]))) {
+                free(mem);
+                return -1;
+            }
+            g_retired_groups[g_nretired++] = cur;
+            /* Generations continue above every one the old table issued:
+               restarting them at 0 would hand out the ids of groups from
+               before the reinstall again, and a Group object (or a thread's
+               current group) kept from then would close, release or be
+               charged for the new group that got its id. */
+            uint64_t gen_floor = 0;
+            for (uint32_t i = 0; i < g_ngroups; i++) {
+                uint64_t gen = atomic_load_explicit(&cur[i].gen, OA_RELAXED);
+                if (gen > gen_floor)
+                    gen_floor = gen;
+            }
+            for (uint32_t i = 0; i < n; i++)
+                atomic_store_explicit(&fresh[i].gen, gen_floor, OA_RELAXED);
+        }
+        atomic_store_explicit(&g_groups, fresh, memory_order_release);
+        g_ngroups = n;
+    }
+    groups_reset_all();
+    return 0;
+}
+
+/* ------------------------------------------------------------ groups API */
+
+uint64_t oa_group_new(void)
+{
+    oa_spin_lock(&g_groups_lock);
+    uint64_t gid = OA_GROUP_OVERFLOW;
+    oa_group *groups = group_table();
+    if (groups != NULL && g_free_head != OA_NO_SLOT) {
+        uint32_t slot = g_free_head;
+        oa_group *g = &groups[slot];
+        g_free_head = g->next;
+        if (g_free_head == OA_NO_SLOT)
+            g_free_tail = OA_NO_SLOT;
+        g->next = OA_NO_SLOT;
+        reset_group(g);
+        uint64_t gen = atomic_load_explicit(&g->gen, OA_RELAXED) + 1;
+        atomic_store_explicit(&g->gen, gen, OA_RELAXED);
+        atomic_store_explicit(&g->state, OA_GROUP_OPEN, memory_order_release);
+        g_groups_open++;
+        gid = (gen << OA_SLOT_BITS) | slot;
+    } else {
+        atomic_fetch_add_explicit(&g_groups_dropped, 1, OA_RELAXED);
+    }
+    oa_spin_unlock(&g_groups_lock);
+    return gid;
+}
+
+/* The group slot of a user group id, or NULL when unknown or stale. */
+static oa_group *user_group(uint64_t gid)
+{
+    oa_group *groups = group_table();
+    uint32_t slot = (uint32_t)(gid & OA_SLOT_MASK);
+    if (groups == NULL || slot < OA_FIRST_USER_SLOT || slot >= table_slots(groups))
+        return NULL;
+    oa_group *g = &groups[slot];
+    if (atomic_load_explicit(&g->gen, OA_RELAXED) != (gid >> OA_SLOT_BITS) ||
+        atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_FREE)
+        return NULL;
+    return g;
+}
+
+int oa_group_close(uint64_t gid)
+{
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        return OA_OK;
+    oa_spin_lock(&g_groups_lock);
+    oa_group *g = user_group(gid);
+    if (g != NULL)
+        atomic_store_explicit(&g->state, OA_GROUP_CLOSED, OA_RELAXED);
+    oa_spin_unlock(&g_groups_lock);
+    return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
+}
+
+int oa_group_release(uint64_t gid)
+{
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        return OA_OK;
+    oa_spin_lock(&g_groups_lock);
+    oa_group *g = user_group(gid);
+    if (g != NULL) {
+        oa_group *groups = group_table();
+        uint32_t slot = (uint32_t)(g - groups);
+        atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
+        g->next = OA_NO_SLOT;
+        if (g_free_tail == OA_NO_SLOT)
+            g_free_head = slot;
+        else
+            groups[g_free_tail].next = slot;
+        g_free_tail = slot;
+        g_groups_open--;
+    }
+    oa_spin_unlock(&g_groups_lock);
+    return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
+}
+
+int oa_group_stats(uint64_t gid, oa_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    oa_group *groups = group_table();
+    if (groups == NULL)
+        return OA_ERR_NOT_INSTALLED;
+    oa_group *g;
+    if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
+        g = &groups[gid];
+    else if ((g = user_group(gid)) == NULL)
+        return OA_ERR_STALE_GROUP;
+    oa_ctr_sum(&g->mem_obj, out);
+    oa_ctr_sum(&g->raw, out);
+    out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
+    return OA_OK;
+}
+
+/* The span-end path in one call: close, read, and (when asked) release. */
+int oa_group_finish(uint64_t gid, int release, oa_stats *out)
+{
+    int rc = oa_group_close(gid);
+    if (rc != OA_OK)
+        return rc;
+    rc = oa_group_stats(gid, out);
+    if (rc == OA_OK && release)
+        rc = oa_group_release(gid);
+    return rc;
+}
+
+/* The span-end path of the span processor in one call (through the C API
+   capsule, api/capsule.c): close, read, pass the inclusive bytes up to the parent's group,
+   and release unless the span still holds keep_from live bytes or more. */
+int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out)
+{
+    oa_stats st;
+    int rc = oa_group_finish(gid, 0, &st);
+    if (rc != OA_OK)
+        return rc;
+    oa_group *g = user_group(gid);
+    uint64_t children = g != NULL ? atomic_load_explicit(&g->child_bytes, OA_RELAXED) : 0;
+    out->alloc_bytes = st.alloc_bytes;
+    out->alloc_count = st.alloc_count;
+    out->inclusive_bytes = st.alloc_bytes + children;
+    out->live_bytes = st.live_bytes;
+    out->peak_bytes = st.peak_bytes;
+    out->noted = g != NULL && atomic_load_explicit(&g->noted, OA_RELAXED);
+    /* Under the lock: the parent's slot cannot be released and reused
+       between the generation check and the add. A parent that is already
+       released (stale id) does not take it. */
+    if (parent != OA_GROUP_NONE && parent != OA_GROUP_OVERFLOW) {
+        oa_spin_lock(&g_groups_lock);
+        oa_group *p = user_group(parent);
+        if (p != NULL)
+            atomic_fetch_add_explicit(&p->child_bytes, out->inclusive_bytes, OA_RELAXED);
+        oa_spin_unlock(&g_groups_lock);
+    }
+    out->released = keep_from < 0 || st.live_bytes < keep_from;
+    if (out->released)
+        rc = oa_group_release(gid);
+    out->events_pending = oa_events_pending();
+    return rc;
+}

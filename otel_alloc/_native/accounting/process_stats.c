@@ -1,0 +1,109 @@
+/*
+ * Process-wide figures: per-domain counters, the process peak and the
+ * counters of dropped or unusual events, with their readers.
+ */
+#include "process_stats.h"
+
+#include "../api/tracker_api.h"
+#include "../core/hooks.h"
+#include "../sampler/sampler.h"
+#include "events.h"
+#include "groups.h"
+#include "threads.h"
+
+#include <string.h>
+
+oa_ctr g_proc[3];
+_Atomic int64_t g_proc_peak;
+
+_Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
+    g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
+    g_stale_raw;
+_Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
+
+void zero_figures(void)
+{
+    for (int d = 0; d < 3; d++)
+        oa_ctr_zero(&g_proc[d]);
+    atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
+    _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
+                                    &g_tracking_failures, &g_replaced, &g_released_free_bytes,
+                                    &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj};
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        atomic_store_explicit(counters[i], 0, OA_RELAXED);
+    oa_spin_lock(&g_threads_lock);
+    for (int i = 0; i < g_nthreads; i++)
+        zero_thread(g_threads[i]);
+    oa_spin_unlock(&g_threads_lock);
+}
+
+void oa_process_stats(oa_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int d = 0; d < 3; d++)
+        oa_ctr_sum(&g_proc[d], out);
+    out->peak_bytes = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
+}
+
+int oa_domain_stats(int domain, oa_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (domain < 0 || domain > 2)
+        return OA_ERR_BAD_ARGUMENT;
+    oa_ctr_sum(&g_proc[domain], out);
+    return OA_OK;
+}
+
+void oa_reset_peaks(void)
+{
+    atomic_store_explicit(&g_proc_peak, proc_live(), OA_RELAXED);
+    oa_spin_lock(&g_threads_lock);
+    for (int i = 0; i < g_nthreads; i++) {
+        oa_thread *rec = g_threads[i];
+        atomic_store_explicit(&rec->peak, atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED),
+                              OA_RELAXED);
+    }
+    oa_spin_unlock(&g_threads_lock);
+}
+
+void oa_memory_usage(oa_memory *out)
+{
+    memset(out, 0, sizeof(*out));
+    PyGILState_STATE gil = PyGILState_Ensure();
+    out->table_bytes = oa_ptable_bytes(&g_mem_obj_table);
+    out->table_capacity = g_mem_obj_table.cap;
+    out->live_blocks = g_mem_obj_table.count;
+    oa_spin_lock(&g_raw_lock);
+    out->table_bytes += oa_ptable_bytes(&g_raw_table);
+    out->table_capacity += g_raw_table.cap;
+    out->live_blocks += g_raw_table.count;
+    oa_spin_unlock(&g_raw_lock);
+    PyGILState_Release(gil);
+    out->group_table_bytes = (uint64_t)g_ngroups * sizeof(oa_group);
+    oa_spin_lock(&g_threads_lock);
+    out->thread_bytes = (uint64_t)g_nthreads * sizeof(oa_thread) + sizeof(g_threads);
+    oa_spin_unlock(&g_threads_lock);
+    out->event_bytes = oa_ring_bytes(&g_events);
+    gil = PyGILState_Ensure();
+    out->sampler_bytes = oa_sampler_bytes();
+    PyGILState_Release(gil);
+    out->total_bytes = out->table_bytes + out->group_table_bytes + out->thread_bytes +
+                       out->event_bytes + out->sampler_bytes;
+}
+
+void oa_counters_get(oa_counters *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->groups_open = g_groups_open;
+    out->groups_capacity = g_ngroups > OA_FIRST_USER_SLOT ? g_ngroups - OA_FIRST_USER_SLOT : 0;
+    out->groups_dropped = atomic_load_explicit(&g_groups_dropped, OA_RELAXED);
+    out->events_dropped = atomic_load_explicit(&g_events_dropped, OA_RELAXED);
+    out->untracked_frees = atomic_load_explicit(&g_untracked_raw, OA_RELAXED) +
+                           atomic_load_explicit(&g_untracked_mem_obj, OA_RELAXED);
+    out->tracking_failures = atomic_load_explicit(&g_tracking_failures, OA_RELAXED);
+    out->replaced_blocks = atomic_load_explicit(&g_replaced, OA_RELAXED);
+    out->released_group_free_bytes = atomic_load_explicit(&g_released_free_bytes, OA_RELAXED);
+    out->threads_dropped = atomic_load_explicit(&g_threads_dropped, OA_RELAXED);
+    out->stale_group_allocs = atomic_load_explicit(&g_stale_raw, OA_RELAXED) +
+                              atomic_load_explicit(&g_stale_mem_obj, OA_RELAXED);
+}

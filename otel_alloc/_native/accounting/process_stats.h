@@ -1,0 +1,36 @@
+/*
+ * Process-wide figures (process_stats.c): totals per domain, the process
+ * peak, and the health counters that say what the tracker could not count.
+ */
+#ifndef OA_PROCESS_STATS_H
+#define OA_PROCESS_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "counters.h"
+
+#pragma GCC visibility push(hidden)
+
+extern oa_ctr g_proc[3]; /* per domain: RAW, MEM, OBJ */
+extern _Atomic int64_t g_proc_peak;
+
+/* Written with atomic read-modify-write (RAW hooks, any thread). */
+extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
+    g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
+    g_stale_raw;
+/* Written under the GIL only (MEM/OBJ hooks). */
+extern _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj;
+
+void zero_figures(void);
+
+static inline int64_t proc_live(void)
+{
+    return atomic_load_explicit(&g_proc[0].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED);
+}
+
+#pragma GCC visibility pop
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * What Python sees of the native tracker: the one interface of the cffi
+ * module otel_alloc.tracker._tracker, used only by otel_alloc.tracker._binding.
+ *
+ * This header is read twice: by the C compiler (through tracker_api.h, in
+ * the tracker's C files and the cffi generated module) and by cffi's cdef
+ * parser, so it must stay plain C declarations: no includes, no include
+ * guards, no function-like macros.
+ */
+
+/* Install modes. */
+#define OA_MODE_NONE 0
+#define OA_MODE_COUNTS 1
+#define OA_MODE_LIVE 2
+
+/* Allocator domains, same values as PyMemAllocatorDomain. */
+#define OA_DOMAIN_RAW 0
+#define OA_DOMAIN_MEM 1
+#define OA_DOMAIN_OBJ 2
+
+/* Result codes. */
+#define OA_OK 0
+#define OA_ALREADY 1
+#define OA_ERR_MODE_CONFLICT -1
+#define OA_ERR_FREE_THREADED -2
+#define OA_ERR_NOMEM -3
+#define OA_ERR_NOT_INSTALLED -4
+#define OA_ERR_BAD_ARGUMENT -5
+#define OA_ERR_STALE_GROUP -6
+
+/* Reserved group ids. */
+#define OA_GROUP_NONE 0
+#define OA_GROUP_OVERFLOW 1
+
+/* Hook status bits (oa_hook_status): bit d = hook of domain d is in the chain,
+   bit 8+d = hook of domain d is the outermost allocator. */
+#define OA_HOOK_IN_CHAIN 1
+#define OA_HOOK_ON_TOP 256
+
+typedef struct {
+    uint64_t alloc_bytes;
+    uint64_t alloc_count;
+    uint64_t freed_bytes;
+    uint64_t freed_count;
+    int64_t live_bytes;
+    int64_t live_count;
+    int64_t peak_bytes;
+} oa_stats;
+
+typedef struct {
+    uint64_t native_id;
+    int alive;
+    oa_stats stats;
+} oa_thread_stats;
+
+typedef struct {
+    uint64_t total_bytes;
+    uint64_t table_bytes;
+    uint64_t table_capacity;
+    uint64_t live_blocks;
+    uint64_t group_table_bytes;
+    uint64_t thread_bytes;
+    uint64_t event_bytes;
+    uint64_t sampler_bytes;
+} oa_memory;
+
+typedef struct {
+    uint64_t groups_open;
+    uint64_t groups_capacity;
+    uint64_t groups_dropped;
+    uint64_t events_dropped;
+    uint64_t untracked_frees;
+    uint64_t tracking_failures;
+    uint64_t replaced_blocks;
+    uint64_t released_group_free_bytes;
+    uint64_t threads_dropped;
+    uint64_t stale_group_allocs;
+} oa_counters;
+
+typedef struct {
+    uint64_t timestamp_ns;
+    uint64_t size;
+    uint64_t group;
+    uint64_t native_id;
+    int domain;
+} oa_event;
+
+/* Lifecycle. */
+int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event_capacity);
+int oa_uninstall(void);
+int oa_mode(void);
+int oa_hook_status(void);
+int oa_set_enabled(int enabled);
+int oa_is_enabled(void);
+int oa_free_threaded_build(void);
+void oa_set_threshold(uint64_t threshold);
+
+/* Publish, on the tracker's module object, `group_var` (the
+   contextvars.ContextVar[int] holding the running context's group id, which
+   MEM/OBJ hooks read) and `_C_API` (the capsule of tracker_capi.h). Called
+   once when otel_alloc.tracker._binding loads the module. */
+int oa_publish(void);
+
+/* Attribution: the calling thread's current group, after its context
+   variable was set. */
+void oa_set_thread_group(uint64_t group);
+uint64_t oa_thread_group(void);
+
+/* Groups. */
+uint64_t oa_group_new(void);
+int oa_group_close(uint64_t group);
+int oa_group_release(uint64_t group);
+int oa_group_stats(uint64_t group, oa_stats *out);
+/* Close the group, read its figures, release it when `release` is set. */
+int oa_group_finish(uint64_t group, int release, oa_stats *out);
+/* Whether the event ring holds anything (a racy hint). */
+int oa_events_pending(void);
+
+/* Process, domain and thread figures. */
+void oa_process_stats(oa_stats *out);
+int oa_domain_stats(int domain, oa_stats *out);
+int oa_threads_stats(oa_thread_stats *out, int max_threads);
+int oa_current_thread_stats(oa_thread_stats *out);
+void oa_reset_peaks(void);
+void oa_memory_usage(oa_memory *out);
+void oa_counters_get(oa_counters *out);
+
+/* Large-allocation events, drained by Python. */
+int oa_drain_events(oa_event *out, int max_events);
+
+/* Sampled allocation sites (Poisson sampling by bytes). */
+#define OA_SAMPLE_ALLOC 0
+#define OA_SAMPLE_FREE 1
+#define OA_STACK_NONE 0
+#define OA_STACK_DROPPED 1
+
+typedef struct {
+    uint64_t id;
+    uint64_t group;
+    uint64_t native_id;
+    uint64_t size;
+    uint64_t mean;
+    uint32_t stack;
+    int kind;
+    int domain;
+} oa_sample;
+
+typedef struct {
+    const char *function;
+    const char *filename;
+    int line;
+} oa_frame_info;
+
+typedef struct {
+    uint64_t samples;
+    uint64_t dropped;
+    uint64_t frees;
+    uint64_t frames;
+    uint64_t stacks;
+    uint64_t stacks_dropped;
+    uint64_t bytes;
+} oa_sampler_stats;
+
+/* mean_bytes 0 turns sampling off. Resets pending samples. */
+int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capacity);
+uint64_t oa_sampler_mean(void);
+int oa_drain_samples(oa_sample *out, int max_samples);
+int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames);
+int oa_frame_get(uint32_t frame, oa_frame_info *out);
+void oa_sampler_stats_get(oa_sampler_stats *out);

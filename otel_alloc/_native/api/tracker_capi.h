@@ -1,0 +1,52 @@
+/*
+ * The tracker's C API for the span-path extension (otel_alloc.otel._spanpath).
+ *
+ * The span path calls these on every span, so it calls them directly rather
+ * than through cffi (which would release and re-take the GIL around each
+ * call and build its results in Python). The tracker hands the table over
+ * the way NumPy and datetime export their C APIs: a PyCapsule named
+ * OA_TRACKER_CAPI_NAME, set as the `_C_API` attribute of the tracker's
+ * compiled module when otel_alloc.tracker._binding loads it. The importer
+ * checks the capsule's name, the table's version and its size before using
+ * it; no address ever passes through Python as a number.
+ *
+ * A change to the table's layout or to the meaning of a field bumps
+ * OA_TRACKER_CAPI_VERSION; fields are only ever added at the end.
+ */
+#ifndef OA_TRACKER_CAPI_H
+#define OA_TRACKER_CAPI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OA_TRACKER_MODULE "otel_alloc.tracker._tracker"
+#define OA_TRACKER_CAPI_NAME "otel_alloc.tracker._tracker._C_API"
+#define OA_TRACKER_CAPI_VERSION 3
+
+/* What span_end reads from a span's group. */
+typedef struct {
+    uint64_t alloc_bytes;
+    uint64_t alloc_count;
+    uint64_t inclusive_bytes; /* alloc_bytes plus what ended children reported */
+    int64_t live_bytes;
+    int64_t peak_bytes;
+    int events_pending;       /* the large-allocation event ring is not empty */
+    int released;             /* span_end released the group */
+    int noted;                /* a sample or large-allocation event names the group */
+} oa_span_figures;
+
+typedef struct {
+    unsigned version;   /* OA_TRACKER_CAPI_VERSION of the exporting tracker */
+    size_t size;        /* sizeof(oa_tracker_capi) of the exporting tracker */
+    /* Make `group` the calling thread's current group (after a ContextVar.set). */
+    void (*set_thread_group)(uint64_t group);
+    /* Open a group; OA_GROUP_OVERFLOW when the table is full. */
+    uint64_t (*group_new)(void);
+    /* Close `group`, read it, add its inclusive bytes to `parent` (0: none),
+       and release it unless `keep_from` >= 0 and at least that many of its
+       bytes are still alive (live mode: the span is worth watching for a
+       leak). OA_OK, or an error for a stale id. */
+    int (*span_end)(uint64_t group, uint64_t parent, int64_t keep_from, oa_span_figures *out);
+} oa_tracker_capi;
+
+#endif

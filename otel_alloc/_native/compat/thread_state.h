@@ -1,0 +1,49 @@
+/*
+ * The thread-state fields the MEM/OBJ hooks read, per CPython version.
+ *
+ * With frames.c this is the only place that reads CPython internals: a new
+ * CPython version changes these files and nothing else.
+ *
+ *   OA_TSTATE()            the calling thread's state, NULL when it has none,
+ *                          without the fatal error PyThreadState_Get raises
+ *   oa_ts_context(ts)      the contextvars.Context the thread is running in
+ *   oa_ts_context_ver(ts)  a number CPython changes whenever the thread enters
+ *                          or leaves a context (Context.run, asyncio steps)
+ *   oa_ts_id(ts)           the thread state's unique id (thread states are
+ *                          reused at the same address)
+ *
+ * Together they key the hooks' per-thread cache of the current group: a
+ * context switch changes the context or its version, so the cached group is
+ * never read for another context.
+ */
+#ifndef OA_COMPAT_THREAD_STATE_H
+#define OA_COMPAT_THREAD_STATE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define OA_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define OA_TSTATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* 3.10 to 3.15: public fields of struct _ts (cpython/pystate.h). */
+static inline void *oa_ts_context(PyThreadState *ts)
+{
+    return ts->context;
+}
+
+static inline uint64_t oa_ts_context_ver(PyThreadState *ts)
+{
+    return (uint64_t)ts->context_ver;
+}
+
+static inline uint64_t oa_ts_id(PyThreadState *ts)
+{
+    return (uint64_t)ts->id;
+}
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * The attribution context variable and the thread's current group
+ * (see attribution.h).
+ */
+#include "attribution.h"
+
+#include "../api/tracker_api.h"
+
+PyObject *g_group_var;
+
+PyObject *oa_group_var(void)
+{
+    if (g_group_var == NULL) {
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL)
+            return NULL;
+        /* The default 0 is "no group". The variable is only ever set, never
+           reset: see otel_alloc.tracker.groups. */
+        g_group_var = PyContextVar_New("otel_alloc.group", zero);
+        Py_DECREF(zero);
+    }
+    return g_group_var;
+}
+
+void oa_set_thread_group(uint64_t group)
+{
+    tls.gid = group;
+    tls.ctx_valid = 0;
+}
+
+uint64_t oa_thread_group(void)
+{
+    return tls.gid;
+}

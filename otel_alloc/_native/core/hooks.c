@@ -1,0 +1,282 @@
+/*
+ * otel_alloc native tracker: PyMem hooks on the RAW, MEM and OBJ domains that
+ * charge every allocation to an allocation group. This file is the hooks'
+ * hot path: attribution, accounting and the live tables. The other files are
+ * listed in the README's "Architecture" section.
+ *
+ * Rules this file keeps (see DESIGN.md, "Native tracker"):
+ *  - A hook never calls Python code. MEM/OBJ hooks run with the GIL held and
+ *    may read the attribution context variable (PyContextVar_Get reads a cache
+ *    or a HAMT, allocating nothing); RAW hooks run without the GIL and touch
+ *    only thread-local storage, atomics and spinlocked tables.
+ *  - Each hook keeps the allocator it wrapped in its ctx and calls it; a
+ *    thread-local guard makes a block that pymalloc hands down to RAW count
+ *    once, in the domain the caller asked.
+ *  - Bookkeeping memory comes from libc, never from a PyMem domain.
+ */
+#include "hooks.h"
+
+#include "../accounting/events.h"
+#include "../accounting/groups.h"
+#include "../accounting/process_stats.h"
+#include "../accounting/threads.h"
+#include "../api/tracker_api.h"
+#include "../sampler/sampler.h"
+#include "attribution.h"
+
+
+/* ------------------------------------------------------------------ state */
+
+/* The one definition of the thread-local state (see oa_tls in tls.h).
+   It repeats the declaration's initial-exec model: GCC does not carry a
+   declaration's tls_model over to a definition without one, and would emit
+   general-dynamic (__tls_get_addr) code for this file. */
+__thread oa_tls tls __attribute__((tls_model("initial-exec")));
+
+_Atomic int g_mode;
+_Atomic int g_enabled;
+_Atomic uint64_t g_threshold;
+
+oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
+oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
+oa_spin g_raw_lock = OA_SPIN_INIT;
+
+/* ------------------------------------------------------------ accounting */
+
+static inline void table_lock(int raw)
+{
+    if (raw)
+        oa_spin_lock(&g_raw_lock);
+}
+static inline void table_unlock(int raw)
+{
+    if (raw)
+        oa_spin_unlock(&g_raw_lock);
+}
+
+static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_group *g = group_for_free(groups, meta);
+    if (raw) {
+        if (g != NULL) {
+            oa_ctr_free_atomic(&g->raw, size);
+            oa_ctr_live_atomic(&g->raw, -(int64_t)size, -1);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_atomic(&g_proc[domain], size);
+        oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
+    } else {
+        if (g != NULL) {
+            oa_ctr_free_plain(&g->mem_obj, size);
+            oa_ctr_live_plain(&g->mem_obj, -(int64_t)size, -1);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_plain(&g_proc[domain], size);
+        oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
+    }
+    oa_thread *rec = thread_record();
+    if (rec != NULL) {
+        oa_ctr_free_plain(&rec->c, size);
+        oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
+    }
+}
+
+static void on_alloc(int domain, void *ptr, size_t size)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    uint64_t gid = raw ? tls.gid : resolve_gid();
+    oa_group *groups = group_table();
+    oa_group *g = group_for_alloc(groups, gid, raw);
+    oa_ctr *gc = raw ? &g->raw : &g->mem_obj;
+    if (raw) {
+        oa_ctr_alloc_atomic(gc, size);
+        oa_ctr_alloc_atomic(&g_proc[domain], size);
+    } else {
+        oa_ctr_alloc_plain(gc, size);
+        oa_ctr_alloc_plain(&g_proc[domain], size);
+    }
+    oa_thread *rec = thread_record();
+    if (rec != NULL)
+        oa_ctr_alloc_plain(&rec->c, size);
+    uint64_t mean = atomic_load_explicit(&g_sample_mean, OA_RELAXED);
+    int sampled = mean != 0 && oa_sample_tick(mean, size);
+    int tracked = 0;
+
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE) {
+        oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+        uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
+                                     atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
+        uint64_t old_size = 0, old_meta = 0;
+        int r = -1;
+        table_lock(raw);
+        if (t->slots != NULL)
+            r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &old_size, &old_meta);
+        table_unlock(raw);
+        if (r < 0) {
+            atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+        } else {
+            tracked = 1;
+            if (r == 1) {
+                atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
+                if (old_meta & OA_SAMPLED_FLAG)
+                    oa_sample_freed(ptr);
+                charge_free(groups, domain, old_size, old_meta);
+            }
+            if (raw) {
+                oa_ctr_live_atomic(gc, (int64_t)size, 1);
+                oa_ctr_live_atomic(&g_proc[domain], (int64_t)size, 1);
+            } else {
+                oa_ctr_live_plain(gc, (int64_t)size, 1);
+                oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
+            }
+            oa_peak_update(&g->peak, atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +
+                                         atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED));
+            oa_peak_update(&g_proc_peak, proc_live());
+            if (rec != NULL) {
+                oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
+                int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
+                if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
+                    atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+            }
+        }
+    }
+
+    /* A group named by a sample or an event is remembered for a while after
+       its span ends, so the watch thread can still name that span. */
+    if (sampled) {
+        atomic_store_explicit(&g->noted, 1, OA_RELAXED);
+        oa_sample_alloc(domain, ptr, size, gid, mean, tracked);
+    }
+    uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
+    if (threshold != 0 && size >= threshold) {
+        atomic_store_explicit(&g->noted, 1, OA_RELAXED);
+        push_event(domain, size, gid);
+    }
+}
+
+/* Remove ptr from the live table; 1 with its size and meta when tracked. */
+static inline int forget_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+    int found = 0;
+    table_lock(raw);
+    if (t->slots != NULL)
+        found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
+    table_unlock(raw);
+    if (!found) {
+        if (raw)
+            atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+        else
+            plain_inc(&g_untracked_mem_obj, 1);
+    }
+    return found;
+}
+
+static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
+{
+    int raw = domain == OA_DOMAIN_RAW;
+    oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+    uint64_t os, om;
+    table_lock(raw);
+    if (t->slots != NULL)
+        (void)oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
+    table_unlock(raw);
+}
+
+/* ----------------------------------------------------------------- hooks */
+
+#define OA_PROBE(h)                                  \
+    do {                                             \
+        if (tls.probing)                             \
+            tls.probe_hits |= 1 << (h)->domain;      \
+    } while (0)
+
+void *hook_malloc(void *ctx, size_t size)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
+        return h->prev.malloc(h->prev.ctx, size);
+    tls.guard = 1;
+    void *p = h->prev.malloc(h->prev.ctx, size);
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        on_alloc(h->domain, p, size);
+    tls.guard = 0;
+    return p;
+}
+
+void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    tls.guard = 1;
+    void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+    /* On success nelem * elsize did not overflow. */
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        on_alloc(h->domain, p, nelem * elsize);
+    tls.guard = 0;
+    return p;
+}
+
+/* A realloc counts as one allocation of the new size and, in live mode, one
+   free of the old block charged to the group that allocated it. */
+void *hook_realloc(void *ctx, void *ptr, size_t size)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
+    if (tls.guard || mode == OA_MODE_NONE)
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    tls.guard = 1;
+    void *p;
+    if (mode == OA_MODE_LIVE && ptr != NULL) {
+        /* Forget the old block before the call: once realloc returns, its
+           address may be handed out again by another thread. */
+        uint64_t osize = 0, ometa = 0;
+        int found = forget_block(h->domain, ptr, &osize, &ometa);
+        if (found && (ometa & OA_SAMPLED_FLAG))
+            oa_sample_freed(ptr); /* before the address can be reused */
+        p = h->prev.realloc(h->prev.ctx, ptr, size);
+        if (p == NULL) {
+            if (found)
+                restore_block(h->domain, ptr, osize, ometa);
+        } else {
+            if (found)
+                charge_free(group_table(), h->domain, osize, ometa);
+            if (atomic_load_explicit(&g_enabled, OA_RELAXED))
+                on_alloc(h->domain, p, size);
+        }
+    } else {
+        p = h->prev.realloc(h->prev.ctx, ptr, size);
+        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+            on_alloc(h->domain, p, size);
+    }
+    tls.guard = 0;
+    return p;
+}
+
+void hook_free(void *ctx, void *ptr)
+{
+    oa_hook *h = ctx;
+    OA_PROBE(h);
+    /* Frees are accounted even while disabled, so live figures stay exact. */
+    if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE) {
+        h->prev.free(h->prev.ctx, ptr);
+        return;
+    }
+    tls.guard = 1;
+    uint64_t size = 0, meta = 0;
+    if (forget_block(h->domain, ptr, &size, &meta)) {
+        if (meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
+        charge_free(group_table(), h->domain, size, meta);
+    }
+    h->prev.free(h->prev.ctx, ptr);
+    tls.guard = 0;
+}

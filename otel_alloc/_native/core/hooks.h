@@ -1,0 +1,39 @@
+/*
+ * The PyMem hooks (hooks.c) and the state they share with install.c and
+ * fork.c: the mode, the live tables, the attribution variable.
+ */
+#ifndef OA_HOOKS_H
+#define OA_HOOKS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../support/ptable.h"
+#include "../support/spinlock.h"
+
+#pragma GCC visibility push(hidden)
+
+typedef struct {
+    PyMemAllocatorEx prev; /* the allocator we wrapped: always called */
+    int domain;
+} oa_hook;
+
+extern _Atomic int g_mode;
+extern _Atomic int g_enabled;
+extern _Atomic uint64_t g_threshold;
+
+extern oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
+extern oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
+extern oa_spin g_raw_lock;
+
+void *hook_malloc(void *ctx, size_t size);
+void *hook_calloc(void *ctx, size_t nelem, size_t elsize);
+void *hook_realloc(void *ctx, void *ptr, size_t size);
+void hook_free(void *ctx, void *ptr);
+
+#pragma GCC visibility pop
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * Installing and removing the hooks, proving they are in the allocator chain
+ * under other tools, and the tracker's settings. The fork handler is in
+ * fork.c.
+ */
+#include <pthread.h>
+
+#include "../accounting/events.h"
+#include "../accounting/groups.h"
+#include "../accounting/process_stats.h"
+#include "../accounting/threads.h"
+#include "../api/tracker_api.h"
+#include "../sampler/sampler.h"
+#include "fork.h"
+#include "hooks.h"
+
+static oa_hook g_hooks[3];
+static int g_hooked[3]; /* our hook of that domain is (believed) in the chain */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* --------------------------------------------------------------- install */
+
+static void init_once(void)
+{
+    pthread_key_create(&g_thread_key, thread_exit);
+    oa_register_fork_handlers();
+}
+
+static int free_threaded(void)
+{
+#ifdef Py_GIL_DISABLED
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int oa_free_threaded_build(void)
+{
+    return free_threaded();
+}
+
+/* Whether our hook of `domain` is reached by an allocation made through the
+   domain's public API: proves we are in the chain even under other tools. */
+static int probe(int domain)
+{
+    tls.probing = 1;
+    tls.probe_hits = 0;
+    void *p;
+    switch (domain) {
+    case OA_DOMAIN_RAW:
+        p = PyMem_RawMalloc(1);
+        PyMem_RawFree(p);
+        break;
+    case OA_DOMAIN_MEM:
+        p = PyMem_Malloc(1);
+        PyMem_Free(p);
+        break;
+    default:
+        p = PyObject_Malloc(1);
+        PyObject_Free(p);
+        break;
+    }
+    tls.probing = 0;
+    return (tls.probe_hits >> domain) & 1;
+}
+
+static int hook_on_top(int domain)
+{
+    PyMemAllocatorEx cur;
+    PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
+    return cur.ctx == &g_hooks[domain] && cur.malloc == hook_malloc;
+}
+
+static void drop_tables(void)
+{
+    /* Caller holds the GIL, so no MEM/OBJ hook is inside the GIL table. */
+    oa_ptable_destroy(&g_mem_obj_table);
+    oa_spin_lock(&g_raw_lock);
+    oa_ptable_destroy(&g_raw_table);
+    oa_spin_unlock(&g_raw_lock);
+}
+
+static int setup_tables(void)
+{
+    drop_tables();
+    if (oa_ptable_init(&g_mem_obj_table) != 0)
+        return -1;
+    oa_ptable fresh;
+    if (oa_ptable_init(&fresh) != 0) {
+        oa_ptable_destroy(&g_mem_obj_table);
+        return -1;
+    }
+    oa_spin_lock(&g_raw_lock);
+    g_raw_table = fresh;
+    oa_spin_unlock(&g_raw_lock);
+    return 0;
+}
+
+int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event_capacity)
+{
+    if (free_threaded())
+        return OA_ERR_FREE_THREADED;
+    if ((mode != OA_MODE_COUNTS && mode != OA_MODE_LIVE) || max_groups < 1 ||
+        max_groups > OA_SLOT_MASK - OA_FIRST_USER_SLOT || event_capacity < 1)
+        return OA_ERR_BAD_ARGUMENT;
+    pthread_once(&g_once, init_once);
+
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = OA_OK;
+    int current = atomic_load_explicit(&g_mode, OA_RELAXED);
+    if (current != OA_MODE_NONE) {
+        rc = current == mode ? OA_ALREADY : OA_ERR_MODE_CONFLICT;
+        goto done;
+    }
+    if (setup_groups(max_groups) != 0 || setup_ring(event_capacity) != 0 ||
+        (mode == OA_MODE_LIVE && setup_tables() != 0)) {
+        rc = OA_ERR_NOMEM;
+        goto done;
+    }
+    zero_figures();
+    atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
+    tls.gid = 0;
+    tls.ctx_valid = 0;
+
+    for (int d = 0; d < 3; d++) {
+        /* Still in the chain from an earlier install (left as a pass-through
+           under another tool's hook): reuse it; wrapping again would make our
+           hook call itself through the other tool. */
+        if (g_hooked[d] && probe(d))
+            continue;
+        g_hooks[d].domain = d;
+        PyMem_GetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+        PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc, hook_free};
+        PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);
+        g_hooked[d] = 1;
+    }
+    atomic_store_explicit(&g_enabled, 1, OA_RELAXED);
+    atomic_store_explicit(&g_mode, mode, memory_order_release);
+done:
+    PyGILState_Release(gil);
+    return rc;
+}
+
+int oa_uninstall(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = OA_OK;
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE) {
+        rc = OA_ERR_NOT_INSTALLED;
+        goto done;
+    }
+    atomic_store_explicit(&g_mode, OA_MODE_NONE, memory_order_release);
+    atomic_store_explicit(&g_enabled, 0, OA_RELAXED);
+    for (int d = 0; d < 3; d++) {
+        if (!g_hooked[d])
+            continue;
+        if (hook_on_top(d)) {
+            PyMem_SetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+            g_hooked[d] = 0;
+        } else if (!probe(d)) {
+            /* Another tool restored what it saved before us: we are out. */
+            g_hooked[d] = 0;
+        }
+        /* Otherwise another tool wrapped us: stay as a pass-through. */
+    }
+    drop_tables();
+    oa_sampler_uninstall();
+done:
+    PyGILState_Release(gil);
+    return rc;
+}
+
+int oa_mode(void)
+{
+    return atomic_load_explicit(&g_mode, OA_RELAXED);
+}
+
+int oa_hook_status(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int status = 0;
+    for (int d = 0; d < 3; d++) {
+        if (g_hooked[d] && probe(d))
+            status |= OA_HOOK_IN_CHAIN << d;
+        if (g_hooked[d] && hook_on_top(d))
+            status |= OA_HOOK_ON_TOP << d;
+    }
+    PyGILState_Release(gil);
+    return status;
+}
+
+int oa_set_enabled(int enabled)
+{
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
+        return OA_ERR_NOT_INSTALLED;
+    atomic_store_explicit(&g_enabled, enabled ? 1 : 0, OA_RELAXED);
+    return OA_OK;
+}
+
+int oa_is_enabled(void)
+{
+    return atomic_load_explicit(&g_enabled, OA_RELAXED);
+}
+
+void oa_set_threshold(uint64_t threshold)
+{
+    atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
+}

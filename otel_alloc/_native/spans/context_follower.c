@@ -1,0 +1,270 @@
+/*
+ * ContextFollower: stands in for OpenTelemetry's runtime context and keeps
+ * the tracker's group variable equal to the group of the current span.
+ */
+#include "spans.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;        /* the runtime context being wrapped */
+    PyObject *context_var;  /* its ContextVar when it is OTel's ContextVarsRuntimeContext */
+    PyObject *inner_attach; /* its bound methods, used when context_var is NULL */
+    PyObject *inner_detach;
+    PyObject *inner_get;
+    PyObject *span_key;     /* key of the current span in an OTel Context, or NULL */
+    PyObject *span_getter;  /* callable(context) -> span, used when span_key is NULL */
+    PyObject *groups;       /* dict: span -> group id (int) */
+    PyObject *group_var;    /* the tracker's ContextVar[int] */
+    PyObject *zero;
+    unsigned long long errors;
+} ContextFollower;
+
+/* The group id of the span current in `context` (new reference). */
+static PyObject *group_of(ContextFollower *self, PyObject *context)
+{
+    PyObject *span;
+    if (self->span_key != NULL && PyDict_Check(context)) {
+        span = PyDict_GetItemWithError(context, self->span_key);
+        if (span == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            return Py_NewRef(self->zero);
+        }
+        Py_INCREF(span);
+    } else {
+        span = PyObject_CallOneArg(self->span_getter, context);
+        if (span == NULL)
+            return NULL;
+    }
+    PyObject *gid = PyDict_GetItemWithError(self->groups, span);
+    Py_DECREF(span);
+    if (gid == NULL) {
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) /* unhashable: no group */
+                return NULL;
+            PyErr_Clear();
+        }
+        return Py_NewRef(self->zero);
+    }
+    return Py_NewRef(gid);
+}
+
+/* Make the group of `context`'s span the running context's group. Errors are
+   counted and cleared: attribution must never break the app's tracing. */
+static void follow(ContextFollower *self, PyObject *context)
+{
+    PyObject *gid = group_of(self, context);
+    if (gid == NULL)
+        goto failed;
+    PyObject *cur = NULL;
+    if (PyContextVar_Get(self->group_var, NULL, &cur) < 0) {
+        Py_DECREF(gid);
+        goto failed;
+    }
+    int same = cur == gid;
+    if (!same && cur != NULL && PyLong_CheckExact(cur) && PyLong_CheckExact(gid))
+        same = PyLong_AsUnsignedLongLongMask(cur) == PyLong_AsUnsignedLongLongMask(gid);
+    Py_XDECREF(cur);
+    if (!same) {
+        /* Only ever set, never reset: see otel_alloc.tracker. */
+        PyObject *token = PyContextVar_Set(self->group_var, gid);
+        if (token == NULL) {
+            Py_DECREF(gid);
+            goto failed;
+        }
+        Py_DECREF(token);
+        unsigned long long value = PyLong_AsUnsignedLongLongMask(gid);
+        if (value == (unsigned long long)-1 && PyErr_Occurred())
+            PyErr_Clear();
+        else
+            g_tracker->set_thread_group((uint64_t)value);
+    }
+    Py_DECREF(gid);
+    return;
+failed:
+    self->errors++;
+    PyErr_Clear();
+}
+
+static PyObject *fc_attach(ContextFollower *self, PyObject *context)
+{
+    PyObject *token = self->context_var != NULL
+                          ? PyContextVar_Set(self->context_var, context)
+                          : PyObject_CallOneArg(self->inner_attach, context);
+    if (token == NULL)
+        return NULL;
+    follow(self, context);
+    return token;
+}
+
+static PyObject *current(ContextFollower *self)
+{
+    if (self->context_var == NULL)
+        return PyObject_CallNoArgs(self->inner_get);
+    PyObject *ctx = NULL;
+    if (PyContextVar_Get(self->context_var, NULL, &ctx) < 0)
+        return NULL;
+    if (ctx == NULL) /* OTel's variable has a default; a stand-in never should */
+        PyErr_SetString(PyExc_LookupError, "runtime context variable has no value");
+    return ctx;
+}
+
+static PyObject *fc_get_current(ContextFollower *self, PyObject *Py_UNUSED(ignored))
+{
+    return current(self);
+}
+
+static PyObject *fc_detach(ContextFollower *self, PyObject *token)
+{
+    if (self->context_var != NULL) {
+        if (PyContextVar_Reset(self->context_var, token) < 0)
+            return NULL;
+    } else {
+        PyObject *res = PyObject_CallOneArg(self->inner_detach, token);
+        if (res == NULL)
+            return NULL;
+        Py_DECREF(res);
+    }
+    PyObject *ctx = current(self);
+    if (ctx == NULL) {
+        self->errors++;
+        PyErr_Clear();
+    } else {
+        follow(self, ctx);
+        Py_DECREF(ctx);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *fc_follow_current(ContextFollower *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *ctx = current(self);
+    if (ctx == NULL)
+        return NULL;
+    follow(self, ctx);
+    Py_DECREF(ctx);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fc_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"inner", "context_var", "span_key", "span_getter", "groups",
+                             "group_var", NULL};
+    PyObject *inner, *context_var, *span_key, *span_getter, *groups, *group_var;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!O:ContextFollower", kwlist, &inner,
+                                     &context_var, &span_key, &span_getter, &PyDict_Type,
+                                     &groups, &group_var))
+        return NULL;
+    if (context_var != Py_None && !PyContextVar_CheckExact(context_var)) {
+        PyErr_SetString(PyExc_TypeError, "context_var must be a ContextVar or None");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(group_var)) {
+        PyErr_SetString(PyExc_TypeError, "group_var must be a ContextVar");
+        return NULL;
+    }
+    if (span_key != Py_None && !PyUnicode_CheckExact(span_key)) {
+        PyErr_SetString(PyExc_TypeError, "span_key must be a str or None");
+        return NULL;
+    }
+    if (span_key == Py_None && !PyCallable_Check(span_getter)) {
+        PyErr_SetString(PyExc_TypeError, "span_getter must be callable when span_key is None");
+        return NULL;
+    }
+    ContextFollower *self = (ContextFollower *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->inner = Py_NewRef(inner);
+    self->context_var = context_var == Py_None ? NULL : Py_NewRef(context_var);
+    self->span_key = span_key == Py_None ? NULL : Py_NewRef(span_key);
+    self->span_getter = Py_NewRef(span_getter);
+    self->groups = Py_NewRef(groups);
+    self->group_var = Py_NewRef(group_var);
+    self->zero = PyLong_FromLong(0);
+    self->inner_attach = PyObject_GetAttrString(inner, "attach");
+    self->inner_detach = self->inner_attach ? PyObject_GetAttrString(inner, "detach") : NULL;
+    self->inner_get = self->inner_detach ? PyObject_GetAttrString(inner, "get_current") : NULL;
+    if (self->zero == NULL || self->inner_get == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int fc_traverse(ContextFollower *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->inner);
+    Py_VISIT(self->context_var);
+    Py_VISIT(self->inner_attach);
+    Py_VISIT(self->inner_detach);
+    Py_VISIT(self->inner_get);
+    Py_VISIT(self->span_getter);
+    Py_VISIT(self->groups);
+    Py_VISIT(self->group_var);
+    return 0;
+}
+
+static int fc_clear(ContextFollower *self)
+{
+    Py_CLEAR(self->inner);
+    Py_CLEAR(self->context_var);
+    Py_CLEAR(self->inner_attach);
+    Py_CLEAR(self->inner_detach);
+    Py_CLEAR(self->inner_get);
+    Py_CLEAR(self->span_key);
+    Py_CLEAR(self->span_getter);
+    Py_CLEAR(self->groups);
+    Py_CLEAR(self->group_var);
+    Py_CLEAR(self->zero);
+    return 0;
+}
+
+static void fc_dealloc(ContextFollower *self)
+{
+    PyObject_GC_UnTrack(self);
+    fc_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *fc_get_inner(ContextFollower *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->inner);
+}
+
+static PyObject *fc_get_errors(ContextFollower *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->errors);
+}
+
+static PyMethodDef fc_methods[] = {
+    {"attach", (PyCFunction)fc_attach, METH_O,
+     "Attach a Context (as the wrapped runtime context does) and follow its span's group."},
+    {"detach", (PyCFunction)fc_detach, METH_O,
+     "Detach with a token from attach and follow the restored context's span's group."},
+    {"get_current", (PyCFunction)fc_get_current, METH_NOARGS, "The current Context."},
+    {"follow_current", (PyCFunction)fc_follow_current, METH_NOARGS,
+     "Make the group of the span current now the running context's group."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef fc_getset[] = {
+    {"inner", (getter)fc_get_inner, NULL, "The wrapped runtime context.", NULL},
+    {"errors", (getter)fc_get_errors, NULL, "Attribution lookups that failed (and were skipped).",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ContextFollowerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_alloc.otel._spanpath.ContextFollower",
+    .tp_doc = "OpenTelemetry runtime context that keeps the tracker's group in step.",
+    .tp_basicsize = sizeof(ContextFollower),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = fc_new,
+    .tp_dealloc = (destructor)fc_dealloc,
+    .tp_traverse = (traverseproc)fc_traverse,
+    .tp_clear = (inquiry)fc_clear,
+    .tp_methods = fc_methods,
+    .tp_getset = fc_getset,
+};
+

@@ -1,0 +1,525 @@
+/*
+ * SpanRecords: ended spans on their way from the span-end path (main thread)
+ * to the watch thread, in two bounded native stores.
+ *
+ *  - The queue of records not yet published: the watch thread takes them in
+ *    batches, already summed per span name (what the metrics need), plus the
+ *    whole records that sinks, summary events or the span size threshold
+ *    want.
+ *  - The recently ended spans that a sample or a large-allocation event
+ *    names, by group id (name, trace id, span id), for the watch thread that
+ *    drains those after the span ended. A ring of the last `recent` such
+ *    spans with an open-addressing index; the oldest is forgotten when a new
+ *    one comes. Spans nothing names are not kept: remembering every span
+ *    cost more per span (cache misses) than the rest of the span end.
+ *
+ * Both hold only strings and ints (never GC-tracked objects). As Python
+ * tuples in a deque and a dict, the same bookkeeping made young collections
+ * run every few hundred spans and cost the watch thread more than the
+ * metrics it fed.
+ */
+#include "spans.h"
+#include "../support/rng.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    PyObject *name;     /* str, or NULL */
+    PyObject *trace_id; /* int, or NULL */
+    PyObject *span_id;  /* int, or NULL */
+    PyObject *start;    /* int, None or NULL */
+    PyObject *end;
+    uint64_t gid;
+    oa_span_figures f;
+} span_record;
+
+typedef struct {
+    uint64_t gid;
+    PyObject *name, *trace_id, *span_id; /* strong references, or NULL */
+} recent_entry;
+
+typedef struct {
+    PyObject_HEAD
+    span_record *ring;
+    Py_ssize_t capacity;
+    Py_ssize_t head; /* oldest */
+    Py_ssize_t len;
+    unsigned long long dropped;
+    recent_entry *recent;
+    uint32_t recent_cap, recent_len, recent_next; /* next: slot to write (oldest when full) */
+    uint32_t *index;                              /* recent slot + 1; 0: empty */
+    uint32_t index_mask;
+    uint64_t rng; /* xorshift64* state for the span-size sample */
+} SpanRecords;
+
+static void clear_record(span_record *r)
+{
+    Py_CLEAR(r->name);
+    Py_CLEAR(r->trace_id);
+    Py_CLEAR(r->span_id);
+    Py_CLEAR(r->start);
+    Py_CLEAR(r->end);
+}
+
+/* ------------------------------------------------ recently ended spans */
+
+static inline uint32_t home_of(const SpanRecords *self, uint64_t gid)
+{
+    return (uint32_t)((gid * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & self->index_mask;
+}
+
+/* Index position holding recent slot `slot`, or UINT32_MAX. */
+static uint32_t index_find(const SpanRecords *self, uint64_t gid)
+{
+    for (uint32_t i = home_of(self, gid);; i = (i + 1) & self->index_mask) {
+        uint32_t v = self->index[i];
+        if (v == 0)
+            return UINT32_MAX;
+        if (self->recent[v - 1].gid == gid)
+            return i;
+    }
+}
+
+/* Linear probing with backward-shift deletion: no tombstones to clean up. */
+static void index_delete_at(SpanRecords *self, uint32_t i)
+{
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & self->index_mask;
+        uint32_t v = self->index[j];
+        if (v == 0)
+            break;
+        uint32_t k = home_of(self, self->recent[v - 1].gid);
+        /* Move j's entry into the hole at i unless its home lies in (i, j]. */
+        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            self->index[i] = v;
+            i = j;
+        }
+    }
+    self->index[i] = 0;
+}
+
+static void entry_clear(recent_entry *e)
+{
+    Py_CLEAR(e->name);
+    Py_CLEAR(e->trace_id);
+    Py_CLEAR(e->span_id);
+}
+
+static void recent_forget_slot(SpanRecords *self, uint32_t slot)
+{
+    recent_entry *e = &self->recent[slot];
+    uint32_t at = index_find(self, e->gid);
+    if (at != UINT32_MAX && self->index[at] == slot + 1)
+        index_delete_at(self, at);
+    entry_clear(e);
+}
+
+static void recent_add(SpanRecords *self, uint64_t gid, PyObject *name, PyObject *trace_id,
+                       PyObject *span_id)
+{
+    uint32_t slot = self->recent_next;
+    if (self->recent_len == self->recent_cap)
+        recent_forget_slot(self, slot); /* the oldest */
+    else
+        self->recent_len++;
+    recent_entry *e = &self->recent[slot];
+    e->gid = gid;
+    e->name = Py_XNewRef(name);
+    e->trace_id = Py_XNewRef(trace_id);
+    e->span_id = Py_XNewRef(span_id);
+    uint32_t at = index_find(self, gid);
+    if (at == UINT32_MAX) {
+        at = home_of(self, gid);
+        while (self->index[at] != 0)
+            at = (at + 1) & self->index_mask;
+    }
+    self->index[at] = slot + 1; /* a repeated id names its latest span */
+    self->recent_next = (slot + 1) % self->recent_cap;
+}
+
+static void recent_clear(SpanRecords *self)
+{
+    for (uint32_t s = 0; s < self->recent_cap; s++)
+        entry_clear(&self->recent[s]);
+    memset(self->index, 0, ((size_t)self->index_mask + 1) * sizeof(uint32_t));
+    self->recent_len = 0;
+    self->recent_next = 0;
+}
+
+/* ------------------------------------------------------------- the queue */
+
+void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f, PyObject *name,
+                 PyObject *trace_id, PyObject *span_id, PyObject *start, PyObject *end)
+{
+    SpanRecords *self = (SpanRecords *)records;
+    /* Only spans a sample or an event names are looked up after they end. */
+    if (f->noted)
+        recent_add(self, gid, name, trace_id, span_id);
+    if (self->len == self->capacity) {
+        self->dropped++;
+        return;
+    }
+    span_record *r = &self->ring[(self->head + self->len) % self->capacity];
+    r->gid = gid;
+    r->f = *f;
+    r->name = Py_XNewRef(name);
+    r->trace_id = Py_XNewRef(trace_id);
+    r->span_id = Py_XNewRef(span_id);
+    r->start = Py_XNewRef(start);
+    r->end = Py_XNewRef(end);
+    self->len++;
+}
+
+static void sr_clear_all(SpanRecords *self)
+{
+    while (self->len > 0) {
+        clear_record(&self->ring[self->head]);
+        self->head = (self->head + 1) % self->capacity;
+        self->len--;
+    }
+    self->head = 0;
+}
+
+static PyObject *sr_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", "recent", NULL};
+    Py_ssize_t capacity, recent = 32768;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|n:SpanRecords", kwlist, &capacity, &recent))
+        return NULL;
+    if (capacity < 1 || capacity > 100000000 || recent < 1 || recent > 10000000) {
+        PyErr_SetString(PyExc_ValueError,
+                        "capacity must be between 1 and 100000000, recent between 1 and 10000000");
+        return NULL;
+    }
+    SpanRecords *self = (SpanRecords *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    uint32_t index_size = 2;
+    while (index_size < 2 * (uint32_t)recent)
+        index_size <<= 1; /* at most half full */
+    /* calloc, not PyMem: this is the tracker's own memory, not the app's. */
+    self->ring = calloc((size_t)capacity, sizeof(span_record));
+    self->recent = calloc((size_t)recent, sizeof(recent_entry));
+    self->index = calloc(index_size, sizeof(uint32_t));
+    if (self->ring == NULL || self->recent == NULL || self->index == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->capacity = capacity;
+    self->recent_cap = (uint32_t)recent;
+    self->index_mask = index_size - 1;
+    self->rng = ((uint64_t)(uintptr_t)self * UINT64_C(0x9E3779B97F4A7C15)) | 1;
+    return (PyObject *)self;
+}
+
+static void sr_dealloc(SpanRecords *self)
+{
+    if (self->ring != NULL)
+        sr_clear_all(self);
+    if (self->recent != NULL && self->index != NULL)
+        recent_clear(self);
+    free(self->ring);
+    free(self->recent);
+    free(self->index);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *or_zero(PyObject *o)
+{
+    return o != NULL && o != Py_None ? Py_NewRef(o) : PyLong_FromLong(0);
+}
+
+/* A tuple of n new references; on a NULL among them, all are released. */
+PyObject *tuple_of(PyObject **items, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (items[i] == NULL) {
+            for (int j = 0; j < n; j++)
+                Py_XDECREF(items[j]);
+            return NULL;
+        }
+    }
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) {
+        for (int j = 0; j < n; j++)
+            Py_DECREF(items[j]);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+}
+
+/* A new reference to a span's name, or "" when it could not be read. */
+static PyObject *str_or_empty(PyObject *s)
+{
+    return s != NULL ? Py_NewRef(s) : PyUnicode_FromString("");
+}
+
+static PyObject *name_of(const span_record *r)
+{
+    return str_or_empty(r->name);
+}
+
+/* A whole record: (name, trace_id, span_id, group_id, bytes, count,
+   inclusive_bytes, live_bytes, peak_bytes, start_time, end_time). */
+static PyObject *record_tuple(const span_record *r)
+{
+    PyObject *items[11] = {
+        name_of(r),
+        or_zero(r->trace_id),
+        or_zero(r->span_id),
+        PyLong_FromUnsignedLongLong(r->gid),
+        PyLong_FromUnsignedLongLong(r->f.alloc_bytes),
+        PyLong_FromUnsignedLongLong(r->f.alloc_count),
+        PyLong_FromUnsignedLongLong(r->f.inclusive_bytes),
+        PyLong_FromLongLong(r->f.live_bytes),
+        PyLong_FromLongLong(r->f.peak_bytes),
+        or_zero(r->start),
+        or_zero(r->end),
+    };
+    return tuple_of(items, 11);
+}
+
+/* One span name's sums over the records taken. */
+typedef struct {
+    uint64_t bytes, count;
+    Py_ssize_t largest; /* index into the taken records: the largest span */
+    Py_ssize_t shown;   /* the largest span whose size is in `sizes`, or -1 */
+    PyObject *sizes;    /* list of the spans' bytes (those sampled), the largest first */
+} name_sum;
+
+/* Uniform in [0, 1) from the queue's own generator state. */
+static double uniform(uint64_t *state)
+{
+    return (double)(oa_xorshift64s(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Sum the taken records per span name into (name, bytes, count, trace_id,
+   span_id, sizes) tuples. Bytes and count cover every record; each span's
+   bytes go into sizes with probability `rate` (all of them at 1). Trace and
+   span id are those of the largest span in sizes (else the largest). */
+static PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *rng)
+{
+    if (n == 0)
+        return PyList_New(0);
+    PyObject *out = NULL, *where = PyDict_New(); /* name -> index into sums */
+    name_sum *sums = calloc((size_t)n, sizeof(name_sum));
+    Py_ssize_t nsums = 0;
+    if (where == NULL || sums == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        span_record *r = &taken[i];
+        PyObject *name = name_of(r);
+        if (name == NULL)
+            goto done;
+        PyObject *at = PyDict_GetItemWithError(where, name); /* borrowed */
+        Py_ssize_t k;
+        if (at != NULL) {
+            k = PyLong_AsSsize_t(at);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(name);
+            goto done;
+        } else {
+            k = nsums;
+            PyObject *kobj = PyLong_FromSsize_t(k);
+            sums[k].sizes = PyList_New(0);
+            sums[k].largest = i;
+            sums[k].shown = -1;
+            nsums++; /* from here on its list is released below */
+            if (kobj == NULL || sums[k].sizes == NULL || PyDict_SetItem(where, name, kobj) < 0) {
+                Py_XDECREF(kobj);
+                Py_DECREF(name);
+                goto done;
+            }
+            Py_DECREF(kobj);
+        }
+        Py_DECREF(name);
+        name_sum *s = &sums[k];
+        uint64_t b = r->f.alloc_bytes;
+        s->bytes += b;
+        s->count += r->f.alloc_count;
+        if (b > taken[s->largest].f.alloc_bytes)
+            s->largest = i;
+        if (rate < 1.0 && !(rate > 0.0 && uniform(rng) < rate))
+            continue;
+        PyObject *bobj = PyLong_FromUnsignedLongLong(b);
+        if (bobj == NULL || PyList_Append(s->sizes, bobj) < 0) {
+            Py_XDECREF(bobj);
+            goto done;
+        }
+        Py_DECREF(bobj);
+        if (s->shown < 0 || b > taken[s->shown].f.alloc_bytes) {
+            /* The largest goes first: it is the point that carries the exemplar. */
+            Py_ssize_t last = PyList_GET_SIZE(s->sizes) - 1;
+            PyObject **items = ((PyListObject *)s->sizes)->ob_item;
+            PyObject *tmp = items[0];
+            items[0] = items[last];
+            items[last] = tmp;
+            s->shown = i;
+        }
+    }
+    out = PyList_New(nsums);
+    for (Py_ssize_t k = 0; k < nsums && out != NULL; k++) {
+        const span_record *big = &taken[sums[k].shown >= 0 ? sums[k].shown : sums[k].largest];
+        PyObject *items[6] = {
+            name_of(big),
+            PyLong_FromUnsignedLongLong(sums[k].bytes),
+            PyLong_FromUnsignedLongLong(sums[k].count),
+            or_zero(big->trace_id),
+            or_zero(big->span_id),
+            Py_NewRef(sums[k].sizes),
+        };
+        PyObject *t = tuple_of(items, 6);
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, k, t);
+    }
+done:
+    if (sums != NULL) {
+        for (Py_ssize_t k = 0; k < nsums; k++)
+            Py_XDECREF(sums[k].sizes);
+        free(sums);
+    }
+    Py_XDECREF(where);
+    return out;
+}
+
+/* take(max_records, full=False, threshold=0, rate=1.0) -> (sums by name, whole records) */
+static PyObject *sr_take(SpanRecords *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"max_records", "full", "threshold", "rate", NULL};
+    Py_ssize_t max;
+    int full = 0;
+    unsigned long long threshold = 0;
+    double rate = 1.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|pKd:take", kwlist, &max, &full, &threshold,
+                                     &rate))
+        return NULL;
+    if (!(rate >= 0.0 && rate <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "rate must be between 0 and 1");
+        return NULL;
+    }
+    Py_ssize_t n = max < self->len ? (max < 0 ? 0 : max) : self->len;
+    span_record *taken = NULL;
+    if (n > 0) {
+        /* Moved out of the ring before any Python object is made: making one
+           can run a collection, finalizers and other threads, which may end
+           spans (adding here) or take records too. */
+        taken = malloc((size_t)n * sizeof(span_record));
+        if (taken == NULL)
+            return PyErr_NoMemory();
+        for (Py_ssize_t i = 0; i < n; i++) {
+            taken[i] = self->ring[self->head];
+            memset(&self->ring[self->head], 0, sizeof(span_record));
+            self->head = (self->head + 1) % self->capacity;
+            self->len--;
+        }
+    }
+    PyObject *result = NULL, *sums = sums_by_name(taken, n, rate, &self->rng), *whole = PyList_New(0);
+    for (Py_ssize_t i = 0; i < n && sums != NULL && whole != NULL; i++) {
+        if (!full && (threshold == 0 || taken[i].f.alloc_bytes < threshold))
+            continue;
+        PyObject *t = record_tuple(&taken[i]);
+        if (t == NULL || PyList_Append(whole, t) < 0)
+            Py_CLEAR(whole);
+        Py_XDECREF(t);
+    }
+    if (sums != NULL && whole != NULL)
+        result = PyTuple_Pack(2, sums, whole);
+    Py_XDECREF(sums);
+    Py_XDECREF(whole);
+    for (Py_ssize_t i = 0; i < n; i++)
+        clear_record(&taken[i]);
+    free(taken);
+    return result;
+}
+
+static PyObject *sr_lookup(SpanRecords *self, PyObject *arg)
+{
+    uint64_t gid = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    uint32_t at = index_find(self, gid);
+    if (at == UINT32_MAX)
+        Py_RETURN_NONE;
+    const recent_entry *e = &self->recent[self->index[at] - 1];
+    PyObject *items[3] = {
+        str_or_empty(e->name),
+        or_zero(e->trace_id),
+        or_zero(e->span_id),
+    };
+    return tuple_of(items, 3);
+}
+
+static PyObject *sr_clear(SpanRecords *self, PyObject *Py_UNUSED(ignored))
+{
+    sr_clear_all(self);
+    recent_clear(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t sr_len(SpanRecords *self)
+{
+    return self->len;
+}
+
+static PyObject *sr_get_dropped(SpanRecords *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->dropped);
+}
+
+static PyObject *sr_get_capacity(SpanRecords *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->capacity);
+}
+
+static PyObject *sr_get_recent(SpanRecords *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->recent_len);
+}
+
+static PyMethodDef sr_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))sr_take, METH_VARARGS | METH_KEYWORDS,
+     "take(max_records, full=False, threshold=0, rate=1.0): remove up to max_records\n"
+     "records, oldest first. Returns (sums, records): per span name (name, bytes,\n"
+     "count, trace_id, span_id, sizes), bytes and count over every span, sizes the\n"
+     "bytes of each span kept with probability rate (the largest first, whose ids\n"
+     "are given; else the largest span's ids); and the whole records, all of them\n"
+     "when full is set, else those of at least threshold bytes (none for 0)."},
+    {"lookup", (PyCFunction)sr_lookup, METH_O,
+     "(name, trace_id, span_id) of a recently ended span's group id, or None."},
+    {"clear", (PyCFunction)sr_clear, METH_NOARGS,
+     "Drop every queued record and forget the recently ended spans."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef sr_getset[] = {
+    {"dropped", (getter)sr_get_dropped, NULL, "Records not queued because the queue was full.",
+     NULL},
+    {"capacity", (getter)sr_get_capacity, NULL, "Most records queued at once.", NULL},
+    {"recent", (getter)sr_get_recent, NULL, "Recently ended spans remembered.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods sr_as_sequence = {
+    .sq_length = (lenfunc)sr_len,
+};
+
+PyTypeObject SpanRecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_alloc.otel._spanpath.SpanRecords",
+    .tp_doc = "Ended spans: the bounded queue of records to publish, and the recently\n"
+              "ended spans by group id (strings and ints only).",
+    .tp_basicsize = sizeof(SpanRecords),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = sr_new,
+    .tp_dealloc = (destructor)sr_dealloc,
+    .tp_methods = sr_methods,
+    .tp_getset = sr_getset,
+    .tp_as_sequence = &sr_as_sequence,
+};

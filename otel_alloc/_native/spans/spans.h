@@ -1,0 +1,78 @@
+/*
+ * Shared declarations of otel_alloc.otel._spanpath (a plain CPython extension:
+ * the per-span path of the span processor):
+ *
+ *   module.c            module init (imports the tracker's C API capsule), group_new
+ *   context_follower.c  ContextFollower, the stand-in for OTel's runtime context
+ *   span_end.c          the span-end core: close the group, record the span, set attributes
+ *   span_records.c      SpanRecords: ended spans queued for the watch thread, and
+ *                       the recently ended ones by group id
+ *   span_path.c         SpanPath, the span processor's on_start/on_end
+ *
+ * Everything here runs with the GIL held, outside the allocator hooks.
+ */
+#ifndef OA_SPANS_H
+#define OA_SPANS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "../api/tracker_capi.h"
+
+#define OA_HIDDEN __attribute__((visibility("hidden")))
+
+/* The tracker's C API, taken from its capsule when the module is imported
+   (module.c); never NULL once the import succeeded. */
+extern OA_HIDDEN const oa_tracker_capi *g_tracker;
+
+extern OA_HIDDEN PyTypeObject ContextFollowerType;
+extern OA_HIDDEN PyTypeObject SpanRecordsType;
+
+/* Attribute names and attribute keys the span path uses, interned once when
+   the module is imported (module.c). */
+/* The span fields the span path reads (span_field()). */
+enum { SF_CONTEXT, SF_NAME, SF_PARENT, SF_START_TIME, SF_END_TIME, SF_COUNT };
+
+typedef struct {
+    PyObject *span_id, *trace_id;
+    PyObject *field[SF_COUNT];   /* context, name, parent, start_time, end_time */
+    PyObject *private[SF_COUNT]; /* _context, _name, ...: what the SDK's properties return */
+    PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
+    PyObject *on_start, *on_end;
+    PyObject *parent_context_kwnames; /* ("parent_context",) */
+    PyObject *attr_keys[5]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes */
+} sc_names;
+
+extern OA_HIDDEN sc_names g_names;
+
+/* span.<field> (new reference, or NULL with an error set). For the SDK's
+   exact span types it reads the attribute behind the property: the SDK's
+   properties are Python functions, and the span path reads ~10 per span. */
+OA_HIDDEN PyObject *span_field(PyObject *span, int field);
+/* span_context.trace_id (index 0) or .span_id (1); read from the tuple for
+   OpenTelemetry's exact SpanContext (a tuple whose ids are properties). */
+OA_HIDDEN PyObject *context_id(PyObject *ctx, int index);
+
+
+/* Close a span's group (released unless keep_from >= 0 and the span still
+   holds that many live bytes), queue its record in `records` (a SpanRecords)
+   and set its alloc.* attributes when asked and possible. -1 for a stale id. */
+OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int live,
+                            int64_t keep_from, PyObject *span, PyObject *ctx, int want_attrs,
+                            oa_span_figures *f, int *attrs_set);
+/* Queue an ended span's record and remember it as recently ended (span_records.c). */
+OA_HIDDEN void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f,
+                           PyObject *name, PyObject *trace_id, PyObject *span_id,
+                           PyObject *start, PyObject *end);
+/* A tuple of n new references; on a NULL among them, all are released. */
+OA_HIDDEN PyObject *tuple_of(PyObject **items, int n);
+/* (bytes, count, inclusive, live, peak, events_pending, attributes_set). */
+OA_HIDDEN PyObject *figures_tuple(const oa_span_figures *f, int attrs_set);
+
+extern OA_HIDDEN PyTypeObject SpanPathType;
+
+OA_HIDDEN PyObject *sc_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#endif

@@ -1,0 +1,139 @@
+"""The ``otel-alloc`` command line: ``run``, ``report``, and the exit table.
+
+Owns argument parsing (here), running a program with tracing and tracking set
+up (``runner``), and the per-span table printed at exit (``exit_table``).
+
+May import every other part of otel_alloc; nothing imports it (but the
+``otel-alloc`` entry point and ``python -m otel_alloc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from otel_alloc import tracker
+from otel_alloc import validation as config
+from otel_alloc.profiling import text_reports as reports
+from otel_alloc.profiling.render import KINDS
+
+USAGE_RUN = ("otel-alloc run [--mode counts|live] [--table|--no-table] "
+             "(-m module | script.py) [args]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-alloc",
+        description="Per-span allocation tracking for Python programs traced with OpenTelemetry.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    run = sub.add_parser(
+        "run", usage=USAGE_RUN,
+        help="run a program with tracing and allocation tracking set up",
+        description="Run a Python program with an OpenTelemetry SDK and allocation tracking set "
+                    "up from the OTEL_* variables. With no exporter configured, print a table "
+                    "of allocations per span name at exit.")
+    run.add_argument("--mode", choices=tracker.MODES, default=None,
+                     help="tracker mode (default: OTEL_ALLOC_MODE, else counts)")
+    table = run.add_mutually_exclusive_group()
+    table.add_argument("--table", dest="table", action="store_true", default=None,
+                       help="print the table at exit even when exporting")
+    table.add_argument("--no-table", dest="table", action="store_false",
+                       help="never print the table")
+    run.add_argument("--profile", metavar="PATH",
+                     help="write the sampled allocation profile (JSON) here at exit, "
+                          "for 'otel-alloc report' (default: OTEL_ALLOC_PROFILE_FILE)")
+    run.add_argument("--serve", metavar="[HOST:]PORT",
+                     help="serve reports over HTTP while running (127.0.0.1 unless a host "
+                          "is given; default: OTEL_ALLOC_REPORT_ADDRESS)")
+    run.add_argument("-m", dest="module", metavar="module",
+                     help="run a library module as a script (like python -m)")
+    run.add_argument("args", nargs=argparse.REMAINDER,
+                     help="script path and its arguments (or the module's arguments)")
+    rep = sub.add_parser(
+        "report", help="allocation sites, live dumps, churn and flame graphs (estimates)",
+        description="Reports from a sampled allocation profile, read from a file written by "
+                    "'otel-alloc run --profile' or from a running program's endpoint "
+                    "('otel-alloc run --serve'). All figures are estimates from samples.")
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", metavar="PATH", help="profile JSON written at exit")
+    src.add_argument("--url", metavar="URL", help="endpoint of a running program, "
+                                                  "e.g. http://127.0.0.1:9999")
+    rep.add_argument("--kind", choices=KINDS, default="top")
+    rep.add_argument("--span", help="only this span name")
+    rep.add_argument("--thread", help="only this thread (as shown in --kind threads)")
+    rep.add_argument("--key", choices=reports.KEYS, default="site",
+                     help="grouping of live and churn reports")
+    rep.add_argument("--value", default="bytes",
+                     choices=("bytes", "count", "live_bytes", "live_count"),
+                     help="what to sum (flame graphs also take live_bytes/live_count)")
+    rep.add_argument("-n", type=int, default=20, help="rows to show")
+    rep.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``otel-alloc``; returns the exit code."""
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "run":
+        return _run(parser, ns)
+    if ns.command == "report":
+        return _report(ns)
+    parser.error(f"unknown command {ns.command!r}")
+    return 2
+
+
+def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from otel_alloc.cli.runner import RunOptions, run
+
+    args = list(ns.args)
+    if args and args[0] == "--":
+        args = args[1:]
+    if ns.module:
+        target, module = ns.module, True
+    elif args:
+        target, args, module = args[0], args[1:], False
+        if not os.path.isfile(target):
+            parser.error(f"script {target!r} not found (to run a module use: -m {target})")
+    else:
+        parser.error("nothing to run: give a script path or -m module\nusage: " + USAGE_RUN)
+    try:
+        return run(RunOptions(target=target, args=args, module=module, mode=ns.mode,
+                              table=ns.table, profile_path=ns.profile, serve=ns.serve))
+    except config.ConfigError as err:
+        print(f"otel-alloc: {err}", file=sys.stderr)
+        return 2
+
+
+def _report(ns: argparse.Namespace) -> int:
+    import json
+    import urllib.request
+
+    from otel_alloc.profiling.profile import Profile
+    from otel_alloc.profiling.render import render_report
+
+    try:
+        if ns.file:
+            profile = Profile.load(ns.file)
+        else:
+            with urllib.request.urlopen(ns.url.rstrip("/") + "/profile.json", timeout=30) as r:
+                profile = Profile.from_json(json.load(r))
+        value = ns.value if ns.kind in ("collapsed", "flamegraph") else (
+            "count" if ns.value.endswith("count") else "bytes")
+        text = render_report(profile, ns.kind, span=ns.span, thread=ns.thread, key=ns.key,
+                             value=value, n=ns.n)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"otel-alloc report: {err}", file=sys.stderr)
+        return 2
+    if ns.output:
+        with open(ns.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The embedded default: a per-span-name allocation table printed at exit."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+
+from otel_alloc.otel.span_records import SpanAllocation
+from otel_alloc.units import format_bytes
+
+RESERVOIR = 10_000
+
+
+@dataclass
+class _NameStats:
+    spans: int = 0
+    bytes: int = 0
+    count: int = 0
+    live_bytes: int | None = None
+    samples: list[int] = field(default_factory=list)
+
+
+def _quantile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank quantile of sorted values."""
+    if not sorted_values:
+        return 0
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of the table."""
+
+    name: str
+    spans: int
+    bytes: int
+    count: int
+    p50_bytes: int
+    p99_bytes: int
+    live_bytes: int | None
+    quantiles_exact: bool
+
+
+class SummarySink:
+    """Aggregates span records per span name for the exit table.
+
+    Quantiles are exact up to 10,000 spans per name, then estimated from a
+    uniform reservoir sample (the table marks them with ``~``).
+    """
+
+    def __init__(self, max_names: int = 1000) -> None:
+        self._names: dict[str, _NameStats] = {}
+        self._max_names = max_names
+        self._lock = threading.Lock()
+        self._rng = random.Random(0)
+
+    def on_span(self, record: SpanAllocation) -> None:
+        """Add one ended span."""
+        with self._lock:
+            name = record.name
+            if name not in self._names and len(self._names) >= self._max_names:
+                name = "(other span names)"
+            st = self._names.setdefault(name, _NameStats())
+            st.spans += 1
+            st.bytes += record.bytes
+            st.count += record.count
+            if record.live_bytes is not None:
+                st.live_bytes = (st.live_bytes or 0) + record.live_bytes
+            if len(st.samples) < RESERVOIR:
+                st.samples.append(record.bytes)
+            else:
+                slot = self._rng.randrange(st.spans)
+                if slot < RESERVOIR:
+                    st.samples[slot] = record.bytes
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def rows(self) -> list[SummaryRow]:
+        """Rows, largest total bytes first."""
+        with self._lock:
+            items = [(n, st, sorted(st.samples)) for n, st in self._names.items()]
+        rows = [
+            SummaryRow(n, st.spans, st.bytes, st.count, _quantile(s, 0.5), _quantile(s, 0.99),
+                       st.live_bytes, st.spans <= RESERVOIR)
+            for n, st, s in items
+        ]
+        return sorted(rows, key=lambda r: r.bytes, reverse=True)
+
+    def render(self, live_at_end: dict[str, int] | None = None) -> str:
+        """The table as text; ``live_at_end`` overrides live bytes per name."""
+        rows = self.rows()
+        show_live = live_at_end is not None or any(r.live_bytes is not None for r in rows)
+        header = ["span name", "spans", "bytes", "allocations", "p50 bytes/span",
+                  "p99 bytes/span"] + (["live at span end"] if show_live else [])
+        lines = [header]
+        for r in rows:
+            mark = "" if r.quantiles_exact else "~"
+            line = [r.name, str(r.spans), format_bytes(r.bytes), f"{r.count:,}",
+                    mark + format_bytes(r.p50_bytes), mark + format_bytes(r.p99_bytes)]
+            if show_live:
+                live = (live_at_end or {}).get(r.name, r.live_bytes)
+                line.append("-" if live is None else format_bytes(live))
+            lines.append(line)
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        out = []
+        for i, row in enumerate(lines):
+            rest = zip(row[1:], widths[1:], strict=True)
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
+            out.append("  ".join(cells))
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths))
+        if not rows:
+            out.append("(no spans ended)")
+        return "\n".join(out)

@@ -1,0 +1,148 @@
+"""``otel-alloc run``: run a program with tracing and allocation tracking set up."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+from typing import TextIO
+
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
+
+from otel_alloc import tracker
+from otel_alloc import validation as config
+from otel_alloc.cli.exit_table import SummarySink
+from otel_alloc.otel.processor import AllocationSpanProcessor
+from otel_alloc.otel.providers import build_providers, set_global
+from otel_alloc.profiling.report_server import ReportServer, parse_address
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by our SIGTERM handler to unwind the program."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass
+class RunOptions:
+    """What to run and how.
+
+    Attributes:
+        target: Script path, or module name when ``module`` is set.
+        args: Arguments for the program (``sys.argv[1:]``).
+        module: Run ``target`` as ``python -m target``.
+        mode: Tracker mode, or ``None`` for ``OTEL_ALLOC_MODE`` / counts.
+        table: ``True``/``False`` to force the exit table on/off; ``None``
+            prints it when no exporter is configured.
+        table_stream: Where the table goes (default stderr).
+        profile_path: Write the sampled profile here at exit (default
+            ``OTEL_ALLOC_PROFILE_FILE``).
+        serve: ``[host:]port`` of the report endpoint (default
+            ``OTEL_ALLOC_REPORT_ADDRESS``; off when unset).
+    """
+
+    target: str
+    args: list[str]
+    module: bool = False
+    mode: str | None = None
+    table: bool | None = None
+    table_stream: TextIO | None = None
+    profile_path: str | None = None
+    serve: str | None = None
+
+
+def run(opts: RunOptions) -> int:
+    """Run the program; returns its exit code (or re-raises its fatal signal)."""
+    providers = build_providers()
+    summary = SummarySink()
+    inner: SpanProcessor | None = None
+    if len(providers.span_exporters) == 1:
+        inner = providers.span_exporters[0]
+    elif providers.span_exporters:
+        multi = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        for sp in providers.span_exporters:
+            multi.add_span_processor(sp)
+        inner = multi
+    processor = AllocationSpanProcessor(
+        inner, mode=opts.mode, meter_provider=providers.meter_provider,
+        logger_provider=providers.logger_provider, sinks=[summary])
+    providers.tracer_provider.add_span_processor(processor)
+    set_global(providers)
+    profile_path = opts.profile_path or config.env_value("OTEL_ALLOC_PROFILE_FILE")
+    address = opts.serve or config.env_value("OTEL_ALLOC_REPORT_ADDRESS")
+    server = None
+    if address:
+        host, port = parse_address(address)
+        server = ReportServer(lambda: processor.profile, host, port)
+        print(f"otel-alloc: reports at {server.url}/report", file=sys.stderr, flush=True)
+
+    code, signum = _run_program(opts)
+
+    try:
+        if processor.profile is not None and profile_path:
+            processor.force_flush()
+            processor.profile.dump(profile_path)
+        providers.shutdown()
+    finally:
+        if server is not None:
+            server.close()
+        show = opts.table if opts.table is not None else not providers.exporting
+        if show:
+            stream = opts.table_stream or sys.stderr
+            print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode)",
+                  file=stream)
+            print(summary.render(), file=stream)
+            stream.flush()
+    if signum is not None:
+        # Pass the signal through: die of it, as the program would have.
+        sys.stdout.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    return code
+
+
+def _run_program(opts: RunOptions) -> tuple[int, int | None]:
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else ""
+    try:
+        if opts.module:
+            sys.argv = [opts.target, *opts.args]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(opts.target, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [opts.target, *opts.args]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(opts.target)))
+            runpy.run_path(opts.target, run_name="__main__")
+        return 0, None
+    except SystemExit as exc:
+        return _exit_code(exc.code), None
+    except KeyboardInterrupt:
+        return 130, signal.SIGINT
+    except _Terminated as exc:
+        return 128 + exc.signum, exc.signum
+    except BaseException:
+        traceback.print_exc()
+        return 1, None
+    finally:
+        sys.argv = saved_argv
+        if sys.path and sys.path[0] != saved_path0:
+            sys.path.pop(0)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1

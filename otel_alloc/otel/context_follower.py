@@ -1,0 +1,77 @@
+"""Keeping the tracker's current group in step with the OpenTelemetry context.
+
+Bytes belong to the span that is current *in the context that is running*.
+The native hooks read a context variable of ours (see ``tracker``); this
+module keeps that variable equal to "the group of the span current in the OTel
+context" by standing in for OpenTelemetry's runtime context: every ``attach``
+and ``detach`` (``start_as_current_span``, ``use_span``, ``context.attach``)
+also sets our variable in the same ``contextvars.Context``. Because both
+variables live in the same context, asyncio task switches, thread pools that
+carry a copied context and ``Context.run`` keep them in step without any
+OpenTelemetry call.
+
+The stand-in is :class:`otel_alloc.otel._spanpath.ContextFollower`, in C: it runs
+several times per span.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+from otel_alloc import tracker
+from otel_alloc.otel._spanpath import ContextFollower
+
+# span object -> group id of spans whose groups are open, read by the C
+# runtime context on every attach/detach. Keyed by the span object itself
+# (identity hash): it is what an OTel Context holds, so the lookup needs no
+# call into the span. Plain dict operations are atomic under the GIL.
+_span_groups: dict[object, int] = {}
+_hook_lock = threading.Lock()
+
+# The key under which OpenTelemetry keeps the current span in a Context; when
+# a future version moves it, the public accessor is called instead.
+_SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
+
+
+def span_registry() -> dict[object, int]:
+    """The live span -> group mapping (the processor's hot path writes it directly)."""
+    return _span_groups
+
+
+def install_context_hook() -> None:
+    """Stand in for OpenTelemetry's runtime context once (idempotent, thread-safe).
+
+    OpenTelemetry has no public hook for context changes, so this replaces the
+    module-level runtime context object that ``opentelemetry.context.attach``
+    and ``detach`` call. When that object is OpenTelemetry's own
+    ``ContextVarsRuntimeContext`` its context variable is set directly (what
+    its methods do); any other runtime context is called through.
+    """
+    with _hook_lock:
+        current = otel_context._RUNTIME_CONTEXT
+        if isinstance(current, ContextFollower):
+            return
+        var = getattr(current, "_current_context", None)
+        direct = type(current) is ContextVarsRuntimeContext and isinstance(var, ContextVar)
+        hook = ContextFollower(
+            inner=current,
+            context_var=var if direct else None,
+            span_key=_SPAN_KEY,
+            span_getter=trace.get_current_span,
+            groups=_span_groups,
+            group_var=tracker.CURRENT_GROUP,
+        )
+        otel_context._RUNTIME_CONTEXT = hook  # type: ignore[assignment]
+        # Follow the span that is already current where the hook goes in.
+        hook.follow_current()
+
+
+def context_hook_installed() -> bool:
+    """Whether the runtime-context stand-in is in place."""
+    return isinstance(otel_context._RUNTIME_CONTEXT, ContextFollower)
+

@@ -1,0 +1,74 @@
+"""All processor settings in one place, resolved and validated at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from otel_alloc import validation as config
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of an :class:`~otel_alloc.AllocationSpanProcessor`.
+
+    Each field is a constructor argument with an ``OTEL_ALLOC_*`` default;
+    :meth:`resolve` checks them all and raises
+    :class:`~otel_alloc.ConfigError` naming the first bad one.
+    """
+
+    stale_span_seconds: float
+    max_span_names: int
+    span_threshold_bytes: int
+    leak_grace_seconds: float
+    leak_min_bytes: int
+    max_retained_spans: int
+    span_summary_events: bool
+    metrics: bool
+    events: bool
+    sample_bytes: int
+    span_size_sample_rate: float
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        stale_span_seconds: float | None = None,
+        max_span_names: int | None = None,
+        span_threshold_bytes: int | str | None = None,
+        leak_grace_seconds: float | None = None,
+        leak_min_bytes: int | str | None = None,
+        max_retained_spans: int | None = None,
+        span_summary_events: bool | None = None,
+        metrics: bool | None = None,
+        events: bool | None = None,
+        sample_bytes: int | str | None = None,
+        span_size_sample_rate: float | None = None,
+    ) -> Settings:
+        """Resolve every setting from its argument or environment variable."""
+        return cls(
+            stale_span_seconds=config.number(
+                "stale_span_seconds", stale_span_seconds, "OTEL_ALLOC_STALE_SPAN_SECONDS", 600.0),
+            max_span_names=config.integer(
+                "max_span_names", max_span_names, "OTEL_ALLOC_MAX_SPAN_NAMES", 200, 1, 100_000),
+            span_threshold_bytes=config.size(
+                "span_threshold_bytes", span_threshold_bytes, "OTEL_ALLOC_SPAN_THRESHOLD_BYTES",
+                256 * MIB),
+            leak_grace_seconds=config.number(
+                "leak_grace_seconds", leak_grace_seconds, "OTEL_ALLOC_LEAK_GRACE_SECONDS", 30.0),
+            leak_min_bytes=config.size(
+                "leak_min_bytes", leak_min_bytes, "OTEL_ALLOC_LEAK_MIN_BYTES", 64 * 1024),
+            max_retained_spans=config.integer(
+                "max_retained_spans", max_retained_spans, "OTEL_ALLOC_MAX_RETAINED_SPANS",
+                1024, 0, 1_000_000),
+            span_summary_events=config.flag(
+                "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
+            metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
+            events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
+            sample_bytes=config.size(
+                "sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES", 512 * 1024),
+            span_size_sample_rate=config.number(
+                "span_size_sample_rate", span_size_sample_rate,
+                "OTEL_ALLOC_SPAN_SIZE_SAMPLE_RATE", 1.0, 0.0, 1.0),
+        )

@@ -1,0 +1,139 @@
+"""Per-span allocation records and the span attributes made from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+
+# Span attribute names (contract: dashboards and users depend on them).
+ATTR_BYTES = "alloc.bytes"
+ATTR_COUNT = "alloc.count"
+ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
+ATTR_LIVE_BYTES = "alloc.live_bytes"
+ATTR_PEAK_BYTES = "alloc.peak_bytes"
+
+# What the C span path (otel_alloc.otel._spanpath.SpanPath) reads at span end: bytes,
+# count, inclusive bytes, live bytes, peak bytes, large-allocation events
+# waiting, whether the alloc.* attributes were set on the span already.
+Figures = tuple[int, int, int, int, int, bool, bool]
+# A record of an ended span as the watch thread drains it from the native
+# queue (SpanRecords), turned into metrics and, when something wants one, a
+# SpanAllocation: (name, trace id, span id, group id, bytes, count, inclusive
+# bytes, live bytes, peak bytes, start time, end time).
+RawRecord = tuple[str, int, int, int, int, int, int, int, int, int, int]
+
+
+@dataclass(slots=True)
+class SpanAllocation:
+    """What one ended span allocated.
+
+    Attributes:
+        name: The span's name.
+        trace_id: The span's trace id.
+        span_id: The span's id.
+        group_id: The allocation group that recorded it.
+        bytes: Bytes allocated while the span was current (self). Exact.
+        count: Allocations made while the span was current (self). Exact.
+        inclusive_bytes: ``bytes`` plus the inclusive bytes of descendants
+            that ended before this span.
+        live_bytes: Live mode: bytes the span allocated still alive at its
+            end; ``None`` in counts mode.
+        peak_bytes: Live mode: highest net bytes while the span was open.
+        start_time_ns: The span's start time.
+        end_time_ns: The span's end time.
+
+    """
+
+    name: str
+    trace_id: int
+    span_id: int
+    group_id: int
+    bytes: int
+    count: int
+    inclusive_bytes: int
+    live_bytes: int | None
+    peak_bytes: int | None
+    start_time_ns: int
+    end_time_ns: int
+
+    def attributes(self) -> dict[str, int]:
+        """The ``alloc.*`` span attributes for this record."""
+        attrs = {
+            ATTR_BYTES: self.bytes,
+            ATTR_COUNT: self.count,
+            ATTR_INCLUSIVE_BYTES: self.inclusive_bytes,
+        }
+        if self.live_bytes is not None:
+            attrs[ATTR_LIVE_BYTES] = self.live_bytes
+        if self.peak_bytes is not None:
+            attrs[ATTR_PEAK_BYTES] = self.peak_bytes
+        return attrs
+
+
+def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
+    """The :class:`SpanAllocation` of a raw record."""
+    name, trace_id, span_id, gid, alloc_bytes, count, inclusive, live_bytes, peak_bytes, \
+        start, end = raw
+    return SpanAllocation(name, trace_id, span_id, gid, alloc_bytes, count, inclusive,
+                          live_bytes if live else None, peak_bytes if live else None, start, end)
+
+
+def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
+    """The ended span with its ``alloc.*`` attributes added.
+
+    The C span path already adds them to spans of the SDK's exact shape:
+    the span has ended and its attributes are frozen for writers, so the
+    entries go into the mapping the ReadableSpan (and the ended Span) already
+    hold instead of a whole copy. Any other span gets a copy here.
+    """
+    if figures[6]:
+        return span
+    extra = {ATTR_BYTES: figures[0], ATTR_COUNT: figures[1], ATTR_INCLUSIVE_BYTES: figures[2]}
+    if live:
+        extra[ATTR_LIVE_BYTES] = figures[3]
+        extra[ATTR_PEAK_BYTES] = figures[4]
+    return with_attributes(span, extra)
+
+
+def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:
+    """A copy of an ended span with ``extra`` attributes added.
+
+    The SDK freezes a span before ``on_end`` (and before ``_on_ending``), so
+    ``set_attribute`` is dropped there; the export processor is handed this
+    copy instead, made through ReadableSpan's public constructor.
+    """
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if type(span) is ReadableSpan and type(bounded) is BoundedAttributes and isinstance(
+            inner, dict):
+        # Fast path, on every span: the span has ended and its attributes are
+        # frozen for writers, so the entries are added to the mapping the
+        # ReadableSpan (and the ended Span) already hold instead of building
+        # a whole copy. Any other shape takes the public constructor below.
+        inner.update(extra)
+        return span
+    original = span.attributes or {}
+    merged: dict[str, object] = dict(original)
+    merged.update(extra)
+    dropped = span.dropped_attributes
+    attributes: object = merged
+    if dropped:
+        bounded = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)  # type: ignore[arg-type]
+        bounded.dropped = dropped
+        attributes = bounded
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,  # type: ignore[arg-type]
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )

@@ -1,0 +1,103 @@
+"""Optional HTTP endpoint serving the live profile, bound to loopback by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+from otel_alloc import validation as config
+from otel_alloc.profiling.profile import Profile
+from otel_alloc.profiling.render import render_report
+
+LOOPBACK = "127.0.0.1"
+
+
+def parse_address(value: str | None, env: str = "OTEL_ALLOC_REPORT_ADDRESS") -> tuple[str, int]:
+    """``[host:]port`` -> (host, port); the host defaults to loopback."""
+    raw = value if value is not None else config.env_value(env)
+    setting = "address" if value is not None else env
+    accepted = "[host:]port with port 0-65535 (host defaults to 127.0.0.1)"
+    if raw is None:
+        raise config.ConfigError(setting, raw, accepted)
+    host, _, port = raw.rpartition(":")
+    host = host.strip("[]") or LOOPBACK
+    try:
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+        if host != "localhost":
+            ipaddress.ip_address(host)
+    except ValueError:
+        raise config.ConfigError(setting, raw, accepted) from None
+    return host, number
+
+
+class ReportServer:
+    """Serves ``/profile.json``, ``/report`` and ``/flamegraph.svg``.
+
+    Binds to 127.0.0.1 unless another host is given explicitly.
+    """
+
+    def __init__(self, profile: Callable[[], Profile | None], host: str = LOOPBACK,
+                 port: int = 0) -> None:
+        get_profile = profile
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                prof = get_profile()
+                if prof is None:
+                    self._send(404, "text/plain", b"sampling is off (sample_bytes=0)\n")
+                    return
+                try:
+                    if url.path == "/profile.json":
+                        body = json.dumps(prof.to_json()).encode()
+                        self._send(200, "application/json", body)
+                    elif url.path in ("/report", "/collapsed.txt", "/flamegraph.svg"):
+                        kind = {"/collapsed.txt": "collapsed",
+                                "/flamegraph.svg": "flamegraph"}.get(url.path,
+                                                                     query.get("kind", "top"))
+                        text = render_report(prof, kind, **{k: v for k, v in query.items()
+                                                            if k != "kind"})
+                        ctype = "image/svg+xml" if kind == "flamegraph" else "text/plain"
+                        self._send(200, ctype + "; charset=utf-8", text.encode())
+                    else:
+                        self._send(404, "text/plain",
+                                   b"try /profile.json, /report?kind=top|live|threads|churn, "
+                                   b"/collapsed.txt, /flamegraph.svg\n")
+                except (ValueError, TypeError) as err:
+                    self._send(400, "text/plain", f"{err}\n".encode())
+
+            def _send(self, status: int, ctype: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        bound = self._server.server_address
+        self.host: str = str(bound[0])
+        self.port: int = int(bound[1])
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="otel-alloc-report", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the endpoint."""
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop serving (safe to call twice)."""
+        self._server.shutdown()
+        self._server.server_close()

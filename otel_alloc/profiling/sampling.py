@@ -1,0 +1,153 @@
+"""Turning native samples into a :class:`~otel_alloc.profiling.profile.Profile`."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+
+from otel_alloc import validation as config
+from otel_alloc.profiling.profile import NO_STACK, Frame, Profile
+from otel_alloc.tracker import sampler as native_sampler
+
+DEFAULT_SAMPLE_BYTES = 512 * 1024
+DEFAULT_DEPTH = 32
+DEFAULT_CAPACITY = 65536
+NO_SPAN = "(no span)"
+_DROPPED = (Frame("<stack table full>", "", 0),)
+
+
+def weights(size: int, mean: int) -> tuple[float, float]:
+    """Unbiased (bytes, count) weights of one sampled allocation of ``size`` bytes.
+
+    Sampled with probability ``p = 1 - exp(-size / mean)``, it stands for
+    ``size / p`` bytes and ``1 / p`` allocations.
+    """
+    p = -math.expm1(-size / mean) if size > 0 else 1.0 / mean
+    return size / p, 1.0 / p
+
+
+def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = None,
+              capacity: int | None = None) -> int:
+    """Start (or stop, with 0) sampling; returns the mean bytes between samples.
+
+    Defaults: ``OTEL_ALLOC_SAMPLE_BYTES`` (else 512 KiB), ``OTEL_ALLOC_STACK_DEPTH``
+    (else 32), ``OTEL_ALLOC_SAMPLE_BUFFER`` (else 65536).
+    """
+    mean = config.size("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
+                       DEFAULT_SAMPLE_BYTES)
+    depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
+    cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
+                         1, 10_000_000)
+    if native_sampler.sampler_configure(mean, depth, cap) != native_sampler.OK:
+        raise MemoryError("otel_alloc could not allocate the sample buffer")
+    return mean
+
+
+class SampleCollector:
+    """Drains native samples into a profile, naming spans and threads.
+
+    The native sample buffer is one per process, so there is one collector
+    per process too (:func:`shared_collector`); every span processor adds its
+    way of naming a group's span.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._resolvers: list[Callable[[int], str | None]] = []
+        self._stacks: dict[int, tuple[Frame, ...]] = {
+            native_sampler.STACK_NONE: (), native_sampler.STACK_DROPPED: _DROPPED}
+        self._frames: dict[int, Frame] = {}
+        self._threads: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def note_thread(self) -> None:
+        """Remember the calling thread's name.
+
+        Samples are drained later, possibly after the thread has exited.
+        """
+        native_id = threading.get_native_id()
+        if native_id not in self._threads:
+            self._threads[native_id] = f"{threading.current_thread().name} ({native_id})"
+
+    def drain(self) -> int:
+        """Move pending samples into the profile; returns how many."""
+        total = 0
+        with self._lock:  # one drainer at a time keeps frees after their allocs
+            while True:
+                batch = native_sampler.drain_samples(4096)
+                for s in batch:
+                    if s.kind == native_sampler.SAMPLE_FREE:
+                        self.profile.free_sample(s.id)
+                        continue
+                    wb, wc = weights(s.size, s.mean)
+                    self.profile.add_sample(s.id, self._stack(s.stack), self._span(s.group),
+                                            self._thread(s.native_thread_id), wb, wc)
+                total += len(batch)
+                if len(batch) < 4096:
+                    return total
+
+    def add_resolver(self, span_of: Callable[[int], str | None]) -> None:
+        """Name spans of groups with ``span_of`` (gid -> span name or None)."""
+        self._resolvers.append(span_of)
+
+    def remove_resolver(self, span_of: Callable[[int], str | None]) -> None:
+        """Stop asking ``span_of`` (its processor shut down)."""
+        if span_of in self._resolvers:
+            self._resolvers.remove(span_of)
+
+    def _span(self, gid: int) -> str:
+        if gid == native_sampler.GROUP_OVERFLOW:
+            return "(overflow)"
+        for span_of in self._resolvers:
+            name = span_of(gid)
+            if name is not None:
+                return name
+        return NO_SPAN
+
+    def _stack(self, stack_id: int) -> tuple[Frame, ...]:
+        stack = self._stacks.get(stack_id)
+        if stack is None:
+            frames = []
+            for fid in native_sampler.stack_frames(stack_id):
+                frame = self._frames.get(fid)
+                if frame is None:
+                    info = native_sampler.frame_info(fid)
+                    frame = Frame(*info) if info else Frame(*NO_STACK)
+                    self._frames[fid] = frame
+                frames.append(frame)
+            stack = self._stacks[stack_id] = tuple(frames)
+        return stack
+
+    def _thread(self, native_id: int) -> str:
+        name = self._threads.get(native_id)
+        if name is None:
+            for t in threading.enumerate():
+                if t.native_id is not None:
+                    self._threads[t.native_id] = f"{t.name} ({t.native_id})"
+            name = self._threads.setdefault(native_id, f"thread {native_id}")
+        return name
+
+
+_shared: SampleCollector | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
+    """The process's collector, sampling every ``sample_bytes`` on average.
+
+    Made (and sampling started) on first use; a later call with another mean
+    (or after sampling was turned off) restarts sampling into a fresh profile
+    of the same collector, so every processor's watch thread keeps draining
+    into the profile that is current.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            configure(sample_bytes)
+            _shared = SampleCollector(Profile(sample_bytes=sample_bytes, live=live))
+        elif (_shared.profile.sample_bytes != sample_bytes or _shared.profile.live != live
+              or native_sampler.sampler_mean() != sample_bytes):
+            configure(sample_bytes)
+            _shared.profile = Profile(sample_bytes=sample_bytes, live=live)
+        return _shared

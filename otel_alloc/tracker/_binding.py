@@ -1,0 +1,264 @@
+"""The only module that touches the compiled tracker (``ffi`` / ``lib``).
+
+Everything else in the package calls these thin, typed wrappers, so the C
+interface (``otel_alloc/_native/api/binding.h``) stays in one place and the
+rest of the code is plain Python. Importing this module loads the compiled
+tracker and has it publish its attribution context variable and its C API
+capsule (for the span-path extension) on the compiled module.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import Any
+
+from otel_alloc.tracker import _tracker
+from otel_alloc.tracker._tracker import ffi, lib
+from otel_alloc.tracker.stats import (
+    AllocEvent,
+    Counters,
+    MemoryUsage,
+    RawSample,
+    Stats,
+    ThreadStats,
+)
+
+MODE_NONE: int = lib.OA_MODE_NONE
+MODE_COUNTS: int = lib.OA_MODE_COUNTS
+MODE_LIVE: int = lib.OA_MODE_LIVE
+
+DOMAIN_RAW: int = lib.OA_DOMAIN_RAW
+DOMAIN_MEM: int = lib.OA_DOMAIN_MEM
+DOMAIN_OBJ: int = lib.OA_DOMAIN_OBJ
+
+GROUP_NONE: int = lib.OA_GROUP_NONE
+GROUP_OVERFLOW: int = lib.OA_GROUP_OVERFLOW
+
+OK: int = lib.OA_OK
+ALREADY: int = lib.OA_ALREADY
+ERR_MODE_CONFLICT: int = lib.OA_ERR_MODE_CONFLICT
+ERR_FREE_THREADED: int = lib.OA_ERR_FREE_THREADED
+ERR_NOMEM: int = lib.OA_ERR_NOMEM
+ERR_NOT_INSTALLED: int = lib.OA_ERR_NOT_INSTALLED
+ERR_BAD_ARGUMENT: int = lib.OA_ERR_BAD_ARGUMENT
+ERR_STALE_GROUP: int = lib.OA_ERR_STALE_GROUP
+
+HOOK_IN_CHAIN: int = lib.OA_HOOK_IN_CHAIN
+HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
+
+
+if lib.oa_publish() != lib.OA_OK:
+    raise ImportError("otel_alloc: the native tracker could not publish its context variable")
+# The contextvars.ContextVar[int] holding the group of the running context:
+# created by the tracker, read by its MEM/OBJ hooks (see tracker.groups).
+GROUP_VAR: ContextVar[int] = _tracker.group_var
+
+
+def _stats(c: Any) -> Stats:
+    return Stats(c.alloc_bytes, c.alloc_count, c.freed_bytes, c.freed_count, c.live_bytes,
+                 c.live_count, c.peak_bytes)
+
+
+def _thread(c: Any) -> ThreadStats:
+    return ThreadStats(native_id=c.native_id, alive=bool(c.alive), stats=_stats(c.stats))
+
+
+def install(mode: int, max_groups: int, threshold: int, event_capacity: int) -> int:
+    return int(lib.oa_install(mode, max_groups, threshold, event_capacity))
+
+
+def uninstall() -> int:
+    return int(lib.oa_uninstall())
+
+
+def mode() -> int:
+    return int(lib.oa_mode())
+
+
+def hook_status() -> int:
+    return int(lib.oa_hook_status())
+
+
+def set_enabled(enabled: bool) -> int:
+    return int(lib.oa_set_enabled(1 if enabled else 0))
+
+
+def is_enabled() -> bool:
+    return bool(lib.oa_is_enabled())
+
+
+def free_threaded_build() -> bool:
+    return bool(lib.oa_free_threaded_build())
+
+
+def set_threshold(threshold: int) -> None:
+    lib.oa_set_threshold(threshold)
+
+
+def set_thread_group(gid: int) -> None:
+    lib.oa_set_thread_group(gid)
+
+
+def thread_group() -> int:
+    return int(lib.oa_thread_group())
+
+
+def group_new() -> int:
+    return int(lib.oa_group_new())
+
+
+def group_close(gid: int) -> int:
+    return int(lib.oa_group_close(gid))
+
+
+def group_release(gid: int) -> int:
+    return int(lib.oa_group_release(gid))
+
+
+def group_stats(gid: int) -> Stats | None:
+    out = ffi.new("oa_stats *")
+    if lib.oa_group_stats(gid, out) != lib.OA_OK:
+        return None
+    return _stats(out)
+
+
+def group_finish(gid: int, release: bool) -> Stats | None:
+    out = ffi.new("oa_stats *")
+    if lib.oa_group_finish(gid, 1 if release else 0, out) != lib.OA_OK:
+        return None
+    return _stats(out)
+
+
+def events_pending() -> bool:
+    return bool(lib.oa_events_pending())
+
+
+
+def process_stats() -> Stats:
+    out = ffi.new("oa_stats *")
+    lib.oa_process_stats(out)
+    return _stats(out)
+
+
+def domain_stats(domain: int) -> Stats:
+    out = ffi.new("oa_stats *")
+    lib.oa_domain_stats(domain, out)
+    return _stats(out)
+
+
+def threads_stats(max_threads: int = 4096) -> list[ThreadStats]:
+    out = ffi.new("oa_thread_stats[]", max_threads)
+    n = lib.oa_threads_stats(out, max_threads)
+    return [_thread(out[i]) for i in range(n)]
+
+
+def current_thread_stats() -> ThreadStats:
+    out = ffi.new("oa_thread_stats *")
+    lib.oa_current_thread_stats(out)
+    return _thread(out)
+
+
+def reset_peaks() -> None:
+    lib.oa_reset_peaks()
+
+
+def memory_usage() -> MemoryUsage:
+    out = ffi.new("oa_memory *")
+    lib.oa_memory_usage(out)
+    return MemoryUsage(
+        total_bytes=out.total_bytes,
+        table_bytes=out.table_bytes,
+        table_capacity=out.table_capacity,
+        live_blocks=out.live_blocks,
+        group_table_bytes=out.group_table_bytes,
+        thread_bytes=out.thread_bytes,
+        event_bytes=out.event_bytes,
+        sampler_bytes=out.sampler_bytes,
+    )
+
+
+def counters() -> Counters:
+    out = ffi.new("oa_counters *")
+    lib.oa_counters_get(out)
+    return Counters(
+        groups_open=out.groups_open,
+        groups_capacity=out.groups_capacity,
+        groups_dropped=out.groups_dropped,
+        events_dropped=out.events_dropped,
+        untracked_frees=out.untracked_frees,
+        tracking_failures=out.tracking_failures,
+        replaced_blocks=out.replaced_blocks,
+        released_group_free_bytes=out.released_group_free_bytes,
+        threads_dropped=out.threads_dropped,
+        stale_group_allocs=out.stale_group_allocs,
+    )
+
+
+_EVENT_BUF = ffi.new("oa_event[]", 1024)
+_EVENT_LOCK = threading.Lock()
+_SAMPLE_BUF = ffi.new("oa_sample[]", 4096)
+_SAMPLE_LOCK = threading.Lock()
+
+
+def drain_events(max_events: int = 1024) -> list[AllocEvent]:
+    # One preallocated buffer, so that draining allocates nothing when there
+    # is nothing to drain; the lock keeps two drainers off the same buffer.
+    with _EVENT_LOCK:
+        out = _EVENT_BUF
+        n = lib.oa_drain_events(out, min(max_events, len(out)))
+        return [
+            AllocEvent(
+                timestamp_ns=out[i].timestamp_ns,
+                size=out[i].size,
+                group=out[i].group,
+                native_thread_id=out[i].native_id,
+                domain=out[i].domain,
+            )
+            for i in range(n)
+        ]
+
+
+# -- sampler ---------------------------------------------------------------
+
+SAMPLE_ALLOC: int = lib.OA_SAMPLE_ALLOC
+SAMPLE_FREE: int = lib.OA_SAMPLE_FREE
+STACK_NONE: int = lib.OA_STACK_NONE
+STACK_DROPPED: int = lib.OA_STACK_DROPPED
+
+
+def sampler_configure(mean_bytes: int, max_depth: int, capacity: int) -> int:
+    return int(lib.oa_sampler_configure(mean_bytes, max_depth, capacity))
+
+
+def sampler_mean() -> int:
+    return int(lib.oa_sampler_mean())
+
+
+def drain_samples(max_samples: int = 4096) -> list[RawSample]:
+    with _SAMPLE_LOCK:
+        out = _SAMPLE_BUF
+        n = lib.oa_drain_samples(out, min(max_samples, len(out)))
+        return [RawSample(out[i].id, out[i].kind, out[i].stack, out[i].group, out[i].native_id,
+                          out[i].size, out[i].mean, out[i].domain) for i in range(n)]
+
+
+def stack_frames(stack: int, max_frames: int = 128) -> list[int]:
+    out = ffi.new("uint32_t[]", max_frames)
+    n = lib.oa_stack_frames(stack, out, max_frames)
+    return [out[i] for i in range(n)]
+
+
+def frame_info(frame: int) -> tuple[str, str, int] | None:
+    out = ffi.new("oa_frame_info *")
+    if lib.oa_frame_get(frame, out) != lib.OA_OK:
+        return None
+    return (ffi.string(out.function).decode("utf-8", "replace"),
+            ffi.string(out.filename).decode("utf-8", "replace"), int(out.line))
+
+
+def sampler_stats() -> dict[str, int]:
+    out = ffi.new("oa_sampler_stats *")
+    lib.oa_sampler_stats_get(out)
+    return {k: int(getattr(out, k)) for k in
+            ("samples", "dropped", "frees", "frames", "stacks", "stacks_dropped", "bytes")}

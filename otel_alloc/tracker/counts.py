@@ -1,0 +1,54 @@
+"""Reading what the tracker counts: the process, domains, threads, its own memory."""
+
+from __future__ import annotations
+
+from otel_alloc.tracker import _binding
+from otel_alloc.tracker.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+from otel_alloc.validation import ConfigError
+
+
+def process_stats() -> Stats:
+    """Figures for the whole process since install (peak: live mode)."""
+    return _binding.process_stats()
+
+
+def domain_stats(domain: str) -> Stats:
+    """Figures for one allocator domain: ``"raw"``, ``"mem"`` or ``"obj"``."""
+    codes = {"raw": _binding.DOMAIN_RAW, "mem": _binding.DOMAIN_MEM, "obj": _binding.DOMAIN_OBJ}
+    if domain not in codes:
+        raise ConfigError("domain", domain, "one of 'raw', 'mem', 'obj'")
+    return _binding.domain_stats(codes[domain])
+
+
+def thread_stats() -> list[ThreadStats]:
+    """Figures per OS thread that allocated since install (exited ones too)."""
+    return _binding.threads_stats()
+
+
+def current_thread_stats() -> ThreadStats:
+    """Figures of the calling thread."""
+    return _binding.current_thread_stats()
+
+
+def reset_peaks() -> None:
+    """Set the process and per-thread high-water marks to their current level."""
+    _binding.reset_peaks()
+
+
+def memory_usage() -> MemoryUsage:
+    """Memory the tracker itself uses."""
+    return _binding.memory_usage()
+
+
+def counters() -> Counters:
+    """Health counters: drops, overflow and untracked frees."""
+    return _binding.counters()
+
+
+def drain_events(max_events: int = 1024) -> list[AllocEvent]:
+    """Take the pending large-allocation events out of the native buffer."""
+    return _binding.drain_events(max_events)
+
+
+# Domain codes as events and samples carry them -> the names domain_stats takes.
+DOMAIN_NAMES = {_binding.DOMAIN_RAW: "raw", _binding.DOMAIN_MEM: "mem", _binding.DOMAIN_OBJ: "obj"}

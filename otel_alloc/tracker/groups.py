@@ -1,0 +1,131 @@
+"""Allocation groups: what the code running inside a group allocates.
+
+The group charged for allocations is the one current in the running
+``contextvars.Context``: the tracker's context variable
+(``_binding.GROUP_VAR``), which the MEM/OBJ hooks read through
+``PyContextVar_Get``. It therefore follows threads, asyncio tasks and
+``Context.run`` exactly as other context variables do.
+
+The variable is only ever *set*, never reset to "unset":
+``ContextVar.reset()`` of a first value deletes the variable, and CPython's
+delete clears the variable's cache before allocating the new HAMT, so the
+hook's own read during that allocation would re-fill the cache with the old
+value. A set writes the cache after its allocation, which keeps the hook's
+view right.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from types import TracebackType
+
+from otel_alloc.tracker import _binding
+from otel_alloc.tracker.lifecycle import TrackerError
+from otel_alloc.tracker.stats import Stats
+
+CURRENT_GROUP: ContextVar[int] = _binding.GROUP_VAR
+# The groups entered with ``with group:`` in the running context, innermost last.
+_SCOPES: ContextVar[tuple[int, ...]] = ContextVar("otel_alloc.scopes", default=())
+GROUP_NONE = _binding.GROUP_NONE
+GROUP_OVERFLOW = _binding.GROUP_OVERFLOW
+
+
+class Group:
+    """An allocation group: what the code running inside it allocates.
+
+    ``with group:`` makes it current in the running context (nestable; the
+    innermost group is charged). Figures are read with :meth:`stats`. A
+    closed group takes no new allocations, but frees of its blocks are still
+    charged to it until it is released; its id is never confused with a later
+    group's.
+
+    When the group table is full the group is bound to the shared overflow
+    group (``overflowed`` is True) and the drop is counted.
+    """
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        if _binding.mode() == _binding.MODE_NONE:
+            raise TrackerError("otel_alloc is not installed; call otel_alloc.install() first")
+        self.id: int = _binding.group_new()
+
+    @property
+    def overflowed(self) -> bool:
+        """True when the group table was full and this is the overflow group."""
+        return self.id == _binding.GROUP_OVERFLOW
+
+    def __enter__(self) -> Group:
+        enter_group(self.id)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        exit_group()
+
+    def stats(self) -> Stats:
+        """Current figures; an all-zero :class:`Stats` once released."""
+        return _binding.group_stats(self.id) or Stats()
+
+    def close(self) -> None:
+        """Stop charging new allocations to this group."""
+        _binding.group_close(self.id)
+
+    def release(self) -> None:
+        """Give the slot back; later frees of its blocks are no longer charged."""
+        _binding.group_release(self.id)
+
+    def __repr__(self) -> str:
+        return f"Group(id={self.id:#x})"
+
+
+def enter_group(gid: int) -> None:
+    """Make group ``gid`` current in the running context (see :class:`Group`)."""
+    _SCOPES.set((*_SCOPES.get(), CURRENT_GROUP.get()))
+    CURRENT_GROUP.set(gid)
+    _binding.set_thread_group(gid)
+
+
+def exit_group() -> None:
+    """Undo the innermost :func:`enter_group` of the running context."""
+    scopes = _SCOPES.get()
+    if not scopes:
+        return
+    _SCOPES.set(scopes[:-1])
+    CURRENT_GROUP.set(scopes[-1])
+    _binding.set_thread_group(scopes[-1])
+
+
+def current_group_id() -> int:
+    """Id of the group current in the running context (0: none)."""
+    return CURRENT_GROUP.get()
+
+
+def group_stats(gid: int) -> Stats | None:
+    """Figures of group ``gid``; ``None`` when the id is released or unknown."""
+    return _binding.group_stats(gid)
+
+
+def unattributed_stats() -> Stats:
+    """Allocations made with no group current (or under a closed group)."""
+    return _binding.group_stats(_binding.GROUP_NONE) or Stats()
+
+
+def overflow_stats() -> Stats:
+    """Allocations charged to the overflow group."""
+    return _binding.group_stats(_binding.GROUP_OVERFLOW) or Stats()
+
+
+def new_group_id() -> int:
+    """Open a group and return its id (the overflow group's when the table is full)."""
+    return _binding.group_new()
+
+
+def finish_group(gid: int, *, release: bool) -> Stats | None:
+    """Close group ``gid``, read it, and release it when asked; ``None`` when stale."""
+    return _binding.group_finish(gid, release)
+
+
+def release_group(gid: int) -> None:
+    """Give group ``gid``'s slot back (see :meth:`Group.release`)."""
+    _binding.group_release(gid)

@@ -1,0 +1,143 @@
+"""Installing and removing the native tracker, and switching it on and off.
+
+The tracker hooks CPython's RAW, MEM and OBJ allocator domains and charges
+every allocation to the *group* current in the running context
+(:mod:`otel_alloc.tracker.groups`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from otel_alloc import validation as config
+from otel_alloc.tracker import _binding
+
+MODES = ("counts", "live")
+_MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
+_MODE_NAMES = {v: k for k, v in _MODE_CODES.items()}
+
+DEFAULT_MAX_GROUPS = 8192
+DEFAULT_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_EVENT_CAPACITY = 1024
+
+_install_lock = threading.Lock()
+
+
+class TrackerError(RuntimeError):
+    """The tracker cannot do what was asked (install conflict, unsupported build)."""
+
+
+def install(
+    mode: str | None = None,
+    *,
+    max_groups: int | None = None,
+    threshold_bytes: int | str | None = None,
+    event_capacity: int | None = None,
+) -> str:
+    """Hook CPython's allocators and start counting.
+
+    Args:
+        mode: ``"counts"`` (bytes and allocations per group, no per-block
+            table) or ``"live"`` (adds freed, live and peak bytes, with a
+            pointer table). Default: ``OTEL_ALLOC_MODE``, else ``"counts"``.
+        max_groups: Groups open at once; more go to the overflow group.
+            Default: ``OTEL_ALLOC_MAX_GROUPS``, else 8192.
+        threshold_bytes: A single allocation at least this big is reported
+            as an event; 0 turns it off. Default: ``OTEL_ALLOC_THRESHOLD_BYTES``,
+            else 64 MiB.
+        event_capacity: Size of the buffer of such events; when full, events
+            are dropped and counted. Default: ``OTEL_ALLOC_EVENT_BUFFER``, else 1024.
+
+    Returns:
+        The mode installed.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+        TrackerError: Installed already with another mode, or the interpreter
+            is a free-threaded build.
+
+    """
+    name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
+    groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
+                            DEFAULT_MAX_GROUPS, 1, 1_000_000)
+    threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
+                            DEFAULT_THRESHOLD)
+    capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
+                              DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
+    if _binding.free_threaded_build():
+        raise TrackerError(
+            "otel_alloc does not support free-threaded CPython builds (Py_GIL_DISABLED): "
+            "its MEM/OBJ accounting relies on the GIL"
+        )
+    with _install_lock:
+        rc = _binding.install(_MODE_CODES[name], groups, threshold, capacity)
+    if rc == _binding.ERR_MODE_CONFLICT:
+        raise TrackerError(
+            f"otel_alloc is installed in mode {installed_mode()!r}; call uninstall() "
+            f"before installing in mode {name!r}"
+        )
+    if rc == _binding.ERR_NOMEM:
+        raise MemoryError("otel_alloc could not allocate its tables")
+    if rc not in (_binding.OK, _binding.ALREADY):
+        raise TrackerError(f"otel_alloc install failed (code {rc})")
+    _binding.set_thread_group(_binding.GROUP_VAR.get())
+    return name
+
+
+def uninstall() -> None:
+    """Stop counting and unhook.
+
+    A hook that another tool wrapped since (tracemalloc started later, say)
+    stays in place as a pass-through, so neither tool loses its hooks.
+    Calling it when not installed does nothing.
+    """
+    with _install_lock:
+        _binding.uninstall()
+
+
+def installed_mode() -> str | None:
+    """The installed mode, or ``None`` when not installed."""
+    return _MODE_NAMES.get(_binding.mode())
+
+
+def enable() -> None:
+    """Resume counting new allocations (frees are always accounted).
+
+    Raises:
+        TrackerError: The tracker is not installed.
+
+    """
+    if _binding.set_enabled(True) != _binding.OK:
+        raise TrackerError("otel_alloc is not installed")
+
+
+def disable() -> None:
+    """Stop counting new allocations without unhooking.
+
+    Frees of blocks counted earlier are still accounted, so live figures
+    stay exact. Raises :class:`TrackerError` when not installed.
+    """
+    if _binding.set_enabled(False) != _binding.OK:
+        raise TrackerError("otel_alloc is not installed")
+
+
+def is_enabled() -> bool:
+    """Whether new allocations are being counted."""
+    return _binding.mode() != _binding.MODE_NONE and _binding.is_enabled()
+
+
+def hook_status() -> dict[str, dict[str, bool]]:
+    """Per domain, whether our hook is in the allocator chain and outermost."""
+    bits = _binding.hook_status()
+    return {
+        name: {
+            "in_chain": bool(bits & (_binding.HOOK_IN_CHAIN << d)),
+            "on_top": bool(bits & (_binding.HOOK_ON_TOP << d)),
+        }
+        for d, name in ((0, "raw"), (1, "mem"), (2, "obj"))
+    }
+
+
+def set_threshold(threshold_bytes: int | str) -> None:
+    """Change the single-allocation event threshold (0 turns events off)."""
+    _binding.set_threshold(config.size("threshold_bytes", threshold_bytes, "", 0))

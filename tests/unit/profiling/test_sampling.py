@@ -1,0 +1,195 @@
+"""Sampled allocation sites: estimates, reports, flame graphs, endpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+import otel_alloc
+from otel_alloc import AllocationSpanProcessor
+from otel_alloc.profiling import sampling
+from otel_alloc.profiling.flamegraph import collapsed, parse_collapsed, svg
+from otel_alloc.profiling.profile import Profile
+from otel_alloc.profiling.render import render_report
+from otel_alloc.profiling.report_server import ReportServer, parse_address
+from otel_alloc.profiling.text_reports import grouped, top_sites
+from otel_alloc.tracker import sampler as native_sampler
+
+MEAN = 64 * 1024
+
+
+def site_big(n: int) -> list[bytearray]:
+    return [bytearray(4000) for _ in range(n)]
+
+
+def site_small(n: int) -> list[bytearray]:
+    return [bytearray(1000) for _ in range(n)]
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[AllocationSpanProcessor, TracerProvider]]:
+    otel_alloc.install("live")
+    processor = AllocationSpanProcessor(mode="live", sample_bytes=MEAN, metrics=False,
+                                        events=False)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        yield processor, provider
+    finally:
+        provider.shutdown()
+        sampling.configure(0)
+        otel_alloc.uninstall()
+
+
+def _profile_after(traced: tuple[AllocationSpanProcessor, TracerProvider], span: str,
+                   n: int) -> Profile:
+    """Run site_big(n) under a span named ``span``; the flushed profile."""
+    processor, provider = traced
+    with provider.get_tracer("t").start_as_current_span(span):
+        site_big(n)
+    processor.force_flush()
+    assert processor.profile is not None
+    return processor.profile
+
+
+def _exact(fn: object, n: int) -> int:
+    g = otel_alloc.Group()
+    with g:
+        fn(n)  # type: ignore[operator]
+    return g.stats().alloc_bytes
+
+
+def test_weights_are_unbiased() -> None:
+    for size in (1, 100, MEAN, 10 * MEAN):
+        p = -math.expm1(-size / MEAN)
+        wb, wc = sampling.weights(size, MEAN)
+        assert wb * p == pytest.approx(size)
+        assert wc * p == pytest.approx(1.0)
+
+
+def test_known_sites_come_out_on_top(traced: tuple[AllocationSpanProcessor, TracerProvider]
+                                     ) -> None:
+    processor, provider = traced
+    tracer = provider.get_tracer("t")
+    exact_big, exact_small = _exact(site_big, 10_000), _exact(site_small, 10_000)
+    with tracer.start_as_current_span("work"):
+        keep = site_big(10_000)
+        site_small(10_000)
+    processor.force_flush()
+    assert processor.profile is not None
+    rows = top_sites(processor.profile, span="work", n=5)
+    assert "site_big" in rows[0].key and "site_small" in rows[1].key
+    # ~40 MB at a 64 KiB mean is ~600 samples: relative sd ~4%; allow 5 sd.
+    assert rows[0].alloc_bytes == pytest.approx(exact_big, rel=0.2)
+    assert rows[1].alloc_bytes == pytest.approx(exact_small, rel=0.4)
+    live = {r.key: r.live_bytes for r in top_sites(processor.profile, live=True, span="work")}
+    big_key = rows[0].key
+    assert live[big_key] == pytest.approx(exact_big, rel=0.2)
+    assert not any("site_small" in k for k in live)  # all freed: exactly zero estimate
+    del keep
+
+
+def test_reports_render_and_say_estimates(traced: tuple[AllocationSpanProcessor,
+                                                        TracerProvider]) -> None:
+    processor, provider = traced
+    tracer = provider.get_tracer("t")
+
+    def worker() -> None:
+        with tracer.start_as_current_span("in-thread"):
+            site_small(5000)
+
+    t = threading.Thread(target=worker, name="worker-1")
+    t.start()
+    t.join()
+    with tracer.start_as_current_span("main"):
+        keep = site_big(5000)
+    processor.force_flush()
+    prof = processor.profile
+    assert prof is not None
+    for kind in ("top", "live", "threads", "churn"):
+        text = render_report(prof, kind)
+        assert "ESTIMATES" in text
+    assert "worker-1" in render_report(prof, "threads")
+    by_span = {r.key: r for r in grouped(prof, "span")}
+    assert by_span["main"].alloc_bytes > by_span["in-thread"].alloc_bytes > 0
+    live_by_span = render_report(prof, "live", key="span", value="count")
+    assert "main" in live_by_span
+    churn = render_report(prof, "churn")
+    assert "net growth" in churn
+    del keep
+
+
+def test_flamegraph_outputs_parse(traced: tuple[AllocationSpanProcessor, TracerProvider]
+                                  ) -> None:
+    prof = _profile_after(traced, "flame", 5000)
+    text = collapsed(prof, value="bytes", span="flame")
+    stacks = parse_collapsed(text)
+    assert stacks and all(k[0] == "span flame" for k in stacks)
+    assert any(any("site_big" in f for f in k) for k in stacks)
+    total = sum(stacks.values())
+    assert total == pytest.approx(sum(r.alloc_bytes for r in grouped(prof, "span", span="flame")),
+                                  rel=0.01)
+    counts = parse_collapsed(collapsed(prof, value="count"))
+    assert sum(counts.values()) > 0
+    root = ET.fromstring(svg(text, title="t"))
+    assert root.tag.endswith("svg")
+    assert any("site_big" in (el.text or "") for el in root.iter() if el.tag.endswith("title"))
+
+
+def test_profile_round_trips_through_json(traced: tuple[AllocationSpanProcessor,
+                                                        TracerProvider], tmp_path: object
+                                          ) -> None:
+    prof = _profile_after(traced, "j", 2000)
+    again = Profile.from_json(json.loads(json.dumps(prof.to_json())))
+    assert render_report(again, "top") == render_report(prof, "top")
+
+
+def test_endpoint_binds_loopback_by_default(traced: tuple[AllocationSpanProcessor,
+                                                          TracerProvider]) -> None:
+    processor, _ = traced
+    _profile_after(traced, "served", 2000)
+    assert parse_address("9999") == ("127.0.0.1", 9999)
+    assert parse_address("0.0.0.0:8080") == ("0.0.0.0", 8080)
+    for bad in ("nope", "1.2.3.4:99999", "host.example:80"):
+        with pytest.raises(otel_alloc.ConfigError):
+            parse_address(bad)
+    server = ReportServer(lambda: processor.profile)
+    try:
+        assert server.host == "127.0.0.1"
+        assert server._server.socket.getsockname()[0] == "127.0.0.1"
+        with urllib.request.urlopen(server.url + "/profile.json") as r:
+            data = json.load(r)
+        assert data["estimated"] is True and data["cells"]
+        with urllib.request.urlopen(server.url + "/report?kind=top&span=served") as r:
+            assert "site_big" in r.read().decode()
+        with urllib.request.urlopen(server.url + "/flamegraph.svg") as r:
+            ET.fromstring(r.read())
+    finally:
+        server.close()
+
+
+def test_sampling_off_records_nothing() -> None:
+    otel_alloc.install("counts")
+    try:
+        sampling.configure(0)
+        before = native_sampler.sampler_stats()["samples"]
+        site_big(5000)
+        assert native_sampler.sampler_stats()["samples"] == before
+        processor = AllocationSpanProcessor(sample_bytes=0)
+        assert processor.profile is None
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_bad_sampling_settings() -> None:
+    with pytest.raises(otel_alloc.ConfigError, match="max_depth"):
+        sampling.configure(1024, max_depth=0)
+    with pytest.raises(otel_alloc.ConfigError, match="sample_bytes"):
+        sampling.configure("lots")

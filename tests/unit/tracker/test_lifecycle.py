@@ -1,0 +1,192 @@
+"""Install, uninstall, enable/disable, bad settings, and coexistence with tracemalloc."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+import otel_alloc
+from otel_alloc.tracker import _binding
+from tests.unit.conftest import OBJ, RAW, Helper, charged
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    yield
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
+    otel_alloc.uninstall()
+
+
+def _counted(helper: Helper, n: int = 10, size: int = 700) -> int:
+    """Bytes charged for n RAW allocations of size bytes (exact)."""
+    return charged(lambda real: helper.alloc_many(RAW, size, n if real else 0)).alloc_bytes
+
+
+def test_install_returns_mode_and_is_idempotent(clean: None) -> None:
+    assert otel_alloc.install("counts") == "counts"
+    assert otel_alloc.install("counts") == "counts"
+    assert otel_alloc.installed_mode() == "counts"
+
+
+def test_install_other_mode_is_a_clear_error(clean: None) -> None:
+    otel_alloc.install("counts")
+    with pytest.raises(otel_alloc.TrackerError, match=r"installed in mode 'counts'.*'live'"):
+        otel_alloc.install("live")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"mode": "fast"}, "mode"),
+        ({"mode": "counts", "max_groups": 0}, "max_groups"),
+        ({"mode": "counts", "max_groups": "10"}, "max_groups"),
+        ({"mode": "counts", "threshold_bytes": "lots"}, "threshold_bytes"),
+        ({"mode": "counts", "threshold_bytes": -1}, "threshold_bytes"),
+        ({"mode": "counts", "event_capacity": 0}, "event_capacity"),
+    ],
+)
+def test_bad_arguments_name_the_setting(clean: None, kwargs: dict[str, object],
+                                        setting: str) -> None:
+    with pytest.raises(otel_alloc.ConfigError) as err:
+        otel_alloc.install(**kwargs)  # type: ignore[arg-type]
+    assert err.value.setting == setting
+    assert setting in str(err.value)
+    assert "expected" in str(err.value)
+    assert otel_alloc.installed_mode() is None
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("OTEL_ALLOC_MODE", "everything"),
+        ("OTEL_ALLOC_MAX_GROUPS", "many"),
+        ("OTEL_ALLOC_THRESHOLD_BYTES", "12parsecs"),
+        ("OTEL_ALLOC_EVENT_BUFFER", "-3"),
+    ],
+)
+def test_bad_environment_names_the_variable(clean: None, monkeypatch: pytest.MonkeyPatch,
+                                            var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(otel_alloc.ConfigError, match=var) as err:
+        otel_alloc.install()
+    assert value in str(err.value)
+
+
+def test_environment_defaults(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ALLOC_MODE", "live")
+    monkeypatch.setenv("OTEL_ALLOC_MAX_GROUPS", "3")
+    monkeypatch.setenv("OTEL_ALLOC_THRESHOLD_BYTES", "1MiB")
+    assert otel_alloc.install() == "live"
+    assert otel_alloc.counters().groups_capacity == 3
+
+
+def test_free_threaded_build_is_refused(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_binding, "free_threaded_build", lambda: True)
+    with pytest.raises(otel_alloc.TrackerError, match="free-threaded"):
+        otel_alloc.install("counts")
+
+
+def test_group_before_install_is_an_error(clean: None) -> None:
+    with pytest.raises(otel_alloc.TrackerError, match="not installed"):
+        otel_alloc.Group()
+    with pytest.raises(otel_alloc.TrackerError, match="not installed"):
+        otel_alloc.enable()
+
+
+def test_uninstall_restores_allocators(clean: None, helper: Helper) -> None:
+    otel_alloc.install("live")
+    assert all(s["on_top"] for s in otel_alloc.hook_status().values())
+    otel_alloc.uninstall()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+    # Allocation keeps working, and uninstall twice is harmless.
+    helper.alloc_many(OBJ, 100, 100)
+    otel_alloc.uninstall()
+
+
+def test_enable_disable(clean: None, helper: Helper) -> None:
+    otel_alloc.install("live")
+    assert _counted(helper) == 7000
+    otel_alloc.disable()
+    assert not otel_alloc.is_enabled()
+    assert _counted(helper) == 0
+    otel_alloc.enable()
+    assert _counted(helper) == 7000
+
+
+def test_frees_accounted_while_disabled(clean: None, helper: Helper) -> None:
+    otel_alloc.install("live")
+    g = otel_alloc.Group()
+    with g:
+        ptrs = helper.alloc_many(RAW, 1000, 20, keep=True)
+    live = g.stats().live_bytes
+    otel_alloc.disable()
+    helper.free_many(RAW, ptrs, 20)
+    assert live - g.stats().live_bytes == 20_000
+    otel_alloc.enable()
+
+
+def test_reinstall_other_mode_after_uninstall(clean: None, helper: Helper) -> None:
+    otel_alloc.install("counts")
+    otel_alloc.uninstall()
+    otel_alloc.install("live")
+    assert _counted(helper) == 7000
+    assert otel_alloc.Group().stats().peak_bytes == 0
+
+
+# --- tracemalloc, in both orders -------------------------------------------
+
+
+def test_tracemalloc_started_before_install(clean: None, helper: Helper) -> None:
+    tracemalloc.start(1)
+    otel_alloc.install("live")
+    assert _counted(helper) == 7000
+    before = tracemalloc.get_traced_memory()[0]
+    ptrs = helper.alloc_many(OBJ, 4000, 10, keep=True)
+    assert tracemalloc.get_traced_memory()[0] - before >= 40_000  # tracemalloc still sees it
+    helper.free_many(OBJ, ptrs, 10)
+    # tracemalloc.stop() restores what it saved before us, removing our hooks
+    # from the chain: nothing may crash, and status must say so.
+    tracemalloc.stop()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+    helper.alloc_many(OBJ, 100, 100)
+    otel_alloc.uninstall()
+    otel_alloc.install("counts")
+    assert _counted(helper) == 7000
+
+
+def test_tracemalloc_started_after_install_stopped_first(clean: None, helper: Helper) -> None:
+    otel_alloc.install("counts")
+    tracemalloc.start(1)
+    # tracemalloc, now outermost, allocates its own trace entries through the
+    # RAW allocator it saved (our hook): those bytes are real and counted too.
+    assert 7000 <= _counted(helper) < 7000 + 4096
+    status = otel_alloc.hook_status()
+    assert all(s["in_chain"] and not s["on_top"] for s in status.values())
+    tracemalloc.stop()
+    assert all(s["on_top"] for s in otel_alloc.hook_status().values())
+    assert _counted(helper) == 7000
+    otel_alloc.uninstall()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+
+
+def test_tracemalloc_started_after_install_we_stop_first(clean: None, helper: Helper) -> None:
+    otel_alloc.install("live")
+    tracemalloc.start(1)
+    otel_alloc.uninstall()
+    # tracemalloc wrapped us: we stay in its chain as a pass-through.
+    status = otel_alloc.hook_status()
+    assert all(s["in_chain"] and not s["on_top"] for s in status.values())
+    before = tracemalloc.get_traced_memory()[0]
+    ptrs = helper.alloc_many(OBJ, 4000, 10, keep=True)
+    assert tracemalloc.get_traced_memory()[0] - before >= 40_000
+    helper.free_many(OBJ, ptrs, 10)
+    # Reinstalling reuses the hook in the chain instead of wrapping again.
+    otel_alloc.install("counts")
+    assert 7000 <= _counted(helper) < 7000 + 4096
+    tracemalloc.stop()  # restores our (active) hooks
+    assert _counted(helper) == 7000
+    otel_alloc.uninstall()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
