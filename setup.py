@@ -20,9 +20,11 @@ setup(
                 f"{SPANS}/context_follower.c",
                 f"{SPANS}/span_end.c",
                 f"{SPANS}/span_records.c",
+                f"{SPANS}/record_sums.c",
                 f"{SPANS}/span_path.c",
             ],
-            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
+                                "-Werror=implicit-function-declaration"],
         ),
     ],
 )

@@ -34,7 +34,7 @@ def child(mode: str, requests: int) -> None:
         group.__enter__()
     elif mode == "sampled":  # counts + stack sampling at the default mean
         import otel_alloc
-        from otel_alloc import sampling
+        from otel_alloc.profiling import sampling
 
         otel_alloc.install("counts")
         sampling.configure()

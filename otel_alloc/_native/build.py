@@ -34,7 +34,8 @@ TRACKER_SOURCES = [
     )
 ]
 
-COMPILE_ARGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+COMPILE_ARGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
+                "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers"]
 
 ffibuilder = FFI()

@@ -7,6 +7,7 @@
  *   span_end.c          the span-end core: close the group, record the span, set attributes
  *   span_records.c      SpanRecords: ended spans queued for the watch thread, and
  *                       the recently ended ones by group id
+ *   record_sums.c       what SpanRecords.take() returns: tuples, sums per span name
  *   span_path.c         SpanPath, the span processor's on_start/on_end
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
