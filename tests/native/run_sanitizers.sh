@@ -65,8 +65,8 @@ copy_tree() {
         -cf - . | tar -C "$dest" -xf -
 }
 
-# Build both extensions (otel_alloc._tracker, cffi; otel_alloc._spanctx, the
-# C span path) in place in a copy, with extra CFLAGS/LDFLAGS (distutils
+# Build both extensions (otel_alloc.tracker._tracker, cffi;
+# otel_alloc.otel._spanpath, the C span path) in place in a copy, with extra CFLAGS/LDFLAGS (distutils
 # appends the modules' own extra_compile_args after CFLAGS).
 build_ext() {
     local dest="$1" cflags="$2" ldflags="$3"
@@ -79,7 +79,7 @@ build_ext() {
         echo "compiler warnings in $dest (see above)" >&2
         exit 1
     fi
-    ls "$dest"/otel_alloc/_tracker*.so "$dest"/otel_alloc/_spanctx*.so >/dev/null
+    ls "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so >/dev/null
 }
 
 # Which extension module a run in this copy imports: must be the copy's.
@@ -88,7 +88,7 @@ check_import() {
     shift
     local where
     local mod
-    for mod in _tracker _spanctx; do
+    for mod in tracker._tracker otel._spanpath; do
         where="$(cd "$dest" && env "$@" "$PY" -c "import otel_alloc.$mod as t; print(t.__file__)")"
         if [[ "$where" != "$dest"/* ]]; then
             echo "expected the build in $dest, imported $where" >&2
@@ -105,7 +105,7 @@ run_asan() {
         "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
         "-fsanitize=address,undefined"
     local so
-    for so in "$dest"/otel_alloc/_tracker*.so "$dest"/otel_alloc/_spanctx*.so; do
+    for so in "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so; do
         # Captured first: with pipefail, grep -q closing the pipe early would
         # fail nm with SIGPIPE.
         local syms
@@ -187,12 +187,12 @@ run_valgrind() {
 # build: rebuild it if some earlier run left it instrumented.
 check_repo_build() {
     local so
-    so="$(ls "$ROOT"/otel_alloc/_tracker*.so 2>/dev/null | head -n 1 || true)"
+    so="$(ls "$ROOT"/otel_alloc/tracker/_tracker*.so 2>/dev/null | head -n 1 || true)"
     if [[ -z "$so" ]] || grep -q '__asan\|__ubsan' <<<"$(nm -D "$so")"; then
         log "restoring the normal editable build"
         (cd "$ROOT" && env -u CFLAGS -u LDFLAGS "$PY" -m pip install -e . -q)
     fi
-    log "repository build is not instrumented: ${so:-$(ls "$ROOT"/otel_alloc/_tracker*.so)}"
+    log "repository build is not instrumented: ${so:-$(ls "$ROOT"/otel_alloc/tracker/_tracker*.so)}"
 }
 
 if [[ "$MODE" == asan || "$MODE" == all ]]; then run_asan; fi
