@@ -30,9 +30,9 @@ if TYPE_CHECKING:
         reset_peaks,
         thread_stats,
     )
+    from otel_alloc.tracker.errors import TrackerError
     from otel_alloc.tracker.groups import Group
     from otel_alloc.tracker.lifecycle import (
-        TrackerError,
         disable,
         enable,
         hook_status,
@@ -54,9 +54,10 @@ _SOURCES = {
     **dict.fromkeys(("counters", "current_thread_stats", "domain_stats", "memory_usage",
                      "process_stats", "reset_peaks", "thread_stats"),
                     "otel_alloc.tracker.counts"),
-    **dict.fromkeys(("TrackerError", "disable", "enable", "hook_status", "install",
+    **dict.fromkeys(("disable", "enable", "hook_status", "install",
                      "installed_mode", "is_enabled", "uninstall"),
                     "otel_alloc.tracker.lifecycle"),
+    "TrackerError": "otel_alloc.tracker.errors",
     **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
                     "otel_alloc.tracker.stats"),
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
@@ -20,7 +20,10 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
 
 from otel_alloc import validation as config
-from otel_alloc.otel.processor import AllocationSpanProcessor
+from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, free_threaded_build
+
+if TYPE_CHECKING:
+    from otel_alloc.otel.processor import AllocationSpanProcessor
 
 _log = logging.getLogger(__name__)
 ENABLE_VAR = "OTEL_ALLOC_ENABLED"
@@ -38,6 +41,15 @@ class AllocationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         if not config.flag("enabled", None, ENABLE_VAR, False):
             return
+        if free_threaded_build():
+            # The app keeps running, untracked: loading the extensions would
+            # turn the GIL back on for the whole process.
+            _log.warning("otel_alloc: allocation tracking not added: %s", FREE_THREADED_MESSAGE)
+            return
+        # Imported here: opentelemetry-instrument loads this module in every
+        # app that has otel_alloc installed, tracking enabled or not, and the
+        # processor loads the native extensions.
+        from otel_alloc.otel.processor import AllocationSpanProcessor
         provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             _log.warning("otel_alloc: the global TracerProvider is not the SDK's; "

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         reset_peaks,
         thread_stats,
     )
+    from otel_alloc.tracker.errors import TrackerError
     from otel_alloc.tracker.groups import (
         CURRENT_GROUP,
         GROUP_NONE,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from otel_alloc.tracker.lifecycle import (
         DEFAULT_MAX_GROUPS,
         MODES,
-        TrackerError,
         disable,
         enable,
         hook_status,
@@ -69,9 +69,10 @@ _SOURCES = {
                      "current_group_id", "enter_group", "exit_group", "finish_group",
                      "group_stats", "new_group_id", "overflow_stats", "release_group",
                      "unattributed_stats"), "otel_alloc.tracker.groups"),
-    **dict.fromkeys(("DEFAULT_MAX_GROUPS", "MODES", "TrackerError", "disable", "enable",
+    **dict.fromkeys(("DEFAULT_MAX_GROUPS", "MODES", "disable", "enable",
                      "hook_status", "install", "installed_mode", "is_enabled", "set_threshold",
                      "uninstall"), "otel_alloc.tracker.lifecycle"),
+    "TrackerError": "otel_alloc.tracker.errors",
     **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
                     "otel_alloc.tracker.stats"),
 }

@@ -13,9 +13,13 @@ import threading
 from contextvars import ContextVar
 from typing import Any
 
-from otel_alloc.tracker import _tracker
-from otel_alloc.tracker._tracker import ffi, lib
-from otel_alloc.tracker.stats import (
+from otel_alloc.tracker.errors import require_gil_build
+
+require_gil_build()  # before the compiled tracker loads (see errors.py)
+
+from otel_alloc.tracker import _tracker  # noqa: E402
+from otel_alloc.tracker._tracker import ffi, lib  # noqa: E402
+from otel_alloc.tracker.stats import (  # noqa: E402
     AllocEvent,
     Counters,
     MemoryUsage,
@@ -192,6 +196,8 @@ def counters() -> Counters:
         released_group_free_bytes=out.released_group_free_bytes,
         threads_dropped=out.threads_dropped,
         stale_group_allocs=out.stale_group_allocs,
+        subinterpreter_allocs=out.subinterpreter_allocs,
+        subinterpreter_bytes=out.subinterpreter_bytes,
     )
 
 

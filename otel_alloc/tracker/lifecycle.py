@@ -11,6 +11,7 @@ import threading
 
 from otel_alloc import validation as config
 from otel_alloc.tracker import _binding
+from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, TrackerError
 
 MODES = ("counts", "live")
 _MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
@@ -21,10 +22,6 @@ DEFAULT_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_EVENT_CAPACITY = 1024
 
 _install_lock = threading.Lock()
-
-
-class TrackerError(RuntimeError):
-    """The tracker cannot do what was asked (install conflict, unsupported build)."""
 
 
 def install(
@@ -65,10 +62,7 @@ def install(
     capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
                               DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
     if _binding.free_threaded_build():
-        raise TrackerError(
-            "otel_alloc does not support free-threaded CPython builds (Py_GIL_DISABLED): "
-            "its MEM/OBJ accounting relies on the GIL"
-        )
+        raise TrackerError(FREE_THREADED_MESSAGE)
     with _install_lock:
         rc = _binding.install(_MODE_CODES[name], groups, threshold, capacity)
     if rc == _binding.ERR_MODE_CONFLICT:

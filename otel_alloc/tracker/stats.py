@@ -92,6 +92,9 @@ class Counters:
         threads_dropped: Threads without a per-thread record (registry full).
         stale_group_allocs: Allocations made under a closed or released group,
             charged to "no group" instead.
+        subinterpreter_allocs: Allocations made by a subinterpreter: passed
+            through untracked (only the main interpreter is tracked).
+        subinterpreter_bytes: Their bytes.
 
     """
 
@@ -105,6 +108,8 @@ class Counters:
     released_group_free_bytes: int
     threads_dropped: int
     stale_group_allocs: int
+    subinterpreter_allocs: int = 0
+    subinterpreter_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ _Atomic int64_t g_proc_peak;
 
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
-    g_stale_raw;
+    g_stale_raw, g_subinterp_allocs, g_subinterp_bytes;
 _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
 
 void zero_figures(void)
@@ -28,7 +28,8 @@ void zero_figures(void)
     atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
     _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
                                     &g_tracking_failures, &g_replaced, &g_released_free_bytes,
-                                    &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj};
+                                    &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj,
+                                    &g_subinterp_allocs, &g_subinterp_bytes};
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         atomic_store_explicit(counters[i], 0, OA_RELAXED);
     oa_spin_lock(&g_threads_lock);
@@ -106,4 +107,6 @@ void oa_counters_get(oa_counters *out)
     out->threads_dropped = atomic_load_explicit(&g_threads_dropped, OA_RELAXED);
     out->stale_group_allocs = atomic_load_explicit(&g_stale_raw, OA_RELAXED) +
                               atomic_load_explicit(&g_stale_mem_obj, OA_RELAXED);
+    out->subinterpreter_allocs = atomic_load_explicit(&g_subinterp_allocs, OA_RELAXED);
+    out->subinterpreter_bytes = atomic_load_explicit(&g_subinterp_bytes, OA_RELAXED);
 }

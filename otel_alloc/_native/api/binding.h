@@ -75,6 +75,8 @@ typedef struct {
     uint64_t released_group_free_bytes;
     uint64_t threads_dropped;
     uint64_t stale_group_allocs;
+    uint64_t subinterpreter_allocs; /* passed through untracked: made in a subinterpreter */
+    uint64_t subinterpreter_bytes;
 } oa_counters;
 
 typedef struct {

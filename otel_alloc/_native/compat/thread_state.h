@@ -11,6 +11,7 @@
  *                          or leaves a context (Context.run, asyncio steps)
  *   oa_ts_id(ts)           the thread state's unique id (thread states are
  *                          reused at the same address)
+ *   oa_ts_interp(ts)       the interpreter the thread state belongs to
  *
  * Together they key the hooks' per-thread cache of the current group: a
  * context switch changes the context or its version, so the cached group is
@@ -30,7 +31,26 @@
 #define OA_TSTATE() _PyThreadState_UncheckedGet()
 #endif
 
+/* The calling thread's own state from a hook that may run without the GIL
+   (RAW), or NULL. From 3.12 the current thread state is a true thread-local.
+   Before, OA_TSTATE() reads the GIL holder's state: it is the caller's only
+   when the caller holds the GIL, which its thread id tells. */
+static inline PyThreadState *oa_tstate_without_gil(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return OA_TSTATE();
+#else
+    PyThreadState *ts = OA_TSTATE();
+    return ts != NULL && ts->thread_id == PyThread_get_thread_ident() ? ts : NULL;
+#endif
+}
+
 /* 3.10 to 3.15: public fields of struct _ts (cpython/pystate.h). */
+static inline PyInterpreterState *oa_ts_interp(PyThreadState *ts)
+{
+    return ts->interp;
+}
+
 static inline void *oa_ts_context(PyThreadState *ts)
 {
     return ts->context;

@@ -37,6 +37,8 @@ _Atomic int g_mode;
 _Atomic int g_enabled;
 _Atomic uint64_t g_threshold;
 
+PyInterpreterState *g_main_interp;
+
 oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 oa_spin g_raw_lock = OA_SPIN_INIT;
@@ -187,6 +189,28 @@ static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
     table_unlock(raw);
 }
 
+/* ------------------------------------------------------ subinterpreters */
+
+/* Whether the calling thread runs another interpreter than the main one.
+   Allocations there pass through untracked and are counted
+   (counters().subinterpreter_allocs): an isolated subinterpreter has its own
+   GIL, so its MEM/OBJ hooks run concurrently with the main interpreter's,
+   and the MEM/OBJ table, group counters and attribution variable are the
+   main interpreter's, guarded by its GIL. RAW hooks are thread-safe, but
+   their attribution (the thread's last group) would be the main
+   interpreter's span. */
+static inline int in_subinterpreter(int domain)
+{
+    PyThreadState *ts = domain == OA_DOMAIN_RAW ? oa_tstate_without_gil() : OA_TSTATE();
+    return ts != NULL && oa_ts_interp(ts) != g_main_interp;
+}
+
+static inline void count_subinterp(size_t size)
+{
+    atomic_fetch_add_explicit(&g_subinterp_allocs, 1, OA_RELAXED);
+    atomic_fetch_add_explicit(&g_subinterp_bytes, size, OA_RELAXED);
+}
+
 /* ----------------------------------------------------------------- hooks */
 
 #define OA_PROBE(h)                                  \
@@ -201,6 +225,10 @@ void *hook_malloc(void *ctx, size_t size)
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.malloc(h->prev.ctx, size);
+    if (in_subinterpreter(h->domain)) {
+        count_subinterp(size);
+        return h->prev.malloc(h->prev.ctx, size);
+    }
     tls.guard = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
     if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
@@ -215,6 +243,10 @@ void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    if (in_subinterpreter(h->domain)) {
+        count_subinterp(nelem * elsize);
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    }
     tls.guard = 1;
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
     /* On success nelem * elsize did not overflow. */
@@ -233,6 +265,22 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
     int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
     if (tls.guard || mode == OA_MODE_NONE)
         return h->prev.realloc(h->prev.ctx, ptr, size);
+    if (in_subinterpreter(h->domain)) {
+        /* A RAW block the main interpreter tracked would keep a stale entry:
+           RAW reallocs from a subinterpreter still drop the old block. */
+        if (h->domain == OA_DOMAIN_RAW && mode == OA_MODE_LIVE && ptr != NULL) {
+            tls.guard = 1;
+            uint64_t osize = 0, ometa = 0;
+            if (forget_block(h->domain, ptr, &osize, &ometa)) {
+                if (ometa & OA_SAMPLED_FLAG)
+                    oa_sample_freed(ptr);
+                charge_free(group_table(), h->domain, osize, ometa);
+            }
+            tls.guard = 0;
+        }
+        count_subinterp(size);
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    }
     tls.guard = 1;
     void *p;
     if (mode == OA_MODE_LIVE && ptr != NULL) {
@@ -266,7 +314,11 @@ void hook_free(void *ctx, void *ptr)
     oa_hook *h = ctx;
     OA_PROBE(h);
     /* Frees are accounted even while disabled, so live figures stay exact. */
-    if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE) {
+    if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE ||
+        (h->domain != OA_DOMAIN_RAW && in_subinterpreter(h->domain))) {
+        /* A subinterpreter's MEM/OBJ blocks come from its own allocator
+           state and were never tracked; RAW frees are looked up from any
+           interpreter (the RAW table has its own lock). */
         h->prev.free(h->prev.ctx, ptr);
         return;
     }

@@ -25,6 +25,10 @@ extern _Atomic int g_mode;
 extern _Atomic int g_enabled;
 extern _Atomic uint64_t g_threshold;
 
+/* The main interpreter, set at install: only its allocations are tracked
+   (see in_subinterpreter in hooks.c). */
+extern PyInterpreterState *g_main_interp;
+
 extern oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 extern oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 extern oa_spin g_raw_lock;

@@ -120,6 +120,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
         goto done;
     }
     zero_figures();
+    g_main_interp = PyInterpreterState_Main();
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
     tls.ctx_valid = 0;

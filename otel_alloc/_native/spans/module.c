@@ -98,15 +98,6 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef spanpath_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "otel_alloc.otel._spanpath",
-    .m_doc = "The per-span path of otel_alloc: attribution on context changes, span groups,\n"
-             "the queue of ended spans.",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
 static int add_type(PyObject *m, const char *name, PyTypeObject *type)
 {
     if (PyType_Ready(type) < 0)
@@ -119,20 +110,49 @@ static int add_type(PyObject *m, const char *name, PyTypeObject *type)
     return 0;
 }
 
-PyMODINIT_FUNC PyInit__spanpath(void)
+static int spanpath_exec(PyObject *m)
 {
     if (g_tracker == NULL && import_tracker() < 0)
-        return NULL;
+        return -1;
     if (g_names.span_id == NULL && intern_names() < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&spanpath_module);
-    if (m == NULL)
-        return NULL;
+        return -1;
     if (add_type(m, "ContextFollower", &ContextFollowerType) < 0 ||
         add_type(m, "SpanRecords", &SpanRecordsType) < 0 ||
-        add_type(m, "SpanPath", &SpanPathType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+        add_type(m, "SpanPath", &SpanPathType) < 0)
+        return -1;
+    return 0;
+}
+
+/* Multi-phase init, with what the module honestly supports declared:
+   - one interpreter only: its types are static and its state (the
+     tracker's C API, interned names, the SDK types) is process-wide, and the
+     tracker tracks only the main interpreter;
+   - it needs the GIL: SpanRecords, SpanPath and the follower change their
+     state without locks of their own. otel_alloc refuses free-threaded
+     builds before any of its extensions is imported
+     (otel_alloc.tracker.errors), so this never turns the GIL back on. */
+static PyModuleDef_Slot spanpath_slots[] = {
+    {Py_mod_exec, spanpath_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef spanpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "otel_alloc.otel._spanpath",
+    .m_doc = "The per-span path of otel_alloc: attribution on context changes, span groups,\n"
+             "the queue of ended spans.",
+    .m_size = 0,
+    .m_methods = module_methods,
+    .m_slots = spanpath_slots,
+};
+
+PyMODINIT_FUNC PyInit__spanpath(void)
+{
+    return PyModuleDef_Init(&spanpath_module);
 }

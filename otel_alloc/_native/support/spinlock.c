@@ -2,7 +2,7 @@
 
 #include <sched.h>
 
-void oa_spin_lock(oa_spin *s)
+void oa_spin_lock_contended(oa_spin *s)
 {
     unsigned spins = 0;
     while (atomic_flag_test_and_set_explicit(&s->flag, memory_order_acquire)) {

@@ -18,7 +18,16 @@ typedef struct {
 #define OA_SPIN_INIT {ATOMIC_FLAG_INIT}
 
 /* Spins, yielding the CPU now and then; never blocks in the kernel. */
-void oa_spin_lock(oa_spin *s);
+void oa_spin_lock_contended(oa_spin *s);
+
+/* The uncontended case inline: the live-mode RAW hooks take this lock on
+   every allocation and free. */
+static inline void oa_spin_lock(oa_spin *s)
+{
+    if (!atomic_flag_test_and_set_explicit(&s->flag, memory_order_acquire))
+        return;
+    oa_spin_lock_contended(s);
+}
 
 static inline void oa_spin_unlock(oa_spin *s)
 {
