@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from types import TracebackType
 
 from otel_alloc.tracker import _binding
-from otel_alloc.tracker.lifecycle import TrackerError
+from otel_alloc.tracker.errors import TrackerError
 from otel_alloc.tracker.stats import Stats
 
 CURRENT_GROUP: ContextVar[int] = _binding.GROUP_VAR
