@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs them (what CI runs).
 #
-#   scripts/test.sh            full run: lint, types, whole suite, native suite on
-#                              every other installed CPython, lowest supported SDK
+#   scripts/test.sh            full run: lint, types, whole suite on CPython 3.11,
+#                              unit suite on 3.10, 3.12, 3.13, 3.14 and 3.15 (a
+#                              missing one fails the run), lowest supported SDK
+#
+# OTEL_ALLOC_SKIP_PYTHONS="3.14 3.15" skips those interpreters (local use
+# only; CI never sets it). OTEL_ALLOC_QUICK=1 stops after the main suite.
 #   scripts/test.sh -k expr    extra arguments go to the main pytest run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +15,47 @@ PY=${PYTHON:-python3}
 VENV=${OTEL_ALLOC_VENV:-.venv}
 SDK_MIN=1.35.0   # lowest opentelemetry-sdk/api in pyproject.toml's range
 
+# Supported CPython versions besides the main one ($PY, 3.11): each must be
+# found, or the run fails. 3.10-3.13 come from pyenv or PATH; 3.13-3.15 from
+# Debian's own builds (scripts/debian-cpython.sh) where nothing else has them.
+OTHER_PYTHONS=${OTEL_ALLOC_PYTHONS:-"3.10 3.12 3.13 3.14 3.15"}
+
 log() { printf '\n== %s\n' "$*"; }
+
+# Path of a working python$1, installing Debian's build of 3.13+ if needed.
+find_python() {
+    local v=$1 cand
+    # pyenv's shims answer `command -v` even for versions that are not
+    # selected, so each candidate is checked by running it.
+    for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" \
+                "$(command -v "python$v" 2>/dev/null || true)"; do
+        if [ -n "$cand" ] && [ -x "$cand" ] && "$cand" -c 'import sys' >/dev/null 2>&1; then
+            echo "$cand"
+            return 0
+        fi
+    done
+    case $v in
+        3.13|3.14|3.15) bash scripts/debian-cpython.sh "$v" ;;
+        *) return 1 ;;
+    esac
+}
+
+# A venv with pip for interpreter $1 at $2 (Debian's builds come without
+# ensurepip: pip is installed from its wheel).
+make_venv() {
+    local exe=$1 venv=$2
+    if "$exe" -c 'import ensurepip' >/dev/null 2>&1; then
+        "$exe" -m venv "$venv"
+    else
+        "$exe" -m venv --without-pip "$venv"
+        local wheels
+        wheels=$(mktemp -d)
+        "$PY" -m pip download -q --no-deps -d "$wheels" pip
+        "$venv/bin/python" "$(ls "$wheels"/pip-*.whl)/pip" install -q "$(ls "$wheels"/pip-*.whl)"
+        rm -rf "$wheels"
+    fi
+    "$venv/bin/python" -m pip install -q --upgrade pip
+}
 
 log "python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -41,28 +85,26 @@ if [ "${OTEL_ALLOC_QUICK:-0}" = 1 ]; then
     exit 0
 fi
 
-log "native suite on the other installed CPython versions"
-for v in 3.10 3.12 3.13; do
-    exe=""
-    # pyenv's shims answer `command -v` even for versions that are not selected,
-    # so each candidate is checked by running it.
-    for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" \
-                "$(command -v "python$v" 2>/dev/null || true)"; do
-        if [ -n "$cand" ] && [ -x "$cand" ] && "$cand" -c 'import sys' >/dev/null 2>&1; then
-            exe=$cand
-            break
-        fi
-    done
-    if [ -z "$exe" ]; then
-        echo "python$v not installed: skipped"
+log "unit suite on every other supported CPython (${OTHER_PYTHONS})"
+missing=()
+for v in $OTHER_PYTHONS; do
+    if [[ " ${OTEL_ALLOC_SKIP_PYTHONS:-} " == *" $v "* ]]; then
+        echo "python$v: skipped (OTEL_ALLOC_SKIP_PYTHONS)"
         continue
     fi
+    exe=$(find_python "$v") || { echo "python$v: not found" >&2; missing+=("$v"); continue; }
+    prefix=$(dirname "$(dirname "$(dirname "$exe")")")
     venv=".venv-$v"
-    [ -x "$venv/bin/python" ] || "$exe" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e '.[test]'
+    [ -x "$venv/bin/python" ] || make_venv "$exe" "$venv"
+    log "python$v ($exe)"
+    # Debian's builds keep pyconfig.h apart from the other headers.
+    CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" "$venv/bin/python" -m pip install -q -e '.[test]'
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
 done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "FAILED: no interpreter for python ${missing[*]} (set OTEL_ALLOC_SKIP_PYTHONS to opt out locally)" >&2
+    exit 1
+fi
 
 log "lowest supported opentelemetry-sdk ($SDK_MIN)"
 venv=".venv-sdk-min"

@@ -34,14 +34,20 @@
 /* The calling thread's own state from a hook that may run without the GIL
    (RAW), or NULL. From 3.12 the current thread state is a true thread-local.
    Before, OA_TSTATE() reads the GIL holder's state: it is the caller's only
-   when the caller holds the GIL, which its thread id tells. */
-static inline PyThreadState *oa_tstate_without_gil(void)
+   when the caller holds the GIL, which its thread id tells (the caller's id
+   is cached in *thread_ident_cache, 0 until known). */
+static inline PyThreadState *oa_tstate_without_gil(unsigned long *thread_ident_cache)
 {
 #if PY_VERSION_HEX >= 0x030C0000
+    (void)thread_ident_cache;
     return OA_TSTATE();
 #else
     PyThreadState *ts = OA_TSTATE();
-    return ts != NULL && ts->thread_id == PyThread_get_thread_ident() ? ts : NULL;
+    if (ts == NULL)
+        return NULL;
+    if (*thread_ident_cache == 0)
+        *thread_ident_cache = PyThread_get_thread_ident();
+    return ts->thread_id == *thread_ident_cache ? ts : NULL;
 #endif
 }
 

@@ -33,15 +33,13 @@ PyObject *oa_group_var(void);
 
 void oa_set_thread_group(uint64_t group);
 
-/* Group of the running context. Only from MEM/OBJ hooks: the GIL is held,
-   so the thread state read here is this thread's. */
-static inline uint64_t resolve_gid(void)
+/* Group of the running context in thread state `ts` (OA_TSTATE(), read by
+   the caller). Only from MEM/OBJ hooks: the GIL is held, so that thread
+   state is this thread's. */
+static inline uint64_t resolve_gid(PyThreadState *ts)
 {
     PyObject *var = g_group_var;
-    if (var == NULL)
-        return tls.gid;
-    PyThreadState *ts = OA_TSTATE();
-    if (ts == NULL)
+    if (var == NULL || ts == NULL)
         return tls.gid;
     if (tls.ctx_valid && oa_ts_context_ver(ts) == tls.ctx_ver &&
         oa_ts_context(ts) == tls.ctx_obj && oa_ts_id(ts) == tls.ctx_tsid)

@@ -43,6 +43,29 @@ oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 oa_spin g_raw_lock = OA_SPIN_INIT;
 
+/* ------------------------------------------------------ subinterpreters */
+
+/* Whether the calling thread runs another interpreter than the main one.
+   Allocations there pass through untracked and are counted
+   (counters().subinterpreter_allocs): an isolated subinterpreter has its own
+   GIL, so its MEM/OBJ hooks run concurrently with the main interpreter's,
+   and the MEM/OBJ table, group counters and attribution variable are the
+   main interpreter's, guarded by its GIL. RAW hooks are thread-safe, but
+   their attribution (the thread's last group) would be the main
+   interpreter's span. */
+static inline int in_subinterpreter(int domain)
+{
+    PyThreadState *ts =
+        domain == OA_DOMAIN_RAW ? oa_tstate_without_gil(&tls.thread_ident) : OA_TSTATE();
+    return ts != NULL && oa_ts_interp(ts) != g_main_interp;
+}
+
+static inline void count_subinterp(size_t size)
+{
+    atomic_fetch_add_explicit(&g_subinterp_allocs, 1, OA_RELAXED);
+    atomic_fetch_add_explicit(&g_subinterp_bytes, size, OA_RELAXED);
+}
+
 /* ------------------------------------------------------------ accounting */
 
 static inline void table_lock(int raw)
@@ -89,7 +112,23 @@ static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t me
 static void on_alloc(int domain, void *ptr, size_t size)
 {
     int raw = domain == OA_DOMAIN_RAW;
-    uint64_t gid = raw ? tls.gid : resolve_gid();
+    uint64_t gid;
+    if (raw) {
+        if (in_subinterpreter(OA_DOMAIN_RAW)) {
+            count_subinterp(size);
+            return;
+        }
+        gid = tls.gid;
+    } else {
+        /* One read of the thread state serves the interpreter check and the
+           attribution cache. */
+        PyThreadState *ts = OA_TSTATE();
+        if (ts != NULL && oa_ts_interp(ts) != g_main_interp) {
+            count_subinterp(size);
+            return;
+        }
+        gid = resolve_gid(ts);
+    }
     oa_group *groups = group_table();
     oa_group *g = group_for_alloc(groups, gid, raw);
     oa_ctr *gc = raw ? &g->raw : &g->mem_obj;
@@ -189,28 +228,6 @@ static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
     table_unlock(raw);
 }
 
-/* ------------------------------------------------------ subinterpreters */
-
-/* Whether the calling thread runs another interpreter than the main one.
-   Allocations there pass through untracked and are counted
-   (counters().subinterpreter_allocs): an isolated subinterpreter has its own
-   GIL, so its MEM/OBJ hooks run concurrently with the main interpreter's,
-   and the MEM/OBJ table, group counters and attribution variable are the
-   main interpreter's, guarded by its GIL. RAW hooks are thread-safe, but
-   their attribution (the thread's last group) would be the main
-   interpreter's span. */
-static inline int in_subinterpreter(int domain)
-{
-    PyThreadState *ts = domain == OA_DOMAIN_RAW ? oa_tstate_without_gil() : OA_TSTATE();
-    return ts != NULL && oa_ts_interp(ts) != g_main_interp;
-}
-
-static inline void count_subinterp(size_t size)
-{
-    atomic_fetch_add_explicit(&g_subinterp_allocs, 1, OA_RELAXED);
-    atomic_fetch_add_explicit(&g_subinterp_bytes, size, OA_RELAXED);
-}
-
 /* ----------------------------------------------------------------- hooks */
 
 #define OA_PROBE(h)                                  \
@@ -225,10 +242,6 @@ void *hook_malloc(void *ctx, size_t size)
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.malloc(h->prev.ctx, size);
-    if (in_subinterpreter(h->domain)) {
-        count_subinterp(size);
-        return h->prev.malloc(h->prev.ctx, size);
-    }
     tls.guard = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
     if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
@@ -243,10 +256,6 @@ void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
-    if (in_subinterpreter(h->domain)) {
-        count_subinterp(nelem * elsize);
-        return h->prev.calloc(h->prev.ctx, nelem, elsize);
-    }
     tls.guard = 1;
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
     /* On success nelem * elsize did not overflow. */
@@ -265,9 +274,11 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
     int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
     if (tls.guard || mode == OA_MODE_NONE)
         return h->prev.realloc(h->prev.ctx, ptr, size);
-    if (in_subinterpreter(h->domain)) {
-        /* A RAW block the main interpreter tracked would keep a stale entry:
-           RAW reallocs from a subinterpreter still drop the old block. */
+    if (mode == OA_MODE_LIVE && ptr != NULL && in_subinterpreter(h->domain)) {
+        /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
+           hooks run under its own GIL). A RAW block the main interpreter
+           tracked would keep a stale entry: RAW reallocs from a
+           subinterpreter still drop the old block. */
         if (h->domain == OA_DOMAIN_RAW && mode == OA_MODE_LIVE && ptr != NULL) {
             tls.guard = 1;
             uint64_t osize = 0, ometa = 0;
