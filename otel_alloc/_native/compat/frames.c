@@ -1,5 +1,5 @@
 /*
- * Stack walking for the sampler.
+ * Stack walking for the sampler, one section per CPython version range.
  *
  * The public frame API (PyThreadState_GetFrame, PyFrame_GetBack) creates
  * frame objects on 3.11+, and a GC-tracked allocation inside an allocator
@@ -9,7 +9,9 @@
  */
 #define Py_BUILD_CORE 1
 #include <Python.h>
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_interpframe_structs.h"
+#elif PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_frame.h"
 #else
 #include <frameobject.h>
@@ -17,7 +19,50 @@
 
 #include "frames.h"
 
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030E0000 /* ------------------------------ 3.14, 3.15 */
+
+/* _PyInterpreterFrame is opaque outside the core since 3.14, its f_executable
+   is a tagged _PyStackRef, and the inline helpers used below for 3.11-3.13
+   (_PyFrame_IsIncomplete, _PyFrame_GetCode, _PyInterpreterFrame_LASTI) now
+   need most of the internal headers. So only the frame's links are read from
+   its struct (previous, owner); the code object and the instruction offset
+   come from the PyUnstable_InterpreterFrame API (3.12+), which decodes the
+   stack reference. In the 3.14 and 3.15 builds GetCode is one Py_INCREF,
+   GetLasti pointer arithmetic and PyCode_Addr2Line a walk over the line
+   table: none allocates or calls out. */
+
+#define OA_CODEUNIT_SIZE 2 /* sizeof(_Py_CODEUNIT), an internal type since 3.14 */
+
+int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
+{
+    PyThreadState *ts = tstate;
+    int n = 0;
+    for (struct _PyInterpreterFrame *f = ts->current_frame; f != NULL && n < max;
+         f = f->previous) {
+        /* Skip what _PyFrame_IsIncomplete calls incomplete, as tracemalloc
+           does: shim frames (owned by the interpreter; 3.14 also has C-stack
+           ones, numbered above it) hold no code ... */
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
+            continue;
+        PyObject *code = PyUnstable_InterpreterFrame_GetCode(f);
+        /* The frame keeps its code alive, so this returns the count to what
+           it was, never to zero; `code` is borrowed from here on. */
+        Py_DECREF(code);
+        if (!PyCode_Check(code))
+            continue;
+        int lasti = PyUnstable_InterpreterFrame_GetLasti(f);
+        /* ... and frames being set up, not yet past their RESUME. */
+        if (f->owner != FRAME_OWNED_BY_GENERATOR &&
+            lasti < ((PyCodeObject *)code)->_co_firsttraceable * OA_CODEUNIT_SIZE)
+            continue;
+        codes[n] = code;
+        lines[n] = PyCode_Addr2Line((PyCodeObject *)code, lasti);
+        n++;
+    }
+    return n;
+}
+
+#elif PY_VERSION_HEX >= 0x030B0000 /* ----------------------------- 3.11-3.13 */
 
 static inline PyCodeObject *frame_code(_PyInterpreterFrame *f)
 {
@@ -52,7 +97,7 @@ int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
     return n;
 }
 
-#else /* 3.10: frames are PyFrameObjects linked by f_back */
+#else /* ------------------------- 3.10: frames are PyFrameObjects linked by f_back */
 
 int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
 {

@@ -220,16 +220,11 @@ static uint32_t intern_frame(PyObject *code, int line)
     if (grow_index(&g_frame_index, &g_frame_index_cap, g_nframes, frame_hash) != 0)
         return UINT32_MAX;
     PyCodeObject *co = (PyCodeObject *)code;
-#if PY_VERSION_HEX >= 0x030B0000
-    PyObject *name = co->co_qualname;
-#else
-    PyObject *name = co->co_name;
-#endif
     oa_frame_rec *f = &g_frames[g_nframes];
     f->code = code;
     f->line = line;
-    f->function = copy_str(name);
-    f->filename = copy_str(co->co_filename);
+    f->function = copy_str(oa_code_name(co));
+    f->filename = copy_str(oa_code_filename(co));
     Py_INCREF(code); /* never a deallocation: safe in the hook */
     uint32_t j = (uint32_t)(h & (g_frame_index_cap - 1));
     while (g_frame_index[j] != 0)
