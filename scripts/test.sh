@@ -97,9 +97,11 @@ for v in $OTHER_PYTHONS; do
     venv=".venv-$v"
     [ -x "$venv/bin/python" ] || make_venv "$exe" "$venv"
     log "python$v ($exe)"
-    # Debian's builds keep pyconfig.h apart from the other headers.
+    # Debian's builds keep pyconfig.h apart from the other headers; the tests
+    # compile a native helper too.
     CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" "$venv/bin/python" -m pip install -q -e '.[test]'
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
+    CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" \
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "FAILED: no interpreter for python ${missing[*]} (set OTEL_ALLOC_SKIP_PYTHONS to opt out locally)" >&2
