@@ -85,6 +85,9 @@ if [ "${OTEL_ALLOC_QUICK:-0}" = 1 ]; then
     exit 0
 fi
 
+log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+PYTHON="$VENV/bin/python" bash tests/native/run_sanitizers.sh asan
+
 log "unit suite on every other supported CPython (${OTHER_PYTHONS})"
 missing=()
 for v in $OTHER_PYTHONS; do
