@@ -230,6 +230,22 @@ static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
 
 /* ----------------------------------------------------------------- hooks */
 
+/* The hook a call came through: its ctx is one of g_hooks, except in a RAW
+   call racing an install or uninstall. CPython reads a domain's ctx and
+   function with two loads, and a thread allocating without the GIL can read
+   them while PyMem_SetAllocator replaces both: it may pair our function with
+   the ctx of the allocator we wrap or restore. Which of the two depends on
+   the interpreter's build (seen: 3.11 and 3.14 load the ctx first, so this
+   happens on install; 3.15 the function first, so on uninstall). Only RAW
+   is called without the GIL, so such a call is RAW and passes through to the
+   allocator our RAW hook wraps. */
+static inline oa_hook *hook_of(void *ctx)
+{
+    if (__builtin_expect((uintptr_t)ctx - (uintptr_t)g_hooks < sizeof(g_hooks), 1))
+        return ctx;
+    return &g_hooks[OA_DOMAIN_RAW];
+}
+
 #define OA_PROBE(h)                                  \
     do {                                             \
         if (tls.probing)                             \
@@ -238,7 +254,7 @@ static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
 
 void *hook_malloc(void *ctx, size_t size)
 {
-    oa_hook *h = ctx;
+    oa_hook *h = hook_of(ctx);
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.malloc(h->prev.ctx, size);
@@ -252,7 +268,7 @@ void *hook_malloc(void *ctx, size_t size)
 
 void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
 {
-    oa_hook *h = ctx;
+    oa_hook *h = hook_of(ctx);
     OA_PROBE(h);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
@@ -269,7 +285,7 @@ void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
    free of the old block charged to the group that allocated it. */
 void *hook_realloc(void *ctx, void *ptr, size_t size)
 {
-    oa_hook *h = ctx;
+    oa_hook *h = hook_of(ctx);
     OA_PROBE(h);
     int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
     if (tls.guard || mode == OA_MODE_NONE)
@@ -322,7 +338,7 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
 
 void hook_free(void *ctx, void *ptr)
 {
-    oa_hook *h = ctx;
+    oa_hook *h = hook_of(ctx);
     OA_PROBE(h);
     /* Frees are accounted even while disabled, so live figures stay exact. */
     if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE ||

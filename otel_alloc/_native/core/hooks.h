@@ -33,6 +33,8 @@ extern oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 extern oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 extern oa_spin g_raw_lock;
 
+extern oa_hook g_hooks[3]; /* the hooks' ctx, one per domain (install.c) */
+
 void *hook_malloc(void *ctx, size_t size);
 void *hook_calloc(void *ctx, size_t nelem, size_t elsize);
 void *hook_realloc(void *ctx, void *ptr, size_t size);

@@ -14,7 +14,7 @@
 #include "fork.h"
 #include "hooks.h"
 
-static oa_hook g_hooks[3];
+oa_hook g_hooks[3];
 static int g_hooked[3]; /* our hook of that domain is (believed) in the chain */
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;

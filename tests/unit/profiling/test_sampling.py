@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
+import types
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -193,3 +195,81 @@ def test_bad_sampling_settings() -> None:
         sampling.configure(1024, max_depth=0)
     with pytest.raises(otel_alloc.ConfigError, match="sample_bytes"):
         sampling.configure("lots")
+
+
+# -- the stack walker (_native/compat/frames.c): function, file and line of each frame
+
+SITE_BYTES = 300_000
+
+
+def _plain_site() -> tuple[int, bytearray]:
+    return sys._getframe().f_lineno, bytearray(SITE_BYTES)
+
+
+class _Site:
+    def method(self) -> tuple[int, bytearray]:
+        return sys._getframe().f_lineno, bytearray(SITE_BYTES)
+
+
+def _generator_site() -> Iterator[tuple[int, bytearray]]:
+    yield sys._getframe().f_lineno, bytearray(SITE_BYTES)
+
+
+async def _coroutine_site() -> tuple[int, bytearray]:
+    return sys._getframe().f_lineno, bytearray(SITE_BYTES)
+
+
+def _run_coroutine() -> tuple[int, bytearray]:
+    coro = _coroutine_site()
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: tuple[int, bytearray] = stop.value
+        return result
+    raise AssertionError("the coroutine did not finish")
+
+
+def _name(code: types.CodeType) -> str:
+    return code.co_qualname if sys.version_info >= (3, 11) else code.co_name
+
+
+def _sampled_stacks() -> list[list[tuple[str, str, int]]]:
+    """Stacks of the pending samples of at least SITE_BYTES, innermost first."""
+    stacks = []
+    while True:
+        batch = native_sampler.drain_samples(4096)
+        for s in batch:
+            if s.kind == native_sampler.SAMPLE_ALLOC and s.size >= SITE_BYTES:
+                frames = [native_sampler.frame_info(f)
+                          for f in native_sampler.stack_frames(s.stack)]
+                stacks.append([f for f in frames if f is not None])
+        if len(batch) < 4096:
+            return stacks
+
+
+@pytest.mark.parametrize("how", ["function", "method", "generator", "coroutine"])
+def test_sampled_stack_names_function_file_and_line(how: str) -> None:
+    site, code, inner_call = {
+        "function": (_plain_site, _plain_site.__code__, None),
+        "method": (_Site().method, _Site.method.__code__, None),
+        "generator": (lambda: next(_generator_site()), _generator_site.__code__, None),
+        "coroutine": (_run_coroutine, _coroutine_site.__code__, _run_coroutine.__code__),
+    }[how]
+    otel_alloc.install("counts")
+    try:
+        # Every allocation sampled: the site's one is in the buffer for sure.
+        sampling.configure(1, max_depth=8, capacity=1 << 16)
+        _sampled_stacks()  # drop what is pending
+        call_line, (line, keep) = sys._getframe().f_lineno, site()
+        stacks = _sampled_stacks()
+    finally:
+        sampling.configure(0)
+        otel_alloc.uninstall()
+    assert len(keep) == SITE_BYTES
+    assert stacks, "the site's allocation was not sampled"
+    stack = stacks[-1]
+    assert stack[0] == (_name(code), __file__, line)
+    if inner_call is not None:  # the coroutine's frame is linked to the frame that sent to it
+        assert stack[1][:2] == (_name(inner_call), __file__)
+    this = sys._getframe().f_code
+    assert (_name(this), __file__, call_line) in stack[1:4]

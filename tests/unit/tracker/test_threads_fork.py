@@ -181,3 +181,25 @@ def test_reinstall_with_other_table_sizes_while_threads_allocate(helper: Helper)
     finally:
         stop.set()
         t.join()
+
+
+def test_install_and_uninstall_while_a_thread_allocates_raw(helper: Helper) -> None:
+    """PyMem_SetAllocator swaps a domain's ctx and functions while threads
+    without the GIL read them with two loads: a RAW call may pair our hook
+    with the ctx of the allocator it wraps. It must pass through, not crash."""
+    lib = helper.module.lib
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            lib.h_alloc_many(RAW, 64, 2000, helper.ffi.NULL)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for _ in range(10_000):
+            otel_alloc.install("counts")
+            otel_alloc.uninstall()
+    finally:
+        stop.set()
+        t.join()
