@@ -22,6 +22,7 @@ setup(
                 f"{SPANS}/span_records.c",
                 f"{SPANS}/record_sums.c",
                 f"{SPANS}/span_path.c",
+                f"{SPANS}/span_finish.c",
             ],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
                                 "-Werror=implicit-function-declaration"],

@@ -111,9 +111,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
 fi
 
-log "lowest supported opentelemetry-sdk ($SDK_MIN)"
-venv=".venv-sdk-min"
-[ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e . pytest "opentelemetry-sdk==$SDK_MIN" "opentelemetry-api==$SDK_MIN"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_processor.py
+# The span processor against the lowest supported SDK (no _on_ending: the
+# wrapping form only) and the first that calls _on_ending (every setup).
+for sdk in "$SDK_MIN:0.56b0" "1.40.0:0.61b0"; do
+    version=${sdk%%:*}
+    log "opentelemetry-sdk $version"
+    venv=".venv-sdk-$version"
+    [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e . pytest "opentelemetry-sdk==$version" \
+        "opentelemetry-api==$version" "opentelemetry-instrumentation==${sdk##*:}"
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/otel/test_processor.py \
+        tests/unit/otel/test_setups.py
+done

@@ -31,6 +31,7 @@ from otel_alloc.otel._spanpath import ContextFollower
 # (identity hash): it is what an OTel Context holds, so the lookup needs no
 # call into the span. Plain dict operations are atomic under the GIL.
 _span_groups: dict[object, int] = {}
+_span_holders: dict[object, int] = {}
 _hook_lock = threading.Lock()
 
 # The key under which OpenTelemetry keeps the current span in a Context; when
@@ -39,8 +40,21 @@ _SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
 
 
 def span_registry() -> dict[object, int]:
-    """The live span -> group mapping (the processor's hot path writes it directly)."""
+    """The live span -> group mapping (the processor's hot path writes it directly).
+
+    One mapping for every processor, on purpose: an allocation is charged to
+    one group, so processors that see the same span (two on one provider, or
+    two wrapping one export processor) share the group the first opened.
+    """
     return _span_groups
+
+
+def span_holders() -> dict[object, int]:
+    """Span -> how many processors beyond the first hold its group (absent: one).
+
+    The last processor to end the span releases the group.
+    """
+    return _span_holders
 
 
 def install_context_hook() -> None:

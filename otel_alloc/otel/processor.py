@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from opentelemetry._logs import LoggerProvider
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -20,7 +19,7 @@ from opentelemetry.trace import SpanContext
 
 from otel_alloc import tracker
 from otel_alloc import validation as config
-from otel_alloc.otel import _spanpath, context_follower
+from otel_alloc.otel import _spanpath, context_follower, sdk_compat
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.metrics import AllocationMetrics, NameSums, SpanNames, span_context
@@ -43,10 +42,6 @@ _log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
 _OVERFLOW = tracker.GROUP_OVERFLOW
 _UNTRACKED = -1  # a span that gets no group at all (see _overflowed)
-# The C span path reads these exact types' fields directly (their properties
-# are Python functions) and writes attributes straight into the ended span's
-# mapping; any other type goes through its public properties.
-_spanpath.configure(ReadableSpan, BoundedAttributes, Span, SpanContext)
 
 
 class SpanSink(Protocol):
@@ -141,6 +136,7 @@ class AllocationSpanProcessor(SpanProcessor):
         # runtime context, see context_follower), group id -> span (the watch's).
         self._open: dict[int, ReadableSpan] = {}
         self._groups = context_follower.span_registry()
+        self._holders = context_follower.span_holders()
         self._by_gid = self._watch.open
         self._max_groups = tracker.counters().groups_capacity
         # Live mode: a span still holding leak_min_bytes at its end keeps its
@@ -148,7 +144,8 @@ class AllocationSpanProcessor(SpanProcessor):
         keep_from = (self.settings.leak_min_bytes
                      if self._live and self.settings.max_retained_spans > 0 else -1)
         self._path = _spanpath.SpanPath(
-            groups=self._groups, open=self._open, by_gid=self._by_gid, records=self._records,
+            groups=self._groups, holders=self._holders, open=self._open, by_gid=self._by_gid,
+            records=self._records,
             next=span_processor, live=self._live, overflowed=self._overflowed,
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
@@ -156,6 +153,9 @@ class AllocationSpanProcessor(SpanProcessor):
             keep_from=keep_from)
         self.on_start = self._path.on_start  # type: ignore[method-assign]
         self.on_end = self._path.on_end  # type: ignore[method-assign]
+        self._on_ending = self._path.on_ending  # type: ignore[method-assign]
+        if not sdk_compat.SDK_CALLS_ON_ENDING and span_processor is None:
+            sdk_compat.warn_no_attribute_route()
         self._shutdown = False
         self.spans_reclaimed = 0
         self.errors = 0
@@ -197,8 +197,16 @@ class AllocationSpanProcessor(SpanProcessor):
         """Open the span's allocation group, then pass the span on."""
         self._path.on_start(span, parent_context=parent_context)
 
+    def _on_ending(self, span: Span) -> None:
+        """Close the span's group, add its ``alloc.*`` attributes, pass the span on.
+
+        The SDK (>= 1.40) calls it on every processor before any ``on_end``,
+        so the attributes reach every exporter whatever the processors' order.
+        """
+        self._path.on_ending(span)
+
     def on_end(self, span: ReadableSpan) -> None:
-        """Close the span's group, queue its record, pass it on with attributes."""
+        """Pass the span on (a span ``_on_ending`` did not end is ended here)."""
         self._path.on_end(span)
 
     def shutdown(self) -> None:
@@ -265,6 +273,7 @@ class AllocationSpanProcessor(SpanProcessor):
             if (span.start_time or 0) > cutoff:
                 break  # insertion order: the rest are younger
             if self._open.pop(span_id, None) is not None:
+                self._holders.pop(span, None)
                 gid = self._groups.pop(span, _OVERFLOW)
                 if gid == _OVERFLOW:
                     self._path.overflow_open -= 1
@@ -352,6 +361,15 @@ class AllocationSpanProcessor(SpanProcessor):
         if self._metrics is not None:
             ctx = span_context(trace_id, span_id) if trace_id else None
             self._metrics.count_event(event_name, span_name, ctx)
+
+    @property
+    def attributes_dropped(self) -> int:
+        """``alloc.*`` attributes not added because a span's attribute limit was reached.
+
+        The app's own attributes are never evicted for them; each is also
+        counted in the span's dropped-attributes count that exporters send.
+        """
+        return int(self._path.attributes_dropped)
 
     @property
     def records_dropped(self) -> int:

@@ -81,15 +81,13 @@ def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
 
 
 def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
-    """The ended span with its ``alloc.*`` attributes added.
+    """A copy of the ended span with its ``alloc.*`` attributes added.
 
-    The C span path already adds them to spans of the SDK's exact shape:
-    the span has ended and its attributes are frozen for writers, so the
-    entries go into the mapping the ReadableSpan (and the ended Span) already
-    hold instead of a whole copy. Any other span gets a copy here.
+    For spans that ``_on_ending`` did not reach (an SDK before 1.40): the
+    span's own attribute mapping may already sit in another processor's
+    export queue, where an exporter iterates it without a lock, so it is never
+    changed; the wrapped processor gets this copy.
     """
-    if figures[6]:
-        return span
     extra = {ATTR_BYTES: figures[0], ATTR_COUNT: figures[1], ATTR_INCLUSIVE_BYTES: figures[2]}
     if live:
         extra[ATTR_LIVE_BYTES] = figures[3]
@@ -100,24 +98,21 @@ def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSp
 def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:
     """A copy of an ended span with ``extra`` attributes added.
 
-    The SDK freezes a span before ``on_end`` (and before ``_on_ending``), so
-    ``set_attribute`` is dropped there; the export processor is handed this
-    copy instead, made through ReadableSpan's public constructor.
+    The SDK freezes a span before ``on_end``, so ``set_attribute`` is
+    dropped there; the copy is made through ReadableSpan's public
+    constructor.
     """
-    bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
-    if type(span) is ReadableSpan and type(bounded) is BoundedAttributes and isinstance(
-            inner, dict):
-        # Fast path, on every span: the span has ended and its attributes are
-        # frozen for writers, so the entries are added to the mapping the
-        # ReadableSpan (and the ended Span) already hold instead of building
-        # a whole copy. Any other shape takes the public constructor below.
-        inner.update(extra)
-        return span
     original = span.attributes or {}
     merged: dict[str, object] = dict(original)
-    merged.update(extra)
     dropped = span.dropped_attributes
+    # The provider's attribute limit holds for the copy too: past it, the
+    # alloc.* attributes give way (and are counted), never the app's.
+    limit = getattr(getattr(span, "_attributes", None), "maxlen", None)
+    for key, value in extra.items():
+        if key in merged or limit is None or len(merged) < limit:
+            merged[key] = value
+        else:
+            dropped += 1
     attributes: object = merged
     if dropped:
         bounded = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)  # type: ignore[arg-type]

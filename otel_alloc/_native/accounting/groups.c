@@ -204,10 +204,8 @@ int oa_group_finish(uint64_t gid, int release, oa_stats *out)
     return rc;
 }
 
-/* The span-end path of the span processor in one call (through the C API
-   capsule, api/capsule.c): close, read, pass the inclusive bytes up to the parent's group,
-   and release unless the span still holds keep_from live bytes or more. */
-int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out)
+/* Close a span's group and read its figures (not released). */
+static int span_figures(uint64_t gid, oa_span_figures *out)
 {
     oa_stats st;
     int rc = oa_group_finish(gid, 0, &st);
@@ -221,6 +219,25 @@ int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figure
     out->live_bytes = st.live_bytes;
     out->peak_bytes = st.peak_bytes;
     out->noted = g != NULL && atomic_load_explicit(&g->noted, OA_RELAXED);
+    out->released = 0;
+    out->events_pending = oa_events_pending();
+    return OA_OK;
+}
+
+int oa_span_read(uint64_t gid, oa_span_figures *out)
+{
+    return span_figures(gid, out);
+}
+
+/* The span-end path of the span processor in one call (through the C API
+   capsule, api/capsule.c): close, read, pass the inclusive bytes up to the
+   parent's group, and release unless the span still holds keep_from live
+   bytes or more. */
+int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out)
+{
+    int rc = span_figures(gid, out);
+    if (rc != OA_OK)
+        return rc;
     /* Under the lock: the parent's slot cannot be released and reused
        between the generation check and the add. A parent that is already
        released (stale id) does not take it. */
@@ -231,7 +248,7 @@ int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figure
             atomic_fetch_add_explicit(&p->child_bytes, out->inclusive_bytes, OA_RELAXED);
         oa_spin_unlock(&g_groups_lock);
     }
-    out->released = keep_from < 0 || st.live_bytes < keep_from;
+    out->released = keep_from < 0 || out->live_bytes < keep_from;
     if (out->released)
         rc = oa_group_release(gid);
     out->events_pending = oa_events_pending();

@@ -44,6 +44,7 @@ void reset_group(oa_group *g);
 int setup_groups(uint32_t max_groups);
 /* The span processor's span-end path in one call (api/capsule.c exports it). */
 int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out);
+int oa_span_read(uint64_t gid, oa_span_figures *out);
 
 static inline oa_group *group_table(void)
 {

@@ -18,6 +18,7 @@ static const oa_tracker_capi g_capi = {
     .set_thread_group = oa_set_thread_group,
     .group_new = oa_group_new,
     .span_end = oa_span_end,
+    .span_read = oa_span_read,
 };
 
 /* Set `name` on `module` to a new reference `value` (stolen). */

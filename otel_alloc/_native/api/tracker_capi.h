@@ -21,7 +21,7 @@
 
 #define OA_TRACKER_MODULE "otel_alloc.tracker._tracker"
 #define OA_TRACKER_CAPI_NAME "otel_alloc.tracker._tracker._C_API"
-#define OA_TRACKER_CAPI_VERSION 3
+#define OA_TRACKER_CAPI_VERSION 4
 
 /* What span_end reads from a span's group. */
 typedef struct {
@@ -47,6 +47,10 @@ typedef struct {
        bytes are still alive (live mode: the span is worth watching for a
        leak). OA_OK, or an error for a stale id. */
     int (*span_end)(uint64_t group, uint64_t parent, int64_t keep_from, oa_span_figures *out);
+    /* Close `group` and read it like span_end, but pass nothing to a parent
+       and never release it: for a processor that shares the group with
+       another one, which ends the span after it (version 4). */
+    int (*span_read)(uint64_t group, oa_span_figures *out);
 } oa_tracker_capi;
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * span_end_core: the span processor's span-end path. It closes the span's
- * group, hands the span's record to SpanRecords (span_records.c) and writes the
- * alloc.* attributes into the ended span.
+ * The span processor's span-end core: close the span's group, hand the span's
+ * record to SpanRecords (span_records.c); and the alloc.* attributes written
+ * into an ended span's own attributes, under their lock (_on_ending).
  */
 #include "spans.h"
 
@@ -86,48 +86,83 @@ static void queue_record(PyObject *records, uint64_t gid, const oa_span_figures 
     Py_XDECREF(end);
 }
 
-/* Adds the alloc.* attributes into the ended span's own attribute mapping
-   when the span has the SDK's exact shape; returns 1 when it did. */
-static int set_attributes(PyObject *span, const oa_span_figures *f, int live)
+int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
+                          unsigned long long *dropped)
 {
-    if (g_readable_type == NULL || Py_TYPE(span) != g_readable_type)
-        return 0;
+    int written = -1;
+    PyObject *lock = NULL, *d = NULL, *maxlen = NULL, *held = NULL;
     PyObject *bounded = get_quiet(span, g_names.attributes);
-    if (bounded == NULL)
-        return 0;
-    int done = 0;
-    if (Py_TYPE(bounded) == g_bounded_type) {
-        PyObject *d = get_quiet(bounded, g_names.dict);
-        if (d != NULL && PyDict_CheckExact(d)) {
-            int64_t values[5] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
-                                 (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes};
-            int n = live ? 5 : 3;
-            done = 1;
-            for (int i = 0; i < n && done; i++) {
-                PyObject *v = PyLong_FromLongLong(values[i]);
-                if (v == NULL || PyDict_SetItem(d, g_names.attr_keys[i], v) < 0) {
-                    PyErr_Clear();
-                    done = 0;
-                }
-                Py_XDECREF(v);
-            }
-        }
-        Py_XDECREF(d);
+    if (bounded == NULL || g_bounded_type == NULL || Py_TYPE(bounded) != g_bounded_type)
+        goto done;
+    lock = get_quiet(bounded, g_names.lock);
+    d = get_quiet(bounded, g_names.dict);
+    maxlen = get_quiet(bounded, g_names.maxlen);
+    if (lock == NULL || d == NULL || !PyDict_Check(d) || maxlen == NULL)
+        goto done;
+    Py_ssize_t limit = PY_SSIZE_T_MAX;
+    if (maxlen != Py_None && (limit = PyLong_AsSsize_t(maxlen)) < 0) {
+        PyErr_Clear();
+        goto done;
     }
-    Py_DECREF(bounded);
-    return done;
+    /* The mapping's own lock, as its setter takes it: nothing else changes
+       the mapping meanwhile. (No processor's on_end has run yet in
+       _on_ending, so no exporter is reading it.) */
+    held = PyObject_CallMethodNoArgs(lock, g_names.acquire);
+    if (held == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    int64_t values[5] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
+                         (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes};
+    int n = live ? 5 : 3, lost = 0;
+    written = 0;
+    for (int i = 0; i < n; i++) {
+        PyObject *key = g_names.attr_keys[i];
+        int has = PyDict_Contains(d, key);
+        if (has < 0 || (!has && PyDict_GET_SIZE(d) >= limit)) {
+            lost++; /* the app's attributes fill the limit: ours give way */
+            continue;
+        }
+        PyObject *v = PyLong_FromLongLong(values[i]);
+        if (v == NULL || PyDict_SetItem(d, key, v) < 0)
+            lost++;
+        else
+            written++;
+        Py_XDECREF(v);
+    }
+    if (lost > 0) {
+        /* The mapping's count of dropped attributes, which exporters send. */
+        PyObject *before = get_quiet(bounded, g_names.dropped);
+        PyObject *add = PyLong_FromLong(lost);
+        PyObject *after = before != NULL && add != NULL ? PyNumber_Add(before, add) : NULL;
+        if (after == NULL || PyObject_SetAttr(bounded, g_names.dropped, after) < 0)
+            PyErr_Clear();
+        Py_XDECREF(after);
+        Py_XDECREF(add);
+        Py_XDECREF(before);
+        *dropped += (unsigned long long)lost;
+    }
+    PyErr_Clear();
+    PyObject *r = PyObject_CallMethodNoArgs(lock, g_names.release);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+done:
+    Py_XDECREF(held);
+    Py_XDECREF(maxlen);
+    Py_XDECREF(d);
+    Py_XDECREF(lock);
+    Py_XDECREF(bounded);
+    return written;
 }
 
-int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int live, int64_t keep_from,
-                  PyObject *span, PyObject *ctx, int want_attrs, oa_span_figures *f,
-                  int *attrs_set)
+int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int last, int64_t keep_from,
+                  PyObject *span, PyObject *ctx, oa_span_figures *f)
 {
-    *attrs_set = 0;
-    if (g_tracker->span_end(gid, parent, keep_from, f) != 0)
+    int rc = last ? g_tracker->span_end(gid, parent, keep_from, f) : g_tracker->span_read(gid, f);
+    if (rc != 0)
         return -1;
     queue_record(records, gid, f, span, ctx);
-    if (want_attrs)
-        *attrs_set = set_attributes(span, f, live);
     return 0;
 }
 

@@ -8,7 +8,8 @@
  *   span_records.c      SpanRecords: ended spans queued for the watch thread, and
  *                       the recently ended ones by group id
  *   record_sums.c       what SpanRecords.take() returns: tuples, sums per span name
- *   span_path.c         SpanPath, the span processor's on_start/on_end
+ *   span_path.c         SpanPath: on_start, its type (span_path.h)
+ *   span_finish.c       SpanPath: _on_ending and on_end
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
  */
@@ -41,7 +42,8 @@ typedef struct {
     PyObject *field[SF_COUNT];   /* context, name, parent, start_time, end_time */
     PyObject *private[SF_COUNT]; /* _context, _name, ...: what the SDK's properties return */
     PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
-    PyObject *on_start, *on_end;
+    PyObject *on_start, *on_end, *on_ending;
+    PyObject *lock, *maxlen, *dropped, *acquire, *release; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
     PyObject *attr_keys[5]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes */
 } sc_names;
@@ -57,12 +59,21 @@ OA_HIDDEN PyObject *span_field(PyObject *span, int field);
 OA_HIDDEN PyObject *context_id(PyObject *ctx, int index);
 
 
-/* Close a span's group (released unless keep_from >= 0 and the span still
-   holds that many live bytes), queue its record in `records` (a SpanRecords)
-   and set its alloc.* attributes when asked and possible. -1 for a stale id. */
-OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int live,
-                            int64_t keep_from, PyObject *span, PyObject *ctx, int want_attrs,
-                            oa_span_figures *f, int *attrs_set);
+/* Close a span's group and read it into *f, and queue its record in
+   `records` (a SpanRecords). The processor that ends the span `last` also
+   passes its inclusive bytes to `parent` and releases the group (unless
+   keep_from >= 0 and the span still holds that many live bytes). -1 for a
+   stale id. */
+OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int last,
+                            int64_t keep_from, PyObject *span, PyObject *ctx, oa_span_figures *f);
+/* Add the alloc.* attributes to an ended SDK span's own attributes (its
+   BoundedAttributes, which the ReadableSpan every exporter gets shares),
+   under their lock, within their limit: past it an alloc.* attribute is
+   dropped and counted (in the mapping's `dropped` and *dropped), never one
+   of the app's evicted. How many were added, or -1 (error cleared) when the
+   span's attributes are not a BoundedAttributes. */
+OA_HIDDEN int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
+                                    unsigned long long *dropped);
 /* Queue an ended span's record and remember it as recently ended (span_records.c). */
 OA_HIDDEN void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f,
                            PyObject *name, PyObject *trace_id, PyObject *span_id,

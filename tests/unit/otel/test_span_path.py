@@ -41,7 +41,7 @@ class _Direct(SpanProcessor):
 
 def _bare_path(records: Any, groups: dict[Any, int], failures: list[str]) -> Any:
     return _spanpath.SpanPath(
-        groups=groups, open={}, by_gid={}, records=records, next=None, live=False,
+        groups=groups, holders={}, open={}, by_gid={}, records=records, next=None, live=False,
         overflowed=lambda: -1, failed=lambda where, error: failures.append(where),
         wake=lambda: None, live_end=lambda *args: None, with_figures=lambda s, f, live: s,
         note_thread=None)

@@ -1,0 +1,48 @@
+/*
+ * SpanPath (span_path.c, span_finish.c): AllocationSpanProcessor's on_start,
+ * _on_ending and on_end, in C.
+ */
+#ifndef OA_SPAN_PATH_H
+#define OA_SPAN_PATH_H
+
+#include "spans.h"
+
+#define UNTRACKED (-1)
+
+typedef struct {
+    PyObject_HEAD
+    /* Shared by every processor: one allocation is charged to one group, so
+       processors that see the same span share its group. */
+    PyObject *groups;  /* dict: span -> group id (read by ContextFollower) */
+    PyObject *holders; /* dict: span -> how many more processors hold its group */
+    /* This processor's own. */
+    PyObject *open;    /* dict: span id -> span */
+    PyObject *joined;  /* dict: span id -> span, open spans whose group another opened */
+    PyObject *by_gid;  /* dict: group id -> span */
+    PyObject *records; /* SpanRecords */
+    /* Bound methods of the wrapped processor, or NULL. */
+    PyObject *next_on_start, *next_on_ending, *next_on_end;
+    PyObject *overflowed;  /* () -> int: group id after the table was full, or -1 */
+    PyObject *failed;      /* (where: str, error: BaseException) -> None */
+    PyObject *wake;        /* () -> None: large-allocation events are waiting */
+    PyObject *live_end;    /* (span, span_context, gid, figures) -> None: a kept group */
+    PyObject *with_figures; /* (span, figures, live) -> a copy of span with attributes */
+    PyObject *note_thread; /* () -> None, or NULL */
+    int live;
+    long long keep_from; /* keep a group still holding this many live bytes (live mode); -1: never */
+    int shutdown;
+    long long overflow_open;
+    uint64_t serial; /* for the per-thread "thread noted" mark */
+    unsigned long long attributes_dropped;    /* alloc.* attributes past a span's limit */
+    unsigned long long attributes_unwritable; /* _on_ending spans without the SDK's mapping */
+} SpanPath;
+
+/* Hand the pending exception to the processor's `failed` callback. */
+OA_HIDDEN void sp_failed(SpanPath *self, const char *where);
+/* Removes `key` from dict `d`; new reference to its value, or NULL (error set
+   only on a real failure). */
+OA_HIDDEN PyObject *dict_pop(PyObject *d, PyObject *key);
+OA_HIDDEN PyObject *sp_on_ending(SpanPath *self, PyObject *span);
+OA_HIDDEN PyObject *sp_on_end(SpanPath *self, PyObject *span);
+
+#endif

@@ -1,0 +1,170 @@
+"""The setups teams write: several processors and providers, limits, old SDKs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import otel_alloc
+from otel_alloc import AllocationSpanProcessor
+from otel_alloc.otel import sdk_compat
+from otel_alloc.otel.instrumentor import AllocationInstrumentor
+from tests.unit.conftest import OBJ, RAW, Helper
+
+needs_on_ending = pytest.mark.skipif(
+    not sdk_compat.SDK_CALLS_ON_ENDING,
+    reason="this opentelemetry-sdk has no _on_ending (test_old_sdk_beside_exporter_warns_once)")
+
+
+@pytest.fixture
+def counts() -> Iterator[None]:
+    otel_alloc.install("counts")
+    try:
+        yield
+    finally:
+        otel_alloc.uninstall()
+
+
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+@needs_on_ending
+def test_two_processors_on_one_provider_share_groups_and_leak_none(helper: Helper) -> None:
+    """The reported case: 2,000 spans, 64 groups, two allocation processors."""
+    otel_alloc.install("counts", max_groups=64)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    first = AllocationSpanProcessor()
+    provider.add_span_processor(first)
+    provider.add_span_processor(AllocationSpanProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("test")
+    for i in range(2000):
+        with tracer.start_as_current_span(f"s{i % 7}"):
+            helper.alloc_many(OBJ, 500, 4)
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2000
+    assert all(2000 <= _attrs(s)["alloc.bytes"] < 2000 + 8192 for s in spans)
+    assert otel_alloc.counters().groups_open == 0
+    assert otel_alloc.counters().groups_dropped == 0
+    assert first.open_spans == 0
+    provider.shutdown()
+    otel_alloc.uninstall()
+
+
+def test_wrapped_processor_gets_on_ending(counts: None) -> None:
+    seen: list[str] = []
+
+    class Recorder(SpanProcessor):
+        def _on_ending(self, span: Span) -> None:
+            seen.append("ending:" + span.name)
+
+        def on_end(self, span: ReadableSpan) -> None:
+            seen.append("end:" + span.name)
+
+    provider = TracerProvider()
+    provider.add_span_processor(AllocationSpanProcessor(Recorder()))
+    with provider.get_tracer("t").start_as_current_span("op"):
+        pass
+    expected = ["ending:op", "end:op"] if sdk_compat.SDK_CALLS_ON_ENDING else ["end:op"]
+    assert seen == expected
+    provider.shutdown()
+
+
+@needs_on_ending
+@pytest.mark.parametrize("order", ["ours-first", "exporter-first"])
+def test_attribute_limit_is_respected_and_drops_counted(counts: None, order: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=3))
+    ours = AllocationSpanProcessor()
+    export = SimpleSpanProcessor(exporter)
+    for p in ((ours, export) if order == "ours-first" else (export, ours)):
+        provider.add_span_processor(p)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("full") as span:
+        span.set_attribute("app.a", 1)
+        span.set_attribute("app.b", 2)
+    with tracer.start_as_current_span("room") as span:
+        span.set_attribute("app.a", 1)
+    exported = {s.name: s for s in exporter.get_finished_spans()}
+    full, room = exported["full"], exported["room"]
+    # The app's attributes are never evicted; ours fill what is left.
+    assert _attrs(full) == {"app.a": 1, "app.b": 2, "alloc.bytes": _attrs(full)["alloc.bytes"]}
+    assert full.dropped_attributes == 2  # alloc.count, alloc.inclusive_bytes
+    assert set(_attrs(room)) == {"app.a", "alloc.bytes", "alloc.count"}
+    assert room.dropped_attributes == 1
+    assert ours.attributes_dropped == 3
+    provider.shutdown()
+
+
+@needs_on_ending
+def test_several_providers_in_one_process(counts: None, helper: Helper) -> None:
+    exporters = [InMemorySpanExporter(), InMemorySpanExporter()]
+    providers = []
+    for i, exporter in enumerate(exporters):
+        provider = TracerProvider()
+        if i == 0:
+            provider.add_span_processor(AllocationSpanProcessor())
+            provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+        else:
+            provider.add_span_processor(AllocationSpanProcessor(SimpleSpanProcessor(exporter)))
+        providers.append(provider)
+    outer_tracer, inner_tracer = (p.get_tracer("t") for p in providers)
+    with outer_tracer.start_as_current_span("outer"):
+        helper.alloc_many(RAW, 10_000, 20)
+        with inner_tracer.start_as_current_span("inner"):
+            helper.alloc_many(OBJ, 300, 1000)
+    for p in providers:
+        p.force_flush()
+    (outer,) = exporters[0].get_finished_spans()
+    (inner,) = exporters[1].get_finished_spans()
+    assert 200_000 <= _attrs(outer)["alloc.bytes"] < 200_000 + 16_384
+    assert 300_000 <= _attrs(inner)["alloc.bytes"] < 300_000 + 16_384
+    assert otel_alloc.counters().groups_open == 0
+    for p in providers:
+        p.shutdown()
+
+
+@needs_on_ending
+def test_instrumentor_beside_a_hand_added_processor(counts: None, helper: Helper,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ALLOC_ENABLED", "true")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+    hand_added = AllocationSpanProcessor()
+    provider.add_span_processor(hand_added)
+    instrumentor = AllocationInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        tracer = provider.get_tracer("t")
+        for _ in range(50):
+            with tracer.start_as_current_span("job"):
+                helper.alloc_many(OBJ, 1000, 10)
+        provider.force_flush()
+        spans = exporter.get_finished_spans()
+        assert len(spans) == 50
+        assert all(10_000 <= _attrs(s)["alloc.bytes"] < 10_000 + 8192 for s in spans)
+        assert otel_alloc.counters().groups_open == 0
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+def test_old_sdk_beside_exporter_warns_once(counts: None, monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sdk_compat, "SDK_CALLS_ON_ENDING", False)
+    monkeypatch.setattr(sdk_compat, "_route_warned", False)
+    with caplog.at_level(logging.WARNING, logger="otel_alloc"):
+        AllocationSpanProcessor().shutdown()
+        AllocationSpanProcessor().shutdown()
+        AllocationSpanProcessor(SimpleSpanProcessor(InMemorySpanExporter())).shutdown()
+    warnings = [r.getMessage() for r in caplog.records if "_on_ending" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "AllocationSpanProcessor(BatchSpanProcessor(exporter))" in warnings[0]
