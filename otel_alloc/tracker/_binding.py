@@ -198,6 +198,7 @@ def counters() -> Counters:
         stale_group_allocs=out.stale_group_allocs,
         subinterpreter_allocs=out.subinterpreter_allocs,
         subinterpreter_bytes=out.subinterpreter_bytes,
+        slots_parked=out.slots_parked,
     )
 
 

@@ -95,6 +95,9 @@ class Counters:
         subinterpreter_allocs: Allocations made by a subinterpreter: passed
             through untracked (only the main interpreter is tracked).
         subinterpreter_bytes: Their bytes.
+        slots_parked: Times a group slot was held back from reuse because
+            blocks charged under it 65,536 generations earlier were still
+            alive (its 16-bit tag in those blocks would repeat).
 
     """
 
@@ -110,6 +113,7 @@ class Counters:
     stale_group_allocs: int
     subinterpreter_allocs: int = 0
     subinterpreter_bytes: int = 0
+    slots_parked: int = 0
 
 
 @dataclass(frozen=True)

@@ -90,21 +90,15 @@ def delta(after: otel_alloc.Stats, before: otel_alloc.Stats) -> otel_alloc.Stats
     )
 
 
-def charged(work: Any, attempts: int = 3) -> otel_alloc.Stats:
+def charged(work: Any) -> otel_alloc.Stats:
     """What ``work(True)`` charges to a group, minus what ``work(False)`` does.
 
     Entering and leaving a group allocates a little (context variable
     updates); running the same code path with and without the allocations
-    and subtracting leaves exactly the allocations under test.
-
-    Rarely (seen about once in a few thousand measurements, only inside the
-    full pytest run) the interpreter itself allocates one small block in the
-    measured window; that is a real allocation but not the test's. So the
-    measurement is repeated and the result most runs agree on is kept: a
-    wrong count from the tracker would be wrong every time.
+    and subtracting leaves exactly the allocations under test. One
+    measurement, no vote: a count that is off is a failure.
     """
-    results = [_charged_once(work) for _ in range(attempts)]
-    return max(results, key=results.count)
+    return _charged_once(work)
 
 
 def _charged_once(work: Any) -> otel_alloc.Stats:

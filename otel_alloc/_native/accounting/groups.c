@@ -3,17 +3,24 @@
  * slot so a recycled slot never passes for the group that owned it before,
  * and a FIFO queue of free slots. Changed only under the GIL.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
 #include "groups.h"
 
 #include "../api/tracker_api.h"
 #include "events.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 oa_group *_Atomic g_groups;
 uint32_t g_ngroups;
 static uint32_t g_free_head = OA_NO_SLOT, g_free_tail = OA_NO_SLOT;
+/* Released slots held back from a new generation epoch (see oa_group_new). */
+static uint32_t g_parked_head = OA_NO_SLOT, g_parked_tail = OA_NO_SLOT;
+_Atomic uint64_t g_slots_parked;
 uint64_t g_groups_open;
 /* Group tables replaced by a reinstall with another size are kept, never
    freed: a RAW hook on another thread may still hold a pointer into one. */
@@ -44,9 +51,14 @@ static void groups_reset_all(void)
     oa_spin_lock(&g_groups_lock);
     oa_group *groups = group_table();
     g_free_head = g_free_tail = OA_NO_SLOT;
+    g_parked_head = g_parked_tail = OA_NO_SLOT;
+    atomic_store_explicit(&g_slots_parked, 0, OA_RELAXED);
     for (uint32_t i = 0; i < g_ngroups; i++) {
         oa_group *g = &groups[i];
         reset_group(g);
+        /* Install starts with empty live tables: nothing is tagged. */
+        atomic_store_explicit(&g->tagged_mem_obj, 0, OA_RELAXED);
+        atomic_store_explicit(&g->tagged_raw, 0, OA_RELAXED);
         g->next = OA_NO_SLOT;
         if (i < OA_FIRST_USER_SLOT) {
             atomic_store_explicit(&g->state, OA_GROUP_OPEN, OA_RELAXED);
@@ -102,18 +114,74 @@ int setup_groups(uint32_t max_groups)
 
 /* ------------------------------------------------------------ groups API */
 
-uint64_t oa_group_new(void)
+static void queue_push(uint32_t *head, uint32_t *tail, oa_group *groups, uint32_t slot)
+{
+    groups[slot].next = OA_NO_SLOT;
+    if (*tail == OA_NO_SLOT)
+        *head = slot;
+    else
+        groups[*tail].next = slot;
+    *tail = slot;
+}
+
+static uint32_t queue_pop(uint32_t *head, uint32_t *tail, oa_group *groups)
+{
+    uint32_t slot = *head;
+    if (slot != OA_NO_SLOT) {
+        *head = groups[slot].next;
+        if (*head == OA_NO_SLOT)
+            *tail = OA_NO_SLOT;
+        groups[slot].next = OA_NO_SLOT;
+    }
+    return slot;
+}
+
+static int64_t tagged_blocks(oa_group *g)
+{
+    return atomic_load_explicit(&g->tagged_mem_obj, OA_RELAXED) +
+           atomic_load_explicit(&g->tagged_raw, OA_RELAXED);
+}
+
+/* A live block remembers the low 16 bits of its group's generation. So a
+   slot is not reused into a new epoch of 65,536 generations while blocks
+   tagged with it are alive: such a slot is parked instead, and goes back to
+   the free queue once they are all freed. Every block tagged with a slot
+   then belongs to the slot's current epoch, where 16 bits tell its group
+   apart from every other. Parking happens at most once per 65,536 reuses of
+   a slot, and only while long-lived blocks hold it. */
+static uint32_t take_slot(oa_group *groups)
+{
+    if (g_parked_head != OA_NO_SLOT && tagged_blocks(&groups[g_parked_head]) == 0)
+        queue_push(&g_free_head, &g_free_tail, groups,
+                   queue_pop(&g_parked_head, &g_parked_tail, groups));
+    for (;;) {
+        uint32_t slot = queue_pop(&g_free_head, &g_free_tail, groups);
+        if (slot == OA_NO_SLOT)
+            return slot;
+        oa_group *g = &groups[slot];
+        uint64_t next_gen = atomic_load_explicit(&g->gen, OA_RELAXED) + 1;
+        if ((next_gen & 0xFFFFu) != 0 || tagged_blocks(g) == 0)
+            return slot;
+        queue_push(&g_parked_head, &g_parked_tail, groups, slot);
+        atomic_fetch_add_explicit(&g_slots_parked, 1, OA_RELAXED);
+    }
+}
+
+uint64_t oa_group_new_gil_held(void)
 {
     oa_spin_lock(&g_groups_lock);
     uint64_t gid = OA_GROUP_OVERFLOW;
     oa_group *groups = group_table();
-    if (groups != NULL && g_free_head != OA_NO_SLOT) {
-        uint32_t slot = g_free_head;
+    uint32_t slot = groups != NULL ? take_slot(groups) : OA_NO_SLOT;
+    if (slot != OA_NO_SLOT) {
         oa_group *g = &groups[slot];
-        g_free_head = g->next;
-        if (g_free_head == OA_NO_SLOT)
-            g_free_tail = OA_NO_SLOT;
-        g->next = OA_NO_SLOT;
+        /* A RAW hook that pinned the slot before its release may still be
+           charging it: its counters are reset for the new group only after
+           (the fence pairs with pin_group's). Such a hook runs no code that
+           waits for this lock, so this ends. */
+        atomic_thread_fence(memory_order_seq_cst);
+        while (atomic_load_explicit(&g->raw_pins, memory_order_acquire) != 0)
+            sched_yield();
         reset_group(g);
         uint64_t gen = atomic_load_explicit(&g->gen, OA_RELAXED) + 1;
         atomic_store_explicit(&g->gen, gen, OA_RELAXED);
@@ -141,7 +209,7 @@ static oa_group *user_group(uint64_t gid)
     return g;
 }
 
-int oa_group_close(uint64_t gid)
+int oa_group_close_gil_held(uint64_t gid)
 {
     if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
         return OA_OK;
@@ -153,7 +221,7 @@ int oa_group_close(uint64_t gid)
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
 }
 
-int oa_group_release(uint64_t gid)
+int oa_group_release_gil_held(uint64_t gid)
 {
     if (gid == OA_GROUP_NONE || gid == OA_GROUP_OVERFLOW)
         return OA_OK;
@@ -162,13 +230,8 @@ int oa_group_release(uint64_t gid)
     if (g != NULL) {
         oa_group *groups = group_table();
         uint32_t slot = (uint32_t)(g - groups);
-        atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
-        g->next = OA_NO_SLOT;
-        if (g_free_tail == OA_NO_SLOT)
-            g_free_head = slot;
-        else
-            groups[g_free_tail].next = slot;
-        g_free_tail = slot;
+        atomic_store_explicit(&g->state, OA_GROUP_FREE, memory_order_seq_cst);
+        queue_push(&g_free_head, &g_free_tail, groups, slot);
         g_groups_open--;
     }
     oa_spin_unlock(&g_groups_lock);
@@ -193,14 +256,14 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
 }
 
 /* The span-end path in one call: close, read, and (when asked) release. */
-int oa_group_finish(uint64_t gid, int release, oa_stats *out)
+int oa_group_finish_gil_held(uint64_t gid, int release, oa_stats *out)
 {
-    int rc = oa_group_close(gid);
+    int rc = oa_group_close_gil_held(gid);
     if (rc != OA_OK)
         return rc;
     rc = oa_group_stats(gid, out);
     if (rc == OA_OK && release)
-        rc = oa_group_release(gid);
+        rc = oa_group_release_gil_held(gid);
     return rc;
 }
 
@@ -208,7 +271,7 @@ int oa_group_finish(uint64_t gid, int release, oa_stats *out)
 static int span_figures(uint64_t gid, oa_span_figures *out)
 {
     oa_stats st;
-    int rc = oa_group_finish(gid, 0, &st);
+    int rc = oa_group_finish_gil_held(gid, 0, &st);
     if (rc != OA_OK)
         return rc;
     oa_group *g = user_group(gid);
@@ -250,7 +313,46 @@ int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figure
     }
     out->released = keep_from < 0 || out->live_bytes < keep_from;
     if (out->released)
-        rc = oa_group_release(gid);
+        rc = oa_group_release_gil_held(gid);
     out->events_pending = oa_events_pending();
+    return rc;
+}
+
+/* ------------------------------------------- the same, from the cffi binding */
+
+/* cffi calls these with the GIL released. They take it: MEM/OBJ hooks
+   check a group and charge it under the GIL, so a group can then never be
+   released and its slot reused between the two (RAW hooks pin the group
+   instead). The span path calls the _gil_held versions through the C API. */
+
+uint64_t oa_group_new(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    uint64_t gid = oa_group_new_gil_held();
+    PyGILState_Release(gil);
+    return gid;
+}
+
+int oa_group_close(uint64_t gid)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = oa_group_close_gil_held(gid);
+    PyGILState_Release(gil);
+    return rc;
+}
+
+int oa_group_release(uint64_t gid)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = oa_group_release_gil_held(gid);
+    PyGILState_Release(gil);
+    return rc;
+}
+
+int oa_group_finish(uint64_t gid, int release, oa_stats *out)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = oa_group_finish_gil_held(gid, release, out);
+    PyGILState_Release(gil);
     return rc;
 }

@@ -33,6 +33,13 @@ typedef struct {
     _Atomic uint64_t child_bytes; /* inclusive bytes reported by ended child spans */
     _Atomic int noted; /* a sample or large-allocation event names this group */
     uint32_t next;     /* FIFO free-slot queue link */
+    /* Live-table entries tagged with this slot, of any generation: kept
+       across reuses (see oa_group_new). MEM/OBJ under the GIL, RAW atomic. */
+    _Atomic int64_t tagged_mem_obj;
+    _Atomic int64_t tagged_raw;
+    /* RAW hooks charging this group right now: the slot is not reused (its
+       counters reset for another group) until they are done. */
+    _Atomic int raw_pins;
 } oa_group;
 
 extern oa_group *_Atomic g_groups;
@@ -41,10 +48,18 @@ extern uint64_t g_groups_open;
 extern oa_spin g_groups_lock; /* free-slot queue and group states */
 
 void reset_group(oa_group *g);
+
 int setup_groups(uint32_t max_groups);
 /* The span processor's span-end path in one call (api/capsule.c exports it). */
 int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out);
 int oa_span_read(uint64_t gid, oa_span_figures *out);
+/* Group operations for callers that hold the GIL (the span path's C API);
+   binding.h's oa_group_* take the GIL themselves. */
+uint64_t oa_group_new_gil_held(void);
+int oa_group_close_gil_held(uint64_t gid);
+int oa_group_release_gil_held(uint64_t gid);
+int oa_group_finish_gil_held(uint64_t gid, int release, oa_stats *out);
+extern _Atomic uint64_t g_slots_parked;
 
 static inline oa_group *group_table(void)
 {
@@ -61,18 +76,57 @@ static inline uint32_t table_slots(const oa_group *groups)
     return *(const uint32_t *)((const char *)groups - OA_GROUP_HEADER);
 }
 
+/* A live-table entry tagged with `meta`'s slot was added (delta 1) or
+   removed (-1). */
+static inline void tag_slot(oa_group *groups, uint64_t meta, int64_t delta, int raw)
+{
+    uint32_t slot = oa_meta_slot(meta);
+    if (slot < OA_FIRST_USER_SLOT || slot >= table_slots(groups))
+        return;
+    if (raw)
+        atomic_fetch_add_explicit(&groups[slot].tagged_raw, delta, OA_RELAXED);
+    else
+        plain_add_signed(&groups[slot].tagged_mem_obj, delta);
+}
+
+/* A RAW hook about to charge `g` pins it; 0 when pinning is not needed
+   (the reserved groups 0 and 1 are never reused). MEM/OBJ hooks need no
+   pin: every group operation holds the GIL (api/capsule.c, groups.c). */
+static inline int pin_group(oa_group *groups, oa_group *g)
+{
+    if (g - groups < OA_FIRST_USER_SLOT)
+        return 0;
+    /* Sequentially consistent with the fence in oa_group_new: either the
+       reuse sees this pin and waits, or this hook sees the slot released. */
+    atomic_fetch_add_explicit(&g->raw_pins, 1, memory_order_seq_cst);
+    return 1;
+}
+
+static inline void unpin_group(oa_group *g)
+{
+    atomic_fetch_sub_explicit(&g->raw_pins, 1, memory_order_release);
+}
+
 /* The group an allocation under `gid` is charged to: the open group itself,
-   or group 0 (no group) for an unknown, closed or recycled id. */
-static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
+   or group 0 (no group) for an unknown, closed or recycled id. A RAW caller
+   gets it pinned (*pinned = 1) and unpins it when done charging. */
+static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw, int *pinned)
 {
     uint32_t slot = (uint32_t)(gid & OA_SLOT_MASK);
+    *pinned = 0;
     if (slot < OA_FIRST_USER_SLOT)
         return &groups[slot];
     if (slot < table_slots(groups)) {
         oa_group *g = &groups[slot];
-        if (atomic_load_explicit(&g->gen, OA_RELAXED) == (gid >> OA_SLOT_BITS) &&
-            atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_OPEN)
+        if (raw)
+            *pinned = pin_group(groups, g);
+        if (atomic_load_explicit(&g->gen, memory_order_seq_cst) == (gid >> OA_SLOT_BITS) &&
+            atomic_load_explicit(&g->state, memory_order_seq_cst) == OA_GROUP_OPEN)
             return g;
+        if (*pinned) {
+            unpin_group(g);
+            *pinned = 0;
+        }
     }
     if (raw)
         atomic_fetch_add_explicit(&g_stale_raw, 1, OA_RELAXED);
@@ -82,17 +136,27 @@ static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw)
 }
 
 /* The group that allocated a block, from its packed table entry, or NULL
-   when that group has been released since. */
-static inline oa_group *group_for_free(oa_group *groups, uint64_t meta)
+   when that group has been released since. Its 16-bit generation is
+   unambiguous: a slot never enters a new 65,536-generation epoch while
+   blocks tagged with it are alive (oa_group_new). A RAW caller gets it
+   pinned, as in group_for_alloc. */
+static inline oa_group *group_for_free(oa_group *groups, uint64_t meta, int raw, int *pinned)
 {
     uint32_t slot = oa_meta_slot(meta);
+    *pinned = 0;
     if (slot >= table_slots(groups))
         return NULL;
     oa_group *g = &groups[slot];
-    if ((atomic_load_explicit(&g->gen, OA_RELAXED) & 0xFFFFu) != oa_meta_gen16(meta) ||
-        atomic_load_explicit(&g->state, OA_RELAXED) == OA_GROUP_FREE)
-        return NULL;
-    return g;
+    if (raw)
+        *pinned = pin_group(groups, g);
+    if ((atomic_load_explicit(&g->gen, memory_order_seq_cst) & 0xFFFFu) == oa_meta_gen16(meta) &&
+        atomic_load_explicit(&g->state, memory_order_seq_cst) != OA_GROUP_FREE)
+        return g;
+    if (*pinned) {
+        unpin_group(g);
+        *pinned = 0;
+    }
+    return NULL;
 }
 
 #pragma GCC visibility pop

@@ -109,4 +109,5 @@ void oa_counters_get(oa_counters *out)
                               atomic_load_explicit(&g_stale_mem_obj, OA_RELAXED);
     out->subinterpreter_allocs = atomic_load_explicit(&g_subinterp_allocs, OA_RELAXED);
     out->subinterpreter_bytes = atomic_load_explicit(&g_subinterp_bytes, OA_RELAXED);
+    out->slots_parked = atomic_load_explicit(&g_slots_parked, OA_RELAXED);
 }

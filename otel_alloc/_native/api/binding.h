@@ -77,6 +77,7 @@ typedef struct {
     uint64_t stale_group_allocs;
     uint64_t subinterpreter_allocs; /* passed through untracked: made in a subinterpreter */
     uint64_t subinterpreter_bytes;
+    uint64_t slots_parked; /* group slots held back while older blocks live */
 } oa_counters;
 
 typedef struct {

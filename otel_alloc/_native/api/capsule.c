@@ -16,7 +16,7 @@ static const oa_tracker_capi g_capi = {
     .version = OA_TRACKER_CAPI_VERSION,
     .size = sizeof(oa_tracker_capi),
     .set_thread_group = oa_set_thread_group,
-    .group_new = oa_group_new,
+    .group_new = oa_group_new_gil_held,
     .span_end = oa_span_end,
     .span_read = oa_span_read,
 };

@@ -64,8 +64,14 @@ static void atfork_child(void)
     oa_ring_clear(&g_events);
     tls.ctx_valid = 0;
     oa_group *groups = group_table();
-    for (uint32_t i = 0; groups != NULL && i < g_ngroups; i++)
+    for (uint32_t i = 0; groups != NULL && i < g_ngroups; i++) {
         reset_group(&groups[i]);
+        /* The live tables were cleared; no other thread exists to be
+           charging a group. */
+        atomic_store_explicit(&groups[i].tagged_mem_obj, 0, OA_RELAXED);
+        atomic_store_explicit(&groups[i].tagged_raw, 0, OA_RELAXED);
+        atomic_store_explicit(&groups[i].raw_pins, 0, OA_RELAXED);
+    }
     oa_thread *self = tls.rec;
     zero_figures();
     for (int i = 0; i < g_nthreads; i++) {

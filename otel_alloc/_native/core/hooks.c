@@ -81,12 +81,14 @@ static inline void table_unlock(int raw)
 
 static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
 {
-    int raw = domain == OA_DOMAIN_RAW;
-    oa_group *g = group_for_free(groups, meta);
+    int raw = domain == OA_DOMAIN_RAW, pinned;
+    oa_group *g = group_for_free(groups, meta, raw, &pinned);
     if (raw) {
         if (g != NULL) {
             oa_ctr_free_atomic(&g->raw, size);
             oa_ctr_live_atomic(&g->raw, -(int64_t)size, -1);
+            if (pinned)
+                unpin_group(g);
         } else {
             atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
         }
@@ -130,7 +132,8 @@ static void on_alloc(int domain, void *ptr, size_t size)
         gid = resolve_gid(ts);
     }
     oa_group *groups = group_table();
-    oa_group *g = group_for_alloc(groups, gid, raw);
+    int pinned;
+    oa_group *g = group_for_alloc(groups, gid, raw, &pinned);
     oa_ctr *gc = raw ? &g->raw : &g->mem_obj;
     if (raw) {
         oa_ctr_alloc_atomic(gc, size);
@@ -160,8 +163,10 @@ static void on_alloc(int domain, void *ptr, size_t size)
             atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
         } else {
             tracked = 1;
+            tag_slot(groups, meta, 1, raw);
             if (r == 1) {
                 atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
+                tag_slot(groups, old_meta, -1, raw);
                 if (old_meta & OA_SAMPLED_FLAG)
                     oa_sample_freed(ptr);
                 charge_free(groups, domain, old_size, old_meta);
@@ -196,6 +201,8 @@ static void on_alloc(int domain, void *ptr, size_t size)
         atomic_store_explicit(&g->noted, 1, OA_RELAXED);
         push_event(domain, size, gid);
     }
+    if (pinned)
+        unpin_group(g);
 }
 
 /* Remove ptr from the live table; 1 with its size and meta when tracked. */
@@ -208,6 +215,8 @@ static inline int forget_block(int domain, void *ptr, uint64_t *size, uint64_t *
     if (t->slots != NULL)
         found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
     table_unlock(raw);
+    if (found)
+        tag_slot(group_table(), *meta, -1, raw);
     if (!found) {
         if (raw)
             atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
@@ -222,10 +231,13 @@ static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
     int raw = domain == OA_DOMAIN_RAW;
     oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
     uint64_t os, om;
+    int r = -1;
     table_lock(raw);
     if (t->slots != NULL)
-        (void)oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
+        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
     table_unlock(raw);
+    if (r >= 0)
+        tag_slot(group_table(), meta, 1, raw);
 }
 
 /* ----------------------------------------------------------------- hooks */
