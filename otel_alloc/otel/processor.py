@@ -31,7 +31,7 @@ from otel_alloc.otel.span_records import (
     to_record,
     with_figures,
 )
-from otel_alloc.otel.watch import SpanWatch
+from otel_alloc.otel.watch import SpanWatch, keep_hooked
 from otel_alloc.profiling import sampling
 from otel_alloc.profiling.profile import Profile
 from otel_alloc.profiling.sampling import SampleCollector
@@ -125,6 +125,7 @@ class AllocationSpanProcessor(SpanProcessor):
         self._take_lock = threading.Lock()
         self._watch = SpanWatch(self.settings, self._events, self._live, self._records)
         self._watch.add_task(self._publish_pending)
+        self._watch.add_task(keep_hooked)
         os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:

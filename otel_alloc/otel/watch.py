@@ -238,3 +238,13 @@ class SpanWatch:
         self._thread = None
         self.open.clear()
         self._retained.clear()
+
+
+def keep_hooked() -> None:
+    """Put back hooks another tool took out of the allocator chain (a watch task)."""
+    rehooked = tracker.ensure_hooked()
+    if rehooked:
+        _log.warning("otel_alloc: another tool removed the allocation hooks from %d "
+                     "allocator domain(s) (tracemalloc.stop() after tracemalloc was started "
+                     "before otel_alloc?); they are back in place, and what was allocated "
+                     "meanwhile was not counted", rehooked)

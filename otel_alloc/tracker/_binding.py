@@ -76,6 +76,10 @@ def uninstall() -> int:
     return int(lib.oa_uninstall())
 
 
+def rehook() -> int:
+    return int(lib.oa_rehook())
+
+
 def mode() -> int:
     return int(lib.oa_mode())
 
@@ -199,6 +203,7 @@ def counters() -> Counters:
         subinterpreter_allocs=out.subinterpreter_allocs,
         subinterpreter_bytes=out.subinterpreter_bytes,
         slots_parked=out.slots_parked,
+        rehooks=out.rehooks,
     )
 
 

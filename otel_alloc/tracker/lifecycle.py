@@ -132,6 +132,20 @@ def hook_status() -> dict[str, dict[str, bool]]:
     }
 
 
+def ensure_hooked() -> int:
+    """Put back hooks another tool removed from the allocator chain.
+
+    ``tracemalloc.stop()`` restores the allocator tracemalloc saved when it
+    started; when it started before :func:`install`, that removes our hooks.
+    The span processor's watch thread calls this every tick; a plain tracker
+    user may call it. Counted in ``counters().rehooks``.
+
+    Returns:
+        How many domains were re-hooked (0 when all were in place).
+    """
+    return _binding.rehook()
+
+
 def set_threshold(threshold_bytes: int | str) -> None:
     """Change the single-allocation event threshold (0 turns events off)."""
     _binding.set_threshold(config.size("threshold_bytes", threshold_bytes, "", 0))

@@ -98,6 +98,9 @@ class Counters:
         slots_parked: Times a group slot was held back from reuse because
             blocks charged under it 65,536 generations earlier were still
             alive (its 16-bit tag in those blocks would repeat).
+        rehooks: Hooks put back after another tool took them out of the
+            allocator chain (``tracemalloc.stop()`` when tracemalloc was
+            started before install); allocations in between were not seen.
 
     """
 
@@ -114,6 +117,7 @@ class Counters:
     subinterpreter_allocs: int = 0
     subinterpreter_bytes: int = 0
     slots_parked: int = 0
+    rehooks: int = 0
 
 
 @dataclass(frozen=True)

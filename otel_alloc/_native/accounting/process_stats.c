@@ -18,7 +18,7 @@ _Atomic int64_t g_proc_peak;
 
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
-    g_stale_raw, g_subinterp_allocs, g_subinterp_bytes;
+    g_stale_raw, g_subinterp_allocs, g_subinterp_bytes, g_rehooks;
 _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
 
 void zero_figures(void)
@@ -29,7 +29,7 @@ void zero_figures(void)
     _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
                                     &g_tracking_failures, &g_replaced, &g_released_free_bytes,
                                     &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj,
-                                    &g_subinterp_allocs, &g_subinterp_bytes};
+                                    &g_subinterp_allocs, &g_subinterp_bytes, &g_rehooks};
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         atomic_store_explicit(counters[i], 0, OA_RELAXED);
     oa_spin_lock(&g_threads_lock);
@@ -110,4 +110,5 @@ void oa_counters_get(oa_counters *out)
     out->subinterpreter_allocs = atomic_load_explicit(&g_subinterp_allocs, OA_RELAXED);
     out->subinterpreter_bytes = atomic_load_explicit(&g_subinterp_bytes, OA_RELAXED);
     out->slots_parked = atomic_load_explicit(&g_slots_parked, OA_RELAXED);
+    out->rehooks = atomic_load_explicit(&g_rehooks, OA_RELAXED);
 }

@@ -18,7 +18,7 @@ extern _Atomic int64_t g_proc_peak;
 /* Written with atomic read-modify-write (RAW hooks, any thread). */
 extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
-    g_stale_raw, g_subinterp_allocs, g_subinterp_bytes;
+    g_stale_raw, g_subinterp_allocs, g_subinterp_bytes, g_rehooks;
 /* Written under the GIL only (MEM/OBJ hooks). */
 extern _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj;
 

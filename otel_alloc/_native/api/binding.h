@@ -78,6 +78,7 @@ typedef struct {
     uint64_t subinterpreter_allocs; /* passed through untracked: made in a subinterpreter */
     uint64_t subinterpreter_bytes;
     uint64_t slots_parked; /* group slots held back while older blocks live */
+    uint64_t rehooks;      /* hooks put back after another tool removed them */
 } oa_counters;
 
 typedef struct {
@@ -92,6 +93,9 @@ typedef struct {
 int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event_capacity);
 int oa_uninstall(void);
 int oa_mode(void);
+/* Put back the hooks another tool removed from the chain while installed;
+   how many domains were re-hooked. */
+int oa_rehook(void);
 int oa_hook_status(void);
 int oa_set_enabled(int enabled);
 int oa_is_enabled(void);

@@ -173,6 +173,33 @@ done:
     return rc;
 }
 
+int oa_rehook(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rehooked = 0;
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_NONE) {
+        for (int d = 0; d < 3; d++) {
+            if (probe(d))
+                continue;
+            /* Another tool restored an allocator it saved before we wrapped
+               it (tracemalloc.stop() after tracemalloc.start() before our
+               install): wrap what is there now. Blocks freed meanwhile were
+               not seen; their table entries are replaced when the address
+               comes back (counters().replaced_blocks). */
+            g_hooks[d].domain = d;
+            PyMem_GetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+            PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc,
+                                     hook_free};
+            PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);
+            g_hooked[d] = 1;
+            rehooked++;
+        }
+        atomic_fetch_add_explicit(&g_rehooks, (uint64_t)rehooked, OA_RELAXED);
+    }
+    PyGILState_Release(gil);
+    return rehooked;
+}
+
 int oa_mode(void)
 {
     return atomic_load_explicit(&g_mode, OA_RELAXED);

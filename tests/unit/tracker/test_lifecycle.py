@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
 import otel_alloc
+from otel_alloc import tracker
 from otel_alloc.tracker import _binding
 from tests.unit.conftest import OBJ, RAW, Helper, charged
 
@@ -148,7 +150,8 @@ def test_tracemalloc_started_before_install(clean: None, helper: Helper) -> None
     assert tracemalloc.get_traced_memory()[0] - before >= 40_000  # tracemalloc still sees it
     helper.free_many(OBJ, ptrs, 10)
     # tracemalloc.stop() restores what it saved before us, removing our hooks
-    # from the chain: nothing may crash, and status must say so.
+    # from the chain: nothing may crash, and status must say so (the
+    # processor's watch puts them back: see the tests below).
     tracemalloc.stop()
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
     helper.alloc_many(OBJ, 100, 100)
@@ -190,3 +193,40 @@ def test_tracemalloc_started_after_install_we_stop_first(clean: None, helper: He
     assert _counted(helper) == 7000
     otel_alloc.uninstall()
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+
+
+def test_tracemalloc_started_before_and_stopped_while_installed_is_healed(
+        clean: None, helper: Helper, caplog: pytest.LogCaptureFixture) -> None:
+    """README: tracemalloc.stop() restores what tracemalloc saved, which takes
+    our hooks out when tracemalloc was started first; the span processor's
+    watch thread puts them back at its next tick and says so."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracemalloc.start(1)
+    otel_alloc.install("counts")
+    processor = otel_alloc.AllocationSpanProcessor()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        tracemalloc.stop()
+        assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+        with caplog.at_level(logging.WARNING, logger="otel_alloc"):
+            processor.force_flush()  # runs the watch thread's tasks now
+        assert all(s["on_top"] for s in otel_alloc.hook_status().values())
+        assert otel_alloc.counters().rehooks == 3
+        assert any("removed the allocation hooks" in r.getMessage() for r in caplog.records)
+        assert _counted(helper) == 7000
+    finally:
+        provider.shutdown()
+
+
+def test_plain_tracker_heals_on_request(clean: None, helper: Helper) -> None:
+    """Without a span processor nothing watches: hook_status() shows the gap
+    and ensure_hooked() closes it."""
+    tracemalloc.start(1)
+    otel_alloc.install("live")
+    tracemalloc.stop()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+    assert tracker.ensure_hooked() == 3
+    assert tracker.ensure_hooked() == 0
+    assert _counted(helper) == 7000
