@@ -108,10 +108,22 @@ def run(opts: RunOptions) -> int:
 
 
 def _run_program(opts: RunOptions) -> tuple[int, int | None]:
+    runner_pid = os.getpid()
+
     def on_term(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != runner_pid:
+            # A forked child that still has our handler (forked before the
+            # at-fork reset below ran, or by C code): die of the signal, as
+            # it would without the runner. Raising here once unwound a pool
+            # worker inside the SDK's own after-fork hook, and the worker
+            # lived on while its parent waited for it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise _Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    _reset_in_children(on_term, previous)
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else ""
     try:
         if opts.module:
@@ -137,6 +149,19 @@ def _run_program(opts: RunOptions) -> tuple[int, int | None]:
         if sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _reset_in_children(ours: object, previous: object) -> None:
+    """Give forked children the SIGTERM handling the program had.
+
+    Multiprocessing workers and bare ``os.fork()`` children are not the
+    runner: its handler is for the runner's own process only.
+    """
+    def reset() -> None:
+        if signal.getsignal(signal.SIGTERM) is ours:
+            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+
+    os.register_at_fork(after_in_child=reset)
 
 
 def _exit_code(code: object) -> int:
