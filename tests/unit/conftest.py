@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -96,9 +98,24 @@ def charged(work: Any) -> otel_alloc.Stats:
     Entering and leaving a group allocates a little (context variable
     updates); running the same code path with and without the allocations
     and subtracting leaves exactly the allocations under test. One
-    measurement, no vote: a count that is off is a failure.
+    measurement, no vote: a count that is off is a failure. The cyclic
+    garbage collector is off meanwhile: a collection started by any thread
+    runs finalizers in the measured window (real allocations, not the test's).
     """
-    return _charged_once(work)
+    with gc_paused():
+        return _charged_once(work)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (restored after)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _charged_once(work: Any) -> otel_alloc.Stats:

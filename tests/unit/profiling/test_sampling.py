@@ -257,8 +257,9 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
     }[how]
     otel_alloc.install("counts")
     try:
-        # Every allocation sampled: the site's one is in the buffer for sure.
-        sampling.configure(1, max_depth=8, capacity=1 << 16)
+        # Every allocation sampled, in a buffer that the other threads still
+        # running here (watch threads of earlier tests) cannot fill first.
+        sampling.configure(1, max_depth=8, capacity=1 << 19)
         _sampled_stacks()  # drop what is pending
         call_line, (line, keep) = sys._getframe().f_lineno, site()
         stacks = _sampled_stacks()

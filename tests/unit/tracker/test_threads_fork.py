@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 import otel_alloc
-from tests.unit.conftest import DOMAINS, OBJ, RAW, Helper
+from tests.unit.conftest import DOMAINS, OBJ, RAW, Helper, gc_paused
 
 THREADS = 8
 PER_THREAD = 100_000
@@ -47,11 +47,13 @@ def test_eight_threads_no_lost_counts(tracker_any: str, helper: Helper, domain: 
     for _ in range(5):
         groups[THREADS] = otel_alloc.Group()
         baseline = threading.Thread(target=work, args=(THREADS, 0))
-        baseline.start()
-        baseline.join()
+        with gc_paused():
+            baseline.start()
+            baseline.join()
     base = snapshots[THREADS]
     process_before = otel_alloc.process_stats().alloc_count
-    _run_threads(lambda i: work(i, PER_THREAD))
+    with gc_paused():  # no collection's finalizers in any thread's window
+        _run_threads(lambda i: work(i, PER_THREAD))
     for i in range(THREADS):
         got = snapshots[i]
         # No count may be lost. Under contention the interpreter now and then
