@@ -31,25 +31,16 @@
 #define OA_TSTATE() _PyThreadState_UncheckedGet()
 #endif
 
-/* The calling thread's own state from a hook that may run without the GIL
-   (RAW), or NULL. From 3.12 the current thread state is a true thread-local.
-   Before, OA_TSTATE() reads the GIL holder's state: it is the caller's only
-   when the caller holds the GIL, which its thread id tells (the caller's id
-   is cached in *thread_ident_cache, 0 until known). */
-static inline PyThreadState *oa_tstate_without_gil(unsigned long *thread_ident_cache)
-{
+/* Whether a hook that may run without the GIL (RAW) can read the calling
+   thread's own state: from 3.12 the current thread state is a true
+   thread-local. Before, OA_TSTATE() is the GIL holder's, which may be another
+   thread's state being freed meanwhile (ThreadSanitizer saw exactly that):
+   RAW hooks there reuse what the thread's last MEM/OBJ hook found. */
 #if PY_VERSION_HEX >= 0x030C0000
-    (void)thread_ident_cache;
-    return OA_TSTATE();
+#define OA_TSTATE_WITHOUT_GIL 1
 #else
-    PyThreadState *ts = OA_TSTATE();
-    if (ts == NULL)
-        return NULL;
-    if (*thread_ident_cache == 0)
-        *thread_ident_cache = PyThread_get_thread_ident();
-    return ts->thread_id == *thread_ident_cache ? ts : NULL;
+#define OA_TSTATE_WITHOUT_GIL 0
 #endif
-}
 
 /* 3.10 to 3.15: public fields of struct _ts (cpython/pystate.h). */
 static inline PyInterpreterState *oa_ts_interp(PyThreadState *ts)

@@ -55,8 +55,9 @@ oa_spin g_raw_lock = OA_SPIN_INIT;
    interpreter's span. */
 static inline int in_subinterpreter(int domain)
 {
-    PyThreadState *ts =
-        domain == OA_DOMAIN_RAW ? oa_tstate_without_gil(&tls.thread_ident) : OA_TSTATE();
+    if (domain == OA_DOMAIN_RAW && !OA_TSTATE_WITHOUT_GIL)
+        return tls.in_subinterp;
+    PyThreadState *ts = OA_TSTATE();
     return ts != NULL && oa_ts_interp(ts) != g_main_interp;
 }
 
@@ -125,7 +126,8 @@ static void on_alloc(int domain, void *ptr, size_t size)
         /* One read of the thread state serves the interpreter check and the
            attribution cache. */
         PyThreadState *ts = OA_TSTATE();
-        if (ts != NULL && oa_ts_interp(ts) != g_main_interp) {
+        tls.in_subinterp = ts != NULL && oa_ts_interp(ts) != g_main_interp;
+        if (tls.in_subinterp) {
             count_subinterp(size);
             return;
         }

@@ -4,6 +4,7 @@
  * fork.c.
  */
 #include <pthread.h>
+#include <string.h>
 
 #include "../accounting/events.h"
 #include "../accounting/groups.h"
@@ -64,6 +65,21 @@ static int probe(int domain)
     }
     tls.probing = 0;
     return (tls.probe_hits >> domain) & 1;
+}
+
+/* Our hook of `domain` will wrap the allocator in place now. A thread still
+   inside a hook from an earlier install may be reading g_hooks[domain]
+   (ThreadSanitizer saw it): it is written only when it changes, which is
+   never in the usual uninstall/install cycle (uninstall restored exactly
+   that allocator). */
+static void set_prev(int domain)
+{
+    PyMemAllocatorEx cur;
+    PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
+    if (g_hooks[domain].domain != domain)
+        g_hooks[domain].domain = domain;
+    if (memcmp(&cur, &g_hooks[domain].prev, sizeof(cur)) != 0)
+        g_hooks[domain].prev = cur;
 }
 
 static int hook_on_top(int domain)
@@ -131,8 +147,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
            hook call itself through the other tool. */
         if (g_hooked[d] && probe(d))
             continue;
-        g_hooks[d].domain = d;
-        PyMem_GetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+        set_prev(d);
         PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc, hook_free};
         PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);
         g_hooked[d] = 1;
@@ -186,8 +201,7 @@ int oa_rehook(void)
                install): wrap what is there now. Blocks freed meanwhile were
                not seen; their table entries are replaced when the address
                comes back (counters().replaced_blocks). */
-            g_hooks[d].domain = d;
-            PyMem_GetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+            set_prev(d);
             PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc,
                                      hook_free};
             PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);

@@ -29,7 +29,7 @@ typedef struct {
     uint64_t ctx_tsid;
     void *ctx_obj;
     int fork_saved_guard; /* guard before the fork handler set it */
-    unsigned long thread_ident; /* PyThread_get_thread_ident(), 0 until needed */
+    int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
     /* Sampler: bytes left until the next sample, and the PRNG state. */
     int sample_init;
     int64_t sample_left;
