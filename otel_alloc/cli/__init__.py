@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--serve", metavar="[HOST:]PORT",
                      help="serve reports over HTTP while running (127.0.0.1 unless a host "
                           "is given; default: OTEL_ALLOC_REPORT_ADDRESS)")
+    run.add_argument("--shutdown-timeout", metavar="SECONDS", type=float, default=None,
+                     help="longest wait for telemetry to leave at exit or SIGTERM; what "
+                          "is not sent by then is dropped and counted (default "
+                          "OTEL_ALLOC_SHUTDOWN_TIMEOUT, else 5)")
     run.add_argument("-m", dest="module", metavar="module",
                      help="run a library module as a script (like python -m)")
     run.add_argument("args", nargs=argparse.REMAINDER,
@@ -101,7 +105,8 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         parser.error("nothing to run: give a script path or -m module\nusage: " + USAGE_RUN)
     try:
         return run(RunOptions(target=target, args=args, module=module, mode=ns.mode,
-                              table=ns.table, profile_path=ns.profile, serve=ns.serve))
+                              table=ns.table, profile_path=ns.profile, serve=ns.serve,
+                              shutdown_timeout=ns.shutdown_timeout))
     except config.ConfigError as err:
         print(f"otel-alloc: {err}", file=sys.stderr)
         return 2

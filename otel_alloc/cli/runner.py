@@ -45,6 +45,8 @@ class RunOptions:
             ``OTEL_ALLOC_PROFILE_FILE``).
         serve: ``[host:]port`` of the report endpoint (default
             ``OTEL_ALLOC_REPORT_ADDRESS``; off when unset).
+        shutdown_timeout: Seconds the exit (or SIGTERM) may wait for
+            telemetry to leave (default ``OTEL_ALLOC_SHUTDOWN_TIMEOUT``, else 5).
     """
 
     target: str
@@ -55,10 +57,16 @@ class RunOptions:
     table_stream: TextIO | None = None
     profile_path: str | None = None
     serve: str | None = None
+    shutdown_timeout: float | None = None
+
+
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
 def run(opts: RunOptions) -> int:
     """Run the program; returns its exit code (or re-raises its fatal signal)."""
+    budget = config.number("shutdown_timeout", opts.shutdown_timeout,
+                           "OTEL_ALLOC_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, 0.0, 300.0)
     providers = build_providers()
     summary = SummarySink()
     inner: SpanProcessor | None = None
@@ -84,11 +92,12 @@ def run(opts: RunOptions) -> int:
 
     code, signum = _run_program(opts)
 
+    delivered = True
     try:
         if processor.profile is not None and profile_path:
             processor.force_flush()
             processor.profile.dump(profile_path)
-        providers.shutdown()
+        delivered = providers.shutdown(budget)
     finally:
         if server is not None:
             server.close()
@@ -104,6 +113,12 @@ def run(opts: RunOptions) -> int:
         sys.stdout.flush()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+    if not delivered:
+        # The SDK's exit hooks would shut the providers down again and wait
+        # on the same exporters: leave without them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

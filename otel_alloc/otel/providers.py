@@ -8,7 +8,10 @@ exporter packages register (``opentelemetry_traces_exporter`` and friends), as
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -24,6 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_alloc.validation import ConfigError
 
+_log = logging.getLogger(__name__)
 SIGNALS = ("traces", "metrics", "logs")
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                   "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
@@ -77,10 +81,48 @@ class Providers:
     span_exporters: list[SpanProcessor] = field(default_factory=list)
     exporting: bool = False
 
-    def shutdown(self) -> None:
-        """Flush and stop all three providers."""
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            provider.shutdown()
+    def shutdown(self, budget_seconds: float = 5.0) -> bool:
+        """Flush and stop all three providers, waiting at most ``budget_seconds``.
+
+        A collector that is down, slow or never answers makes the SDK's
+        exporters retry for tens of seconds. The shutdown runs on a daemon
+        thread; past the budget what is still queued is dropped, and counted
+        in a message on stderr.
+
+        Returns:
+            Whether everything was shut down within the budget.
+        """
+        def shut_all() -> None:
+            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+                try:
+                    provider.shutdown()
+                except Exception:
+                    _log.exception("otel_alloc: shutting down %s failed",
+                                   type(provider).__name__)
+
+        worker = threading.Thread(target=shut_all, name="otel-alloc-shutdown", daemon=True)
+        worker.start()
+        worker.join(budget_seconds)
+        if not worker.is_alive():
+            return True
+        pending = self._pending()
+        print(f"otel-alloc: telemetry not delivered within the {budget_seconds:g} s shutdown "
+              f"budget (collector down, slow or refusing): dropped {pending}",
+              file=sys.stderr, flush=True)
+        return False
+
+    def _pending(self) -> str:
+        """What the batch processors still hold (read from SDK internals, best effort)."""
+        counts = {"spans": 0, "log records": 0}
+        holders = [("spans", sp) for sp in self.span_exporters]
+        logs_multi = getattr(self.logger_provider, "_multi_log_record_processor", None)
+        holders += [("log records", lp)
+                    for lp in getattr(logs_multi, "_log_record_processors", ())]
+        for kind, processor in holders:
+            queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+            if queue is not None:
+                counts[kind] += len(queue)
+        return ", ".join(f"{n} {kind}" for kind, n in counts.items()) + " still queued"
 
 
 def build_providers() -> Providers:
