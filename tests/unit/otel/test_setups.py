@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,6 @@ from tests.unit.conftest import OBJ, RAW, Helper
 needs_on_ending = pytest.mark.skipif(
     not sdk_compat.SDK_CALLS_ON_ENDING,
     reason="this opentelemetry-sdk has no _on_ending (test_old_sdk_beside_exporter_warns_once)")
-
-
-@pytest.fixture
-def counts() -> Iterator[None]:
-    otel_alloc.install("counts")
-    try:
-        yield
-    finally:
-        otel_alloc.uninstall()
 
 
 def _attrs(span: ReadableSpan) -> dict[str, Any]:
@@ -58,7 +48,7 @@ def test_two_processors_on_one_provider_share_groups_and_leak_none(helper: Helpe
     otel_alloc.uninstall()
 
 
-def test_wrapped_processor_gets_on_ending(counts: None) -> None:
+def test_wrapped_processor_gets_on_ending(tracker_counts: None) -> None:
     seen: list[str] = []
 
     class Recorder(SpanProcessor):
@@ -79,7 +69,7 @@ def test_wrapped_processor_gets_on_ending(counts: None) -> None:
 
 @needs_on_ending
 @pytest.mark.parametrize("order", ["ours-first", "exporter-first"])
-def test_attribute_limit_is_respected_and_drops_counted(counts: None, order: str) -> None:
+def test_attribute_limit_is_respected_and_drops_counted(tracker_counts: None, order: str) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=3))
     ours = AllocationSpanProcessor()
@@ -104,7 +94,7 @@ def test_attribute_limit_is_respected_and_drops_counted(counts: None, order: str
 
 
 @needs_on_ending
-def test_several_providers_in_one_process(counts: None, helper: Helper) -> None:
+def test_several_providers_in_one_process(tracker_counts: None, helper: Helper) -> None:
     exporters = [InMemorySpanExporter(), InMemorySpanExporter()]
     providers = []
     for i, exporter in enumerate(exporters):
@@ -132,7 +122,7 @@ def test_several_providers_in_one_process(counts: None, helper: Helper) -> None:
 
 
 @needs_on_ending
-def test_instrumentor_beside_a_hand_added_processor(counts: None, helper: Helper,
+def test_instrumentor_beside_a_hand_added_processor(tracker_counts: None, helper: Helper,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_ALLOC_ENABLED", "true")
     exporter = InMemorySpanExporter()
@@ -157,7 +147,7 @@ def test_instrumentor_beside_a_hand_added_processor(counts: None, helper: Helper
         provider.shutdown()
 
 
-def test_old_sdk_beside_exporter_warns_once(counts: None, monkeypatch: pytest.MonkeyPatch,
+def test_old_sdk_beside_exporter_warns_once(tracker_counts: None, monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(sdk_compat, "SDK_CALLS_ON_ENDING", False)
     monkeypatch.setattr(sdk_compat, "_route_warned", False)

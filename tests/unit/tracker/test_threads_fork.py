@@ -162,15 +162,8 @@ def test_reinstall_with_other_table_sizes_while_threads_allocate(helper: Helper)
     """A RAW hook may still hold the previous group table while a reinstall
     replaces it with a larger one: slots are checked against that table."""
     lib = helper.module.lib
-    stop = threading.Event()
 
-    def hammer() -> None:
-        while not stop.is_set():
-            lib.h_alloc_many(RAW, 64, 200, helper.ffi.NULL)
-
-    t = threading.Thread(target=hammer)
-    t.start()
-    try:
+    def reinstall() -> None:
         for i in range(6):
             otel_alloc.install("live", max_groups=16 * (i + 1))
             groups = [otel_alloc.Group() for _ in range(8)]
@@ -179,28 +172,35 @@ def test_reinstall_with_other_table_sizes_while_threads_allocate(helper: Helper)
                     lib.h_alloc_many(RAW, 64, 50, helper.ffi.NULL)
                 assert g.stats().alloc_count >= 50
             otel_alloc.uninstall()
-    finally:
-        stop.set()
-        t.join()
+
+    _while_raw_hammered(helper, 64, 200, reinstall)
 
 
 def test_install_and_uninstall_while_a_thread_allocates_raw(helper: Helper) -> None:
     """PyMem_SetAllocator swaps a domain's ctx and functions while threads
     without the GIL read them with two loads: a RAW call may pair our hook
     with the ctx of the allocator it wraps. It must pass through, not crash."""
+    def cycle() -> None:
+        for _ in range(10_000):
+            otel_alloc.install("counts")
+            otel_alloc.uninstall()
+
+    _while_raw_hammered(helper, 64, 2000, cycle)
+
+
+def _while_raw_hammered(helper: Helper, size: int, n: int, body: Callable[[], None]) -> None:
+    """Run ``body`` while another thread allocates through RAW without the GIL."""
     lib = helper.module.lib
     stop = threading.Event()
 
     def hammer() -> None:
         while not stop.is_set():
-            lib.h_alloc_many(RAW, 64, 2000, helper.ffi.NULL)
+            lib.h_alloc_many(RAW, size, n, helper.ffi.NULL)
 
     t = threading.Thread(target=hammer)
     t.start()
     try:
-        for _ in range(10_000):
-            otel_alloc.install("counts")
-            otel_alloc.uninstall()
+        body()
     finally:
         stop.set()
         t.join()
