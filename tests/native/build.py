@@ -20,7 +20,7 @@ def build_helper(target_dir: Path) -> ModuleType:
         "_oa_test_helper",
         "#include <stdint.h>\n#include <stddef.h>\n#include \"helper.h\"\n",
         sources=[str(HERE / "helper.c")],
-        include_dirs=[str(HERE)],
+        include_dirs=[str(HERE), str(HERE.parent.parent / "otel_alloc" / "_native" / "api")],
         py_limited_api=False,
         define_macros=[("_CFFI_NO_LIMITED_API", None)],
     )

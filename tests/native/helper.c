@@ -8,6 +8,8 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "tracker_capi.h"
+
 #include "helper.h"
 
 static void *do_malloc(int domain, size_t size)
@@ -138,5 +140,42 @@ int h_calloc_many(int domain, size_t nelem, size_t elsize, int count, uintptr_t 
         out[i] = (uintptr_t)p;
         failed += p == NULL;
     }
+    return failed;
+}
+
+/* The tracker's C API, imported on first use (the GIL is taken for that). */
+static const oa_tracker_capi *tracker_api(void)
+{
+    static const oa_tracker_capi *api;
+    if (api == NULL) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        const oa_tracker_capi *found = PyCapsule_Import(OA_TRACKER_CAPI_NAME, 0);
+        if (found == NULL || found->version < 5)
+            PyErr_Clear();
+        else
+            api = found;
+        PyGILState_Release(gil);
+    }
+    return api;
+}
+
+/* h_alloc_many, measured in C: the change of `group`'s counters across the
+   loop goes to delta[0..3] (alloc bytes, alloc count, freed bytes, freed
+   count). No Python code runs in this thread between the two reads, so
+   nothing but the loop's own blocks can be charged there. -1 when the
+   tracker's C API or the group cannot be read. */
+int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64_t *delta)
+{
+    const oa_tracker_capi *api = tracker_api();
+    oa_group_counts before, after;
+    if (api == NULL || api->group_counts(group, &before) != 0)
+        return -1;
+    int failed = h_alloc_many(domain, size, n, NULL);
+    if (api->group_counts(group, &after) != 0)
+        return -1;
+    delta[0] = after.alloc_bytes - before.alloc_bytes;
+    delta[1] = after.alloc_count - before.alloc_count;
+    delta[2] = after.freed_bytes - before.freed_bytes;
+    delta[3] = after.freed_count - before.freed_count;
     return failed;
 }

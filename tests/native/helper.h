@@ -6,3 +6,4 @@ int h_alloc_many(int domain, size_t size, int n, uintptr_t *out);
 void h_free_many(int domain, uintptr_t *ptrs, int n);
 int h_realloc_chain(int domain, const size_t *sizes, int n, uintptr_t *out);
 int h_calloc_many(int domain, size_t nelem, size_t elsize, int count, uintptr_t *out);
+int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64_t *delta);

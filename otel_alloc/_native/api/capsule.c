@@ -12,6 +12,17 @@
 #include "tracker_api.h"
 #include "tracker_capi.h"
 
+static int group_counts(uint64_t gid, oa_group_counts *out)
+{
+    oa_stats st;
+    int rc = oa_group_stats(gid, &st);
+    out->alloc_bytes = st.alloc_bytes;
+    out->alloc_count = st.alloc_count;
+    out->freed_bytes = st.freed_bytes;
+    out->freed_count = st.freed_count;
+    return rc;
+}
+
 static const oa_tracker_capi g_capi = {
     .version = OA_TRACKER_CAPI_VERSION,
     .size = sizeof(oa_tracker_capi),
@@ -19,6 +30,7 @@ static const oa_tracker_capi g_capi = {
     .group_new = oa_group_new_gil_held,
     .span_end = oa_span_end,
     .span_read = oa_span_read,
+    .group_counts = group_counts,
 };
 
 /* Set `name` on `module` to a new reference `value` (stolen). */

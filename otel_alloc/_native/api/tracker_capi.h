@@ -21,7 +21,7 @@
 
 #define OA_TRACKER_MODULE "otel_alloc.tracker._tracker"
 #define OA_TRACKER_CAPI_NAME "otel_alloc.tracker._tracker._C_API"
-#define OA_TRACKER_CAPI_VERSION 4
+#define OA_TRACKER_CAPI_VERSION 5
 
 /* What span_end reads from a span's group. */
 typedef struct {
@@ -34,6 +34,14 @@ typedef struct {
     int released;             /* span_end released the group */
     int noted;                /* a sample or large-allocation event names the group */
 } oa_span_figures;
+
+/* A group's counters as read by group_counts. */
+typedef struct {
+    uint64_t alloc_bytes;
+    uint64_t alloc_count;
+    uint64_t freed_bytes;
+    uint64_t freed_count;
+} oa_group_counts;
 
 typedef struct {
     unsigned version;   /* OA_TRACKER_CAPI_VERSION of the exporting tracker */
@@ -51,6 +59,10 @@ typedef struct {
        and never release it: for a processor that shares the group with
        another one, which ends the span after it (version 4). */
     int (*span_read)(uint64_t group, oa_span_figures *out);
+    /* Read a group's counters without changing it; OA_OK, or an error for a
+       stale id (version 5). For native code that measures exactly what it
+       allocates between two reads, with no Python code in between. */
+    int (*group_counts)(uint64_t group, oa_group_counts *out);
 } oa_tracker_capi;
 
 #endif

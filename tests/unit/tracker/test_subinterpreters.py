@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 import otel_alloc
-from tests.unit.conftest import DOMAINS, Helper, charged
+from tests.unit.conftest import DOMAINS, Helper
 
 # Allocates in every domain: small objects (OBJ), lists and strings (MEM),
 # blocks over 512 bytes (pymalloc hands them to RAW) and a large buffer.
@@ -104,10 +104,12 @@ def test_three_subinterpreters_beside_exact_groups(mode: str, helper: Helper) ->
         while measured == 0 or (any(t.is_alive() for t in threads)
                                 and time.monotonic() < deadline):
             for domain in DOMAINS.values():
-                got = charged(lambda real, d=domain: helper.alloc_many(d, 777, 40 if real else 0))
-                assert (got.alloc_bytes, got.alloc_count) == (40 * 777, 40)
-                if mode == "live":
-                    assert (got.freed_bytes, got.live_bytes) == (40 * 777, 0)
+                group = otel_alloc.Group()
+                with group:
+                    got = helper.alloc_measured(domain, 777, 40, group.id)
+                group.release()
+                freed = (40 * 777, 40) if mode == "live" else (0, 0)
+                assert got == (40 * 777, 40, *freed)
                 measured += 1
         for t in threads:
             t.join(timeout=30)
