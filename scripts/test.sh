@@ -86,7 +86,7 @@ if [ "${OTEL_ALLOC_QUICK:-0}" = 1 ]; then
 fi
 
 log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer"
-PYTHON="$VENV/bin/python" bash tests/native/run_sanitizers.sh asan
+PYTHON="$(cd "$VENV" && pwd)/bin/python" bash tests/native/run_sanitizers.sh asan
 
 log "unit suite on every other supported CPython (${OTHER_PYTHONS})"
 missing=()
