@@ -120,8 +120,13 @@ static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw,
         oa_group *g = &groups[slot];
         if (raw)
             *pinned = pin_group(groups, g);
-        if (atomic_load_explicit(&g->gen, memory_order_seq_cst) == (gid >> OA_SLOT_BITS) &&
-            atomic_load_explicit(&g->state, memory_order_seq_cst) == OA_GROUP_OPEN)
+        /* State first: a reuse stores the new generation before it publishes
+           OPEN, so an OPEN seen here comes with that generation. Read the
+           other way round, a slot reused between the two loads passed as
+           the old group (CI caught one such RAW block charged to a group
+           nobody entered). */
+        if (atomic_load_explicit(&g->state, memory_order_seq_cst) == OA_GROUP_OPEN &&
+            atomic_load_explicit(&g->gen, memory_order_seq_cst) == (gid >> OA_SLOT_BITS))
             return g;
         if (*pinned) {
             unpin_group(g);
@@ -149,8 +154,9 @@ static inline oa_group *group_for_free(oa_group *groups, uint64_t meta, int raw,
     oa_group *g = &groups[slot];
     if (raw)
         *pinned = pin_group(groups, g);
-    if ((atomic_load_explicit(&g->gen, memory_order_seq_cst) & 0xFFFFu) == oa_meta_gen16(meta) &&
-        atomic_load_explicit(&g->state, memory_order_seq_cst) != OA_GROUP_FREE)
+    /* State first, as in group_for_alloc. */
+    if (atomic_load_explicit(&g->state, memory_order_seq_cst) != OA_GROUP_FREE &&
+        (atomic_load_explicit(&g->gen, memory_order_seq_cst) & 0xFFFFu) == oa_meta_gen16(meta))
         return g;
     if (*pinned) {
         unpin_group(g);
