@@ -236,7 +236,9 @@ def _name(code: types.CodeType) -> str:
 def _sampled_stacks() -> list[list[tuple[str, str, int]]]:
     """Stacks of the pending samples of at least SITE_BYTES, innermost first."""
     stacks = []
-    while True:
+    # Bounded: other threads still running here (earlier tests' watch
+    # threads) keep adding samples while this drains.
+    for _ in range(64):
         batch = native_sampler.drain_samples(4096)
         for s in batch:
             if s.kind == native_sampler.SAMPLE_ALLOC and s.size >= SITE_BYTES:
@@ -244,7 +246,8 @@ def _sampled_stacks() -> list[list[tuple[str, str, int]]]:
                           for f in native_sampler.stack_frames(s.stack)]
                 stacks.append([f for f in frames if f is not None])
         if len(batch) < 4096:
-            return stacks
+            break
+    return stacks
 
 
 @pytest.mark.parametrize("how", ["function", "method", "generator", "coroutine"])
@@ -257,9 +260,10 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
     }[how]
     otel_alloc.install("counts")
     try:
-        # Every allocation sampled, in a buffer that the other threads still
-        # running here (watch threads of earlier tests) cannot fill first.
-        sampling.configure(1, max_depth=8, capacity=1 << 19)
+        # A mean of 1 KiB samples the site's 300 KB allocation with
+        # probability 1 - exp(-293) (certain), while other threads' small
+        # allocations fill the buffer slowly.
+        sampling.configure(1024, max_depth=8, capacity=1 << 16)
         _sampled_stacks()  # drop what is pending
         call_line, (line, keep) = sys._getframe().f_lineno, site()
         stacks = _sampled_stacks()
