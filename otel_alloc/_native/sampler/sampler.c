@@ -458,6 +458,11 @@ void oa_sampler_atfork_child(void)
 
 void oa_sampler_uninstall(void)
 {
+    /* Sampling ends with the install: a later install starts without it
+       until something configures it again (the shared collector does when
+       the mean it wants is not the native one). Left on, it went on marking
+       groups as noted under a tracker installed for something else. */
+    atomic_store_explicit(&g_sample_mean, 0, OA_RELAXED);
     oa_spin_lock(&g_sample_lock);
     oa_ptable_clear(&g_sampled);
     oa_ring_clear(&g_samples);

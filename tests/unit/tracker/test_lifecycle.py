@@ -230,3 +230,17 @@ def test_plain_tracker_heals_on_request(clean: None, helper: Helper) -> None:
     assert tracker.ensure_hooked() == 3
     assert tracker.ensure_hooked() == 0
     assert _counted(helper) == 7000
+
+
+def test_uninstall_turns_sampling_off(clean: None) -> None:
+    """Sampling configured under one install does not outlive it (it kept marking
+    groups as noted under later installs, and a span-records test failed)."""
+    from otel_alloc.profiling import sampling
+    from otel_alloc.tracker import sampler
+
+    otel_alloc.install("counts")
+    sampling.configure(512 * 1024)
+    assert sampler.sampler_mean() == 512 * 1024
+    otel_alloc.uninstall()
+    otel_alloc.install("counts")
+    assert sampler.sampler_mean() == 0
