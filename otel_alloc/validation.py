@@ -66,10 +66,14 @@ def integer(name: str, value: int | None, env: str, default: int,
     return parsed
 
 
+# The largest size the native tracker takes (its sizes are 64-bit signed in places).
+MAX_SIZE = 2**63 - 1
+
+
 def size(name: str, value: int | str | None, env: str, default: int,
          minimum: int = 0) -> int:
     """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``."""
-    accepted = (f"a byte size >= {minimum} (an integer, or a number with "
+    accepted = (f"a byte size from {minimum} to {MAX_SIZE} (an integer, or a number with "
                 "B, KB, MB, GB, KiB, MiB, GiB)")
     setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
@@ -90,7 +94,7 @@ def size(name: str, value: int | str | None, env: str, default: int,
             raise ConfigError(setting, raw, accepted) from None
     else:
         raise ConfigError(setting, raw, accepted)
-    if parsed < minimum:
+    if parsed < minimum or parsed > MAX_SIZE:
         raise ConfigError(setting, raw, accepted)
     return parsed
 

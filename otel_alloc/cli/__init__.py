@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-alloc",
         description="Per-span allocation tracking for Python programs traced with OpenTelemetry.")
+    from importlib.metadata import version
+
+    parser.add_argument("--version", action="version",
+                        version=f"otel-alloc {version('otel-alloc')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     run = sub.add_parser(
         "run", usage=USAGE_RUN,

@@ -67,6 +67,10 @@ def run(opts: RunOptions) -> int:
     """Run the program; returns its exit code (or re-raises its fatal signal)."""
     budget = config.number("shutdown_timeout", opts.shutdown_timeout,
                            "OTEL_ALLOC_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, 0.0, 300.0)
+    profile_path = opts.profile_path or config.env_value("OTEL_ALLOC_PROFILE_FILE")
+    if profile_path:
+        _check_writable("--profile" if opts.profile_path else "OTEL_ALLOC_PROFILE_FILE",
+                        profile_path)
     providers = build_providers()
     summary = SummarySink()
     inner: SpanProcessor | None = None
@@ -82,12 +86,16 @@ def run(opts: RunOptions) -> int:
         logger_provider=providers.logger_provider, sinks=[summary])
     providers.tracer_provider.add_span_processor(processor)
     set_global(providers)
-    profile_path = opts.profile_path or config.env_value("OTEL_ALLOC_PROFILE_FILE")
     address = opts.serve or config.env_value("OTEL_ALLOC_REPORT_ADDRESS")
     server = None
     if address:
-        host, port = parse_address(address)
-        server = ReportServer(lambda: processor.profile, host, port)
+        setting = "--serve" if opts.serve else "OTEL_ALLOC_REPORT_ADDRESS"
+        host, port = parse_address(address, setting)
+        try:
+            server = ReportServer(lambda: processor.profile, host, port)
+        except OSError as err:
+            raise config.ConfigError(setting, address,
+                                     f"a free port on that host ({err.strerror})") from None
         print(f"otel-alloc: reports at {server.url}/report", file=sys.stderr, flush=True)
 
     code, signum = _run_program(opts)
@@ -164,6 +172,18 @@ def _run_program(opts: RunOptions) -> tuple[int, int | None]:
         if sys.path and sys.path[0] != saved_path0:
             sys.path.pop(0)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_writable(setting: str, path: str) -> None:
+    """The profile file can be written: its folder exists and takes files."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    accepted = "a file path in an existing, writable folder"
+    if os.path.isdir(path):
+        raise config.ConfigError(setting, path, accepted + " (this is a folder)")
+    if not os.path.isdir(folder):
+        raise config.ConfigError(setting, path, accepted + f" ({folder} does not exist)")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise config.ConfigError(setting, path, accepted + " (not writable)")
 
 
 def _reset_in_children(ours: object, previous: object) -> None:

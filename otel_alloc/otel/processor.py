@@ -102,12 +102,14 @@ class AllocationSpanProcessor(SpanProcessor):
         sinks: list[SpanSink] | None = None,
         **settings: object,
     ) -> None:
-        try:
-            self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
-        except TypeError as err:
+        unknown = sorted(set(settings) - set(Settings.__dataclass_fields__))
+        if unknown:
             raise config.ConfigError(
-                "AllocationSpanProcessor", str(err),
-                "a setting named in otel_alloc.otel.settings.Settings") from None
+                "AllocationSpanProcessor keyword", unknown[0],
+                "one of " + ", ".join(sorted([*Settings.__dataclass_fields__, "span_processor",
+                                              "mode", "max_groups", "threshold_bytes",
+                                              "meter_provider", "logger_provider", "sinks"])))
+        self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
         self.mode = self._install(mode, max_groups, threshold_bytes)
         self._live = self.mode == "live"
         self._next = span_processor

@@ -16,10 +16,14 @@ from otel_alloc.profiling.render import render_report
 LOOPBACK = "127.0.0.1"
 
 
-def parse_address(value: str | None, env: str = "OTEL_ALLOC_REPORT_ADDRESS") -> tuple[str, int]:
-    """``[host:]port`` -> (host, port); the host defaults to loopback."""
-    raw = value if value is not None else config.env_value(env)
-    setting = "address" if value is not None else env
+def parse_address(value: str | None, setting: str = "OTEL_ALLOC_REPORT_ADDRESS") -> tuple[str, int]:
+    """``[host:]port`` -> (host, port); the host defaults to loopback.
+
+    Args:
+        value: The address, or ``None`` to read the ``setting`` variable.
+        setting: The setting ``value`` came from, as error messages name it.
+    """
+    raw = value if value is not None else config.env_value(setting)
     accepted = "[host:]port with port 0-65535 (host defaults to 127.0.0.1)"
     if raw is None:
         raise config.ConfigError(setting, raw, accepted)
