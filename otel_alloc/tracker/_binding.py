@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from contextvars import ContextVar
+from dataclasses import fields
 from typing import Any
 
 from otel_alloc.tracker.errors import require_gil_build
@@ -171,40 +172,21 @@ def reset_peaks() -> None:
     lib.oa_reset_peaks()
 
 
+def _copy_struct(cls: Any, out: Any) -> Any:
+    """An instance of dataclass ``cls`` from the C struct field of each of its names."""
+    return cls(**{f.name: getattr(out, f.name) for f in fields(cls)})
+
+
 def memory_usage() -> MemoryUsage:
     out = ffi.new("oa_memory *")
     lib.oa_memory_usage(out)
-    return MemoryUsage(
-        total_bytes=out.total_bytes,
-        table_bytes=out.table_bytes,
-        table_capacity=out.table_capacity,
-        live_blocks=out.live_blocks,
-        group_table_bytes=out.group_table_bytes,
-        thread_bytes=out.thread_bytes,
-        event_bytes=out.event_bytes,
-        sampler_bytes=out.sampler_bytes,
-    )
+    return _copy_struct(MemoryUsage, out)  # type: ignore[no-any-return]
 
 
 def counters() -> Counters:
     out = ffi.new("oa_counters *")
     lib.oa_counters_get(out)
-    return Counters(
-        groups_open=out.groups_open,
-        groups_capacity=out.groups_capacity,
-        groups_dropped=out.groups_dropped,
-        events_dropped=out.events_dropped,
-        untracked_frees=out.untracked_frees,
-        tracking_failures=out.tracking_failures,
-        replaced_blocks=out.replaced_blocks,
-        released_group_free_bytes=out.released_group_free_bytes,
-        threads_dropped=out.threads_dropped,
-        stale_group_allocs=out.stale_group_allocs,
-        subinterpreter_allocs=out.subinterpreter_allocs,
-        subinterpreter_bytes=out.subinterpreter_bytes,
-        slots_parked=out.slots_parked,
-        rehooks=out.rehooks,
-    )
+    return _copy_struct(Counters, out)  # type: ignore[no-any-return]
 
 
 _EVENT_BUF = ffi.new("oa_event[]", 1024)

@@ -46,6 +46,28 @@ void reset_group(oa_group *g)
     atomic_store_explicit(&g->noted, 0, OA_RELAXED);
 }
 
+static void queue_push(uint32_t *head, uint32_t *tail, oa_group *groups, uint32_t slot)
+{
+    groups[slot].next = OA_NO_SLOT;
+    if (*tail == OA_NO_SLOT)
+        *head = slot;
+    else
+        groups[*tail].next = slot;
+    *tail = slot;
+}
+
+static uint32_t queue_pop(uint32_t *head, uint32_t *tail, oa_group *groups)
+{
+    uint32_t slot = *head;
+    if (slot != OA_NO_SLOT) {
+        *head = groups[slot].next;
+        if (*head == OA_NO_SLOT)
+            *tail = OA_NO_SLOT;
+        groups[slot].next = OA_NO_SLOT;
+    }
+    return slot;
+}
+
 static void groups_reset_all(void)
 {
     oa_spin_lock(&g_groups_lock);
@@ -65,11 +87,7 @@ static void groups_reset_all(void)
             continue;
         }
         atomic_store_explicit(&g->state, OA_GROUP_FREE, OA_RELAXED);
-        if (g_free_tail == OA_NO_SLOT)
-            g_free_head = i;
-        else
-            groups[g_free_tail].next = i;
-        g_free_tail = i;
+        queue_push(&g_free_head, &g_free_tail, groups, i);
     }
     g_groups_open = 0;
     oa_spin_unlock(&g_groups_lock);
@@ -113,28 +131,6 @@ int setup_groups(uint32_t max_groups)
 }
 
 /* ------------------------------------------------------------ groups API */
-
-static void queue_push(uint32_t *head, uint32_t *tail, oa_group *groups, uint32_t slot)
-{
-    groups[slot].next = OA_NO_SLOT;
-    if (*tail == OA_NO_SLOT)
-        *head = slot;
-    else
-        groups[*tail].next = slot;
-    *tail = slot;
-}
-
-static uint32_t queue_pop(uint32_t *head, uint32_t *tail, oa_group *groups)
-{
-    uint32_t slot = *head;
-    if (slot != OA_NO_SLOT) {
-        *head = groups[slot].next;
-        if (*head == OA_NO_SLOT)
-            *tail = OA_NO_SLOT;
-        groups[slot].next = OA_NO_SLOT;
-    }
-    return slot;
-}
 
 static int64_t tagged_blocks(oa_group *g)
 {
@@ -268,7 +264,7 @@ int oa_group_finish_gil_held(uint64_t gid, int release, oa_stats *out)
 }
 
 /* Close a span's group and read its figures (not released). */
-static int span_figures(uint64_t gid, oa_span_figures *out)
+int oa_span_read(uint64_t gid, oa_span_figures *out)
 {
     oa_stats st;
     int rc = oa_group_finish_gil_held(gid, 0, &st);
@@ -287,18 +283,13 @@ static int span_figures(uint64_t gid, oa_span_figures *out)
     return OA_OK;
 }
 
-int oa_span_read(uint64_t gid, oa_span_figures *out)
-{
-    return span_figures(gid, out);
-}
-
 /* The span-end path of the span processor in one call (through the C API
    capsule, api/capsule.c): close, read, pass the inclusive bytes up to the
    parent's group, and release unless the span still holds keep_from live
    bytes or more. */
 int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figures *out)
 {
-    int rc = span_figures(gid, out);
+    int rc = oa_span_read(gid, out);
     if (rc != OA_OK)
         return rc;
     /* Under the lock: the parent's slot cannot be released and reused
@@ -314,7 +305,6 @@ int oa_span_end(uint64_t gid, uint64_t parent, int64_t keep_from, oa_span_figure
     out->released = keep_from < 0 || out->live_bytes < keep_from;
     if (out->released)
         rc = oa_group_release_gil_held(gid);
-    out->events_pending = oa_events_pending();
     return rc;
 }
 

@@ -219,13 +219,23 @@ static inline int forget_block(int domain, void *ptr, uint64_t *size, uint64_t *
     table_unlock(raw);
     if (found)
         tag_slot(group_table(), *meta, -1, raw);
-    if (!found) {
-        if (raw)
-            atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
-        else
-            plain_inc(&g_untracked_mem_obj, 1);
-    }
+    else if (raw)
+        atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+    else
+        plain_inc(&g_untracked_mem_obj, 1);
     return found;
+}
+
+/* A tracked block is freed: forget it and charge the free to the group that
+   allocated it. */
+static void drop_block(int domain, void *ptr)
+{
+    uint64_t size = 0, meta = 0;
+    if (forget_block(domain, ptr, &size, &meta)) {
+        if (meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
+        charge_free(group_table(), domain, size, meta);
+    }
 }
 
 static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
@@ -309,14 +319,9 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
            hooks run under its own GIL). A RAW block the main interpreter
            tracked would keep a stale entry: RAW reallocs from a
            subinterpreter still drop the old block. */
-        if (h->domain == OA_DOMAIN_RAW && mode == OA_MODE_LIVE && ptr != NULL) {
+        if (h->domain == OA_DOMAIN_RAW) {
             tls.guard = 1;
-            uint64_t osize = 0, ometa = 0;
-            if (forget_block(h->domain, ptr, &osize, &ometa)) {
-                if (ometa & OA_SAMPLED_FLAG)
-                    oa_sample_freed(ptr);
-                charge_free(group_table(), h->domain, osize, ometa);
-            }
+            drop_block(h->domain, ptr);
             tls.guard = 0;
         }
         count_subinterp(size);
@@ -364,12 +369,7 @@ void hook_free(void *ctx, void *ptr)
         return;
     }
     tls.guard = 1;
-    uint64_t size = 0, meta = 0;
-    if (forget_block(h->domain, ptr, &size, &meta)) {
-        if (meta & OA_SAMPLED_FLAG)
-            oa_sample_freed(ptr);
-        charge_free(group_table(), h->domain, size, meta);
-    }
+    drop_block(h->domain, ptr);
     h->prev.free(h->prev.ctx, ptr);
     tls.guard = 0;
 }

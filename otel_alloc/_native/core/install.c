@@ -67,12 +67,12 @@ static int probe(int domain)
     return (tls.probe_hits >> domain) & 1;
 }
 
-/* Our hook of `domain` will wrap the allocator in place now. A thread still
-   inside a hook from an earlier install may be reading g_hooks[domain]
-   (ThreadSanitizer saw it): it is written only when it changes, which is
-   never in the usual uninstall/install cycle (uninstall restored exactly
-   that allocator). */
-static void set_prev(int domain)
+/* Put our hook of `domain` in front of the allocator in place now. A thread
+   still inside a hook from an earlier install may be reading
+   g_hooks[domain] (ThreadSanitizer saw it): its fields are written only when
+   they change, which is never in the usual uninstall/install cycle
+   (uninstall restored exactly that allocator). */
+static void wrap_domain(int domain)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
@@ -80,6 +80,9 @@ static void set_prev(int domain)
         g_hooks[domain].domain = domain;
     if (memcmp(&cur, &g_hooks[domain].prev, sizeof(cur)) != 0)
         g_hooks[domain].prev = cur;
+    PyMemAllocatorEx ours = {&g_hooks[domain], hook_malloc, hook_calloc, hook_realloc, hook_free};
+    PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
+    g_hooked[domain] = 1;
 }
 
 static int hook_on_top(int domain)
@@ -147,10 +150,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
            hook call itself through the other tool. */
         if (g_hooked[d] && probe(d))
             continue;
-        set_prev(d);
-        PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc, hook_free};
-        PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);
-        g_hooked[d] = 1;
+        wrap_domain(d);
     }
     atomic_store_explicit(&g_enabled, 1, OA_RELAXED);
     atomic_store_explicit(&g_mode, mode, memory_order_release);
@@ -201,11 +201,7 @@ int oa_rehook(void)
                install): wrap what is there now. Blocks freed meanwhile were
                not seen; their table entries are replaced when the address
                comes back (counters().replaced_blocks). */
-            set_prev(d);
-            PyMemAllocatorEx ours = {&g_hooks[d], hook_malloc, hook_calloc, hook_realloc,
-                                     hook_free};
-            PyMem_SetAllocator((PyMemAllocatorDomain)d, &ours);
-            g_hooked[d] = 1;
+            wrap_domain(d);
             rehooked++;
         }
         atomic_fetch_add_explicit(&g_rehooks, (uint64_t)rehooked, OA_RELAXED);
