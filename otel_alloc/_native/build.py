@@ -31,6 +31,8 @@ TRACKER_SOURCES = [
         "support/spinlock.c",
         "sampler/sampler.c",
         "compat/frames.c",
+        "native/elf_patch.c",
+        "native/native_hooks.c",
     )
 ]
 
@@ -44,7 +46,7 @@ ffibuilder.set_source(
     "otel_alloc.tracker._tracker",
     '#include "api/tracker_api.h"\n',
     sources=TRACKER_SOURCES,
-    libraries=["m"],
+    libraries=["m", "dl"],
     include_dirs=[ROOT],
     # PyMemAllocatorEx is hidden by the limited API that cffi selects by default.
     py_limited_api=False,

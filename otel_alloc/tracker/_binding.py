@@ -36,6 +36,7 @@ MODE_LIVE: int = lib.OA_MODE_LIVE
 DOMAIN_RAW: int = lib.OA_DOMAIN_RAW
 DOMAIN_MEM: int = lib.OA_DOMAIN_MEM
 DOMAIN_OBJ: int = lib.OA_DOMAIN_OBJ
+DOMAIN_NATIVE: int = lib.OA_DOMAIN_NATIVE
 
 GROUP_NONE: int = lib.OA_GROUP_NONE
 GROUP_OVERFLOW: int = lib.OA_GROUP_OVERFLOW
@@ -48,6 +49,7 @@ ERR_NOMEM: int = lib.OA_ERR_NOMEM
 ERR_NOT_INSTALLED: int = lib.OA_ERR_NOT_INSTALLED
 ERR_BAD_ARGUMENT: int = lib.OA_ERR_BAD_ARGUMENT
 ERR_STALE_GROUP: int = lib.OA_ERR_STALE_GROUP
+ERR_NATIVE: int = lib.OA_ERR_NATIVE
 
 HOOK_IN_CHAIN: int = lib.OA_HOOK_IN_CHAIN
 HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
@@ -62,7 +64,7 @@ GROUP_VAR: ContextVar[int] = _tracker.group_var
 
 def _stats(c: Any) -> Stats:
     return Stats(c.alloc_bytes, c.alloc_count, c.freed_bytes, c.freed_count, c.live_bytes,
-                 c.live_count, c.peak_bytes)
+                 c.live_count, c.peak_bytes, c.native_bytes)
 
 
 def _thread(c: Any) -> ThreadStats:
@@ -75,6 +77,18 @@ def install(mode: int, max_groups: int, threshold: int, event_capacity: int) -> 
 
 def uninstall() -> int:
     return int(lib.oa_uninstall())
+
+
+def native_set(on: bool) -> int:
+    return int(lib.oa_native_set(1 if on else 0))
+
+
+def native_enabled() -> bool:
+    return bool(lib.oa_native_enabled())
+
+
+def native_patched_slots() -> int:
+    return int(lib.oa_native_patched_slots())
 
 
 def rehook() -> int:

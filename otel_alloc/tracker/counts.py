@@ -13,10 +13,16 @@ def process_stats() -> Stats:
 
 
 def domain_stats(domain: str) -> Stats:
-    """Figures for one allocator domain: ``"raw"``, ``"mem"`` or ``"obj"``."""
-    codes = {"raw": _binding.DOMAIN_RAW, "mem": _binding.DOMAIN_MEM, "obj": _binding.DOMAIN_OBJ}
+    """Figures for one allocator domain.
+
+    Args:
+        domain: ``"raw"``, ``"mem"`` or ``"obj"`` (CPython's domains), or
+            ``"native"`` (the ``malloc`` family called by extension modules
+            and their libraries, counted in native mode).
+    """
+    codes = {name: code for code, name in DOMAIN_NAMES.items()}
     if domain not in codes:
-        raise ConfigError("domain", domain, "one of 'raw', 'mem', 'obj'")
+        raise ConfigError("domain", domain, "one of 'raw', 'mem', 'obj', 'native'")
     return _binding.domain_stats(codes[domain])
 
 
@@ -51,4 +57,5 @@ def drain_events(max_events: int = 1024) -> list[AllocEvent]:
 
 
 # Domain codes as events and samples carry them -> the names domain_stats takes.
-DOMAIN_NAMES = {_binding.DOMAIN_RAW: "raw", _binding.DOMAIN_MEM: "mem", _binding.DOMAIN_OBJ: "obj"}
+DOMAIN_NAMES = {_binding.DOMAIN_RAW: "raw", _binding.DOMAIN_MEM: "mem", _binding.DOMAIN_OBJ: "obj",
+                _binding.DOMAIN_NATIVE: "native"}

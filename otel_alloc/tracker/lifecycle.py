@@ -30,6 +30,7 @@ def install(
     max_groups: int | None = None,
     threshold_bytes: int | str | None = None,
     event_capacity: int | None = None,
+    native: bool | None = None,
 ) -> str:
     """Hook CPython's allocators and start counting.
 
@@ -44,14 +45,21 @@ def install(
             else 64 MiB.
         event_capacity: Size of the buffer of such events; when full, events
             are dropped and counted. Default: ``OTEL_ALLOC_EVENT_BUFFER``, else 1024.
+        native: Also charge the ``malloc`` family called by extension modules
+            and the shared libraries they load (NumPy < 2.5 array data,
+            Pillow images, libxml2 trees, C++ ``new``), found by patching
+            their GOT entries, including libraries loaded later. Once on, it
+            stays on until :func:`uninstall`. Default: ``OTEL_ALLOC_NATIVE``,
+            else off.
 
     Returns:
         The mode installed.
 
     Raises:
         ConfigError: A setting has a bad value.
-        TrackerError: Installed already with another mode, or the interpreter
-            is a free-threaded build.
+        TrackerError: Installed already with another mode, the interpreter
+            is a free-threaded build, or native mode could not patch a
+            library.
 
     """
     name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
@@ -61,10 +69,21 @@ def install(
                             DEFAULT_THRESHOLD)
     capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
                               DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
+    with_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", False)
     if _binding.free_threaded_build():
         raise TrackerError(FREE_THREADED_MESSAGE)
     with _install_lock:
         rc = _binding.install(_MODE_CODES[name], groups, threshold, capacity)
+        native_rc = _binding.native_set(True) if with_native and rc == _binding.OK else rc
+        if native_rc == _binding.ERR_NATIVE:
+            _binding.uninstall()
+    if native_rc == _binding.ERR_NATIVE:
+        raise TrackerError("otel_alloc native mode could not make a library's GOT writable "
+                           "(mprotect failed); installed nothing. Run without native=True "
+                           "/ OTEL_ALLOC_NATIVE")
+    if with_native and rc == _binding.ALREADY:
+        rc = _binding.native_set(True)
+        rc = _binding.ALREADY if rc == _binding.OK else rc
     if rc == _binding.ERR_MODE_CONFLICT:
         raise TrackerError(
             f"otel_alloc is installed in mode {installed_mode()!r}; call uninstall() "
@@ -87,6 +106,19 @@ def uninstall() -> None:
     """
     with _install_lock:
         _binding.uninstall()
+
+
+def native_enabled() -> bool:
+    """Whether native mode is on (see ``install(native=True)``)."""
+    return _binding.native_enabled()
+
+
+def native_patched_slots() -> int:
+    """GOT entries of loaded libraries that lead to the native hooks now.
+
+    0 after :func:`uninstall`: every patched entry is restored.
+    """
+    return _binding.native_patched_slots()
 
 
 def installed_mode() -> str | None:

@@ -22,6 +22,9 @@ class Stats(NamedTuple):
             the net bytes (allocated minus freed by that thread).
         live_count: Live mode: blocks allocated and not yet freed.
         peak_bytes: Live mode: highest ``live_bytes`` seen (high-water mark).
+        native_bytes: Of ``alloc_bytes``, the bytes allocated by native code
+            (the ``malloc`` family called by extension modules and the
+            libraries they load; native mode only). Exact.
     """
 
     alloc_bytes: int = 0
@@ -31,6 +34,7 @@ class Stats(NamedTuple):
     live_bytes: int = 0
     live_count: int = 0
     peak_bytes: int = 0
+    native_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ void reset_group(oa_group *g)
 {
     oa_ctr_zero(&g->mem_obj);
     oa_ctr_zero(&g->raw);
+    oa_ctr_zero(&g->native);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
     atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&g->noted, 0, OA_RELAXED);
@@ -247,6 +248,8 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
         return OA_ERR_STALE_GROUP;
     oa_ctr_sum(&g->mem_obj, out);
     oa_ctr_sum(&g->raw, out);
+    oa_ctr_sum(&g->native, out);
+    out->native_bytes = atomic_load_explicit(&g->native.alloc_bytes, OA_RELAXED);
     out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
     return OA_OK;
 }
@@ -274,6 +277,7 @@ int oa_span_read(uint64_t gid, oa_span_figures *out)
     uint64_t children = g != NULL ? atomic_load_explicit(&g->child_bytes, OA_RELAXED) : 0;
     out->alloc_bytes = st.alloc_bytes;
     out->alloc_count = st.alloc_count;
+    out->native_bytes = st.native_bytes;
     out->inclusive_bytes = st.alloc_bytes + children;
     out->live_bytes = st.live_bytes;
     out->peak_bytes = st.peak_bytes;

@@ -29,6 +29,7 @@ typedef struct {
     _Atomic int state;
     oa_ctr mem_obj; /* MEM and OBJ domains: updated under the GIL */
     oa_ctr raw;     /* RAW domain: updated with atomic read-modify-write */
+    oa_ctr native;  /* native domain (native mode): atomic, like RAW */
     _Atomic int64_t peak;
     _Atomic uint64_t child_bytes; /* inclusive bytes reported by ended child spans */
     _Atomic int noted; /* a sample or large-allocation event names this group */
@@ -36,11 +37,26 @@ typedef struct {
     /* Live-table entries tagged with this slot, of any generation: kept
        across reuses (see oa_group_new). MEM/OBJ under the GIL, RAW atomic. */
     _Atomic int64_t tagged_mem_obj;
-    _Atomic int64_t tagged_raw;
+    _Atomic int64_t tagged_raw; /* RAW and native tables */
     /* RAW hooks charging this group right now: the slot is not reused (its
        counters reset for another group) until they are done. */
     _Atomic int raw_pins;
 } oa_group;
+
+/* The counters a domain's allocations update in a group. */
+static inline oa_ctr *group_ctr(oa_group *g, int domain)
+{
+    return domain == OA_DOMAIN_RAW      ? &g->raw
+           : domain == OA_DOMAIN_NATIVE ? &g->native
+                                        : &g->mem_obj;
+}
+
+static inline int64_t group_live(oa_group *g)
+{
+    return atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g->native.live_bytes, OA_RELAXED);
+}
 
 extern oa_group *_Atomic g_groups;
 extern uint32_t g_ngroups;

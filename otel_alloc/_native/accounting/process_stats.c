@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-oa_ctr g_proc[3];
+oa_ctr g_proc[4];
 _Atomic int64_t g_proc_peak;
 
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
@@ -23,7 +23,7 @@ _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
 
 void zero_figures(void)
 {
-    for (int d = 0; d < 3; d++)
+    for (int d = 0; d < 4; d++)
         oa_ctr_zero(&g_proc[d]);
     atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
     _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
@@ -41,17 +41,20 @@ void zero_figures(void)
 void oa_process_stats(oa_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    for (int d = 0; d < 3; d++)
+    for (int d = 0; d < 4; d++)
         oa_ctr_sum(&g_proc[d], out);
+    out->native_bytes = atomic_load_explicit(&g_proc[OA_DOMAIN_NATIVE].alloc_bytes, OA_RELAXED);
     out->peak_bytes = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
 }
 
 int oa_domain_stats(int domain, oa_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (domain < 0 || domain > 2)
+    if (domain < 0 || domain > OA_DOMAIN_NATIVE)
         return OA_ERR_BAD_ARGUMENT;
     oa_ctr_sum(&g_proc[domain], out);
+    if (domain == OA_DOMAIN_NATIVE)
+        out->native_bytes = out->alloc_bytes;
     return OA_OK;
 }
 
@@ -79,6 +82,11 @@ void oa_memory_usage(oa_memory *out)
     out->table_capacity += g_raw_table.cap;
     out->live_blocks += g_raw_table.count;
     oa_spin_unlock(&g_raw_lock);
+    oa_spin_lock(&g_native_lock);
+    out->table_bytes += oa_ptable_bytes(&g_native_table);
+    out->table_capacity += g_native_table.cap;
+    out->live_blocks += g_native_table.count;
+    oa_spin_unlock(&g_native_lock);
     PyGILState_Release(gil);
     out->group_table_bytes = (uint64_t)g_ngroups * sizeof(oa_group);
     oa_spin_lock(&g_threads_lock);

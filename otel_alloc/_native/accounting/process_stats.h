@@ -12,7 +12,7 @@
 
 #pragma GCC visibility push(hidden)
 
-extern oa_ctr g_proc[3]; /* per domain: RAW, MEM, OBJ */
+extern oa_ctr g_proc[4]; /* per domain: RAW, MEM, OBJ, native */
 extern _Atomic int64_t g_proc_peak;
 
 /* Written with atomic read-modify-write (RAW hooks, any thread). */
@@ -28,7 +28,8 @@ static inline int64_t proc_live(void)
 {
     return atomic_load_explicit(&g_proc[0].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED);
+           atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[3].live_bytes, OA_RELAXED);
 }
 
 #pragma GCC visibility pop

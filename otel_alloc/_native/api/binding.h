@@ -17,6 +17,9 @@
 #define OA_DOMAIN_RAW 0
 #define OA_DOMAIN_MEM 1
 #define OA_DOMAIN_OBJ 2
+/* Not a CPython domain: the malloc family called by extension modules and
+   the libraries they load, seen in native mode (GOT patching). */
+#define OA_DOMAIN_NATIVE 3
 
 /* Result codes. */
 #define OA_OK 0
@@ -27,6 +30,7 @@
 #define OA_ERR_NOT_INSTALLED -4
 #define OA_ERR_BAD_ARGUMENT -5
 #define OA_ERR_STALE_GROUP -6
+#define OA_ERR_NATIVE -7
 
 /* Reserved group ids. */
 #define OA_GROUP_NONE 0
@@ -45,6 +49,7 @@ typedef struct {
     int64_t live_bytes;
     int64_t live_count;
     int64_t peak_bytes;
+    uint64_t native_bytes; /* of alloc_bytes, allocated by native code (native mode) */
 } oa_stats;
 
 typedef struct {
@@ -98,6 +103,13 @@ int oa_mode(void);
 int oa_rehook(void);
 int oa_hook_status(void);
 int oa_set_enabled(int enabled);
+/* Native mode (native/): charge the malloc family called by extension
+   modules and the libraries they load. on = 1 needs an install; uninstall
+   turns it off. OA_OK, OA_ALREADY, OA_ERR_NOT_INSTALLED or OA_ERR_NATIVE. */
+int oa_native_set(int on);
+int oa_native_enabled(void);
+/* GOT slots of loaded objects that point at a native hook now. */
+uint64_t oa_native_patched_slots(void);
 int oa_is_enabled(void);
 int oa_free_threaded_build(void);
 void oa_set_threshold(uint64_t threshold);

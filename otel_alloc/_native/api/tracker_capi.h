@@ -21,7 +21,7 @@
 
 #define OA_TRACKER_MODULE "otel_alloc.tracker._tracker"
 #define OA_TRACKER_CAPI_NAME "otel_alloc.tracker._tracker._C_API"
-#define OA_TRACKER_CAPI_VERSION 5
+#define OA_TRACKER_CAPI_VERSION 6
 
 /* What span_end reads from a span's group. */
 typedef struct {
@@ -33,6 +33,7 @@ typedef struct {
     int events_pending;       /* the large-allocation event ring is not empty */
     int released;             /* span_end released the group */
     int noted;                /* a sample or large-allocation event names the group */
+    uint64_t native_bytes;    /* of alloc_bytes, allocated by native code (version 6) */
 } oa_span_figures;
 
 /* A group's counters as read by group_counts. */

@@ -42,6 +42,22 @@
 #define OA_TSTATE_WITHOUT_GIL 0
 #endif
 
+/* Whether the calling thread holds the GIL, from code that may run without
+   it (the native hooks). From 3.12 a thread state is attached exactly while
+   its thread holds the GIL. Before, OA_TSTATE() is the holder's: it is this
+   thread's own state only when this thread holds it (the pointers are only
+   compared, never read). PyGILState_Check is not used: it answers 1 for
+   every thread once a subinterpreter exists. */
+static inline int oa_holds_gil(void)
+{
+#if OA_TSTATE_WITHOUT_GIL
+    return OA_TSTATE() != NULL;
+#else
+    PyThreadState *own = PyGILState_GetThisThreadState();
+    return own != NULL && OA_TSTATE() == own;
+#endif
+}
+
 /* 3.10 to 3.15: public fields of struct _ts (cpython/pystate.h). */
 static inline PyInterpreterState *oa_ts_interp(PyThreadState *ts)
 {

@@ -36,12 +36,14 @@ static void atfork_prepare(void)
     oa_spin_lock(&g_threads_lock);
     oa_spin_lock(&g_ring_lock);
     oa_spin_lock(&g_raw_lock);
+    oa_spin_lock(&g_native_lock);
     oa_sampler_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
     oa_sampler_atfork_parent();
+    oa_spin_unlock(&g_native_lock);
     oa_spin_unlock(&g_raw_lock);
     oa_spin_unlock(&g_ring_lock);
     oa_spin_unlock(&g_threads_lock);
@@ -55,11 +57,13 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     oa_spin_reset(&g_raw_lock);
+    oa_spin_reset(&g_native_lock);
     oa_spin_reset(&g_groups_lock);
     oa_spin_reset(&g_threads_lock);
     oa_spin_reset(&g_ring_lock);
     oa_ptable_clear(&g_mem_obj_table);
     oa_ptable_clear(&g_raw_table);
+    oa_ptable_clear(&g_native_table);
     oa_sampler_atfork_child();
     oa_ring_clear(&g_events);
     tls.ctx_valid = 0;

@@ -42,6 +42,8 @@ PyInterpreterState *g_main_interp;
 oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 oa_spin g_raw_lock = OA_SPIN_INIT;
+oa_ptable g_native_table;  /* native blocks (native/), guarded by g_native_lock */
+oa_spin g_native_lock = OA_SPIN_INIT;
 
 /* ------------------------------------------------------ subinterpreters */
 
@@ -55,7 +57,7 @@ oa_spin g_raw_lock = OA_SPIN_INIT;
    interpreter's span. */
 static inline int in_subinterpreter(int domain)
 {
-    if (domain == OA_DOMAIN_RAW && !OA_TSTATE_WITHOUT_GIL)
+    if (gil_free(domain) && !OA_TSTATE_WITHOUT_GIL)
         return tls.in_subinterp;
     PyThreadState *ts = OA_TSTATE();
     return ts != NULL && oa_ts_interp(ts) != g_main_interp;
@@ -69,25 +71,38 @@ static inline void count_subinterp(size_t size)
 
 /* ------------------------------------------------------------ accounting */
 
-static inline void table_lock(int raw)
+/* Each domain's live table and the lock that guards it (none for MEM/OBJ:
+   the GIL does). */
+static inline oa_ptable *table_of(int domain)
 {
-    if (raw)
-        oa_spin_lock(&g_raw_lock);
+    return domain == OA_DOMAIN_RAW      ? &g_raw_table
+           : domain == OA_DOMAIN_NATIVE ? &g_native_table
+                                        : &g_mem_obj_table;
 }
-static inline void table_unlock(int raw)
+static inline void table_lock(int domain)
 {
-    if (raw)
+    if (domain == OA_DOMAIN_RAW)
+        oa_spin_lock(&g_raw_lock);
+    else if (domain == OA_DOMAIN_NATIVE)
+        oa_spin_lock(&g_native_lock);
+}
+static inline void table_unlock(int domain)
+{
+    if (domain == OA_DOMAIN_RAW)
         oa_spin_unlock(&g_raw_lock);
+    else if (domain == OA_DOMAIN_NATIVE)
+        oa_spin_unlock(&g_native_lock);
 }
 
 static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
 {
-    int raw = domain == OA_DOMAIN_RAW, pinned;
+    int raw = gil_free(domain), pinned;
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
     if (raw) {
         if (g != NULL) {
-            oa_ctr_free_atomic(&g->raw, size);
-            oa_ctr_live_atomic(&g->raw, -(int64_t)size, -1);
+            oa_ctr *gc = group_ctr(g, domain);
+            oa_ctr_free_atomic(gc, size);
+            oa_ctr_live_atomic(gc, -(int64_t)size, -1);
             if (pinned)
                 unpin_group(g);
         } else {
@@ -112,12 +127,12 @@ static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t me
     }
 }
 
-static void on_alloc(int domain, void *ptr, size_t size)
+void oa_track_alloc(int domain, void *ptr, size_t size)
 {
-    int raw = domain == OA_DOMAIN_RAW;
+    int raw = gil_free(domain);
     uint64_t gid;
     if (raw) {
-        if (in_subinterpreter(OA_DOMAIN_RAW)) {
+        if (in_subinterpreter(domain)) {
             count_subinterp(size);
             return;
         }
@@ -136,7 +151,7 @@ static void on_alloc(int domain, void *ptr, size_t size)
     oa_group *groups = group_table();
     int pinned;
     oa_group *g = group_for_alloc(groups, gid, raw, &pinned);
-    oa_ctr *gc = raw ? &g->raw : &g->mem_obj;
+    oa_ctr *gc = group_ctr(g, domain);
     if (raw) {
         oa_ctr_alloc_atomic(gc, size);
         oa_ctr_alloc_atomic(&g_proc[domain], size);
@@ -152,15 +167,15 @@ static void on_alloc(int domain, void *ptr, size_t size)
     int tracked = 0;
 
     if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE) {
-        oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+        oa_ptable *t = table_of(domain);
         uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
                                      atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
         uint64_t old_size = 0, old_meta = 0;
         int r = -1;
-        table_lock(raw);
+        table_lock(domain);
         if (t->slots != NULL)
             r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &old_size, &old_meta);
-        table_unlock(raw);
+        table_unlock(domain);
         if (r < 0) {
             atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
         } else {
@@ -180,8 +195,7 @@ static void on_alloc(int domain, void *ptr, size_t size)
                 oa_ctr_live_plain(gc, (int64_t)size, 1);
                 oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
             }
-            oa_peak_update(&g->peak, atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +
-                                         atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED));
+            oa_peak_update(&g->peak, group_live(g));
             oa_peak_update(&g_proc_peak, proc_live());
             if (rec != NULL) {
                 oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
@@ -207,31 +221,46 @@ static void on_alloc(int domain, void *ptr, size_t size)
         unpin_group(g);
 }
 
-/* Remove ptr from the live table; 1 with its size and meta when tracked. */
-static inline int forget_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
 {
-    int raw = domain == OA_DOMAIN_RAW;
-    oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+    oa_ptable *t = table_of(domain);
     int found = 0;
-    table_lock(raw);
+    table_lock(domain);
     if (t->slots != NULL)
         found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
-    table_unlock(raw);
+    table_unlock(domain);
     if (found)
-        tag_slot(group_table(), *meta, -1, raw);
-    else if (raw)
-        atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
-    else
-        plain_inc(&g_untracked_mem_obj, 1);
+        tag_slot(group_table(), *meta, -1, gil_free(domain));
     return found;
 }
 
-/* A tracked block is freed: forget it and charge the free to the group that
-   allocated it. */
-static void drop_block(int domain, void *ptr)
+/* Remove ptr from the live table; 1 with its size and meta when tracked,
+   *domain then being the domain that allocated it. RAW and native blocks
+   both come from libc's malloc, and a block allocated through one may be
+   freed through the other (an extension freeing with free() what
+   PyMem_RawMalloc gave it): a miss in one table looks in the other before
+   it counts as untracked. */
+static int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    if (pop_block(*domain, ptr, size, meta))
+        return 1;
+    if (*domain == OA_DOMAIN_MEM || *domain == OA_DOMAIN_OBJ) {
+        plain_inc(&g_untracked_mem_obj, 1);
+        return 0;
+    }
+    int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
+    if (g_native_table.slots != NULL && pop_block(other, ptr, size, meta)) {
+        *domain = other;
+        return 1;
+    }
+    atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+    return 0;
+}
+
+void oa_track_free(int domain, void *ptr)
 {
     uint64_t size = 0, meta = 0;
-    if (forget_block(domain, ptr, &size, &meta)) {
+    if (forget_block(&domain, ptr, &size, &meta)) {
         if (meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
         charge_free(group_table(), domain, size, meta);
@@ -240,16 +269,56 @@ static void drop_block(int domain, void *ptr)
 
 static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
 {
-    int raw = domain == OA_DOMAIN_RAW;
-    oa_ptable *t = raw ? &g_raw_table : &g_mem_obj_table;
+    oa_ptable *t = table_of(domain);
     uint64_t os, om;
     int r = -1;
-    table_lock(raw);
+    table_lock(domain);
     if (t->slots != NULL)
         r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
-    table_unlock(raw);
+    table_unlock(domain);
     if (r >= 0)
-        tag_slot(group_table(), meta, 1, raw);
+        tag_slot(group_table(), meta, 1, gil_free(domain));
+}
+
+void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size)
+{
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE && ptr != NULL &&
+        in_subinterpreter(domain)) {
+        /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
+           hooks run under its own GIL). A RAW or native block the main
+           interpreter tracked would keep a stale entry: such reallocs from a
+           subinterpreter still drop the old block. */
+        if (gil_free(domain))
+            oa_track_free(domain, ptr);
+        count_subinterp(size);
+        return fn(ctx, ptr, size);
+    }
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE || ptr == NULL) {
+        void *p = fn(ctx, ptr, size);
+        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+            oa_track_alloc(domain, p, size);
+        return p;
+    }
+    /* Forget the old block before the call: once realloc returns, its
+       address may be handed out again by another thread. */
+    uint64_t osize = 0, ometa = 0;
+    int odomain = domain;
+    int found = forget_block(&odomain, ptr, &osize, &ometa);
+    if (found && (ometa & OA_SAMPLED_FLAG))
+        oa_sample_freed(ptr); /* before the address can be reused */
+    void *p = fn(ctx, ptr, size);
+    /* realloc(ptr, 0) may free ptr and return NULL (glibc does): that is
+       no failure. CPython's domains never pass 0. */
+    if (p == NULL && size != 0) {
+        if (found)
+            restore_block(odomain, ptr, osize, ometa);
+        return NULL;
+    }
+    if (found)
+        charge_free(group_table(), odomain, osize, ometa);
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        oa_track_alloc(domain, p, size);
+    return p;
 }
 
 /* ----------------------------------------------------------------- hooks */
@@ -285,7 +354,7 @@ void *hook_malloc(void *ctx, size_t size)
     tls.guard = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
     if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-        on_alloc(h->domain, p, size);
+        oa_track_alloc(h->domain, p, size);
     tls.guard = 0;
     return p;
 }
@@ -300,7 +369,7 @@ void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
     /* On success nelem * elsize did not overflow. */
     if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-        on_alloc(h->domain, p, nelem * elsize);
+        oa_track_alloc(h->domain, p, nelem * elsize);
     tls.guard = 0;
     return p;
 }
@@ -311,46 +380,10 @@ void *hook_realloc(void *ctx, void *ptr, size_t size)
 {
     oa_hook *h = hook_of(ctx);
     OA_PROBE(h);
-    int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
-    if (tls.guard || mode == OA_MODE_NONE)
+    if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return h->prev.realloc(h->prev.ctx, ptr, size);
-    if (mode == OA_MODE_LIVE && ptr != NULL && in_subinterpreter(h->domain)) {
-        /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
-           hooks run under its own GIL). A RAW block the main interpreter
-           tracked would keep a stale entry: RAW reallocs from a
-           subinterpreter still drop the old block. */
-        if (h->domain == OA_DOMAIN_RAW) {
-            tls.guard = 1;
-            drop_block(h->domain, ptr);
-            tls.guard = 0;
-        }
-        count_subinterp(size);
-        return h->prev.realloc(h->prev.ctx, ptr, size);
-    }
     tls.guard = 1;
-    void *p;
-    if (mode == OA_MODE_LIVE && ptr != NULL) {
-        /* Forget the old block before the call: once realloc returns, its
-           address may be handed out again by another thread. */
-        uint64_t osize = 0, ometa = 0;
-        int found = forget_block(h->domain, ptr, &osize, &ometa);
-        if (found && (ometa & OA_SAMPLED_FLAG))
-            oa_sample_freed(ptr); /* before the address can be reused */
-        p = h->prev.realloc(h->prev.ctx, ptr, size);
-        if (p == NULL) {
-            if (found)
-                restore_block(h->domain, ptr, osize, ometa);
-        } else {
-            if (found)
-                charge_free(group_table(), h->domain, osize, ometa);
-            if (atomic_load_explicit(&g_enabled, OA_RELAXED))
-                on_alloc(h->domain, p, size);
-        }
-    } else {
-        p = h->prev.realloc(h->prev.ctx, ptr, size);
-        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-            on_alloc(h->domain, p, size);
-    }
+    void *p = oa_track_realloc(h->domain, h->prev.realloc, h->prev.ctx, ptr, size);
     tls.guard = 0;
     return p;
 }
@@ -361,7 +394,7 @@ void hook_free(void *ctx, void *ptr)
     OA_PROBE(h);
     /* Frees are accounted even while disabled, so live figures stay exact. */
     if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE ||
-        (h->domain != OA_DOMAIN_RAW && in_subinterpreter(h->domain))) {
+        (!gil_free(h->domain) && in_subinterpreter(h->domain))) {
         /* A subinterpreter's MEM/OBJ blocks come from its own allocator
            state and were never tracked; RAW frees are looked up from any
            interpreter (the RAW table has its own lock). */
@@ -369,7 +402,7 @@ void hook_free(void *ctx, void *ptr)
         return;
     }
     tls.guard = 1;
-    drop_block(h->domain, ptr);
+    oa_track_free(h->domain, ptr);
     h->prev.free(h->prev.ctx, ptr);
     tls.guard = 0;
 }

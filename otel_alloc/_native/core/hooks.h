@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../support/ptable.h"
+#include "../api/tracker_api.h"
 #include "../support/spinlock.h"
 
 #pragma GCC visibility push(hidden)
@@ -32,8 +33,29 @@ extern PyInterpreterState *g_main_interp;
 extern oa_ptable g_mem_obj_table; /* MEM/OBJ blocks, guarded by the GIL */
 extern oa_ptable g_raw_table;     /* RAW blocks, guarded by g_raw_lock */
 extern oa_spin g_raw_lock;
+extern oa_ptable g_native_table;  /* native blocks, guarded by g_native_lock */
+extern oa_spin g_native_lock;
 
 extern oa_hook g_hooks[3]; /* the hooks' ctx, one per domain (install.c) */
+
+/* Whether hooks of `domain` may run without the GIL (RAW, and the native
+   hooks of native/): their counters are updated atomically, their live
+   table has a lock, and they charge the group the thread last resolved. */
+static inline int gil_free(int domain)
+{
+    return domain == OA_DOMAIN_RAW || domain == OA_DOMAIN_NATIVE;
+}
+
+/* The accounting every hook shares, for the PyMem hooks below and the
+   native hooks (native/native_hooks.c). The caller has set tls.guard and
+   checked that the tracker is installed. */
+void oa_track_alloc(int domain, void *ptr, size_t size);
+/* Live mode: forget a freed block and charge its group. */
+void oa_track_free(int domain, void *ptr);
+typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);
+/* Call fn(ctx, ptr, size) as a realloc and account it: one allocation of
+   the new size and, in live mode, one free of the old block. */
+void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
 void *hook_malloc(void *ctx, size_t size);
 void *hook_calloc(void *ctx, size_t nelem, size_t elsize);

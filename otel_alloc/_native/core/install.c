@@ -12,6 +12,7 @@
 #include "../accounting/threads.h"
 #include "../api/tracker_api.h"
 #include "../sampler/sampler.h"
+#include "../native/native_hooks.h"
 #include "fork.h"
 #include "hooks.h"
 
@@ -99,6 +100,9 @@ static void drop_tables(void)
     oa_spin_lock(&g_raw_lock);
     oa_ptable_destroy(&g_raw_table);
     oa_spin_unlock(&g_raw_lock);
+    oa_spin_lock(&g_native_lock);
+    oa_ptable_destroy(&g_native_table);
+    oa_spin_unlock(&g_native_lock);
 }
 
 static int setup_tables(void)
@@ -106,14 +110,24 @@ static int setup_tables(void)
     drop_tables();
     if (oa_ptable_init(&g_mem_obj_table) != 0)
         return -1;
-    oa_ptable fresh;
-    if (oa_ptable_init(&fresh) != 0) {
+    /* The tables of the hooks that run without the GIL are swapped in under
+       their locks. */
+    oa_ptable raw, native;
+    if (oa_ptable_init(&raw) != 0) {
+        oa_ptable_destroy(&g_mem_obj_table);
+        return -1;
+    }
+    if (oa_ptable_init(&native) != 0) {
+        oa_ptable_destroy(&raw);
         oa_ptable_destroy(&g_mem_obj_table);
         return -1;
     }
     oa_spin_lock(&g_raw_lock);
-    g_raw_table = fresh;
+    g_raw_table = raw;
     oa_spin_unlock(&g_raw_lock);
+    oa_spin_lock(&g_native_lock);
+    g_native_table = native;
+    oa_spin_unlock(&g_native_lock);
     return 0;
 }
 
@@ -167,6 +181,8 @@ int oa_uninstall(void)
         rc = OA_ERR_NOT_INSTALLED;
         goto done;
     }
+    /* Native hooks out of the GOT first: from here on they pass through. */
+    oa_native_stop();
     atomic_store_explicit(&g_mode, OA_MODE_NONE, memory_order_release);
     atomic_store_explicit(&g_enabled, 0, OA_RELAXED);
     for (int d = 0; d < 3; d++) {

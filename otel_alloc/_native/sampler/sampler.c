@@ -316,7 +316,10 @@ void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t 
     s.kind = OA_SAMPLE_ALLOC;
     s.domain = domain;
     s.native_id = tls.rec != NULL ? tls.rec->native_id : 0;
-    s.stack = domain == OA_DOMAIN_RAW ? OA_STACK_NONE : capture_stack();
+    /* RAW hooks may run without the GIL; native ones record the Python
+       stack when the calling thread holds it. */
+    int stack = domain == OA_DOMAIN_NATIVE ? oa_holds_gil() : domain != OA_DOMAIN_RAW;
+    s.stack = stack ? capture_stack() : OA_STACK_NONE;
     atomic_fetch_add_explicit(&g_samples_taken, 1, OA_RELAXED);
     if (tracked) {
         uint64_t os, om;
