@@ -19,7 +19,7 @@ from otel_alloc import validation as config
 from otel_alloc.profiling import text_reports as reports
 from otel_alloc.profiling.render import KINDS
 
-USAGE_RUN = ("otel-alloc run [--mode counts|live] [--table|--no-table] "
+USAGE_RUN = ("otel-alloc run [--mode counts|live] [--native] [--table|--no-table] "
              "(-m module | script.py) [args]")
 
 
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                     "of allocations per span name at exit.")
     run.add_argument("--mode", choices=tracker.MODES, default=None,
                      help="tracker mode (default: OTEL_ALLOC_MODE, else counts)")
+    run.add_argument("--native", action="store_true", default=None,
+                     help="also charge what extension modules and their libraries allocate "
+                          "with malloc (default: OTEL_ALLOC_NATIVE, else off)")
     table = run.add_mutually_exclusive_group()
     table.add_argument("--table", dest="table", action="store_true", default=None,
                        help="print the table at exit even when exporting")
@@ -109,8 +112,8 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         parser.error("nothing to run: give a script path or -m module\nusage: " + USAGE_RUN)
     try:
         return run(RunOptions(target=target, args=args, module=module, mode=ns.mode,
-                              table=ns.table, profile_path=ns.profile, serve=ns.serve,
-                              shutdown_timeout=ns.shutdown_timeout))
+                              native=ns.native, table=ns.table, profile_path=ns.profile,
+                              serve=ns.serve, shutdown_timeout=ns.shutdown_timeout))
     except config.ConfigError as err:
         print(f"otel-alloc: {err}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ class RunOptions:
         args: Arguments for the program (``sys.argv[1:]``).
         module: Run ``target`` as ``python -m target``.
         mode: Tracker mode, or ``None`` for ``OTEL_ALLOC_MODE`` / counts.
+        native: Native mode (``--native``), or ``None`` for
+            ``OTEL_ALLOC_NATIVE`` / off.
         table: ``True``/``False`` to force the exit table on/off; ``None``
             prints it when no exporter is configured.
         table_stream: Where the table goes (default stderr).
@@ -53,6 +55,7 @@ class RunOptions:
     args: list[str]
     module: bool = False
     mode: str | None = None
+    native: bool | None = None
     table: bool | None = None
     table_stream: TextIO | None = None
     profile_path: str | None = None
@@ -82,7 +85,7 @@ def run(opts: RunOptions) -> int:
             multi.add_span_processor(sp)
         inner = multi
     processor = AllocationSpanProcessor(
-        inner, mode=opts.mode, meter_provider=providers.meter_provider,
+        inner, mode=opts.mode, native=opts.native, meter_provider=providers.meter_provider,
         logger_provider=providers.logger_provider, sinks=[summary])
     providers.tracer_provider.add_span_processor(processor)
     set_global(providers)

@@ -6,6 +6,7 @@ METER_NAME = "otel_alloc"
 
 ALLOCATED = "python.alloc.allocated"
 ALLOCATIONS = "python.alloc.allocations"
+NATIVE_ALLOCATED = "python.alloc.native.allocated"
 SPAN_SIZE = "python.alloc.span.size"
 LIVE = "python.alloc.live"
 PEAK = "python.alloc.peak"

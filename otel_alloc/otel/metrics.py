@@ -17,8 +17,9 @@ from otel_alloc.otel import contract as names
 # One span name's ended spans in a batch, summed natively (SpanRecords.take):
 # (name, bytes, allocations, trace id, span id, each span's bytes). Bytes and
 # allocations cover every span; the sizes those span_size_sample_rate keeps,
-# the largest first, whose ids are given (else the largest span's).
-NameSums = tuple[str, int, int, int, int, list[int]]
+# the largest first, whose ids are given (else the largest span's); of the
+# bytes, those native code allocated.
+NameSums = tuple[str, int, int, int, int, list[int], int]
 
 
 def span_context(trace_id: int, span_id: int) -> Context:
@@ -66,6 +67,8 @@ class AllocationMetrics:
         live: bool,
         live_by_name: Callable[[], dict[str, int]],
         dropped_events: Callable[[], int],
+        *,
+        native: bool = False,
     ) -> None:
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter(names.METER_NAME)
@@ -80,6 +83,13 @@ class AllocationMetrics:
         self._size = meter.create_histogram(
             names.SPAN_SIZE, unit="By", description="Bytes allocated per span (self)",
             explicit_bucket_boundaries_advisory=names.SPAN_SIZE_BUCKETS)
+        # Native mode: the part of ALLOCATED native code allocated, so the
+        # Python-object part is their difference.
+        self._native = (meter.create_counter(
+            names.NATIVE_ALLOCATED, unit="By",
+            description="Of python.alloc.allocated, the bytes native code (extension modules "
+                        "and their libraries) allocated while a span was current")
+            if native else None)
         self._events = meter.create_counter(
             names.EVENTS, unit="{event}", description="Allocation events emitted, by event name")
         self._live_by_name = live_by_name
@@ -111,7 +121,7 @@ class AllocationMetrics:
         span would cost more than the rest of the recording.
         """
         record = self._size.record
-        for name, alloc_bytes, count, trace_id, span_id, sizes in batch:
+        for name, alloc_bytes, count, trace_id, span_id, sizes, native_bytes in batch:
             reported = self._names(name)
             attrs = self._attrs.get(reported)
             if attrs is None:
@@ -123,6 +133,8 @@ class AllocationMetrics:
                     record(size, attrs)
             self._allocated.add(alloc_bytes, attrs, context=ctx)
             self._allocations.add(count, attrs, context=ctx)
+            if self._native is not None:
+                self._native.add(native_bytes, attrs, context=ctx)
 
     def count_event(self, event_name: str, span_name: str | None,
                     ctx: Context | None = None) -> None:

@@ -23,7 +23,7 @@ from otel_alloc.otel import _spanpath, context_follower, sdk_compat
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.metrics import AllocationMetrics, NameSums, SpanNames, span_context
-from otel_alloc.otel.settings import Settings
+from otel_alloc.otel.settings import Settings, install_tracker
 from otel_alloc.otel.span_records import (
     Figures,
     RawRecord,
@@ -78,6 +78,10 @@ class AllocationSpanProcessor(SpanProcessor):
         threshold_bytes: A single allocation at least this big is reported as
             ``alloc.threshold_exceeded``; default ``OTEL_ALLOC_THRESHOLD_BYTES``,
             else 64 MiB; 0 turns it off.
+        native: Also charge the ``malloc`` family called by extension modules
+            and their libraries (``alloc.native_bytes``); default
+            ``OTEL_ALLOC_NATIVE``, else off. Turned on for the whole process
+            until the tracker is uninstalled.
         meter_provider: Where metrics go; default the global MeterProvider.
         logger_provider: Where events go; default the global LoggerProvider.
         sinks: Further receivers of each ended span's record.
@@ -97,6 +101,7 @@ class AllocationSpanProcessor(SpanProcessor):
         mode: str | None = None,
         max_groups: int | None = None,
         threshold_bytes: int | str | None = None,
+        native: bool | None = None,
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
         sinks: list[SpanSink] | None = None,
@@ -107,15 +112,16 @@ class AllocationSpanProcessor(SpanProcessor):
             raise config.ConfigError(
                 "AllocationSpanProcessor keyword", unknown[0],
                 "one of " + ", ".join(sorted([*Settings.__dataclass_fields__, "span_processor",
-                                              "mode", "max_groups", "threshold_bytes",
+                                              "mode", "max_groups", "threshold_bytes", "native",
                                               "meter_provider", "logger_provider", "sinks"])))
         self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
-        self.mode = self._install(mode, max_groups, threshold_bytes)
+        self.mode = install_tracker(mode, max_groups, threshold_bytes, native)
         self._live = self.mode == "live"
         self._next = span_processor
         self._names = SpanNames(self.settings.max_span_names)
         self._metrics = (AllocationMetrics(meter_provider, self._names, self._live,
-                                           self._live_by_name, self._dropped_events)
+                                           self._live_by_name, self._dropped_events,
+                                           native=tracker.native_enabled())
                          if self.settings.metrics else None)
         self._events = (AllocationEvents(logger_provider, on_emit=self._count_event)
                         if self.settings.events else None)
@@ -163,23 +169,6 @@ class AllocationSpanProcessor(SpanProcessor):
         self.spans_reclaimed = 0
         self.errors = 0
         context_follower.install_context_hook()
-
-    @staticmethod
-    def _install(mode: str | None, max_groups: int | None,
-                 threshold_bytes: int | str | None) -> str:
-        installed = tracker.installed_mode()
-        if installed is None:
-            installed = tracker.install(mode, max_groups=max_groups,
-                                        threshold_bytes=threshold_bytes)
-        else:
-            if mode is not None:
-                wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
-                if wanted != installed:
-                    raise tracker.TrackerError(
-                        f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
-            if threshold_bytes is not None:
-                tracker.set_threshold(threshold_bytes)
-        return installed
 
     @property
     def profile(self) -> Profile | None:
@@ -299,7 +288,7 @@ class AllocationSpanProcessor(SpanProcessor):
                      figures: Figures) -> SpanAllocation:
         return SpanAllocation(span.name, ctx.trace_id, ctx.span_id, gid, figures[0], figures[1],
                               figures[2], figures[3], figures[4], span.start_time or 0,
-                              span.end_time or 0)
+                              span.end_time or 0, figures[7])
 
     def _publish_pending(self) -> None:
         """Publish the queued span records (watch thread, flush, shutdown)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from otel_alloc import tracker
 from otel_alloc import validation as config
 
 MIB = 1024 * 1024
@@ -72,3 +73,30 @@ class Settings:
                 "span_size_sample_rate", span_size_sample_rate,
                 "OTEL_ALLOC_SPAN_SIZE_SAMPLE_RATE", 1.0, 0.0, 1.0),
         )
+
+
+def install_tracker(mode: str | None, max_groups: int | None,
+                    threshold_bytes: int | str | None, native: bool | None) -> str:
+    """Install the tracker for a processor, or check the installed one fits.
+
+    Returns:
+        The installed mode.
+
+    Raises:
+        TrackerError: The tracker is installed in another mode than ``mode``.
+        ConfigError: A setting has a bad value.
+    """
+    installed = tracker.installed_mode()
+    if installed is None:
+        return tracker.install(mode, max_groups=max_groups, threshold_bytes=threshold_bytes,
+                               native=native)
+    if config.flag("native", native, "OTEL_ALLOC_NATIVE", False):
+        tracker.install(installed, native=True)
+    if mode is not None:
+        wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+        if wanted != installed:
+            raise tracker.TrackerError(
+                f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
+    if threshold_bytes is not None:
+        tracker.set_threshold(threshold_bytes)
+    return installed

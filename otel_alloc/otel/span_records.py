@@ -13,16 +13,18 @@ ATTR_COUNT = "alloc.count"
 ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
 ATTR_LIVE_BYTES = "alloc.live_bytes"
 ATTR_PEAK_BYTES = "alloc.peak_bytes"
+ATTR_NATIVE_BYTES = "alloc.native_bytes"
 
 # What the C span path (otel_alloc.otel._spanpath.SpanPath) reads at span end: bytes,
 # count, inclusive bytes, live bytes, peak bytes, large-allocation events
-# waiting, whether the alloc.* attributes were set on the span already.
-Figures = tuple[int, int, int, int, int, bool, bool]
+# waiting, whether the alloc.* attributes were set on the span already, native
+# bytes (None unless native mode is on).
+Figures = tuple[int, int, int, int, int, bool, bool, int | None]
 # A record of an ended span as the watch thread drains it from the native
 # queue (SpanRecords), turned into metrics and, when something wants one, a
 # SpanAllocation: (name, trace id, span id, group id, bytes, count, inclusive
-# bytes, live bytes, peak bytes, start time, end time).
-RawRecord = tuple[str, int, int, int, int, int, int, int, int, int, int]
+# bytes, live bytes, peak bytes, start time, end time, native bytes or None).
+RawRecord = tuple[str, int, int, int, int, int, int, int, int, int, int, int | None]
 
 
 @dataclass(slots=True)
@@ -43,6 +45,8 @@ class SpanAllocation:
         peak_bytes: Live mode: highest net bytes while the span was open.
         start_time_ns: The span's start time.
         end_time_ns: The span's end time.
+        native_bytes: Native mode: of ``bytes``, those allocated by native
+            code (extension modules and their libraries); ``None`` otherwise.
 
     """
 
@@ -57,6 +61,7 @@ class SpanAllocation:
     peak_bytes: int | None
     start_time_ns: int
     end_time_ns: int
+    native_bytes: int | None = None
 
     def attributes(self) -> dict[str, int]:
         """The ``alloc.*`` span attributes for this record."""
@@ -69,15 +74,18 @@ class SpanAllocation:
             attrs[ATTR_LIVE_BYTES] = self.live_bytes
         if self.peak_bytes is not None:
             attrs[ATTR_PEAK_BYTES] = self.peak_bytes
+        if self.native_bytes is not None:
+            attrs[ATTR_NATIVE_BYTES] = self.native_bytes
         return attrs
 
 
 def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
     """The :class:`SpanAllocation` of a raw record."""
     name, trace_id, span_id, gid, alloc_bytes, count, inclusive, live_bytes, peak_bytes, \
-        start, end = raw
+        start, end, native_bytes = raw
     return SpanAllocation(name, trace_id, span_id, gid, alloc_bytes, count, inclusive,
-                          live_bytes if live else None, peak_bytes if live else None, start, end)
+                          live_bytes if live else None, peak_bytes if live else None, start, end,
+                          native_bytes)
 
 
 def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
@@ -92,6 +100,8 @@ def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSp
     if live:
         extra[ATTR_LIVE_BYTES] = figures[3]
         extra[ATTR_PEAK_BYTES] = figures[4]
+    if figures[7] is not None:
+        extra[ATTR_NATIVE_BYTES] = figures[7]
     return with_attributes(span, extra)
 
 

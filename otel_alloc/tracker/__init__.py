@@ -66,9 +66,7 @@ if TYPE_CHECKING:
 
 _SOURCES = {
     **dict.fromkeys(("counters", "current_thread_stats", "domain_stats", "drain_events",
-                     "memory_usage",
-    "native_enabled",
-    "native_patched_slots", "process_stats", "reset_peaks", "thread_stats"),
+                     "memory_usage", "process_stats", "reset_peaks", "thread_stats"),
                     "otel_alloc.tracker.counts"),
     **dict.fromkeys(("CURRENT_GROUP", "GROUP_NONE", "GROUP_OVERFLOW", "Group",
                      "current_group_id", "enter_group", "exit_group", "finish_group",
@@ -113,6 +111,8 @@ __all__ = [
     "installed_mode",
     "is_enabled",
     "memory_usage",
+    "native_enabled",
+    "native_patched_slots",
     "new_group_id",
     "overflow_stats",
     "process_stats",

@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #include "groups.h"
+#include "../native/native_hooks.h"
 
 #include "../api/tracker_api.h"
 #include "events.h"
@@ -278,6 +279,7 @@ int oa_span_read(uint64_t gid, oa_span_figures *out)
     out->alloc_bytes = st.alloc_bytes;
     out->alloc_count = st.alloc_count;
     out->native_bytes = st.native_bytes;
+    out->native = atomic_load_explicit(&g_native_on, OA_RELAXED);
     out->inclusive_bytes = st.alloc_bytes + children;
     out->live_bytes = st.live_bytes;
     out->peak_bytes = st.peak_bytes;

@@ -34,6 +34,7 @@ typedef struct {
     int released;             /* span_end released the group */
     int noted;                /* a sample or large-allocation event names the group */
     uint64_t native_bytes;    /* of alloc_bytes, allocated by native code (version 6) */
+    int native;               /* native mode is on: alloc.native_bytes is reported (version 6) */
 } oa_span_figures;
 
 /* A group's counters as read by group_counts. */

@@ -56,6 +56,7 @@ static int intern_names(void)
         {&g_names.attr_keys[2], "alloc.inclusive_bytes"},
         {&g_names.attr_keys[3], "alloc.live_bytes"},
         {&g_names.attr_keys[4], "alloc.peak_bytes"},
+        {&g_names.attr_keys[5], "alloc.native_bytes"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

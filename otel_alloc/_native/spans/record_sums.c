@@ -46,10 +46,11 @@ PyObject *name_of(const span_record *r)
 }
 
 /* A whole record: (name, trace_id, span_id, group_id, bytes, count,
-   inclusive_bytes, live_bytes, peak_bytes, start_time, end_time). */
+   inclusive_bytes, live_bytes, peak_bytes, start_time, end_time,
+   native_bytes or None). */
 PyObject *record_tuple(const span_record *r)
 {
-    PyObject *items[11] = {
+    PyObject *items[12] = {
         name_of(r),
         or_zero(r->trace_id),
         or_zero(r->span_id),
@@ -61,13 +62,14 @@ PyObject *record_tuple(const span_record *r)
         PyLong_FromLongLong(r->f.peak_bytes),
         or_zero(r->start),
         or_zero(r->end),
+        r->f.native ? PyLong_FromUnsignedLongLong(r->f.native_bytes) : Py_NewRef(Py_None),
     };
-    return tuple_of(items, 11);
+    return tuple_of(items, 12);
 }
 
 /* One span name's sums over the records taken. */
 typedef struct {
-    uint64_t bytes, count;
+    uint64_t bytes, count, native_bytes;
     Py_ssize_t largest; /* index into the taken records: the largest span */
     Py_ssize_t shown;   /* the largest span whose size is in `sizes`, or -1 */
     PyObject *sizes;    /* list of the spans' bytes (those sampled), the largest first */
@@ -123,6 +125,7 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
         uint64_t b = r->f.alloc_bytes;
         s->bytes += b;
         s->count += r->f.alloc_count;
+        s->native_bytes += r->f.native_bytes;
         if (b > taken[s->largest].f.alloc_bytes)
             s->largest = i;
         if (rate < 1.0 && !(rate > 0.0 && uniform(rng) < rate))
@@ -146,15 +149,16 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
     out = PyList_New(nsums);
     for (Py_ssize_t k = 0; k < nsums && out != NULL; k++) {
         const span_record *big = &taken[sums[k].shown >= 0 ? sums[k].shown : sums[k].largest];
-        PyObject *items[6] = {
+        PyObject *items[7] = {
             name_of(big),
             PyLong_FromUnsignedLongLong(sums[k].bytes),
             PyLong_FromUnsignedLongLong(sums[k].count),
             or_zero(big->trace_id),
             or_zero(big->span_id),
             Py_NewRef(sums[k].sizes),
+            PyLong_FromUnsignedLongLong(sums[k].native_bytes),
         };
-        PyObject *t = tuple_of(items, 6);
+        PyObject *t = tuple_of(items, 7);
         if (t == NULL)
             Py_CLEAR(out);
         else

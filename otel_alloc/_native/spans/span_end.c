@@ -112,11 +112,14 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         PyErr_Clear();
         goto done;
     }
-    int64_t values[5] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
-                         (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes};
-    int n = live ? 5 : 3, lost = 0;
+    int64_t values[6] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
+                         (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
+                         (int64_t)f->native_bytes};
+    int lost = 0;
     written = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < 6; i++) {
+        if ((i == 3 || i == 4) ? !live : i == 5 ? !f->native : 0)
+            continue;
         PyObject *key = g_names.attr_keys[i];
         int has = PyDict_Contains(d, key);
         if (has < 0 || (!has && PyDict_GET_SIZE(d) >= limit)) {
@@ -168,7 +171,7 @@ int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int last, in
 
 PyObject *figures_tuple(const oa_span_figures *f, int attrs_set)
 {
-    PyObject *items[7] = {
+    PyObject *items[8] = {
         PyLong_FromUnsignedLongLong(f->alloc_bytes),
         PyLong_FromUnsignedLongLong(f->alloc_count),
         PyLong_FromUnsignedLongLong(f->inclusive_bytes),
@@ -176,6 +179,7 @@ PyObject *figures_tuple(const oa_span_figures *f, int attrs_set)
         PyLong_FromLongLong(f->peak_bytes),
         PyBool_FromLong(f->events_pending),
         PyBool_FromLong(attrs_set),
+        f->native ? PyLong_FromUnsignedLongLong(f->native_bytes) : Py_NewRef(Py_None),
     };
-    return tuple_of(items, 7);
+    return tuple_of(items, 8);
 }

@@ -45,7 +45,8 @@ typedef struct {
     PyObject *on_start, *on_end, *on_ending;
     PyObject *lock, *maxlen, *dropped, *acquire, *release; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
-    PyObject *attr_keys[5]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes */
+    PyObject *attr_keys[6]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,
+                               .native_bytes */
 } sc_names;
 
 extern OA_HIDDEN sc_names g_names;
