@@ -2,11 +2,17 @@
  * Test-only native helper: allocates exact sizes in a chosen PyMem domain,
  * with no Python allocation in between, so tests can assert exact figures.
  * MEM and OBJ calls take the GIL (cffi releases it around calls); RAW calls
- * run without it, as real RAW users do.
+ * run without it, as real RAW users do. "Domain" 3 is plain malloc/free, as
+ * an extension calls them (native mode), without the GIL; 4 the same with
+ * the GIL held.
  */
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
+#include <malloc.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "tracker_capi.h"
 
@@ -16,6 +22,7 @@ static void *do_malloc(int domain, size_t size)
 {
     switch (domain) {
     case 0: return PyMem_RawMalloc(size);
+    case 3: case 4: return malloc(size);
     case 1: return PyMem_Malloc(size);
     default: return PyObject_Malloc(size);
     }
@@ -25,6 +32,7 @@ static void *do_calloc(int domain, size_t n, size_t size)
 {
     switch (domain) {
     case 0: return PyMem_RawCalloc(n, size);
+    case 3: case 4: return calloc(n, size);
     case 1: return PyMem_Calloc(n, size);
     default: return PyObject_Calloc(n, size);
     }
@@ -34,6 +42,7 @@ static void *do_realloc(int domain, void *p, size_t size)
 {
     switch (domain) {
     case 0: return PyMem_RawRealloc(p, size);
+    case 3: case 4: return realloc(p, size);
     case 1: return PyMem_Realloc(p, size);
     default: return PyObject_Realloc(p, size);
     }
@@ -43,6 +52,7 @@ static void do_free(int domain, void *p)
 {
     switch (domain) {
     case 0: PyMem_RawFree(p); break;
+    case 3: case 4: free(p); break;
     case 1: PyMem_Free(p); break;
     default: PyObject_Free(p); break;
     }
@@ -50,7 +60,7 @@ static void do_free(int domain, void *p)
 
 #define WITH_GIL(domain, stmt)                                    \
     do {                                                          \
-        if ((domain) == 0) {                                      \
+        if ((domain) == 0 || (domain) == 3) {                     \
             stmt;                                                 \
         } else {                                                  \
             PyGILState_STATE st_ = PyGILState_Ensure();           \
@@ -178,4 +188,129 @@ int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64
     delta[2] = after.freed_bytes - before.freed_bytes;
     delta[3] = after.freed_count - before.freed_count;
     return failed;
+}
+
+/* ------------------------------------------------ the malloc family, one by one */
+
+/* One call of the family member `fn` (H_NATIVE_* in helper.h) with
+   arguments a and b, as an extension would make it; the block or 0. */
+uintptr_t h_native_call(int fn, size_t a, size_t b)
+{
+    void *p = NULL;
+    switch (fn) {
+    case 0: p = malloc(a); break;
+    case 1: p = calloc(a, b); break;
+    case 2: if (posix_memalign(&p, a, b) != 0) p = NULL; break;
+    case 3: p = aligned_alloc(a, b); break;
+    case 4: p = memalign(a, b); break;
+    case 5: p = valloc(a); break;
+    case 6: p = pvalloc(a); break;
+    case 7: p = reallocarray(NULL, a, b); break;
+    default: break;
+    }
+    return (uintptr_t)p;
+}
+
+/* free, free_sized or free_aligned_sized (fn 0, 1, 2) of p; the last two
+   only where the C library has them (else -1 and p is not freed). */
+int h_native_free(int fn, uintptr_t p, size_t alignment, size_t size)
+{
+    if (fn == 0) {
+        free((void *)p);
+        return 0;
+    }
+    void *sym = dlsym(RTLD_DEFAULT, fn == 1 ? "free_sized" : "free_aligned_sized");
+    if (sym == NULL)
+        return -1;
+    if (fn == 1)
+        ((void (*)(void *, size_t))sym)((void *)p, size);
+    else
+        ((void (*)(void *, size_t, size_t))sym)((void *)p, alignment, size);
+    return 0;
+}
+
+static int read_counts(uint64_t group, oa_group_counts *out)
+{
+    const oa_tracker_capi *api = tracker_api();
+    return api == NULL ? -1 : api->group_counts(group, out);
+}
+
+static void counts_delta(const oa_group_counts *before, const oa_group_counts *after,
+                         uint64_t *delta)
+{
+    delta[0] = after->alloc_bytes - before->alloc_bytes;
+    delta[1] = after->alloc_count - before->alloc_count;
+    delta[2] = after->freed_bytes - before->freed_bytes;
+    delta[3] = after->freed_count - before->freed_count;
+}
+
+/* h_native_call measured in C like h_alloc_many_measured; the block goes
+   to *out. */
+int h_native_call_measured(int fn, size_t a, size_t b, uint64_t group, uint64_t *delta,
+                           uintptr_t *out)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    *out = h_native_call(fn, a, b);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return *out == 0;
+}
+
+/* realloc(p, size) measured in C; the block goes to *out. */
+int h_native_realloc_measured(uintptr_t p, size_t size, uint64_t group, uint64_t *delta,
+                              uintptr_t *out)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    *out = (uintptr_t)realloc((void *)p, size);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return 0;
+}
+
+/* h_native_free measured in C. */
+int h_native_free_measured(int fn, uintptr_t p, size_t alignment, size_t size, uint64_t group,
+                           uint64_t *delta)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    int rc = h_native_free(fn, p, alignment, size);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return rc;
+}
+
+/* A malloc-like function of another library (loaded with ctypes), called
+   through its address and measured in C like h_native_call_measured. */
+int h_call_alloc_measured(uintptr_t fn, size_t size, uint64_t group, uint64_t *delta,
+                          uintptr_t *out)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    *out = (uintptr_t)((void *(*)(size_t))fn)(size);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return *out == 0;
+}
+
+/* A free-like function of another library, the same way. */
+int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *delta)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    ((void (*)(void *))fn)((void *)p);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return 0;
 }

@@ -19,12 +19,15 @@
 #if defined(__x86_64__)
 #define OA_R_JUMP_SLOT R_X86_64_JUMP_SLOT
 #define OA_R_GLOB_DAT R_X86_64_GLOB_DAT
+#define OA_R_ABS R_X86_64_64
 #elif defined(__aarch64__)
 #define OA_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
 #define OA_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#define OA_R_ABS R_AARCH64_ABS64
 #elif defined(__i386__)
 #define OA_R_JUMP_SLOT R_386_JMP_SLOT
 #define OA_R_GLOB_DAT R_386_GLOB_DAT
+#define OA_R_ABS R_386_32
 #else
 #error "native mode: GOT patching is implemented for x86_64, aarch64 and i386"
 #endif
@@ -100,7 +103,11 @@ static void patch_relocations(walk_args *args, const object_info *obj, uintptr_t
         const ElfW(Rel) *rel = (const ElfW(Rel) *)(table + off);
         unsigned type = (unsigned)OA_R_TYPE(rel->r_info);
         size_t sym = OA_R_SYM(rel->r_info);
-        if (sym == 0 || (type != OA_R_JUMP_SLOT && type != OA_R_GLOB_DAT))
+        /* PLT and GOT slots, and function pointers stored in data (libxml2's
+           `xmlMalloc = malloc`, an allocator table), whose slot then holds
+           exactly the function's address (no addend). */
+        if (sym == 0 || (type != OA_R_JUMP_SLOT && type != OA_R_GLOB_DAT && type != OA_R_ABS) ||
+            (type == OA_R_ABS && is_rela && ((const ElfW(Rela) *)rel)->r_addend != 0))
             continue;
         const char *name = obj->strtab + obj->symtab[sym].st_name;
         for (size_t i = 0; i < nsymbols; i++) {

@@ -1,0 +1,190 @@
+"""Native mode on the libraries users run: NumPy, pandas, Pillow, lxml.
+
+NumPy's and pandas' figures are checked against the arrays' own sizes.
+Pillow's and lxml's allocations have no size of their own to compare with:
+they are checked against an independent count, an LD_PRELOAD malloc family
+(tests/native/malloc_oracle.c) that counts what the library's code asks for
+while the same work runs in a fresh interpreter without otel_alloc.
+
+The libraries are optional for a plain test run; CI requires them
+(OTEL_ALLOC_REQUIRE_NATIVE_LIBS=1), so there a missing one fails.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import otel_alloc
+from otel_alloc.profiling import sampling
+from otel_alloc.tracker import sampler as native_sampler
+
+ORACLE_SOURCE = Path(__file__).resolve().parents[2] / "native" / "malloc_oracle.c"
+
+
+def _library(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("OTEL_ALLOC_REQUIRE_NATIVE_LIBS") == "1":
+            raise
+        pytest.skip(f"{name} is not installed (CI installs it)")
+
+
+@pytest.fixture
+def native_live() -> Iterator[None]:
+    otel_alloc.install("live", native=True)
+    was = gc.isenabled()
+    gc.disable()  # no finalizer runs inside a measured span
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+        otel_alloc.uninstall()
+
+
+def _native_bytes(work: object) -> tuple[int, object]:
+    """Native bytes charged to a group while ``work()`` runs, and its result."""
+    with otel_alloc.Group() as group:
+        kept = work()  # type: ignore[operator]
+    stats = group.stats()
+    group.release()
+    assert stats is not None
+    return stats.native_bytes, kept
+
+
+N = 4 * 2**20  # elements: 32 MiB of float64, far above NumPy's small-block cache
+
+
+@pytest.mark.parametrize("make", ["zeros", "ones", "empty", "arange", "copy", "view"])
+def test_numpy_array_data_exactly(native_live: None, make: str) -> None:
+    np = _library("numpy")
+    source = np.ones(N)
+    work = {
+        "zeros": lambda: np.zeros(N),
+        "ones": lambda: np.ones(N),
+        "empty": lambda: np.empty(N),
+        "arange": lambda: np.arange(N, dtype=np.int64),
+        "copy": lambda: source.copy(),
+        "view": lambda: source[::2],
+    }[make]
+    work()  # first calls pay for NumPy's one-time set-up
+    native, array = _native_bytes(work)
+    assert native == (0 if make == "view" else N * 8)
+    assert array.nbytes == (N * 4 if make == "view" else N * 8)
+
+
+def test_numpy_array_freed_in_live_mode(native_live: None) -> None:
+    np = _library("numpy")
+    array = np.ones(N)
+    # Reading the figures allocates a little natively itself (cffi): the
+    # same read with nothing in between measures that.
+    first = otel_alloc.domain_stats("native")
+    before = otel_alloc.domain_stats("native")
+    del array
+    after = otel_alloc.domain_stats("native")
+    reading_freed = before.freed_bytes - first.freed_bytes
+    reading_live = before.live_bytes - first.live_bytes
+    assert after.freed_bytes - before.freed_bytes - reading_freed == N * 8
+    assert after.live_bytes - before.live_bytes - reading_live == -N * 8
+
+
+def test_pandas_frame(native_live: None) -> None:
+    np, pd = _library("numpy"), _library("pandas")
+    a, b = np.ones(N), np.arange(N, dtype=np.int64)
+    pd.DataFrame({"a": a[:8], "b": b[:8]})  # warm
+    native, frame = _native_bytes(lambda: pd.DataFrame({"a": a, "b": b}))
+    # The frame copies both columns into its own blocks.
+    assert native == int(frame.memory_usage(index=False).sum()) == 2 * N * 8
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    library = tmp_path_factory.mktemp("oracle") / "malloc_oracle.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(library), str(ORACLE_SOURCE),
+                    "-ldl"], check=True)
+    return library
+
+
+WORK = {
+    "pillow": ("PIL/_imaging", "import PIL.Image",
+               'work = lambda: PIL.Image.new("RGBA", (2048, 2048))'),
+    "lxml": ("lxml/etree", "import lxml.etree",
+             "xml = b'<r>' + b''.join(b'<i n=\"%d\">t %d</i>' % (i, i) for i in range(20000))"
+             " + b'</r>'\nwork = lambda: lxml.etree.fromstring(xml)"),
+}
+
+RUN = textwrap.dedent("""
+    import ctypes, gc, sys
+    {imports}
+    {setup}
+    gc.disable()
+    work()  # one-time set-up of the library
+    if sys.argv[1] == "oracle":
+        lib = ctypes.CDLL(None)
+        assert lib.oracle_target({target!r}.encode()), "library not loaded"
+        out = (ctypes.c_uint64 * 2)()
+        lib.oracle_start(); kept = work(); lib.oracle_stop(out)
+        print(out[0])
+    else:
+        import otel_alloc
+        otel_alloc.install("live", native=True)
+        with otel_alloc.Group() as group:
+            kept = work()
+        print(group.stats().native_bytes)
+""")
+
+
+@pytest.mark.parametrize("name", sorted(WORK))
+def test_library_matches_an_independent_malloc_count(oracle: Path, tmp_path: Path,
+                                                     name: str) -> None:
+    _library({"pillow": "PIL.Image", "lxml": "lxml.etree"}[name])
+    target, imports, setup = WORK[name]
+    script = tmp_path / f"run_{name}.py"
+    script.write_text(RUN.format(imports=imports, setup=setup, target=target))
+
+    def run(how: str, env: dict[str, str]) -> int:
+        done = subprocess.run([sys.executable, str(script), how], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split()[-1])
+
+    counted = run("oracle", {"LD_PRELOAD": str(oracle)})
+    charged = run("tracker", {})
+    assert counted > 1_000_000  # the work really allocates natively
+    assert charged == counted
+
+
+def test_sampled_native_allocation_has_its_python_stack(native_live: None) -> None:
+    np = _library("numpy")
+
+    def make_array() -> object:
+        return np.ones(N)
+
+    sampling.configure(64 * 1024, max_depth=8, capacity=1 << 16)
+    try:
+        native_sampler.drain_samples(1 << 16)  # drop what is pending
+        kept = make_array()
+        found = []
+        for s in native_sampler.drain_samples(1 << 16):
+            if s.kind == native_sampler.SAMPLE_ALLOC and s.size == N * 8:
+                stack = native_sampler.stack_frames(s.stack)
+                frames = [native_sampler.frame_info(f) for f in stack]
+                found.append((s.domain, [f[0] for f in frames if f is not None]))
+    finally:
+        sampling.configure(0)
+    assert kept is not None
+    assert found, "the 32 MiB native allocation was not sampled"
+    domain, functions = found[0]
+    assert domain == 3  # native
+    assert any(name.endswith("make_array") for name in functions)
