@@ -41,7 +41,14 @@ if TYPE_CHECKING:
         is_enabled,
         uninstall,
     )
-    from otel_alloc.tracker.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+    from otel_alloc.tracker.stats import (
+        AllocEvent,
+        Counters,
+        MemoryUsage,
+        ProcessStats,
+        Stats,
+        ThreadStats,
+    )
     from otel_alloc.validation import ConfigError
 
 __version__ = "0.1.0"
@@ -58,7 +65,8 @@ _SOURCES = {
                      "installed_mode", "is_enabled", "uninstall"),
                     "otel_alloc.tracker.lifecycle"),
     "TrackerError": "otel_alloc.tracker.errors",
-    **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
+    **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "ProcessStats", "Stats",
+                     "ThreadStats"),
                     "otel_alloc.tracker.stats"),
 }
 
@@ -69,6 +77,7 @@ __all__ = [
     "Counters",
     "Group",
     "MemoryUsage",
+    "ProcessStats",
     "SpanAllocation",
     "Stats",
     "ThreadStats",

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 from otel_alloc.otel.span_records import SpanAllocation
+from otel_alloc.tracker.stats import ProcessStats
 from otel_alloc.units import format_bytes
 
 RESERVOIR = 10_000
@@ -116,3 +117,29 @@ class SummarySink:
         if not rows:
             out.append("(no spans ended)")
         return "\n".join(out)
+
+
+def memory_lines(stats: ProcessStats) -> list[str]:
+    """What the process's resident memory is and how much the figures explain.
+
+    One line for RSS, one for what the live figures account for (live mode
+    only: counts mode keeps no live figures).
+    """
+    if stats.rss_bytes is None or stats.rss_anon_bytes is None:
+        return ["memory: resident size unknown (no /proc/self/statm)"]
+    lines = [f"memory: RSS {format_bytes(stats.rss_bytes)}, of which "
+             f"{format_bytes(stats.rss_anon_bytes)} not file-backed (heaps, arenas, stacks)"]
+    if stats.python_live_bytes is None or stats.native_live_bytes is None or \
+            stats.unexplained_bytes is None:
+        lines.append(f"  counts mode keeps no live figures; otel_alloc itself uses "
+                     f"{format_bytes(stats.tracker_bytes)} (--mode live says what is covered)")
+        return lines
+    share = stats.covered_fraction or 0.0
+    lines.append(
+        f"  explained {share:.0%}: Python objects {format_bytes(stats.python_live_bytes)}, "
+        f"native {format_bytes(stats.native_live_bytes)}, otel_alloc itself "
+        f"{format_bytes(stats.tracker_bytes)}; unexplained "
+        f"{format_bytes(stats.unexplained_bytes)} (allocated before install, allocator "
+        f"overhead, stacks, mmap" + ("" if stats.native_bytes else ", native code: --native")
+        + ")")
+    return lines

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 
 from otel_alloc import tracker
 from otel_alloc import validation as config
-from otel_alloc.cli.exit_table import SummarySink
+from otel_alloc.cli.exit_table import SummarySink, memory_lines
 from otel_alloc.otel.processor import AllocationSpanProcessor
 from otel_alloc.otel.providers import build_providers, set_global
 from otel_alloc.profiling.report_server import ReportServer, parse_address
@@ -118,6 +118,8 @@ def run(opts: RunOptions) -> int:
             print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode)",
                   file=stream)
             print(summary.render(), file=stream)
+            if tracker.installed_mode() is not None:
+                print("\n" + "\n".join(memory_lines(tracker.process_stats())), file=stream)
             stream.flush()
     if signum is not None:
         # Pass the signal through: die of it, as the program would have.

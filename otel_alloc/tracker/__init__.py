@@ -62,7 +62,14 @@ if TYPE_CHECKING:
         set_threshold,
         uninstall,
     )
-    from otel_alloc.tracker.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+    from otel_alloc.tracker.stats import (
+        AllocEvent,
+        Counters,
+        MemoryUsage,
+        ProcessStats,
+        Stats,
+        ThreadStats,
+    )
 
 _SOURCES = {
     **dict.fromkeys(("counters", "current_thread_stats", "domain_stats", "drain_events",
@@ -77,7 +84,8 @@ _SOURCES = {
                      "native_patched_slots", "set_threshold", "uninstall"),
                     "otel_alloc.tracker.lifecycle"),
     "TrackerError": "otel_alloc.tracker.errors",
-    **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
+    **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "ProcessStats", "Stats",
+                     "ThreadStats"),
                     "otel_alloc.tracker.stats"),
 }
 
@@ -91,6 +99,7 @@ __all__ = [
     "Counters",
     "Group",
     "MemoryUsage",
+    "ProcessStats",
     "Stats",
     "ThreadStats",
     "TrackerError",

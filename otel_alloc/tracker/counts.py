@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+import os
+
 from otel_alloc.tracker import _binding
-from otel_alloc.tracker.stats import AllocEvent, Counters, MemoryUsage, Stats, ThreadStats
+from otel_alloc.tracker.stats import (
+    AllocEvent,
+    Counters,
+    MemoryUsage,
+    ProcessStats,
+    Stats,
+    ThreadStats,
+)
 from otel_alloc.validation import ConfigError
 
 
-def process_stats() -> Stats:
-    """Figures for the whole process since install (peak: live mode)."""
-    return _binding.process_stats()
+def process_stats() -> ProcessStats:
+    """Figures for the whole process since install (peak: live mode), and RSS.
+
+    Besides the figures of :class:`Stats`, says what the process's resident
+    memory is and how much of it the live figures explain: Python objects,
+    native allocations, the tracker's own memory, and the rest (see
+    :class:`ProcessStats`).
+    """
+    totals = _binding.process_stats()
+    native = _binding.domain_stats(_binding.DOMAIN_NATIVE)
+    tracker_bytes = _binding.memory_usage().total_bytes
+    rss, anon = _resident()
+    python_live = native_live = unexplained = None
+    if _binding.mode() == _binding.MODE_LIVE:
+        native_live = native.live_bytes
+        python_live = totals.live_bytes - native_live
+        if anon is not None:
+            unexplained = anon - python_live - native_live - tracker_bytes
+    return ProcessStats(*totals, rss_bytes=rss, rss_anon_bytes=anon,
+                        python_live_bytes=python_live, native_live_bytes=native_live,
+                        tracker_bytes=tracker_bytes, unexplained_bytes=unexplained)
+
+
+def _resident() -> tuple[int | None, int | None]:
+    """(RSS, RSS not backed by files) from /proc/self/statm, or Nones."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            fields = statm.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        resident, shared = int(fields[1]) * page, int(fields[2]) * page
+    except (OSError, ValueError, IndexError):
+        return None, None
+    return resident, resident - shared
 
 
 def domain_stats(domain: str) -> Stats:

@@ -37,6 +37,58 @@ class Stats(NamedTuple):
     native_bytes: int = 0
 
 
+class ProcessStats(NamedTuple):
+    """The process's figures (those of :class:`Stats`) and its memory.
+
+    The last fields say what the process's resident memory (RSS) is and how
+    much of it the live figures account for, so a user knows how much of
+    their memory the tool covers. Read from ``/proc/self/statm`` (Linux);
+    ``None`` where it cannot be read, and the live parts ``None`` in counts
+    mode, which keeps no live figures.
+
+    Attributes:
+        rss_bytes: Resident memory of the process.
+        rss_anon_bytes: Of it, memory not backed by a file (heaps, arenas,
+            thread stacks): what allocations can explain. The rest is code
+            and mapped files.
+        python_live_bytes: Live bytes allocated through CPython's domains
+            (RAW, MEM, OBJ) since install.
+        native_live_bytes: Live bytes allocated by native code since install
+            (native mode).
+        tracker_bytes: The tracker's own memory (:class:`MemoryUsage`).
+        unexplained_bytes: ``rss_anon_bytes`` minus the three above: memory
+            allocated before install, allocator overhead and fragmentation,
+            thread stacks, ``mmap`` outside the ``malloc`` family, and native
+            allocations when native mode is off. Negative when allocated
+            memory was never touched (not resident yet), as ``calloc`` of a
+            large block often is.
+    """
+
+    alloc_bytes: int = 0
+    alloc_count: int = 0
+    freed_bytes: int = 0
+    freed_count: int = 0
+    live_bytes: int = 0
+    live_count: int = 0
+    peak_bytes: int = 0
+    native_bytes: int = 0
+    rss_bytes: int | None = None
+    rss_anon_bytes: int | None = None
+    python_live_bytes: int | None = None
+    native_live_bytes: int | None = None
+    tracker_bytes: int = 0
+    unexplained_bytes: int | None = None
+
+    @property
+    def covered_fraction(self) -> float | None:
+        """Share of ``rss_anon_bytes`` the live figures explain (0 to 1)."""
+        if not self.rss_anon_bytes or self.python_live_bytes is None or \
+                self.native_live_bytes is None:
+            return None
+        covered = self.python_live_bytes + self.native_live_bytes + self.tracker_bytes
+        return max(0.0, min(1.0, covered / self.rss_anon_bytes))
+
+
 @dataclass(frozen=True)
 class ThreadStats:
     """Figures of one OS thread (``native_id`` is ``threading.get_native_id()``)."""

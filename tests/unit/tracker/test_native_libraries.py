@@ -188,3 +188,32 @@ def test_sampled_native_allocation_has_its_python_stack(native_live: None) -> No
     domain, functions = found[0]
     assert domain == 3  # native
     assert any(name.endswith("make_array") for name in functions)
+
+
+def test_process_stats_say_how_much_of_rss_the_figures_explain(native_live: None) -> None:
+    np = _library("numpy")
+    before = otel_alloc.process_stats()
+    array = np.ones(N)  # written, so resident
+    after = otel_alloc.process_stats()
+    assert before.rss_anon_bytes is not None and after.rss_anon_bytes is not None
+    assert before.native_live_bytes is not None and after.native_live_bytes is not None
+    assert before.unexplained_bytes is not None and after.unexplained_bytes is not None
+    # Reading the figures allocates a few hundred bytes natively (cffi).
+    assert N * 8 <= after.native_live_bytes - before.native_live_bytes < N * 8 + 4096
+    assert after.rss_anon_bytes - before.rss_anon_bytes >= N * 8 * 0.95
+    # The new resident memory is explained: what is unexplained barely moves.
+    assert abs(after.unexplained_bytes - before.unexplained_bytes) < 4 * 2**20
+    assert after.covered_fraction is not None and 0 < after.covered_fraction <= 1
+    assert array.nbytes == N * 8
+
+
+def test_process_stats_in_counts_mode_have_no_live_parts() -> None:
+    otel_alloc.install("counts")
+    try:
+        stats = otel_alloc.process_stats()
+    finally:
+        otel_alloc.uninstall()
+    assert stats.rss_bytes is not None and stats.rss_anon_bytes is not None
+    assert 0 < stats.rss_anon_bytes <= stats.rss_bytes
+    assert stats.python_live_bytes is None and stats.unexplained_bytes is None
+    assert stats.covered_fraction is None and stats.tracker_bytes > 0
