@@ -66,7 +66,7 @@ class Settings:
                 "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
             metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
-            sample_bytes=config.size(
+            sample_bytes=config.sample_bytes(
                 "sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES", 512 * 1024),
             span_size_sample_rate=config.number(
                 "span_size_sample_rate", span_size_sample_rate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 
 from otel_alloc import validation as config
@@ -14,6 +15,9 @@ DEFAULT_SAMPLE_BYTES = 512 * 1024
 DEFAULT_DEPTH = 32
 DEFAULT_CAPACITY = 65536
 NO_SPAN = "(no span)"
+DRAIN_BATCH = 1024
+# The native buffer's capacity, as last configured: the most one drain takes.
+_capacity = DEFAULT_CAPACITY
 _DROPPED = (Frame("<stack table full>", "", 0),)
 
 
@@ -31,16 +35,21 @@ def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = 
               capacity: int | None = None) -> int:
     """Start (or stop, with 0) sampling; returns the mean bytes between samples.
 
+    The mean is 0 or at least ``validation.MIN_SAMPLE_BYTES`` (4 KiB): below it the
+    program would spend more time being sampled than running.
+
     Defaults: ``OTEL_ALLOC_SAMPLE_BYTES`` (else 512 KiB), ``OTEL_ALLOC_STACK_DEPTH``
     (else 32), ``OTEL_ALLOC_SAMPLE_BUFFER`` (else 65536).
     """
-    mean = config.size("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
-                       DEFAULT_SAMPLE_BYTES)
+    mean = config.sample_bytes("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
+                               DEFAULT_SAMPLE_BYTES)
     depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
     cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
                          1, 10_000_000)
     if native_sampler.sampler_configure(mean, depth, cap) != native_sampler.OK:
         raise MemoryError("otel_alloc could not allocate the sample buffer")
+    global _capacity
+    _capacity = cap
     return mean
 
 
@@ -70,12 +79,22 @@ class SampleCollector:
         if native_id not in self._threads:
             self._threads[native_id] = f"{threading.current_thread().name} ({native_id})"
 
-    def drain(self) -> int:
-        """Move pending samples into the profile; returns how many."""
+    def drain(self, limit: int | None = None) -> int:
+        """Move pending samples into the profile; returns how many.
+
+        Bounded, so it ends whatever the sampling rate: the calling thread's
+        own allocations are not sampled meanwhile (they refilled the buffer
+        as fast as it was emptied), it takes at most ``limit`` samples
+        (default: one buffer's worth, what can be pending at once; the rest
+        waits for the next call, and a full buffer drops and counts), and it
+        lets other threads have the GIL between batches.
+        """
+        limit = _capacity if limit is None else limit
         total = 0
-        with self._lock:  # one drainer at a time keeps frees after their allocs
-            while True:
-                batch = native_sampler.drain_samples(4096)
+        # One drainer at a time keeps frees after their allocs.
+        with self._lock, native_sampler.paused():
+            while total < limit:
+                batch = native_sampler.drain_samples(min(DRAIN_BATCH, limit - total))
                 for s in batch:
                     if s.kind == native_sampler.SAMPLE_FREE:
                         self.profile.free_sample(s.id)
@@ -84,8 +103,10 @@ class SampleCollector:
                     self.profile.add_sample(s.id, self._stack(s.stack), self._span(s.group),
                                             self._thread(s.native_thread_id), wb, wc)
                 total += len(batch)
-                if len(batch) < 4096:
-                    return total
+                if len(batch) < DRAIN_BATCH:
+                    break
+                time.sleep(0)  # releases the GIL: the program runs between batches
+        return total
 
     def add_resolver(self, span_of: Callable[[int], str | None]) -> None:
         """Name spans of groups with ``span_of`` (gid -> span name or None)."""

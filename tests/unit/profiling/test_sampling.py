@@ -260,10 +260,10 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
     }[how]
     otel_alloc.install("counts")
     try:
-        # A mean of 1 KiB samples the site's 300 KB allocation with
-        # probability 1 - exp(-293) (certain), while other threads' small
-        # allocations fill the buffer slowly.
-        sampling.configure(1024, max_depth=8, capacity=1 << 16)
+        # The smallest accepted mean (4 KiB) samples the site's 300 KB
+        # allocation with probability 1 - exp(-73) (certain), while other
+        # threads' small allocations fill the buffer slowly.
+        sampling.configure(4096, max_depth=8, capacity=1 << 16)
         _sampled_stacks()  # drop what is pending
         call_line, (line, keep) = sys._getframe().f_lineno, site()
         stacks = _sampled_stacks()
