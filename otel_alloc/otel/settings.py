@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from otel_alloc import tracker
 from otel_alloc import validation as config
 
 MIB = 1024 * 1024
@@ -72,3 +74,47 @@ class Settings:
                 "span_size_sample_rate", span_size_sample_rate,
                 "OTEL_ALLOC_SPAN_SIZE_SAMPLE_RATE", 1.0, 0.0, 1.0),
         )
+
+
+# The processor's own arguments besides the Settings fields.
+PROCESSOR_ARGUMENTS = ("span_processor", "mode", "max_groups", "threshold_bytes",
+                       "event_capacity", "meter_provider", "logger_provider", "sinks")
+
+
+def check_keywords(keywords: Iterable[str]) -> None:
+    """Refuse a keyword that is no setting, listing the valid ones."""
+    unknown = sorted(set(keywords) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise config.ConfigError(
+            "AllocationSpanProcessor keyword", unknown[0],
+            "one of " + ", ".join(sorted([*Settings.__dataclass_fields__,
+                                          *PROCESSOR_ARGUMENTS])))
+
+
+def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: int | str | None,
+                    event_capacity: int | None) -> str:
+    """Install the tracker with the processor's settings, or check the installed one.
+
+    Returns:
+        The installed mode.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+        TrackerError: The tracker is installed in another mode than ``mode``.
+
+    """
+    installed = tracker.installed_mode()
+    if installed is None:
+        return tracker.install(mode, max_groups=max_groups, threshold_bytes=threshold_bytes,
+                               event_capacity=event_capacity)
+    # Installed already: table and buffer sizes are fixed, but a bad value is
+    # still an error, as it would be on a fresh install.
+    tracker.check_install_settings(max_groups=max_groups, event_capacity=event_capacity)
+    if mode is not None:
+        wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+        if wanted != installed:
+            raise tracker.TrackerError(
+                f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
+    if threshold_bytes is not None:
+        tracker.set_threshold(threshold_bytes)
+    return installed

@@ -31,6 +31,22 @@ def weights(size: int, mean: int) -> tuple[float, float]:
     return size / p, 1.0 / p
 
 
+def resolve(sample_bytes: int | str | None = None, *, max_depth: int | None = None,
+            capacity: int | None = None) -> tuple[int, int, int]:
+    """Validate the sampler's settings: ``(mean bytes, stack depth, buffer capacity)``.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+
+    """
+    mean = config.sample_bytes("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
+                               DEFAULT_SAMPLE_BYTES)
+    depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
+    cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
+                         1, 10_000_000)
+    return mean, depth, cap
+
+
 def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = None,
               capacity: int | None = None) -> int:
     """Start (or stop, with 0) sampling; returns the mean bytes between samples.
@@ -41,11 +57,7 @@ def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = 
     Defaults: ``OTEL_ALLOC_SAMPLE_BYTES`` (else 512 KiB), ``OTEL_ALLOC_STACK_DEPTH``
     (else 32), ``OTEL_ALLOC_SAMPLE_BUFFER`` (else 65536).
     """
-    mean = config.sample_bytes("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
-                               DEFAULT_SAMPLE_BYTES)
-    depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
-    cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
-                         1, 10_000_000)
+    mean, depth, cap = resolve(sample_bytes, max_depth=max_depth, capacity=capacity)
     if native_sampler.sampler_configure(mean, depth, cap) != native_sampler.OK:
         raise MemoryError("otel_alloc could not allocate the sample buffer")
     global _capacity
@@ -163,6 +175,7 @@ def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
     into the profile that is current.
     """
     global _shared
+    resolve(sample_bytes)  # the variables are checked by every processor, not only the first
     with _shared_lock:
         if _shared is None:
             configure(sample_bytes)

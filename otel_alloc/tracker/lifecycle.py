@@ -55,12 +55,10 @@ def install(
 
     """
     name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
-    groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
-                            DEFAULT_MAX_GROUPS, 1, 1_000_000)
+    groups, capacity = check_install_settings(max_groups=max_groups,
+                                              event_capacity=event_capacity)
     threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
                             DEFAULT_THRESHOLD)
-    capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
-                              DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
     if _binding.free_threaded_build():
         raise TrackerError(FREE_THREADED_MESSAGE)
     with _install_lock:
@@ -76,6 +74,25 @@ def install(
         raise TrackerError(f"otel_alloc install failed (code {rc})")
     _binding.set_thread_group(_binding.GROUP_VAR.get())
     return name
+
+
+def check_install_settings(*, max_groups: int | None = None,
+                           event_capacity: int | None = None) -> tuple[int, int]:
+    """Validate the table and buffer sizes :func:`install` takes.
+
+    Returns:
+        ``(max_groups, event_capacity)``, resolved from the arguments or
+        ``OTEL_ALLOC_MAX_GROUPS`` / ``OTEL_ALLOC_EVENT_BUFFER``.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+
+    """
+    groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
+                            DEFAULT_MAX_GROUPS, 1, 1_000_000)
+    capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
+                              DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
+    return groups, capacity
 
 
 def uninstall() -> None:
