@@ -19,6 +19,7 @@ from otel_alloc.cli.exit_table import SummarySink
 from otel_alloc.otel.processor import AllocationSpanProcessor
 from otel_alloc.otel.providers import build_providers, set_global
 from otel_alloc.profiling.report_server import ReportServer, parse_address
+from otel_alloc.tracker.errors import ModeConflictError, set_conflict_hint
 
 
 class _Terminated(BaseException):
@@ -81,6 +82,11 @@ def run(opts: RunOptions) -> int:
         for sp in providers.span_exporters:
             multi.add_span_processor(sp)
         inner = multi
+    # A program that builds its own processor (or installs the tracker) in
+    # another mode finds it installed by us: tell it how to ask for its mode.
+    set_conflict_hint("the program runs under `otel-alloc run`, which installed it in mode "
+                      "{installed!r}: pass `otel-alloc run --mode {wanted}` (or set "
+                      "OTEL_ALLOC_MODE={wanted})")
     processor = AllocationSpanProcessor(
         inner, mode=opts.mode, meter_provider=providers.meter_provider,
         logger_provider=providers.logger_provider, sinks=[summary])
@@ -164,6 +170,11 @@ def _run_program(opts: RunOptions) -> tuple[int, int | None]:
         return 130, signal.SIGINT
     except _Terminated as exc:
         return 128 + exc.signum, exc.signum
+    except ModeConflictError as err:
+        # A setting conflict, not a bug in the program: said as the runner's
+        # own setting errors are, with the --mode that resolves it.
+        print(f"otel-alloc: {err}", file=sys.stderr)
+        return 2, None
     except BaseException:
         traceback.print_exc()
         return 1, None

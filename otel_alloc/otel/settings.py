@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from otel_alloc import tracker
 from otel_alloc import validation as config
+from otel_alloc.tracker.errors import ModeConflictError
 
 MIB = 1024 * 1024
 
@@ -100,7 +101,7 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
 
     Raises:
         ConfigError: A setting has a bad value.
-        TrackerError: The tracker is installed in another mode than ``mode``.
+        ModeConflictError: The tracker is installed in another mode than ``mode``.
 
     """
     installed = tracker.installed_mode()
@@ -113,8 +114,7 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
     if mode is not None:
         wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
         if wanted != installed:
-            raise tracker.TrackerError(
-                f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
+            raise ModeConflictError(installed, wanted)
     if threshold_bytes is not None:
         tracker.set_threshold(threshold_bytes)
     return installed

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         reset_peaks,
         thread_stats,
     )
-    from otel_alloc.tracker.errors import TrackerError
+    from otel_alloc.tracker.errors import ModeConflictError, TrackerError
     from otel_alloc.tracker.groups import (
         CURRENT_GROUP,
         GROUP_NONE,
@@ -75,6 +75,7 @@ _SOURCES = {
                      "enable", "ensure_hooked",
                      "hook_status", "install", "installed_mode", "is_enabled", "set_threshold",
                      "uninstall"), "otel_alloc.tracker.lifecycle"),
+    "ModeConflictError": "otel_alloc.tracker.errors",
     "TrackerError": "otel_alloc.tracker.errors",
     **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
                     "otel_alloc.tracker.stats"),
@@ -90,6 +91,7 @@ __all__ = [
     "Counters",
     "Group",
     "MemoryUsage",
+    "ModeConflictError",
     "Stats",
     "ThreadStats",
     "TrackerError",

@@ -11,7 +11,7 @@ import threading
 
 from otel_alloc import validation as config
 from otel_alloc.tracker import _binding
-from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, TrackerError
+from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, ModeConflictError, TrackerError
 
 MODES = ("counts", "live")
 _MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
@@ -50,8 +50,8 @@ def install(
 
     Raises:
         ConfigError: A setting has a bad value.
-        TrackerError: Installed already with another mode, or the interpreter
-            is a free-threaded build.
+        ModeConflictError: Installed already with another mode.
+        TrackerError: The interpreter is a free-threaded build.
 
     """
     name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
@@ -64,10 +64,7 @@ def install(
     with _install_lock:
         rc = _binding.install(_MODE_CODES[name], groups, threshold, capacity)
     if rc == _binding.ERR_MODE_CONFLICT:
-        raise TrackerError(
-            f"otel_alloc is installed in mode {installed_mode()!r}; call uninstall() "
-            f"before installing in mode {name!r}"
-        )
+        raise ModeConflictError(installed_mode() or "?", name)
     if rc == _binding.ERR_NOMEM:
         raise MemoryError("otel_alloc could not allocate its tables")
     if rc not in (_binding.OK, _binding.ALREADY):
