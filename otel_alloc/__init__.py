@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         reset_peaks,
         thread_stats,
     )
-    from otel_alloc.tracker.errors import ModeConflictError, TrackerError
+    from otel_alloc.tracker.errors import TrackerError
     from otel_alloc.tracker.groups import Group
     from otel_alloc.tracker.lifecycle import (
         disable,
@@ -57,7 +57,6 @@ _SOURCES = {
     **dict.fromkeys(("disable", "enable", "hook_status", "install",
                      "installed_mode", "is_enabled", "uninstall"),
                     "otel_alloc.tracker.lifecycle"),
-    "ModeConflictError": "otel_alloc.tracker.errors",
     "TrackerError": "otel_alloc.tracker.errors",
     **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "Stats", "ThreadStats"),
                     "otel_alloc.tracker.stats"),
@@ -70,7 +69,6 @@ __all__ = [
     "Counters",
     "Group",
     "MemoryUsage",
-    "ModeConflictError",
     "SpanAllocation",
     "Stats",
     "ThreadStats",

@@ -192,7 +192,7 @@ def test_sampling_off_records_nothing() -> None:
 
 def test_bad_sampling_settings() -> None:
     with pytest.raises(otel_alloc.ConfigError, match="max_depth"):
-        sampling.configure(1024, max_depth=0)
+        sampling.configure(4096, max_depth=0)
     with pytest.raises(otel_alloc.ConfigError, match="sample_bytes"):
         sampling.configure("lots")
 
