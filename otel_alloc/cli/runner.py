@@ -104,7 +104,13 @@ def run(opts: RunOptions) -> int:
                                      f"a free port on that host ({err.strerror})") from None
         print(f"otel-alloc: reports at {server.url}/report", file=sys.stderr, flush=True)
 
+    runner_pid = os.getpid()
     code, signum = _run_program(opts)
+    if profile_path and os.getpid() != runner_pid:
+        # A bare os.fork() child came back here: its profile is its own, and
+        # the parent's file is the parent's.
+        root, ext = os.path.splitext(profile_path)
+        profile_path = f"{root}.{os.getpid()}{ext}"
 
     delivered = True
     try:
@@ -118,8 +124,10 @@ def run(opts: RunOptions) -> int:
         show = opts.table if opts.table is not None else not providers.exporting
         if show:
             stream = opts.table_stream or sys.stderr
-            print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode)",
-                  file=stream)
+            # The pid tells apart the tables of a parent and a forked child
+            # that returned into the runner.
+            print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode, "
+                  f"pid {os.getpid()})", file=stream)
             print(summary.render(), file=stream)
             stream.flush()
     if signum is not None:

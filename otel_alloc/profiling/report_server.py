@@ -6,12 +6,13 @@ import ipaddress
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 from otel_alloc import validation as config
 from otel_alloc.profiling.profile import Profile
 from otel_alloc.profiling.render import content_type, render_report
+from otel_alloc.profiling.scope import UnsampledHTTPServer
 
 LOOPBACK = "127.0.0.1"
 
@@ -96,7 +97,7 @@ class ReportServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = UnsampledHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         bound = self._server.server_address
         self.host: str = str(bound[0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
 
 from otel_alloc import validation as config
+from otel_alloc.profiling import scope
 from otel_alloc.profiling.profile import NO_STACK, Frame, Profile
 from otel_alloc.tracker import sampler as native_sampler
 
@@ -76,7 +78,8 @@ class SampleCollector:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._resolvers: list[Callable[[int], str | None]] = []
-        self._stacks: dict[int, tuple[Frame, ...]] = {
+        # Stack id -> the program's frames, None for the tracer's own stacks.
+        self._stacks: dict[int, tuple[Frame, ...] | None] = {
             native_sampler.STACK_NONE: (), native_sampler.STACK_DROPPED: _DROPPED}
         self._frames: dict[int, Frame] = {}
         self._threads: dict[int, str] = {}
@@ -111,9 +114,12 @@ class SampleCollector:
                     if s.kind == native_sampler.SAMPLE_FREE:
                         self.profile.free_sample(s.id)
                         continue
+                    stack = self._stack(s.stack)
+                    thread = self._thread(s.native_thread_id)
+                    if stack is None or scope.is_own_thread(thread):
+                        continue  # the tracer's own work, not the program's
                     wb, wc = weights(s.size, s.mean)
-                    self.profile.add_sample(s.id, self._stack(s.stack), self._span(s.group),
-                                            self._thread(s.native_thread_id), wb, wc)
+                    self.profile.add_sample(s.id, stack, self._span(s.group), thread, wb, wc)
                 total += len(batch)
                 if len(batch) < DRAIN_BATCH:
                     break
@@ -138,18 +144,18 @@ class SampleCollector:
                 return name
         return NO_SPAN
 
-    def _stack(self, stack_id: int) -> tuple[Frame, ...]:
-        stack = self._stacks.get(stack_id)
-        if stack is None:
-            frames = []
-            for fid in native_sampler.stack_frames(stack_id):
-                frame = self._frames.get(fid)
-                if frame is None:
-                    info = native_sampler.frame_info(fid)
-                    frame = Frame(*info) if info else Frame(*NO_STACK)
-                    self._frames[fid] = frame
-                frames.append(frame)
-            stack = self._stacks[stack_id] = tuple(frames)
+    def _stack(self, stack_id: int) -> tuple[Frame, ...] | None:
+        if stack_id in self._stacks:
+            return self._stacks[stack_id]
+        frames = []
+        for fid in native_sampler.stack_frames(stack_id):
+            frame = self._frames.get(fid)
+            if frame is None:
+                info = native_sampler.frame_info(fid)
+                frame = Frame(*info) if info else Frame(*NO_STACK)
+                self._frames[fid] = frame
+            frames.append(frame)
+        stack = self._stacks[stack_id] = scope.program_stack(tuple(frames))
         return stack
 
     def _thread(self, native_id: int) -> str:
@@ -185,3 +191,15 @@ def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
             configure(sample_bytes)
             _shared.profile = Profile(sample_bytes=sample_bytes, live=live)
         return _shared
+
+
+def _fresh_profile_in_child() -> None:
+    # A forked child samples into a profile of its own (its pid, none of the
+    # parent's samples: the native buffer starts empty there too).
+    if _shared is not None:
+        _shared.profile = Profile(sample_bytes=_shared.profile.sample_bytes,
+                                  live=_shared.profile.live)
+        _shared._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_profile_in_child)
