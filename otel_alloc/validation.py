@@ -70,10 +70,21 @@ def integer(name: str, value: int | None, env: str, default: int,
 MAX_SIZE = 2**63 - 1
 
 
+# The smallest mean of sampled allocation sites (0 turns sampling off). Below
+# it the program spends more time sampling and draining than running: at a
+# 256-byte mean a request-like workload ran 12x slower, and before draining
+# stopped sampling itself, a program never exited.
+MIN_SAMPLE_BYTES = 4096
+
+
 def size(name: str, value: int | str | None, env: str, default: int,
-         minimum: int = 0) -> int:
-    """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``."""
-    accepted = (f"a byte size from {minimum} to {MAX_SIZE} (an integer, or a number with "
+         minimum: int = 0, *, zero: bool = False) -> int:
+    """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``.
+
+    With ``zero``, 0 (off) is accepted besides sizes from ``minimum`` up.
+    """
+    accepted = (("0 (off) or " if zero else "")
+                + f"a byte size from {minimum} to {MAX_SIZE} (an integer, or a number with "
                 "B, KB, MB, GB, KiB, MiB, GiB)")
     setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
@@ -94,9 +105,14 @@ def size(name: str, value: int | str | None, env: str, default: int,
             raise ConfigError(setting, raw, accepted) from None
     else:
         raise ConfigError(setting, raw, accepted)
-    if parsed < minimum or parsed > MAX_SIZE:
+    if (parsed < minimum and not (zero and parsed == 0)) or parsed > MAX_SIZE:
         raise ConfigError(setting, raw, accepted)
     return parsed
+
+
+def sample_bytes(name: str, value: int | str | None, env: str, default: int) -> int:
+    """Resolve the mean bytes between sampled allocations: 0 (off) or at least 4 KiB."""
+    return size(name, value, env, default, MIN_SAMPLE_BYTES, zero=True)
 
 
 def number(name: str, value: float | None, env: str, default: float,

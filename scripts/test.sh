@@ -62,15 +62,27 @@ log "python environment ($VENV)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[test,dev]'
 
-if ! command -v prometheus >/dev/null 2>&1; then
+# Debian's prometheus (the dashboard tests run real PromQL) and chromium (the
+# flame graph tests drive the page in a headless browser).
+apt_packages=()
+command -v prometheus >/dev/null 2>&1 || apt_packages+=(prometheus)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing Debian's prometheus (the dashboard tests run real PromQL)"
+        log "installing Debian's ${apt_packages[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-        # The tests start their own server on loopback; the packaged service is not used.
-        (service prometheus stop || systemctl stop prometheus) >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+        if [[ " ${apt_packages[*]} " == *" prometheus "* ]]; then
+            # The tests start their own server on loopback; the packaged service is not used.
+            (service prometheus stop || systemctl stop prometheus) >/dev/null 2>&1 || true
+        fi
     else
-        echo "prometheus is not installed and this is not root: the Prometheus tests will be skipped"
+        for pkg in "${apt_packages[@]}"; do
+            case $pkg in
+                prometheus) echo "prometheus is not installed and this is not root: the Prometheus tests will be skipped" ;;
+                chromium) echo "chromium is not installed and this is not root: the flame graph browser tests will be skipped" ;;
+            esac
+        done
     fi
 fi
 

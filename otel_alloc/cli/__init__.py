@@ -69,17 +69,21 @@ def _parser() -> argparse.ArgumentParser:
                     "('otel-alloc run --serve'). All figures are estimates from samples.")
     src = rep.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", metavar="PATH", help="profile JSON written at exit")
-    src.add_argument("--url", metavar="URL", help="endpoint of a running program, "
-                                                  "e.g. http://127.0.0.1:9999")
+    src.add_argument("--url", metavar="URL", help="endpoint of a running program: "
+                                                  "http://127.0.0.1:9999, or [host:]port "
+                                                  "as --serve takes it")
     rep.add_argument("--kind", choices=KINDS, default="top")
-    rep.add_argument("--span", help="only this span name")
-    rep.add_argument("--thread", help="only this thread (as shown in --kind threads)")
-    rep.add_argument("--key", choices=reports.KEYS, default="site",
-                     help="grouping of live and churn reports")
-    rep.add_argument("--value", default="bytes",
+    rep.add_argument("--span", help="only this span name (every kind)")
+    rep.add_argument("--thread", help="only this thread, by name or 'name (id)' as --kind "
+                                      "threads shows it; exact, case-sensitive (every kind)")
+    rep.add_argument("--key", choices=reports.KEYS, default=None,
+                     help="grouping of live and churn reports (default site)")
+    rep.add_argument("--value", default=None,
                      choices=("bytes", "count", "live_bytes", "live_count"),
-                     help="what to sum (flame graphs also take live_bytes/live_count)")
-    rep.add_argument("-n", type=int, default=20, help="rows to show")
+                     help="what live, collapsed and flamegraph sum (default bytes; the "
+                          "stack kinds also take live_bytes/live_count)")
+    rep.add_argument("-n", type=int, default=None,
+                     help="rows of top, live, threads and churn (default 20)")
     rep.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
     return parser
 
@@ -120,31 +124,9 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
 
 def _report(ns: argparse.Namespace) -> int:
-    import json
-    import urllib.request
+    from otel_alloc.cli.report import report
 
-    from otel_alloc.profiling.profile import Profile
-    from otel_alloc.profiling.render import render_report
-
-    try:
-        if ns.file:
-            profile = Profile.load(ns.file)
-        else:
-            with urllib.request.urlopen(ns.url.rstrip("/") + "/profile.json", timeout=30) as r:
-                profile = Profile.from_json(json.load(r))
-        value = ns.value if ns.kind in ("collapsed", "flamegraph") else (
-            "count" if ns.value.endswith("count") else "bytes")
-        text = render_report(profile, ns.kind, span=ns.span, thread=ns.thread, key=ns.key,
-                             value=value, n=ns.n)
-    except (OSError, ValueError, KeyError) as err:
-        print(f"otel-alloc report: {err}", file=sys.stderr)
-        return 2
-    if ns.output:
-        with open(ns.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    return report(ns)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from otel_alloc.cli.exit_table import SummarySink, memory_lines
 from otel_alloc.otel.processor import AllocationSpanProcessor
 from otel_alloc.otel.providers import build_providers, set_global
 from otel_alloc.profiling.report_server import ReportServer, parse_address
+from otel_alloc.tracker.errors import ModeConflictError, set_conflict_hint
 
 
 class _Terminated(BaseException):
@@ -84,6 +85,11 @@ def run(opts: RunOptions) -> int:
         for sp in providers.span_exporters:
             multi.add_span_processor(sp)
         inner = multi
+    # A program that builds its own processor (or installs the tracker) in
+    # another mode finds it installed by us: tell it how to ask for its mode.
+    set_conflict_hint("the program runs under `otel-alloc run`, which installed it in mode "
+                      "{installed!r}: pass `otel-alloc run --mode {wanted}` (or set "
+                      "OTEL_ALLOC_MODE={wanted})")
     processor = AllocationSpanProcessor(
         inner, mode=opts.mode, native=opts.native, meter_provider=providers.meter_provider,
         logger_provider=providers.logger_provider, sinks=[summary])
@@ -101,7 +107,13 @@ def run(opts: RunOptions) -> int:
                                      f"a free port on that host ({err.strerror})") from None
         print(f"otel-alloc: reports at {server.url}/report", file=sys.stderr, flush=True)
 
+    runner_pid = os.getpid()
     code, signum = _run_program(opts)
+    if profile_path and os.getpid() != runner_pid:
+        # A bare os.fork() child came back here: its profile is its own, and
+        # the parent's file is the parent's.
+        root, ext = os.path.splitext(profile_path)
+        profile_path = f"{root}.{os.getpid()}{ext}"
 
     delivered = True
     try:
@@ -115,8 +127,10 @@ def run(opts: RunOptions) -> int:
         show = opts.table if opts.table is not None else not providers.exporting
         if show:
             stream = opts.table_stream or sys.stderr
-            print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode)",
-                  file=stream)
+            # The pid tells apart the tables of a parent and a forked child
+            # that returned into the runner.
+            print(f"\notel-alloc: allocations per span ({tracker.installed_mode()} mode, "
+                  f"pid {os.getpid()})", file=stream)
             print(summary.render(), file=stream)
             if tracker.installed_mode() is not None:
                 print("\n" + "\n".join(memory_lines(tracker.process_stats())), file=stream)
@@ -169,6 +183,11 @@ def _run_program(opts: RunOptions) -> tuple[int, int | None]:
         return 130, signal.SIGINT
     except _Terminated as exc:
         return 128 + exc.signum, exc.signum
+    except ModeConflictError as err:
+        # A setting conflict, not a bug in the program: said as the runner's
+        # own setting errors are, with the --mode that resolves it.
+        print(f"otel-alloc: {err}", file=sys.stderr)
+        return 2, None
     except BaseException:
         traceback.print_exc()
         return 1, None

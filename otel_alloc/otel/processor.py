@@ -18,12 +18,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext
 
 from otel_alloc import tracker
-from otel_alloc import validation as config
 from otel_alloc.otel import _spanpath, context_follower, sdk_compat
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.metrics import AllocationMetrics, NameSums, SpanNames, span_context
-from otel_alloc.otel.settings import Settings, install_tracker
+from otel_alloc.otel.settings import Settings, check_keywords, install_tracker
 from otel_alloc.otel.span_records import (
     Figures,
     RawRecord,
@@ -78,6 +77,9 @@ class AllocationSpanProcessor(SpanProcessor):
         threshold_bytes: A single allocation at least this big is reported as
             ``alloc.threshold_exceeded``; default ``OTEL_ALLOC_THRESHOLD_BYTES``,
             else 64 MiB; 0 turns it off.
+        event_capacity: Native buffer of such events when this processor
+            installs the tracker (full: dropped and counted); default
+            ``OTEL_ALLOC_EVENT_BUFFER``, else 1024.
         native: Also charge the ``malloc`` family called by extension modules
             and their libraries (``alloc.native_bytes``); default
             ``OTEL_ALLOC_NATIVE``, else off. Turned on for the whole process
@@ -101,21 +103,19 @@ class AllocationSpanProcessor(SpanProcessor):
         mode: str | None = None,
         max_groups: int | None = None,
         threshold_bytes: int | str | None = None,
+        event_capacity: int | None = None,
         native: bool | None = None,
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
         sinks: list[SpanSink] | None = None,
         **settings: object,
     ) -> None:
-        unknown = sorted(set(settings) - set(Settings.__dataclass_fields__))
-        if unknown:
-            raise config.ConfigError(
-                "AllocationSpanProcessor keyword", unknown[0],
-                "one of " + ", ".join(sorted([*Settings.__dataclass_fields__, "span_processor",
-                                              "mode", "max_groups", "threshold_bytes", "native",
-                                              "meter_provider", "logger_provider", "sinks"])))
+        check_keywords(settings)
         self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
-        self.mode = install_tracker(mode, max_groups, threshold_bytes, native)
+        if self.settings.sample_bytes > 0:
+            # Checked before anything starts (the watch thread, the tracker).
+            sampling.resolve(self.settings.sample_bytes)
+        self.mode = install_tracker(mode, max_groups, threshold_bytes, event_capacity, native)
         self._live = self.mode == "live"
         self._next = span_processor
         self._names = SpanNames(self.settings.max_span_names)

@@ -58,17 +58,66 @@ def _entry_point_name(signal: str, name: str) -> str:
     raise ConfigError("OTEL_EXPORTER_OTLP_PROTOCOL", protocol, "'grpc' or 'http/protobuf'")
 
 
+# Entry point -> the pip package that registers it, for exporters people use.
+EXPORTER_PACKAGES = {
+    "otlp_proto_grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "otlp_proto_http": "opentelemetry-exporter-otlp-proto-http",
+    "prometheus": "opentelemetry-exporter-prometheus",
+    "zipkin": "opentelemetry-exporter-zipkin",
+}
+
+
+class MissingExporterError(ConfigError):
+    """The exporter a signal is set up to use comes from a package that is not installed.
+
+    Attributes:
+        package: The pip package to install.
+    """
+
+    def __init__(self, signal: str, name: str, package: str, cause: str | None) -> None:
+        variable = f"OTEL_{signal.upper()}_EXPORTER"
+        chosen_by = (f"{variable}={os.environ[variable].strip()!r}"
+                     if os.environ.get(variable, "").strip()
+                     else "an OTEL_EXPORTER_OTLP_*ENDPOINT variable (which selects otlp)")
+        super().__init__(variable, name, f"the package {package} installed")
+        self.package = package
+        detail = f" ({cause})" if cause else ""
+        self.args = (f"the {name!r} exporter for {signal}, chosen by {chosen_by}, needs the "
+                     f"package {package}, which is not installed{detail}: "
+                     f"pip install {package}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def load_exporter(signal: str, name: str) -> Any:
-    """Instantiate the exporter registered under ``name`` for ``signal``."""
+    """Instantiate the exporter registered under ``name`` for ``signal``.
+
+    Raises:
+        MissingExporterError: Its package is not installed, or fails to import.
+        ConfigError: No package registers an exporter of that name.
+
+    """
     group = f"opentelemetry_{signal}_exporter"
     wanted = _entry_point_name(signal, name)
+    package = EXPORTER_PACKAGES.get(wanted)
     found = [ep for ep in entry_points(group=group) if ep.name == wanted]
     if not found:
+        if package is not None:
+            raise MissingExporterError(signal, name, package, None)
         available = sorted({ep.name for ep in entry_points(group=group)} | {"otlp", "none"})
         raise ConfigError(f"OTEL_{signal.upper()}_EXPORTER", name,
                           "one of " + ", ".join(available)
-                          + " (is the exporter package installed? pip install otel-alloc[otlp])")
-    return found[0].load()()
+                          + " (or install the package that provides it)")
+    try:
+        exporter_class = found[0].load()
+    except ImportError as err:
+        # Registered but not importable: a partial install, or a dependency
+        # (grpcio, protobuf) missing.
+        dist = getattr(found[0], "dist", None)
+        raise MissingExporterError(signal, name, package or str(getattr(dist, "name", wanted)),
+                                   f"{type(err).__name__}: {err}") from None
+    return exporter_class()
 
 
 @dataclass

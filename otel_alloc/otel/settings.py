@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from otel_alloc import tracker
 from otel_alloc import validation as config
+from otel_alloc.tracker.errors import ModeConflictError
 
 MIB = 1024 * 1024
 
@@ -67,7 +69,7 @@ class Settings:
                 "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
             metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
-            sample_bytes=config.size(
+            sample_bytes=config.sample_bytes(
                 "sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES", 512 * 1024),
             span_size_sample_rate=config.number(
                 "span_size_sample_rate", span_size_sample_rate,
@@ -75,28 +77,46 @@ class Settings:
         )
 
 
-def install_tracker(mode: str | None, max_groups: int | None,
-                    threshold_bytes: int | str | None, native: bool | None) -> str:
-    """Install the tracker for a processor, or check the installed one fits.
+# The processor's own arguments besides the Settings fields.
+PROCESSOR_ARGUMENTS = ("span_processor", "mode", "max_groups", "threshold_bytes",
+                       "event_capacity", "native", "meter_provider", "logger_provider", "sinks")
+
+
+def check_keywords(keywords: Iterable[str]) -> None:
+    """Refuse a keyword that is no setting, listing the valid ones."""
+    unknown = sorted(set(keywords) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise config.ConfigError(
+            "AllocationSpanProcessor keyword", unknown[0],
+            "one of " + ", ".join(sorted([*Settings.__dataclass_fields__,
+                                          *PROCESSOR_ARGUMENTS])))
+
+
+def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: int | str | None,
+                    event_capacity: int | None, native: bool | None = None) -> str:
+    """Install the tracker with the processor's settings, or check the installed one.
 
     Returns:
         The installed mode.
 
     Raises:
-        TrackerError: The tracker is installed in another mode than ``mode``.
         ConfigError: A setting has a bad value.
+        ModeConflictError: The tracker is installed in another mode than ``mode``.
+
     """
     installed = tracker.installed_mode()
     if installed is None:
         return tracker.install(mode, max_groups=max_groups, threshold_bytes=threshold_bytes,
-                               native=native)
+                               event_capacity=event_capacity, native=native)
+    # Installed already: table and buffer sizes are fixed, but a bad value is
+    # still an error, as it would be on a fresh install.
+    tracker.check_install_settings(max_groups=max_groups, event_capacity=event_capacity)
     if config.flag("native", native, "OTEL_ALLOC_NATIVE", False):
         tracker.install(installed, native=True)
     if mode is not None:
         wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
         if wanted != installed:
-            raise tracker.TrackerError(
-                f"otel_alloc is installed in mode {installed!r}, not {wanted!r}")
+            raise ModeConflictError(installed, wanted)
     if threshold_bytes is not None:
         tracker.set_threshold(threshold_bytes)
     return installed

@@ -26,6 +26,7 @@ from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.settings import Settings
 from otel_alloc.otel.span_records import SpanAllocation
+from otel_alloc.tracker import sampler as native_sampler
 from otel_alloc.tracker.counts import DOMAIN_NAMES
 
 _log = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ class SpanWatch:
                 self._thread.start()
 
     def _run(self) -> None:
+        # The tracer's own thread: none of its allocations are sampled (they
+        # are not the program's, and draining samples would feed itself).
+        native_sampler.sampler_pause_thread(True)
         while not self._stop:
             self._wake.wait(self.interval)
             self._wake.clear()

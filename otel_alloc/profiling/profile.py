@@ -10,6 +10,7 @@ so; the exact per-span totals are the span attributes and metrics.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,8 @@ class Profile:
         sample_bytes: Mean bytes between samples (the estimates' scale).
         live: Whether frees of sampled blocks are seen (live mode).
         cells: Figures per (stack, span name, thread).
+        pid: The process sampled (a forked child starts a profile of its
+            own), ``None`` for files written before it was recorded.
     """
 
     sample_bytes: int
@@ -83,6 +86,7 @@ class Profile:
     _live_samples: dict[int, _Live] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     max_live_samples: int = 1_000_000
+    pid: int | None = field(default_factory=os.getpid)
 
     def add_sample(self, sample_id: int, stack: tuple[Frame, ...], span: str, thread: str,
                    weight_bytes: float, weight_count: float) -> None:
@@ -127,6 +131,7 @@ class Profile:
         return {
             "format": "otel_alloc.profile", "version": FORMAT_VERSION,
             "estimated": True, "sample_bytes": self.sample_bytes, "live": self.live,
+            "pid": self.pid,
             "frames": [[f.function, f.filename, f.line] for f in frames],
             "cells": rows,
         }
@@ -137,7 +142,9 @@ class Profile:
         if data.get("format") != "otel_alloc.profile":
             raise ValueError("not an otel_alloc profile (missing format marker)")
         frames = [Frame(str(f[0]), str(f[1]), int(f[2])) for f in data["frames"]]
-        prof = cls(sample_bytes=int(data["sample_bytes"]), live=bool(data["live"]))
+        pid = data.get("pid")
+        prof = cls(sample_bytes=int(data["sample_bytes"]), live=bool(data["live"]),
+                   pid=int(pid) if pid is not None else None)
         for ids, span, thread, ab, ac, fb, fc, n in data["cells"]:
             prof.cells[(tuple(frames[i] for i in ids), span, thread)] = SiteStats(
                 float(ab), float(ac), float(fb), float(fc), int(n))

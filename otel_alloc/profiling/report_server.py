@@ -6,12 +6,13 @@ import ipaddress
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 from otel_alloc import validation as config
 from otel_alloc.profiling.profile import Profile
-from otel_alloc.profiling.render import render_report
+from otel_alloc.profiling.render import content_type, render_report
+from otel_alloc.profiling.scope import UnsampledHTTPServer
 
 LOOPBACK = "127.0.0.1"
 
@@ -41,7 +42,10 @@ def parse_address(value: str | None, setting: str = "OTEL_ALLOC_REPORT_ADDRESS")
 
 
 class ReportServer:
-    """Serves ``/profile.json``, ``/report`` and ``/flamegraph.svg``.
+    """Serves ``/profile.json``, ``/report``, ``/collapsed.txt`` and ``/flamegraph.html``.
+
+    ``/flamegraph.html`` is the interactive flame graph (``text/html``);
+    ``/flamegraph.svg``, its old address, redirects there.
 
     Binds to 127.0.0.1 unless another host is given explicitly.
     """
@@ -59,27 +63,33 @@ class ReportServer:
                     self._send(404, "text/plain", b"sampling is off (sample_bytes=0)\n")
                     return
                 try:
-                    if url.path == "/profile.json":
+                    if url.path == "/flamegraph.svg":
+                        target = "/flamegraph.html" + (f"?{url.query}" if url.query else "")
+                        self._send(301, "text/plain", f"moved to {target}\n".encode(),
+                                   location=target)
+                    elif url.path == "/profile.json":
                         body = json.dumps(prof.to_json()).encode()
                         self._send(200, "application/json", body)
-                    elif url.path in ("/report", "/collapsed.txt", "/flamegraph.svg"):
+                    elif url.path in ("/report", "/collapsed.txt", "/flamegraph.html"):
                         kind = {"/collapsed.txt": "collapsed",
-                                "/flamegraph.svg": "flamegraph"}.get(url.path,
-                                                                     query.get("kind", "top"))
+                                "/flamegraph.html": "flamegraph"}.get(url.path,
+                                                                      query.get("kind", "top"))
                         text = render_report(prof, kind, **{k: v for k, v in query.items()
                                                             if k != "kind"})
-                        ctype = "image/svg+xml" if kind == "flamegraph" else "text/plain"
-                        self._send(200, ctype + "; charset=utf-8", text.encode())
+                        self._send(200, content_type(kind), text.encode())
                     else:
                         self._send(404, "text/plain",
                                    b"try /profile.json, /report?kind=top|live|threads|churn, "
-                                   b"/collapsed.txt, /flamegraph.svg\n")
+                                   b"/collapsed.txt, /flamegraph.html\n")
                 except (ValueError, TypeError) as err:
                     self._send(400, "text/plain", f"{err}\n".encode())
 
-            def _send(self, status: int, ctype: str, body: bytes) -> None:
+            def _send(self, status: int, ctype: str, body: bytes,
+                      location: str | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                if location is not None:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -87,7 +97,7 @@ class ReportServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = UnsampledHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         bound = self._server.server_address
         self.host: str = str(bound[0])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
+import time
 from collections.abc import Callable
 
 from otel_alloc import validation as config
+from otel_alloc.profiling import scope
 from otel_alloc.profiling.profile import NO_STACK, Frame, Profile
 from otel_alloc.tracker import sampler as native_sampler
 
@@ -14,6 +17,9 @@ DEFAULT_SAMPLE_BYTES = 512 * 1024
 DEFAULT_DEPTH = 32
 DEFAULT_CAPACITY = 65536
 NO_SPAN = "(no span)"
+DRAIN_BATCH = 1024
+# The native buffer's capacity, as last configured: the most one drain takes.
+_capacity = DEFAULT_CAPACITY
 _DROPPED = (Frame("<stack table full>", "", 0),)
 
 
@@ -27,20 +33,37 @@ def weights(size: int, mean: int) -> tuple[float, float]:
     return size / p, 1.0 / p
 
 
+def resolve(sample_bytes: int | str | None = None, *, max_depth: int | None = None,
+            capacity: int | None = None) -> tuple[int, int, int]:
+    """Validate the sampler's settings: ``(mean bytes, stack depth, buffer capacity)``.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+
+    """
+    mean = config.sample_bytes("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
+                               DEFAULT_SAMPLE_BYTES)
+    depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
+    cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
+                         1, 10_000_000)
+    return mean, depth, cap
+
+
 def configure(sample_bytes: int | str | None = None, *, max_depth: int | None = None,
               capacity: int | None = None) -> int:
     """Start (or stop, with 0) sampling; returns the mean bytes between samples.
 
+    The mean is 0 or at least ``validation.MIN_SAMPLE_BYTES`` (4 KiB): below it the
+    program would spend more time being sampled than running.
+
     Defaults: ``OTEL_ALLOC_SAMPLE_BYTES`` (else 512 KiB), ``OTEL_ALLOC_STACK_DEPTH``
     (else 32), ``OTEL_ALLOC_SAMPLE_BUFFER`` (else 65536).
     """
-    mean = config.size("sample_bytes", sample_bytes, "OTEL_ALLOC_SAMPLE_BYTES",
-                       DEFAULT_SAMPLE_BYTES)
-    depth = config.integer("max_depth", max_depth, "OTEL_ALLOC_STACK_DEPTH", DEFAULT_DEPTH, 1, 128)
-    cap = config.integer("capacity", capacity, "OTEL_ALLOC_SAMPLE_BUFFER", DEFAULT_CAPACITY,
-                         1, 10_000_000)
+    mean, depth, cap = resolve(sample_bytes, max_depth=max_depth, capacity=capacity)
     if native_sampler.sampler_configure(mean, depth, cap) != native_sampler.OK:
         raise MemoryError("otel_alloc could not allocate the sample buffer")
+    global _capacity
+    _capacity = cap
     return mean
 
 
@@ -55,7 +78,8 @@ class SampleCollector:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._resolvers: list[Callable[[int], str | None]] = []
-        self._stacks: dict[int, tuple[Frame, ...]] = {
+        # Stack id -> the program's frames, None for the tracer's own stacks.
+        self._stacks: dict[int, tuple[Frame, ...] | None] = {
             native_sampler.STACK_NONE: (), native_sampler.STACK_DROPPED: _DROPPED}
         self._frames: dict[int, Frame] = {}
         self._threads: dict[int, str] = {}
@@ -70,22 +94,37 @@ class SampleCollector:
         if native_id not in self._threads:
             self._threads[native_id] = f"{threading.current_thread().name} ({native_id})"
 
-    def drain(self) -> int:
-        """Move pending samples into the profile; returns how many."""
+    def drain(self, limit: int | None = None) -> int:
+        """Move pending samples into the profile; returns how many.
+
+        Bounded, so it ends whatever the sampling rate: the calling thread's
+        own allocations are not sampled meanwhile (they refilled the buffer
+        as fast as it was emptied), it takes at most ``limit`` samples
+        (default: one buffer's worth, what can be pending at once; the rest
+        waits for the next call, and a full buffer drops and counts), and it
+        lets other threads have the GIL between batches.
+        """
+        limit = _capacity if limit is None else limit
         total = 0
-        with self._lock:  # one drainer at a time keeps frees after their allocs
-            while True:
-                batch = native_sampler.drain_samples(4096)
+        # One drainer at a time keeps frees after their allocs.
+        with self._lock, native_sampler.paused():
+            while total < limit:
+                batch = native_sampler.drain_samples(min(DRAIN_BATCH, limit - total))
                 for s in batch:
                     if s.kind == native_sampler.SAMPLE_FREE:
                         self.profile.free_sample(s.id)
                         continue
+                    stack = self._stack(s.stack)
+                    thread = self._thread(s.native_thread_id)
+                    if stack is None or scope.is_own_thread(thread):
+                        continue  # the tracer's own work, not the program's
                     wb, wc = weights(s.size, s.mean)
-                    self.profile.add_sample(s.id, self._stack(s.stack), self._span(s.group),
-                                            self._thread(s.native_thread_id), wb, wc)
+                    self.profile.add_sample(s.id, stack, self._span(s.group), thread, wb, wc)
                 total += len(batch)
-                if len(batch) < 4096:
-                    return total
+                if len(batch) < DRAIN_BATCH:
+                    break
+                time.sleep(0)  # releases the GIL: the program runs between batches
+        return total
 
     def add_resolver(self, span_of: Callable[[int], str | None]) -> None:
         """Name spans of groups with ``span_of`` (gid -> span name or None)."""
@@ -105,18 +144,18 @@ class SampleCollector:
                 return name
         return NO_SPAN
 
-    def _stack(self, stack_id: int) -> tuple[Frame, ...]:
-        stack = self._stacks.get(stack_id)
-        if stack is None:
-            frames = []
-            for fid in native_sampler.stack_frames(stack_id):
-                frame = self._frames.get(fid)
-                if frame is None:
-                    info = native_sampler.frame_info(fid)
-                    frame = Frame(*info) if info else Frame(*NO_STACK)
-                    self._frames[fid] = frame
-                frames.append(frame)
-            stack = self._stacks[stack_id] = tuple(frames)
+    def _stack(self, stack_id: int) -> tuple[Frame, ...] | None:
+        if stack_id in self._stacks:
+            return self._stacks[stack_id]
+        frames = []
+        for fid in native_sampler.stack_frames(stack_id):
+            frame = self._frames.get(fid)
+            if frame is None:
+                info = native_sampler.frame_info(fid)
+                frame = Frame(*info) if info else Frame(*NO_STACK)
+                self._frames[fid] = frame
+            frames.append(frame)
+        stack = self._stacks[stack_id] = scope.program_stack(tuple(frames))
         return stack
 
     def _thread(self, native_id: int) -> str:
@@ -142,6 +181,7 @@ def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
     into the profile that is current.
     """
     global _shared
+    resolve(sample_bytes)  # the variables are checked by every processor, not only the first
     with _shared_lock:
         if _shared is None:
             configure(sample_bytes)
@@ -151,3 +191,15 @@ def shared_collector(sample_bytes: int, live: bool) -> SampleCollector:
             configure(sample_bytes)
             _shared.profile = Profile(sample_bytes=sample_bytes, live=live)
         return _shared
+
+
+def _fresh_profile_in_child() -> None:
+    # A forked child samples into a profile of its own (its pid, none of the
+    # parent's samples: the native buffer starts empty there too).
+    if _shared is not None:
+        _shared.profile = Profile(sample_bytes=_shared.profile.sample_bytes,
+                                  live=_shared.profile.live)
+        _shared._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_profile_in_child)

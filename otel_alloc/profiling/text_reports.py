@@ -78,8 +78,10 @@ def top_sites(profile: Profile, *, live: bool = False, span: str | None = None,
 
 
 def _heading(profile: Profile, what: str) -> str:
+    # The pid tells apart the reports of a parent and its forked children.
+    pid = f", pid {profile.pid}" if profile.pid is not None else ""
     return (f"{what} — ESTIMATES from sampled allocations "
-            f"(Poisson sampling, mean {format_bytes(profile.sample_bytes)} between samples)")
+            f"(Poisson sampling, mean {format_bytes(profile.sample_bytes)} between samples{pid})")
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -136,9 +138,9 @@ def live_report(profile: Profile, *, key: str = "site", value: str = "bytes",
                                                         for r in rows])
 
 
-def thread_report(profile: Profile) -> str:
-    """Allocated (and live) estimates per thread."""
-    rows = sorted(grouped(profile, "thread"), key=lambda r: r.alloc_bytes, reverse=True)
+def thread_report(profile: Profile, *, n: int | None = None) -> str:
+    """Allocated (and live) estimates per thread, the ``n`` largest (default all)."""
+    rows = sorted(grouped(profile, "thread"), key=lambda r: r.alloc_bytes, reverse=True)[:n]
     headers = ["thread", "allocated", "allocations"] + (["live"] if profile.live else [])
     body = [[r.key, _fmt(r.alloc_bytes, True), _fmt(r.alloc_count, False)]
             + ([_fmt(r.live_bytes, True)] if profile.live else []) for r in rows]

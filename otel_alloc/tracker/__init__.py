@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         reset_peaks,
         thread_stats,
     )
-    from otel_alloc.tracker.errors import TrackerError
+    from otel_alloc.tracker.errors import ModeConflictError, TrackerError
     from otel_alloc.tracker.groups import (
         CURRENT_GROUP,
         GROUP_NONE,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from otel_alloc.tracker.lifecycle import (
         DEFAULT_MAX_GROUPS,
         MODES,
+        check_install_settings,
         disable,
         enable,
         ensure_hooked,
@@ -79,10 +80,11 @@ _SOURCES = {
                      "current_group_id", "enter_group", "exit_group", "finish_group",
                      "group_stats", "new_group_id", "overflow_stats", "release_group",
                      "unattributed_stats"), "otel_alloc.tracker.groups"),
-    **dict.fromkeys(("DEFAULT_MAX_GROUPS", "MODES", "disable", "enable", "ensure_hooked",
-                     "hook_status", "install", "installed_mode", "is_enabled", "native_enabled",
-                     "native_patched_slots", "set_threshold", "uninstall"),
-                    "otel_alloc.tracker.lifecycle"),
+    **dict.fromkeys(("DEFAULT_MAX_GROUPS", "MODES", "check_install_settings", "disable",
+                     "enable", "ensure_hooked", "hook_status", "install", "installed_mode",
+                     "is_enabled", "native_enabled", "native_patched_slots", "set_threshold",
+                     "uninstall"), "otel_alloc.tracker.lifecycle"),
+    "ModeConflictError": "otel_alloc.tracker.errors",
     "TrackerError": "otel_alloc.tracker.errors",
     **dict.fromkeys(("AllocEvent", "Counters", "MemoryUsage", "ProcessStats", "Stats",
                      "ThreadStats"),
@@ -99,10 +101,12 @@ __all__ = [
     "Counters",
     "Group",
     "MemoryUsage",
+    "ModeConflictError",
     "ProcessStats",
     "Stats",
     "ThreadStats",
     "TrackerError",
+    "check_install_settings",
     "counters",
     "current_group_id",
     "current_thread_stats",

@@ -251,6 +251,10 @@ def drain_samples(max_samples: int = 4096) -> list[RawSample]:
                           out[i].size, out[i].mean, out[i].domain) for i in range(n)]
 
 
+def sampler_pause_thread(paused: bool) -> None:
+    lib.oa_sampler_pause_thread(1 if paused else 0)
+
+
 def stack_frames(stack: int, max_frames: int = 128) -> list[int]:
     out = ffi.new("uint32_t[]", max_frames)
     n = lib.oa_stack_frames(stack, out, max_frames)

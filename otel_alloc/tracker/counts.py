@@ -24,10 +24,11 @@ def process_stats() -> ProcessStats:
     native allocations, the tracker's own memory, and the rest (see
     :class:`ProcessStats`).
     """
-    totals = _binding.process_stats()
-    native = _binding.domain_stats(_binding.DOMAIN_NATIVE)
-    tracker_bytes = _binding.memory_usage().total_bytes
+    # The figures last: what reading RSS allocates is then in them.
     rss, anon = _resident()
+    tracker_bytes = _binding.memory_usage().total_bytes
+    native = _binding.domain_stats(_binding.DOMAIN_NATIVE)
+    totals = _binding.process_stats()
     python_live = native_live = unexplained = None
     if _binding.mode() == _binding.MODE_LIVE:
         native_live = native.live_bytes

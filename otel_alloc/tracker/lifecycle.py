@@ -11,7 +11,7 @@ import threading
 
 from otel_alloc import validation as config
 from otel_alloc.tracker import _binding
-from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, TrackerError
+from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, ModeConflictError, TrackerError
 
 MODES = ("counts", "live")
 _MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
@@ -57,18 +57,16 @@ def install(
 
     Raises:
         ConfigError: A setting has a bad value.
-        TrackerError: Installed already with another mode, the interpreter
-            is a free-threaded build, or native mode could not patch a
-            library.
+        ModeConflictError: Installed already with another mode.
+        TrackerError: The interpreter is a free-threaded build, or native mode
+            could not patch a library.
 
     """
     name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
-    groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
-                            DEFAULT_MAX_GROUPS, 1, 1_000_000)
+    groups, capacity = check_install_settings(max_groups=max_groups,
+                                              event_capacity=event_capacity)
     threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
                             DEFAULT_THRESHOLD)
-    capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
-                              DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
     with_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", False)
     if _binding.free_threaded_build():
         raise TrackerError(FREE_THREADED_MESSAGE)
@@ -85,16 +83,32 @@ def install(
         rc = _binding.native_set(True)
         rc = _binding.ALREADY if rc == _binding.OK else rc
     if rc == _binding.ERR_MODE_CONFLICT:
-        raise TrackerError(
-            f"otel_alloc is installed in mode {installed_mode()!r}; call uninstall() "
-            f"before installing in mode {name!r}"
-        )
+        raise ModeConflictError(installed_mode() or "?", name)
     if rc == _binding.ERR_NOMEM:
         raise MemoryError("otel_alloc could not allocate its tables")
     if rc not in (_binding.OK, _binding.ALREADY):
         raise TrackerError(f"otel_alloc install failed (code {rc})")
     _binding.set_thread_group(_binding.GROUP_VAR.get())
     return name
+
+
+def check_install_settings(*, max_groups: int | None = None,
+                           event_capacity: int | None = None) -> tuple[int, int]:
+    """Validate the table and buffer sizes :func:`install` takes.
+
+    Returns:
+        ``(max_groups, event_capacity)``, resolved from the arguments or
+        ``OTEL_ALLOC_MAX_GROUPS`` / ``OTEL_ALLOC_EVENT_BUFFER``.
+
+    Raises:
+        ConfigError: A setting has a bad value.
+
+    """
+    groups = config.integer("max_groups", max_groups, "OTEL_ALLOC_MAX_GROUPS",
+                            DEFAULT_MAX_GROUPS, 1, 1_000_000)
+    capacity = config.integer("event_capacity", event_capacity, "OTEL_ALLOC_EVENT_BUFFER",
+                              DEFAULT_EVENT_CAPACITY, 1, 1_000_000)
+    return groups, capacity
 
 
 def uninstall() -> None:

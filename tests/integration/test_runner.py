@@ -206,9 +206,9 @@ def test_report_from_file_written_at_exit(tmp_path: Path) -> None:
     top = run_cli("report", "--file", str(prof), "--kind", "top", "--span", "hot")
     assert top.returncode == 0, top.stderr
     assert "ESTIMATES" in top.stdout and "hot_site" in top.stdout
-    svg = tmp_path / "flame.svg"
-    fl = run_cli("report", "--file", str(prof), "--kind", "flamegraph", "-o", str(svg))
-    assert fl.returncode == 0 and svg.read_text().startswith("<svg")
+    page = tmp_path / "flame.html"
+    fl = run_cli("report", "--file", str(prof), "--kind", "flamegraph", "-o", str(page))
+    assert fl.returncode == 0 and page.read_text().startswith("<!DOCTYPE html>")
     bad = run_cli("report", "--file", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and "otel-alloc report" in bad.stderr
 

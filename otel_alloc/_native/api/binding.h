@@ -184,6 +184,8 @@ typedef struct {
 int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capacity);
 uint64_t oa_sampler_mean(void);
 int oa_drain_samples(oa_sample *out, int max_samples);
+/* Nonzero: allocations of the calling thread are not sampled (nests). */
+void oa_sampler_pause_thread(int paused);
 int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames);
 int oa_frame_get(uint32_t frame, oa_frame_info *out);
 void oa_sampler_stats_get(oa_sampler_stats *out);

@@ -95,9 +95,26 @@ static inline int64_t draw_interval(uint64_t mean)
     return v >= 9.0e18 ? INT64_MAX : (int64_t)v + 1;
 }
 
+/* Threads draining samples (oa_sampler_pause_thread): their allocations are
+   the profiler's own. Sampled, they refilled the buffer as fast as the drain
+   emptied it, and at a small mean the drain never ended. Read only here,
+   when the countdown crosses zero, so the per-allocation path is unchanged. */
+static __thread int t_paused __attribute__((tls_model("initial-exec")));
+
+void oa_sampler_pause_thread(int paused)
+{
+    t_paused += paused ? 1 : (t_paused > 0 ? -1 : 0);
+}
+
 /* The countdown crossed zero (or was never started): decide and refill. */
 int oa_sample_tick_slow(uint64_t mean)
 {
+    if (t_paused) {
+        tls.sample_init = 1;
+        while (tls.sample_left <= 0)
+            tls.sample_left += draw_interval(mean);
+        return 0;
+    }
     if (!tls.sample_init) {
         /* First allocation of this thread: start the countdown, no sample. */
         tls.sample_init = 1;

@@ -8,7 +8,6 @@ import sys
 import threading
 import types
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 import otel_alloc
 from otel_alloc import AllocationSpanProcessor
 from otel_alloc.profiling import sampling
-from otel_alloc.profiling.flamegraph import collapsed, parse_collapsed, svg
+from otel_alloc.profiling.flamegraph import collapsed, html_page, parse_collapsed
+from otel_alloc.profiling.flamegraph import stacks as flame_stacks
 from otel_alloc.profiling.profile import Profile
 from otel_alloc.profiling.render import render_report
 from otel_alloc.profiling.report_server import ReportServer, parse_address
@@ -140,9 +140,8 @@ def test_flamegraph_outputs_parse(traced: tuple[AllocationSpanProcessor, TracerP
                                   rel=0.01)
     counts = parse_collapsed(collapsed(prof, value="count"))
     assert sum(counts.values()) > 0
-    root = ET.fromstring(svg(text, title="t"))
-    assert root.tag.endswith("svg")
-    assert any("site_big" in (el.text or "") for el in root.iter() if el.tag.endswith("title"))
+    page = html_page(flame_stacks(prof, value="bytes", span="flame"), title="t")
+    assert page.startswith("<!DOCTYPE html>") and "site_big" in page
 
 
 def test_profile_round_trips_through_json(traced: tuple[AllocationSpanProcessor,
@@ -171,8 +170,9 @@ def test_endpoint_binds_loopback_by_default(traced: tuple[AllocationSpanProcesso
         assert data["estimated"] is True and data["cells"]
         with urllib.request.urlopen(server.url + "/report?kind=top&span=served") as r:
             assert "site_big" in r.read().decode()
-        with urllib.request.urlopen(server.url + "/flamegraph.svg") as r:
-            ET.fromstring(r.read())
+        with urllib.request.urlopen(server.url + "/flamegraph.html") as r:
+            assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert "site_big" in r.read().decode()
     finally:
         server.close()
 
@@ -192,7 +192,7 @@ def test_sampling_off_records_nothing() -> None:
 
 def test_bad_sampling_settings() -> None:
     with pytest.raises(otel_alloc.ConfigError, match="max_depth"):
-        sampling.configure(1024, max_depth=0)
+        sampling.configure(4096, max_depth=0)
     with pytest.raises(otel_alloc.ConfigError, match="sample_bytes"):
         sampling.configure("lots")
 
@@ -260,10 +260,10 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
     }[how]
     otel_alloc.install("counts")
     try:
-        # A mean of 1 KiB samples the site's 300 KB allocation with
-        # probability 1 - exp(-293) (certain), while other threads' small
-        # allocations fill the buffer slowly.
-        sampling.configure(1024, max_depth=8, capacity=1 << 16)
+        # The smallest accepted mean (4 KiB) samples the site's 300 KB
+        # allocation with probability 1 - exp(-73) (certain), while other
+        # threads' small allocations fill the buffer slowly.
+        sampling.configure(4096, max_depth=8, capacity=1 << 16)
         _sampled_stacks()  # drop what is pending
         call_line, (line, keep) = sys._getframe().f_lineno, site()
         stacks = _sampled_stacks()
