@@ -63,7 +63,8 @@ def test_import_loads_neither_opentelemetry_nor_the_tracker() -> None:
 def test_public_api_is_unchanged() -> None:
     assert sorted(otel_alloc.__all__) == sorted([
         "AllocEvent", "AllocationSpanProcessor", "ConfigError", "Counters", "Group",
-        "MemoryUsage", "ProcessStats", "SpanAllocation", "Stats", "ThreadStats", "TrackerError", "__version__",
+        "MemoryUsage", "ProcessStats", "SpanAllocation", "Stats", "ThreadStats", "TrackerError",
+        "__version__",
         "counters", "current_thread_stats", "disable", "domain_stats", "enable", "hook_status",
         "install", "installed_mode", "is_enabled", "memory_usage", "process_stats",
         "reset_peaks", "thread_stats", "uninstall",
