@@ -1,4 +1,4 @@
-"""``otel-alloc report``: which options each kind takes, where the profile comes from."""
+"""``otel-alloc report``: where the profile comes from (options per kind: profiling.render)."""
 
 from __future__ import annotations
 
@@ -7,47 +7,14 @@ import json
 import sys
 import urllib.request
 
-from otel_alloc import validation as config
-from otel_alloc.profiling import scope
-from otel_alloc.profiling import text_reports as reports
 from otel_alloc.profiling.profile import Profile
-from otel_alloc.profiling.render import render_report
+from otel_alloc.profiling.render import ReportOptions, render
 from otel_alloc.profiling.report_server import parse_address
 
-FLAME_VALUES = ("bytes", "count", "live_bytes", "live_count")
-# The options each kind takes; any other option given is refused, naming both.
-# --span and --thread restrict every kind; tables take -n; live and churn group
-# by --key; live and the stack kinds sum --value.
-APPLIES: dict[str, tuple[str, ...]] = {
-    "top": ("span", "thread", "n"),
-    "live": ("span", "thread", "key", "value", "n"),
-    "threads": ("span", "thread", "n"),
-    "churn": ("span", "thread", "key", "n"),
-    "collapsed": ("span", "thread", "value"),
-    "flamegraph": ("span", "thread", "value"),
-}
-VALUES = {"live": reports.VALUES, "collapsed": FLAME_VALUES, "flamegraph": FLAME_VALUES}
-_FLAGS = {"span": "--span", "thread": "--thread", "key": "--key", "value": "--value", "n": "-n"}
 
-
-def check_options(ns: argparse.Namespace) -> None:
-    """Refuse options the kind does not take, and values it does not accept.
-
-    Raises:
-        ConfigError: Naming the option, the kind and what the kind takes.
-    """
-    takes = APPLIES[ns.kind]
-    for option, flag in _FLAGS.items():
-        if getattr(ns, option) is not None and option not in takes:
-            raise config.ConfigError(
-                flag, getattr(ns, option),
-                f"no {flag} with --kind {ns.kind} (it takes "
-                + ", ".join(_FLAGS[o] for o in takes) + ")")
-    if ns.value is not None and ns.value not in VALUES[ns.kind]:
-        raise config.ConfigError("--value", ns.value, f"one of {', '.join(VALUES[ns.kind])} "
-                                                      f"with --kind {ns.kind}")
-    if ns.n is not None and ns.n < 1:
-        raise config.ConfigError("-n", ns.n, "a number of rows >= 1")
+def options_of(ns: argparse.Namespace) -> ReportOptions:
+    """The report request the command line makes."""
+    return ReportOptions(ns.kind, ns.span, ns.thread, ns.key, ns.value, ns.n)
 
 
 def profile_url(url: str) -> str:
@@ -66,28 +33,12 @@ def load(ns: argparse.Namespace) -> Profile:
         return Profile.from_json(json.load(r))
 
 
-def render(profile: Profile, ns: argparse.Namespace) -> str:
-    """The report ``ns`` asks for (options checked by :func:`check_options`)."""
-    prof = scope.restrict(profile, span=ns.span, thread=ns.thread)
-    n = ns.n if ns.n is not None else 20
-    value = ns.value or "bytes"
-    key = ns.key or "site"
-    if ns.kind == "top":
-        return reports.top_sites_report(prof, span=ns.span, n=n)
-    if ns.kind == "live":
-        return reports.live_report(prof, key=key, value=value, n=n)
-    if ns.kind == "threads":
-        return reports.thread_report(prof, n=n)
-    if ns.kind == "churn":
-        return reports.churn_report(prof, key=key, n=n)
-    return render_report(prof, ns.kind, span=ns.span, value=value)
-
-
 def report(ns: argparse.Namespace) -> int:
     """Run ``otel-alloc report``; returns the exit code."""
     try:
-        check_options(ns)
-        text = render(load(ns), ns)
+        options = options_of(ns)
+        options.check()
+        text = render(load(ns), options)
     except (OSError, ValueError, KeyError) as err:
         print(f"otel-alloc report: {err}", file=sys.stderr)
         return 2

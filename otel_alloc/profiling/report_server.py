@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 from otel_alloc import validation as config
 from otel_alloc.profiling.profile import Profile
-from otel_alloc.profiling.render import content_type, render_report
+from otel_alloc.profiling.render import CLI_FLAGS, ReportOptions, content_type, render
 from otel_alloc.profiling.scope import UnsampledHTTPServer
 
 LOOPBACK = "127.0.0.1"
@@ -39,6 +39,24 @@ def parse_address(value: str | None, setting: str = "OTEL_ALLOC_REPORT_ADDRESS")
     except ValueError:
         raise config.ConfigError(setting, raw, accepted) from None
     return host, number
+
+
+def _options(query: dict[str, str], kind: str | None) -> ReportOptions:
+    """A report request from the endpoint's query string (``kind`` fixed by the path).
+
+    Raises:
+        ConfigError: An unknown parameter, or ``n`` that is not a number.
+    """
+    known = set(CLI_FLAGS) - ({"kind"} if kind is not None else set())
+    for name, given in query.items():
+        if name not in known:
+            raise config.ConfigError(name, given, "one of " + ", ".join(sorted(known)))
+    n = query.get("n")
+    if n is not None and not n.isdigit():
+        raise config.ConfigError("n", n, "a number of rows >= 1")
+    return ReportOptions(kind or query.get("kind", "top"), query.get("span"),
+                         query.get("thread"), query.get("key"), query.get("value"),
+                         int(n) if n is not None else None)
 
 
 class ReportServer:
@@ -71,18 +89,18 @@ class ReportServer:
                         body = json.dumps(prof.to_json()).encode()
                         self._send(200, "application/json", body)
                     elif url.path in ("/report", "/collapsed.txt", "/flamegraph.html"):
-                        kind = {"/collapsed.txt": "collapsed",
-                                "/flamegraph.html": "flamegraph"}.get(url.path,
-                                                                      query.get("kind", "top"))
-                        text = render_report(prof, kind, **{k: v for k, v in query.items()
-                                                            if k != "kind"})
-                        self._send(200, content_type(kind), text.encode())
+                        fixed = {"/collapsed.txt": "collapsed",
+                                 "/flamegraph.html": "flamegraph"}.get(url.path)
+                        options = _options(query, fixed)
+                        options.check({o: o for o in CLI_FLAGS})
+                        self._send(200, content_type(options.kind),
+                                   render(prof, options).encode())
                     else:
                         self._send(404, "text/plain",
                                    b"try /profile.json, /report?kind=top|live|threads|churn, "
                                    b"/collapsed.txt, /flamegraph.html\n")
-                except (ValueError, TypeError) as err:
-                    self._send(400, "text/plain", f"{err}\n".encode())
+                except (ValueError, KeyError) as err:  # ConfigError is a ValueError
+                    self._send(400, "text/plain; charset=utf-8", f"{err}\n".encode())
 
             def _send(self, status: int, ctype: str, body: bytes,
                       location: str | None = None) -> None:

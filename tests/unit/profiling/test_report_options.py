@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from otel_alloc import cli
-from otel_alloc.cli.report import APPLIES
 from otel_alloc.profiling import scope
 from otel_alloc.profiling.profile import Frame, Profile, SiteStats
-from otel_alloc.profiling.render import KINDS
+from otel_alloc.profiling.render import APPLIES, KINDS
 from otel_alloc.profiling.report_server import ReportServer
 
 ALPHA = (Frame("alpha", "app.py", 1), Frame("main", "app.py", 9))
@@ -139,3 +138,47 @@ def test_own_frames_and_threads_are_recognised() -> None:
                 "OtelBatchSpanRecordProcessor (7)", "OtelPeriodicExportingMetricReader (8)"):
         assert scope.is_own_thread(own)
     assert not scope.is_own_thread("MainThread (1)")
+
+
+def _get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("option", list(OPTION_ARGS))
+def test_endpoint_applies_or_refuses_each_option_like_the_cli(kind: str, option: str) -> None:
+    server = ReportServer(_profile)
+    try:
+        status, body = _get(f"{server.url}/report?kind={kind}&{option}="
+                            f"{OPTION_ARGS[option][1].replace(' ', '+')}")
+        full = _get(f"{server.url}/report?kind={kind}")[1]
+    finally:
+        server.close()
+    if option not in APPLIES[kind]:
+        assert status == 400 and f"{option}=" in body and f"kind {kind}" in body, body
+        return
+    assert status == 200, body
+    if option in ("span", "thread", "n"):  # the worker's / span-a's site alone
+        assert _shows(kind, body, "alpha", WORKER) and not _shows(kind, body, "beta", MAIN)
+        assert _shows(kind, full, "beta", MAIN)
+
+
+@pytest.mark.parametrize("query", ["kind=top&bogus=1", "kind=nope", "kind=top&n=many",
+                                   "kind=live&value=live_bytes", "kind=live&key=colour"])
+def test_endpoint_refuses_bad_requests_naming_them(query: str) -> None:
+    server = ReportServer(_profile)
+    try:
+        status, body = _get(f"{server.url}/report?{query}")
+        flame_status, flame_body = _get(f"{server.url}/flamegraph.html?n=3")
+    finally:
+        server.close()
+    name, _, value = query.split("&")[-1].partition("=")
+    assert status == 400 and name in body and value in body, body
+    assert flame_status == 400 and "n=" in flame_body and "kind flamegraph" in flame_body
