@@ -1,0 +1,243 @@
+"""otel_alloc's benchmark suite (issue 18): every item, every variant, one table.
+
+Usage::
+
+    python benchmarks/suite.py [--quick] [--rounds N] [--only NAME[,NAME]] [--json FILE]
+
+Items (``--list`` prints them): ``core`` and ``spans`` (the workloads of
+``bench_core.py`` and ``bench_spans.py``), ``request`` (a request-like
+handler), pyperformance's ``json_loads``, ``deltablue``, ``go``, ``raytrace``
+and ``chaos``, ``numpy`` (a NumPy job step) and ``service`` (FastAPI with
+OpenTelemetry's instrumentation and OTLP/HTTP export under ``wrk``).
+
+Variants: untraced (the baseline; for span items the same OTel SDK spans with
+no tracker, for the service OpenTelemetry alone), otel_alloc ``counts``,
+``live``, ``live+native`` (``native=True``; "n/a" where this build does not
+take it), ``tracemalloc`` (``start(1)``) and ``memray`` (``Tracker``).
+
+Every measurement runs in a fresh interpreter. A round runs each item's
+variants side by side, in alternating order from round to round; each cell is
+the median over rounds of that round's ratio to the baseline, with the lowest
+and highest round in brackets, and issue 18's target with pass or FAIL.
+In-process items report time ratios (lower is better), the service its
+requests per second as a fraction of OpenTelemetry alone (higher is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from suite_child import VARIANTS  # noqa: E402
+from suite_items import ITEMS  # noqa: E402
+from suite_table import Series, render  # noqa: E402
+
+SERVICE = "service"
+SERVICE_VARIANTS = ("otel", "counts", "live", "native", "tracemalloc", "memray")
+SERVICE_WHAT = ("FastAPI + FastAPIInstrumentor + OTLP/HTTP spans and metrics (1 s) to a "
+                "local receiver, uvicorn, wrk -t1 -c8")
+NAMES = (*ITEMS, SERVICE)
+
+
+@dataclass
+class Plan:
+    """What to run: rounds, sizes, items, clock."""
+
+    rounds: int
+    scale: float
+    service_seconds: float
+    items: list[str]
+    clock: str  # "wall" or "cpu" (in-process items)
+
+
+def _missing(modules: tuple[str, ...]) -> str | None:
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+        except ImportError:
+            return f"{module} not installed (pip install -e '.[bench]')"
+    return None
+
+
+def _child(item: str, variant: str, scale: float) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "suite.py"), "--child", item, variant, "--scale", str(scale)],
+        capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _record(series: Series, variant: str, result: dict[str, object], key: str) -> str:
+    if "na" in result:
+        series.na[variant] = str(result["na"])
+        return "n/a"
+    if "error" in result:
+        lines = str(result["error"]).strip().splitlines() or ["?"]
+        series.errors.setdefault(variant, []).append(lines[-1].replace("|", "/"))
+        series.add(variant, None)
+        return "error"
+    value = float(result[key])  # type: ignore[arg-type]
+    series.add(variant, value)
+    return f"{value:.3g}"
+
+
+def _variants(series: Series, names: tuple[str, ...], round_no: int,
+              no_memray: str | None) -> list[str]:
+    order = list(names if round_no % 2 == 0 else reversed(names))
+    if no_memray:
+        series.na.setdefault("memray", no_memray)
+    return [v for v in order if v not in series.na]
+
+
+def _service_checks(series: Series, variant: str, result: dict[str, object]) -> None:
+    if "rps" not in result:
+        return
+    posts = result.get("posts") or {}
+    assert isinstance(posts, dict)
+    if not posts.get("/v1/metrics"):
+        series.notes.append(f"{variant}: no metrics export reached the receiver")
+    if variant in ("counts", "live", "native") and "spans" in result:
+        hist, spans = result.get("histogram"), result["spans"]
+        if hist != spans:
+            series.notes.append(f"{variant}: size histogram has {hist} points for "
+                                f"{spans} spans ended")
+
+
+def collect(plan: Plan) -> list[Series]:
+    """Run every round; progress goes to stderr."""
+    no_memray = _missing(("memray",))
+    no_memray = "not installed" if no_memray else None
+    results: dict[str, Series] = {}
+    for name in plan.items:
+        if name == SERVICE:
+            import suite_service
+
+            results[name] = Series(name, SERVICE_WHAT, "otel", throughput=True,
+                                   skipped=suite_service.missing())
+        else:
+            item = ITEMS[name]
+            results[name] = Series(name, item.what, "untraced", skipped=_missing(item.needs))
+    receiver = None
+    key = "cpu_seconds" if plan.clock == "cpu" else "seconds"
+    try:
+        for round_no in range(plan.rounds):
+            for name in plan.items:
+                series = results[name]
+                if series.skipped:
+                    continue
+                shown = []
+                if name == SERVICE:
+                    import suite_service
+
+                    receiver = receiver or suite_service.Receiver()
+                    for variant in _variants(series, SERVICE_VARIANTS, round_no, no_memray):
+                        try:
+                            result = suite_service.measure(variant, plan.service_seconds,
+                                                           receiver)
+                        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                            result = {"error": str(exc)}
+                        shown.append(f"{variant} {_record(series, variant, result, 'rps')}")
+                        _service_checks(series, variant, result)
+                else:
+                    for variant in _variants(series, VARIANTS, round_no, no_memray):
+                        result = _child(name, variant, plan.scale)
+                        shown.append(f"{variant} {_record(series, variant, result, key)}")
+                print(f"round {round_no + 1}/{plan.rounds} {name}: " + ", ".join(shown),
+                      file=sys.stderr, flush=True)
+    finally:
+        if receiver is not None:
+            receiver.close()
+    return [results[name] for name in plan.items]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def header(plan: Plan, minutes: float, load: tuple[float, ...]) -> list[str]:
+    """The lines above the table: when, where, how."""
+    return [
+        f"otel_alloc benchmark suite, {datetime.date.today().isoformat()}: "
+        f"CPython {platform.python_version()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"load average {load[0]:.2f} at the end, {minutes:.1f} min",
+        f"{plan.rounds} rounds, fresh interpreter per run, variants alternated within each "
+        f"round; cell = median of per-round ratios (min-max over rounds), target, verdict",
+        f"in-process items: {plan.clock} time / baseline (lower is better), scale {plan.scale}; "
+        f"service: req/s / OTel-only req/s (higher is better), {plan.service_seconds:g} s of "
+        f"wrk per run; live+native: ratio, then what native adds over live",
+        "",
+    ]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds, half-size items, 3 s of load (about 5 minutes)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny items, 1 s of load: checks the suite runs, measures nothing")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7, --quick 3, --smoke 1)")
+    parser.add_argument("--only", help="comma-separated items (default: all)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="in-process items: wall clock (default) or process CPU time")
+    parser.add_argument("--json", type=Path, help="also write the raw values here")
+    parser.add_argument("--list", action="store_true", help="list the items and exit")
+    parser.add_argument("--child", nargs=2, metavar=("ITEM", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite (or, with --child, one measurement); 0 even when targets fail."""
+    args = _parse(argv)
+    if args.child:
+        import suite_child
+
+        suite_child.main(args.child[0], args.child[1], args.scale or 1.0)
+        return 0
+    if args.list:
+        for item in ITEMS.values():
+            print(f"{item.name:11s} {item.what}")
+        print(f"{SERVICE:11s} {SERVICE_WHAT}")
+        return 0
+    items = args.only.split(",") if args.only else list(NAMES)
+    unknown = [name for name in items if name not in NAMES]
+    if unknown:
+        print(f"unknown item {unknown[0]!r}; items: {', '.join(NAMES)}", file=sys.stderr)
+        return 2
+    scale, seconds, rounds = (0.02, 1.0, 1) if args.smoke else (
+        (0.5, 3.0, 3) if args.quick else (1.0, 5.0, 7))
+    plan = Plan(args.rounds or rounds, args.scale or scale, seconds, items, args.clock)
+    start = time.monotonic()
+    results = collect(plan)
+    text, _, _ = render(results, header(plan, (time.monotonic() - start) / 60, os.getloadavg()))
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"plan": asdict(plan),
+                                         "results": [asdict(s) for s in results]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

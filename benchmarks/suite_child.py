@@ -1,0 +1,184 @@
+"""One measurement of the suite, in a fresh interpreter: one item under one variant.
+
+Run by ``suite.py`` as ``python suite.py --child ITEM VARIANT --scale S``;
+prints one JSON line, ``{"seconds": ..., "cpu_seconds": ...}`` (wall clock and
+the process's CPU time, all threads) or ``{"na": "why"}`` when the
+variant cannot run here (a tool not installed, ``native=`` not accepted).
+
+Span items run every op in an OpenTelemetry SDK span (TracerProvider with a
+no-op exporter, and an SDK MeterProvider) in every variant, the untraced one
+included, so the ratio is the cost of allocation tracking alone. The tracked
+variants add ``AllocationSpanProcessor`` with metrics on and every span in
+the size histogram (``span_size_sample_rate=1``); the timed window ends with
+``force_flush``, so what the watch thread still has to do is counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from suite_items import ITEMS
+
+VARIANTS = ("untraced", "counts", "live", "native", "tracemalloc", "memray")
+TRACKED = {"counts": ("counts", False), "live": ("live", False), "native": ("live", True)}
+
+
+class NotApplicable(Exception):
+    """The variant cannot run in this environment; the message says why."""
+
+
+def native_refused(error: Exception) -> bool:
+    """Whether ``error`` is this build refusing the ``native`` keyword."""
+    return "native" in str(error) and isinstance(error, (TypeError, ValueError))
+
+
+class _NullExporter:
+    def export(self, spans: Sequence[object]) -> object:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class Tracing:
+    """One variant's setup in this interpreter: spans, tracker, other tracers."""
+
+    def __init__(self, variant: str, spans: bool) -> None:
+        self.variant = variant
+        self._stack = contextlib.ExitStack()
+        self._provider: Any = None
+        self._tmp: str | None = None
+        if variant == "memray":
+            self._start_memray()
+        elif variant == "tracemalloc":
+            import tracemalloc
+
+            tracemalloc.start(1)
+        if spans:
+            self._setup_sdk()
+        elif variant in TRACKED:
+            self._setup_group()
+
+    def _start_memray(self) -> None:
+        try:
+            import memray
+        except ImportError as exc:
+            raise NotApplicable("memray not installed") from exc
+        fd, self._tmp = tempfile.mkstemp(suffix=".memray")
+        os.close(fd)
+        os.unlink(self._tmp)
+        self._stack.enter_context(memray.Tracker(self._tmp))
+
+    def _setup_group(self) -> None:
+        import otel_alloc
+
+        mode, native = TRACKED[self.variant]
+        if native:
+            extra: dict[str, Any] = {"native": True}
+            try:
+                otel_alloc.install(mode, **extra)
+            except TypeError as exc:
+                raise NotApplicable("no native= in this build") from exc
+        else:
+            otel_alloc.install(mode)
+        self._stack.enter_context(otel_alloc.Group())
+
+    def _setup_sdk(self) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        export = SimpleSpanProcessor(_NullExporter())  # type: ignore[arg-type]
+        provider = TracerProvider()
+        if self.variant in TRACKED:
+            from otel_alloc import AllocationSpanProcessor
+
+            mode, native = TRACKED[self.variant]
+            kwargs: dict[str, Any] = {"native": True} if native else {}
+            try:
+                processor = AllocationSpanProcessor(
+                    export, mode=mode, meter_provider=meter_provider, metrics=True,
+                    span_size_sample_rate=1.0, **kwargs)
+            except (TypeError, ValueError) as exc:
+                if native and native_refused(exc):
+                    raise NotApplicable("no native= in this build") from exc
+                raise
+            provider.add_span_processor(processor)
+        else:
+            provider.add_span_processor(export)
+        self._provider = provider
+        self._tracer = provider.get_tracer("otel_alloc.benchmarks")
+
+    def span(self, name: str) -> AbstractContextManager[object]:
+        """A span (or nothing, for group items) around one op."""
+        if self._provider is None:
+            return contextlib.nullcontext()
+        return self._tracer.start_as_current_span(name)
+
+    def flush(self) -> None:
+        """Wait for the span pipeline (and the processor's watch thread)."""
+        if self._provider is not None:
+            self._provider.force_flush()
+
+    def close(self) -> None:
+        """Stop the tracers and remove memray's file."""
+        if self._provider is not None:
+            self._provider.shutdown()
+        self._stack.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+
+def _loop(op: Callable[[Any], object], count: int, name: str,
+          tracing: Tracing) -> None:
+    span = tracing.span
+    for _ in range(count):
+        with span(name):
+            op(span)
+
+
+@contextlib.contextmanager
+def _tracing(variant: str, spans: bool) -> Iterator[Tracing]:
+    tracing = Tracing(variant, spans)
+    try:
+        yield tracing
+    finally:
+        tracing.close()
+
+
+def measure(item_name: str, variant: str, scale: float) -> dict[str, object]:
+    """Time ``item_name`` under ``variant``; the JSON-ready result."""
+    item = ITEMS[item_name]
+    op = item.build()
+    count = item.ops(scale)
+    try:
+        with _tracing(variant, item.spans) as tracing:
+            _loop(op, max(1, count // 10), item.name, tracing)  # warm up
+            tracing.flush()
+            start, cpu = time.perf_counter(), time.process_time()
+            _loop(op, count, item.name, tracing)
+            tracing.flush()
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    except NotApplicable as exc:
+        return {"na": str(exc)}
+    return {"seconds": seconds, "cpu_seconds": cpu, "ops": count}
+
+
+def main(item_name: str, variant: str, scale: float) -> None:
+    """Entry point of a child interpreter: print one JSON line."""
+    print(json.dumps(measure(item_name, variant, scale)), flush=True)

@@ -1,0 +1,167 @@
+"""The suite's service item: ``service_app.py`` under ``wrk`` load, OTLP to a local receiver.
+
+The receiver (a thread of the suite's process) accepts OTLP/HTTP posts,
+answers an empty ``Export*ServiceResponse`` and keeps only the last metrics
+request, decoded after the server has stopped to check that the size
+histogram holds every span the server ended.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+APP = HERE / "service_app.py"
+PATH = "/orders/4711?limit=20"
+CONNECTIONS = 8
+SERVICE_MODULES = ("fastapi", "uvicorn", "opentelemetry.instrumentation.fastapi",
+                   "opentelemetry.exporter.otlp.proto.http")
+
+
+def missing() -> str | None:
+    """What the service item lacks here (None: it can run)."""
+    if shutil.which("wrk") is None:
+        return "wrk not installed (apt-get install -y wrk)"
+    for module in SERVICE_MODULES:
+        try:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+        except ImportError:
+            return f"{module} not installed (pip install -e '.[bench]')"
+    return None
+
+
+class Receiver:
+    """A minimal OTLP/HTTP receiver on 127.0.0.1 that discards what it gets."""
+
+    def __init__(self) -> None:
+        self.posts: dict[str, int] = {}
+        self.last_metrics = b""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.posts[self.path] = receiver.posts.get(self.path, 0) + 1
+                if self.path == "/v1/metrics":
+                    receiver.last_metrics = body
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        """Forget what was received."""
+        self.posts = {}
+        self.last_metrics = b""
+
+    def histogram_count(self, name: str = "python.alloc.span.size") -> int | None:
+        """Points in histogram ``name`` in the last metrics export (None: absent)."""
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        request = ExportMetricsServiceRequest.FromString(self.last_metrics)
+        total = None
+        for resource in request.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        points = metric.histogram.data_points
+                        total = (total or 0) + sum(p.count for p in points)
+        return total
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def wrk(port: int, seconds: float) -> float:
+    """Requests per second that ``wrk`` got from the server over ``seconds``."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s",
+         f"http://127.0.0.1:{port}{PATH}"],
+        check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                        out)
+    if "Non-2xx" in out or (sockets and any(int(n) for n in sockets.groups())):
+        failed = [line.strip() for line in out.splitlines()
+                  if "Non-2xx" in line or "Socket" in line]
+        raise RuntimeError("wrk saw failed requests: " + "; ".join(failed))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
+    return float(found.group(1))
+
+
+def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, object]:
+    """Start the server in ``variant``, load it, stop it; the JSON-ready result."""
+    receiver.reset()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "--variant", variant, "--port", str(port),
+         "--otlp", receiver.endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if not _wait_ready(proc, port):
+            out, err = proc.communicate(timeout=60)
+            lines = out.strip().splitlines()
+            if lines and "na" in json.loads(lines[-1]):
+                return dict(json.loads(lines[-1]))
+            raise RuntimeError(f"service {variant} did not start:\n{err[-3000:]}")
+        wrk(port, 1)  # warm up
+        rps = wrk(port, seconds)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"service {variant} exited {proc.returncode}:\n{err[-3000:]}")
+    result: dict[str, object] = {"rps": rps, **json.loads(out.strip().splitlines()[-1])}
+    result["posts"] = dict(receiver.posts)
+    if receiver.last_metrics:
+        result["histogram"] = receiver.histogram_count()
+    return result

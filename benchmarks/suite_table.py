@@ -1,0 +1,148 @@
+"""Ratios, targets and the suite's one table (Markdown), and a parser for it."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+
+COLUMNS = ("counts", "live", "native", "tracemalloc", "memray")
+TITLES = {"counts": "counts", "live": "live", "native": "live+native",
+          "tracemalloc": "tracemalloc", "memray": "memray"}
+# Issue 18's targets: time ratios to untraced (lower is better), service
+# throughput ratios to OpenTelemetry alone (higher is better).
+TIME_TARGETS = {"counts": 1.10, "live": 1.30}
+SERVICE_TARGETS = {"counts": 0.90, "live": 0.80}
+NATIVE_ADDS = 0.05
+CELL = re.compile(r"^(?P<ratio>\d+\.\d\d)x \((?P<low>\d+\.\d\d)-(?P<high>\d+\.\d\d)\)"
+                  r"(?: (?P<added>[+-]\d+\.\d)%)?"
+                  r"(?: (?P<target>[<>]=\S+) (?P<verdict>pass|FAIL))?$")
+
+
+@dataclass
+class Series:
+    """What one item measured: per variant, one value per round (None: failed)."""
+
+    item: str
+    what: str
+    baseline: str  # the variant that is 1.00x
+    throughput: bool = False  # values are req/s (higher is better), else seconds
+    values: dict[str, list[float | None]] = field(default_factory=dict)
+    na: dict[str, str] = field(default_factory=dict)  # variant -> why it did not run
+    errors: dict[str, list[str]] = field(default_factory=dict)  # variant -> failed runs
+    skipped: str | None = None  # the whole item: why
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, variant: str, value: float | None) -> None:
+        """Record one round's value for ``variant``."""
+        self.values.setdefault(variant, []).append(value)
+
+    def ratios(self, variant: str, over: str | None = None) -> list[float]:
+        """Per-round cost ratios of ``variant`` to ``over`` (default: the baseline).
+
+        For seconds that is variant / baseline; for throughput it is
+        variant / baseline as well (a fraction of the baseline's req/s),
+        except against another tracked variant (``over`` given), where it is
+        turned into a cost (over / variant) so that ``+x %`` always means slower.
+        """
+        base = self.values.get(over or self.baseline, [])
+        mine = self.values.get(variant, [])
+        out = []
+        for b, m in zip(base, mine, strict=False):  # a round may lack one
+            if b and m:
+                out.append(b / m if self.throughput and over else m / b)
+        return out
+
+
+def _spread(values: list[float]) -> str:
+    return (f"{statistics.median(values):.2f}x "
+            f"({min(values):.2f}-{max(values):.2f})")
+
+
+def cell(series: Series, variant: str) -> tuple[str, bool | None]:
+    """The table cell of ``variant`` and whether it meets its target (None: no target)."""
+    if variant in series.na:
+        return f"n/a ({series.na[variant]})", None
+    values = series.ratios(variant)
+    if not values:
+        return ("error (see notes)", False) if variant in series.errors else ("n/a (no run)", None)
+    text = _spread(values)
+    med = statistics.median(values)
+    ok: bool | None = None
+    if variant == "native":
+        extra = series.ratios("native", over="live")
+        if extra:
+            added = statistics.median(extra) - 1.0
+            ok = added <= NATIVE_ADDS
+            text += f" {added * 100:+.1f}% <={NATIVE_ADDS * 100:.0f}%"
+    elif series.throughput and variant in SERVICE_TARGETS:
+        ok = med >= SERVICE_TARGETS[variant]
+        text += f" >={SERVICE_TARGETS[variant]:.2f}"
+    elif not series.throughput and variant in TIME_TARGETS:
+        ok = med <= TIME_TARGETS[variant]
+        text += f" <={TIME_TARGETS[variant]:.2f}"
+    if ok is not None:
+        text += " pass" if ok else " FAIL"
+    return text, ok
+
+
+def baseline_text(series: Series) -> str:
+    """The ``1.00x =`` cell: which runs are the baseline, and their median."""
+    values = [v for v in series.values.get(series.baseline, []) if v]
+    if not values:
+        return series.baseline
+    med = statistics.median(values)
+    if series.throughput:
+        return f"OTel only, {med:,.0f} req/s"
+    label = "untraced" if series.item == "core" else "SDK spans, no tracker"
+    return f"{label}, {med:.2f} s"
+
+
+def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
+    """The table with its header and notes; also the numbers of passes and failures."""
+    lines = list(header)
+    titles = ["item", "1.00x ="] + [TITLES[c] for c in COLUMNS]
+    lines.append("| " + " | ".join(titles) + " |")
+    lines.append("|" + "---|" * len(titles))
+    passed = failed = 0
+    notes: list[str] = []
+    for series in results:
+        if series.skipped:
+            cells = [f"skipped: {series.skipped}"] * (len(COLUMNS) + 1)
+        else:
+            cells = [baseline_text(series)]
+            for column in COLUMNS:
+                text, ok = cell(series, column)
+                cells.append(text)
+                passed += ok is True
+                failed += ok is False
+        lines.append("| " + " | ".join([series.item, *cells]) + " |")
+        notes += [f"{series.item}: {note}" for note in series.notes]
+        notes += [f"{series.item} {v}: {len(errs)} of {len(series.values.get(v, []))} runs "
+                  f"failed, last: {errs[-1]}" for v, errs in series.errors.items()]
+    lines.append("")
+    lines.append(f"targets: {passed} pass, {failed} FAIL")
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines), passed, failed
+
+
+def parse(text: str) -> list[dict[str, str]]:
+    """The table's rows (cells by column title); raises ValueError if malformed."""
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    if not rows:
+        raise ValueError("no table")
+    titles = [c.strip() for c in rows[0].strip("|").split("|")]
+    if titles != ["item", "1.00x ="] + [TITLES[c] for c in COLUMNS]:
+        raise ValueError(f"unexpected columns {titles}")
+    parsed = []
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) != len(titles):
+            raise ValueError(f"row has {len(cells)} cells: {row}")
+        entry = dict(zip(titles, cells, strict=True))
+        for title in titles[2:]:
+            value = entry[title]
+            if not (CELL.match(value) or value.startswith(("n/a", "skipped:", "error"))):
+                raise ValueError(f"bad cell {value!r} in {row}")
+        parsed.append(entry)
+    return parsed

@@ -1,0 +1,49 @@
+"""The benchmark suite (benchmarks/suite.py) runs and prints a table that parses.
+
+Smoke mode on the smallest item, one round: a few seconds. It measures
+nothing; it keeps the script from breaking silently.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "benchmarks" / "suite.py"
+COLUMNS = ["item", "1.00x =", "counts", "live", "live+native", "tracemalloc", "memray"]
+RATIO = re.compile(r"^\d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)")
+VERDICT = re.compile(r" [<>]=\d+\.\d+%? (pass|FAIL)$")
+
+
+def test_suite_smoke_prints_one_table_that_parses() -> None:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(SUITE), "--smoke", "--only", "core",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 60
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2, proc.stdout  # the header and one item
+    titles = [c.strip() for c in rows[0].strip(" |").split("|")]
+    assert titles == COLUMNS
+    cells = dict(zip(titles, (c.strip() for c in rows[1].strip(" |").split("|")), strict=True))
+    assert cells["item"] == "core"
+    assert cells["1.00x ="].startswith("untraced, ")
+    for column in ("counts", "live"):  # the targets are printed beside the values
+        assert RATIO.match(cells[column]) and VERDICT.search(cells[column]), cells[column]
+    assert RATIO.match(cells["tracemalloc"]), cells["tracemalloc"]
+    for column in ("live+native", "memray"):  # measured, or said why not
+        assert RATIO.match(cells[column]) or cells[column].startswith("n/a ("), cells[column]
+    assert re.search(r"^targets: \d+ pass, \d+ FAIL$", proc.stdout, re.M)
+    assert "1 rounds" in proc.stdout
+    # The suite's own parser agrees.
+    sys.path.insert(0, str(SUITE.parent))
+    try:
+        import suite_table
+
+        assert [row["item"] for row in suite_table.parse(proc.stdout)] == ["core"]
+    finally:
+        sys.path.remove(str(SUITE.parent))
