@@ -6,9 +6,13 @@
     otel-alloc run --mode live examples/web_service.py --demo 300
     # serves on a free port, sends 300 requests to itself, stops, prints the table
 
+    otel-alloc run --mode live --native examples/web_service.py --demo 300
+    # also charges what SQLite (a C library) allocates with malloc
+
 Endpoints:
     /health   almost nothing
-    /items    builds and serialises a JSON list (moderate, all freed)
+    /items    totals prices in an in-memory SQLite database (native memory),
+              builds and serialises a JSON list (moderate, all freed)
     /report   a large CSV in memory (big, all freed)
     /cache    keeps every response in a module-level dict: leaks
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sqlite3
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +39,12 @@ def health() -> bytes:
 
 def items() -> bytes:
     rows = [{"id": i, "name": f"item-{i}", "price": i * 1.5} for i in range(500)]
-    return json.dumps(rows).encode()
+    with sqlite3.connect(":memory:") as db:  # SQLite's pages come from malloc
+        db.execute("create table items (id integer, price real)")
+        db.executemany("insert into items values (?, ?)", [(r["id"], r["price"]) for r in rows])
+        (total,) = db.execute("select sum(price) from items").fetchone()
+    db.close()
+    return json.dumps({"total": total, "items": rows}).encode()
 
 
 def report() -> bytes:

@@ -19,7 +19,7 @@ from otel_alloc import validation as config
 from otel_alloc.profiling import text_reports as reports
 from otel_alloc.profiling.render import KINDS
 
-USAGE_RUN = ("otel-alloc run [--mode counts|live] [--native] [--table|--no-table] "
+USAGE_RUN = ("otel-alloc run [--mode counts|live] [--[no-]native] [--table|--no-table] "
              "(-m module | script.py) [args]")
 
 
@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                     "of allocations per span name at exit.")
     run.add_argument("--mode", choices=tracker.MODES, default=None,
                      help="tracker mode (default: OTEL_ALLOC_MODE, else counts)")
-    run.add_argument("--native", action="store_true", default=None,
-                     help="also charge what extension modules and their libraries allocate "
-                          "with malloc (default: OTEL_ALLOC_NATIVE, else off)")
+    run.add_argument("--native", action=argparse.BooleanOptionalAction, default=None,
+                     help="charge what extension modules and their libraries allocate with "
+                          "malloc too (default: OTEL_ALLOC_NATIVE, else on)")
     table = run.add_mutually_exclusive_group()
     table.add_argument("--table", dest="table", action="store_true", default=None,
                        help="print the table at exit even when exporting")

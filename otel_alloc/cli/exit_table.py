@@ -119,11 +119,12 @@ class SummarySink:
         return "\n".join(out)
 
 
-def memory_lines(stats: ProcessStats) -> list[str]:
+def memory_lines(stats: ProcessStats, native: bool) -> list[str]:
     """What the process's resident memory is and how much the figures explain.
 
     One line for RSS, one for what the live figures account for (live mode
-    only: counts mode keeps no live figures).
+    only: counts mode keeps no live figures); ``native`` tells whether native
+    mode was on.
     """
     if stats.rss_bytes is None or stats.rss_anon_bytes is None:
         return ["memory: resident size unknown (no /proc/self/statm)"]
@@ -140,6 +141,6 @@ def memory_lines(stats: ProcessStats) -> list[str]:
         f"native {format_bytes(stats.native_live_bytes)}, otel_alloc itself "
         f"{format_bytes(stats.tracker_bytes)}; unexplained "
         f"{format_bytes(stats.unexplained_bytes)} (allocated before install, allocator "
-        f"overhead, stacks, mmap" + ("" if stats.native_bytes else ", native code: --native")
+        f"overhead, stacks, mmap" + ("" if native else ", native code: --native")
         + ")")
     return lines

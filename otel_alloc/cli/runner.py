@@ -39,8 +39,8 @@ class RunOptions:
         args: Arguments for the program (``sys.argv[1:]``).
         module: Run ``target`` as ``python -m target``.
         mode: Tracker mode, or ``None`` for ``OTEL_ALLOC_MODE`` / counts.
-        native: Native mode (``--native``), or ``None`` for
-            ``OTEL_ALLOC_NATIVE`` / off.
+        native: Native mode (``--native``/``--no-native``), or ``None`` for
+            ``OTEL_ALLOC_NATIVE`` / on.
         table: ``True``/``False`` to force the exit table on/off; ``None``
             prints it when no exporter is configured.
         table_stream: Where the table goes (default stderr).
@@ -133,7 +133,8 @@ def run(opts: RunOptions) -> int:
                   f"pid {os.getpid()})", file=stream)
             print(summary.render(), file=stream)
             if tracker.installed_mode() is not None:
-                print("\n" + "\n".join(memory_lines(tracker.process_stats())), file=stream)
+                lines = memory_lines(tracker.process_stats(), tracker.native_enabled())
+                print("\n" + "\n".join(lines), file=stream)
             stream.flush()
     if signum is not None:
         # Pass the signal through: die of it, as the program would have.

@@ -82,8 +82,9 @@ class AllocationSpanProcessor(SpanProcessor):
             ``OTEL_ALLOC_EVENT_BUFFER``, else 1024.
         native: Also charge the ``malloc`` family called by extension modules
             and their libraries (``alloc.native_bytes``); default
-            ``OTEL_ALLOC_NATIVE``, else off. Turned on for the whole process
-            until the tracker is uninstalled.
+            ``OTEL_ALLOC_NATIVE``, else on (``False`` turns it off when this
+            processor installs the tracker). Once on, it is on for the whole
+            process until the tracker is uninstalled.
         meter_provider: Where metrics go; default the global MeterProvider.
         logger_provider: Where events go; default the global LoggerProvider.
         sinks: Further receivers of each ended span's record.

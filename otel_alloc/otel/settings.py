@@ -111,6 +111,7 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
     # Installed already: table and buffer sizes are fixed, but a bad value is
     # still an error, as it would be on a fresh install.
     tracker.check_install_settings(max_groups=max_groups, event_capacity=event_capacity)
+    # Installed already: only an explicit request turns native mode on.
     if config.flag("native", native, "OTEL_ALLOC_NATIVE", False):
         tracker.install(installed, native=True)
     if mode is not None:

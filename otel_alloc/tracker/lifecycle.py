@@ -20,6 +20,9 @@ _MODE_NAMES = {v: k for k, v in _MODE_CODES.items()}
 DEFAULT_MAX_GROUPS = 8192
 DEFAULT_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_EVENT_CAPACITY = 1024
+# Native mode is on unless turned off: it costs under 2 % of the instructions
+# of counts or live mode (benchmarks/bench_native.py, README "Native memory").
+DEFAULT_NATIVE = True
 
 _install_lock = threading.Lock()
 
@@ -49,8 +52,9 @@ def install(
             and the shared libraries they load (NumPy < 2.5 array data,
             Pillow images, libxml2 trees, C++ ``new``), found by patching
             their GOT entries, including libraries loaded later. Once on, it
-            stays on until :func:`uninstall`. Default: ``OTEL_ALLOC_NATIVE``,
-            else off.
+            stays on until :func:`uninstall`; on a tracker installed already,
+            only ``native=True`` (or the variable) turns it on. Default:
+            ``OTEL_ALLOC_NATIVE``, else on.
 
     Returns:
         The mode installed.
@@ -67,7 +71,9 @@ def install(
                                               event_capacity=event_capacity)
     threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
                             DEFAULT_THRESHOLD)
-    with_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", False)
+    with_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", DEFAULT_NATIVE)
+    # On a tracker installed already, only an explicit request turns it on.
+    asked_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", False)
     if _binding.free_threaded_build():
         raise TrackerError(FREE_THREADED_MESSAGE)
     with _install_lock:
@@ -77,9 +83,9 @@ def install(
             _binding.uninstall()
     if native_rc == _binding.ERR_NATIVE:
         raise TrackerError("otel_alloc native mode could not make a library's GOT writable "
-                           "(mprotect failed); installed nothing. Run without native=True "
-                           "/ OTEL_ALLOC_NATIVE")
-    if with_native and rc == _binding.ALREADY:
+                           "(mprotect failed); installed nothing. Turn it off with "
+                           "native=False / OTEL_ALLOC_NATIVE=false / --no-native")
+    if asked_native and rc == _binding.ALREADY:
         rc = _binding.native_set(True)
         rc = _binding.ALREADY if rc == _binding.OK else rc
     if rc == _binding.ERR_MODE_CONFLICT:

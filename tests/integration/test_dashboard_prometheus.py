@@ -43,6 +43,8 @@ APP_ENV = {
     # then reported as alloc.leak_suspected.
     "OTEL_ALLOC_LEAK_GRACE_SECONDS": str(LEAK_GRACE),
     "OTEL_ALLOC_LEAK_MIN_BYTES": "10KB",
+    # /items totals its prices in SQLite: native bytes (the Native panel).
+    "OTEL_ALLOC_NATIVE": "true",
 }
 THRESHOLD, LEAK = "alloc.threshold_exceeded", "alloc.leak_suspected"
 TIMEOUT = 30.0
@@ -55,6 +57,7 @@ LIVE = "Live bytes by span"
 PEAK = "Process peak"
 EVENTS = "Allocation events by name"
 DROPPED = "Dropped events"
+NATIVE = "Native bytes/s by span"
 RATE_KEYS = (ALLOCATED, ALLOCATIONS, f"{PER_SPAN} p50", f"{PER_SPAN} p99")
 
 
@@ -268,7 +271,7 @@ def show(span_regex: str, answers: dict[str, Answer]) -> None:
 def check_all_spans(answers: dict[str, Answer],
                     counters: dict[tuple[str, str], float]) -> None:
     assert set(answers) == {ALLOCATED, ALLOCATIONS, f"{PER_SPAN} p50", f"{PER_SPAN} p99",
-                            LIVE, PEAK, EVENTS, DROPPED}
+                            LIVE, PEAK, EVENTS, DROPPED, NATIVE}
     for key, answer in answers.items():
         assert answer.series, f"{key}: no result for span_name=.*: {answer.expr}"
         if "span_name" in answer.grouping:
@@ -302,6 +305,16 @@ def check_all_spans(answers: dict[str, Answer],
 
     (dropped,) = answers[DROPPED].series
     assert dropped.labels == {} and dropped.last == 0
+
+    # Native bytes: a part of each span's allocated bytes; SQLite's pages in /items.
+    native = {span: s.last for span, s in answers[NATIVE].by("span_name").items()}
+    allocated = {span: s.last for span, s in answers[ALLOCATED].by("span_name").items()}
+    assert set(native) == set(SPANS), native
+    # ~20 KiB of ~1.3 MiB a request.
+    assert native[ITEMS] > 0.005 * allocated[ITEMS], (native, allocated)
+    assert native[ITEMS] > native[HEALTH], native
+    for span in SPANS:
+        assert native[span] <= allocated[span], (span, native, allocated)
 
 
 def check_single_span(span: str, answers: dict[str, Answer], everything: dict[str, Answer],

@@ -30,7 +30,7 @@ def _memory(stderr: str) -> str:
     return stderr[start:]
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["default", "flag", "env"])
 def test_native_charges_numpy_data_to_spans(tmp_path: Path, how: str) -> None:
     script = tmp_path / "arrays.py"
     script.write_text(ARRAYS)
@@ -47,10 +47,12 @@ def test_native_charges_numpy_data_to_spans(tmp_path: Path, how: str) -> None:
     assert 32 * MIB <= parse_size(explained.group(3)) < 33 * MIB
 
 
-def test_without_native_the_table_says_how_to_see_native_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_without_native_the_table_says_how_to_see_native_code(tmp_path: Path, how: str) -> None:
     script = tmp_path / "arrays.py"
     script.write_text(ARRAYS)
-    done = run_cli("run", "--mode", "live", "--table", str(script))
+    args = ["run", "--mode", "live", "--table"] + (["--no-native"] if how == "flag" else [])
+    done = run_cli(*args, str(script), **({"OTEL_ALLOC_NATIVE": "false"} if how == "env" else {}))
     assert done.returncode == 0, done.stderr
     assert parse_size(table_rows(done.stderr)["load"][1]) < MIB  # array data unseen
     assert "native code: --native" in _memory(done.stderr)

@@ -213,6 +213,7 @@ def exported_names() -> set[str]:
     span = {"span.name": "GET /items"}
     meter.create_counter("python.alloc.allocated", unit="By").add(1, span)
     meter.create_counter("python.alloc.allocations", unit="{allocation}").add(1, span)
+    meter.create_counter("python.alloc.native.allocated", unit="By").add(1, span)
     meter.create_histogram("python.alloc.span.size", unit="By").record(1, span)
     meter.create_up_down_counter("python.alloc.live", unit="By").add(1, span)
     meter.create_gauge("python.alloc.peak", unit="By").set(1)
@@ -235,6 +236,7 @@ def test_dashboard_metric_names_are_what_the_exporter_produces() -> None:
         "python_alloc_peak_bytes",
         "python_alloc_events_total",
         "python_alloc_events_dropped_total",
+        "python_alloc_native_allocated_bytes_total",
     }
 
 

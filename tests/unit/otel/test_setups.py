@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_alloc
-from otel_alloc import AllocationSpanProcessor
+from otel_alloc import AllocationSpanProcessor, tracker
 from otel_alloc.otel import sdk_compat
 from otel_alloc.otel.instrumentor import AllocationInstrumentor
 from tests.unit.conftest import OBJ, RAW, Helper
@@ -86,10 +86,12 @@ def test_attribute_limit_is_respected_and_drops_counted(tracker_counts: None, or
     full, room = exported["full"], exported["room"]
     # The app's attributes are never evicted; ours fill what is left.
     assert _attrs(full) == {"app.a": 1, "app.b": 2, "alloc.bytes": _attrs(full)["alloc.bytes"]}
-    assert full.dropped_attributes == 2  # alloc.count, alloc.inclusive_bytes
+    # alloc.count, alloc.inclusive_bytes (and alloc.native_bytes in native mode)
+    native = 1 if tracker.native_enabled() else 0
+    assert full.dropped_attributes == 2 + native
     assert set(_attrs(room)) == {"app.a", "alloc.bytes", "alloc.count"}
-    assert room.dropped_attributes == 1
-    assert ours.attributes_dropped == 3
+    assert room.dropped_attributes == 1 + native
+    assert ours.attributes_dropped == 3 + 2 * native
     provider.shutdown()
 
 

@@ -97,7 +97,7 @@ def test_take_sums_per_name_with_the_largest_span_first(helper: Helper) -> None:
         by_name = {s[0]: s for s in sums}
         assert set(by_name) == {"a", "b"}
         name, total, count, trace_id, span_id, each_bytes, native_bytes = by_name["a"]
-        assert native_bytes == 0  # native mode is off
+        assert native_bytes == 0  # the helper allocates through PyMem only
         assert len(each_bytes) == 3 and each_bytes[0] == max(each_bytes)
         assert total == sum(each_bytes) and count >= 3
         # Each span: its exact size plus the little the SDK allocates while it is current.
@@ -355,6 +355,11 @@ def test_spans_of_other_types_are_read_through_their_properties() -> None:
         path.on_end(span)
         _, (whole,) = records.take(10, True)
         assert whole[:3] == ("other", 7, 9)
-        assert whole[9:] == (1, 2, None)  # no native bytes: native mode is off
+        # Native bytes: None when native mode is off, else what the span took.
+        assert whole[9:11] == (1, 2)
+        if tracker.native_enabled():
+            assert isinstance(whole[11], int) and whole[11] >= 0
+        else:
+            assert whole[11] is None
     finally:
         otel_alloc.uninstall()
