@@ -116,7 +116,8 @@ class SampleCollector:
                         continue
                     stack = self._stack(s.stack)
                     thread = self._thread(s.native_thread_id)
-                    if stack is None or scope.is_own_thread(thread):
+                    if stack is None or scope.is_own_thread(thread) or \
+                            scope.is_own_thread_id(s.native_thread_id):
                         continue  # the tracer's own work, not the program's
                     wb, wc = weights(s.size, s.mean)
                     self.profile.add_sample(s.id, stack, self._span(s.group), thread, wb, wc)

@@ -14,6 +14,8 @@ thread by that full label or by its name alone, exactly and case-sensitively.
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from http.server import ThreadingHTTPServer
 from socket import socket
 
@@ -21,6 +23,11 @@ from otel_alloc.profiling.profile import Frame, Profile
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 OWN_THREAD_PREFIXES = ("otel-alloc-", "OtelBatch", "OtelPeriodicExportingMetricReader")
+# Native ids of the tracer's short-lived unnamed threads (the report
+# endpoint's request threads): they often exit before their samples are
+# drained, and what they allocate while starting (a RAW block, no stack)
+# cannot be told apart by name or stack. Bounded: ids are reused eventually.
+_OWN_THREAD_IDS: deque[int] = deque(maxlen=256)
 
 
 def _is_runner_frame(frame: Frame) -> bool:
@@ -62,6 +69,16 @@ def is_own_thread(label: str) -> bool:
     return thread_name(label).startswith(OWN_THREAD_PREFIXES)
 
 
+def note_own_thread() -> None:
+    """Mark the calling thread as the tracer's: its samples are left out."""
+    _OWN_THREAD_IDS.append(threading.get_native_id())
+
+
+def is_own_thread_id(native_id: int) -> bool:
+    """Whether a thread marked by :func:`note_own_thread` had this native id."""
+    return native_id in _OWN_THREAD_IDS
+
+
 def thread_matches(label: str, wanted: str) -> bool:
     """``wanted`` is the thread's full label or its name (exact, case-sensitive)."""
     return wanted in (label, thread_name(label))
@@ -101,5 +118,6 @@ class UnsampledHTTPServer(ThreadingHTTPServer):
         # Imported here: importing this module loads no native code.
         from otel_alloc.tracker import sampler
 
+        note_own_thread()  # what it allocated while starting is dropped too
         with sampler.paused():
             super().process_request_thread(request, client_address)

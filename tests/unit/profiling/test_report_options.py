@@ -182,3 +182,29 @@ def test_endpoint_refuses_bad_requests_naming_them(query: str) -> None:
     name, _, value = query.split("&")[-1].partition("=")
     assert status == 400 and name in body and value in body, body
     assert flame_status == 400 and "n=" in flame_body and "kind flamegraph" in flame_body
+
+
+def test_endpoint_request_threads_leave_nothing_even_when_every_allocation_is_sampled() -> None:
+    """What a request thread allocates while it starts (a RAW block, no stack) is dropped too."""
+    import urllib.request
+
+    import otel_alloc
+    from otel_alloc.profiling import sampling
+    from otel_alloc.tracker import sampler as native_sampler
+
+    otel_alloc.install("live")
+    try:
+        collector = sampling.shared_collector(4096, True)
+        server = ReportServer(lambda: collector.profile)
+        try:
+            native_sampler.sampler_configure(1, 8, 1 << 18)  # every allocation, below the floor
+            for _ in range(10):
+                urllib.request.urlopen(server.url + "/profile.json", timeout=10).read()
+            collector.drain()
+        finally:
+            sampling.configure(0)
+            server.close()
+        threads = {str(key[2]) for key in collector.profile.snapshot()}
+    finally:
+        otel_alloc.uninstall()
+    assert all(t.startswith("MainThread") for t in threads), threads
