@@ -6,7 +6,7 @@ its response returned as objects for FastAPI to encode) and ``GET /health``
 with uvicorn, until SIGINT. Every variant exports spans (BatchSpanProcessor)
 and metrics (PeriodicExportingMetricReader, every second) over OTLP/HTTP to
 the receiver at ``--otlp``. Variants: ``otel`` (that alone), ``counts``,
-``live``, ``native`` (live with ``native=True``) add ``AllocationSpanProcessor``
+``live`` (both ``native=False``), ``native`` (live, ``native=True``) add ``AllocationSpanProcessor``
 with metrics on and every span in the size histogram
 (``span_size_sample_rate=1``); ``tracemalloc`` and ``memray`` trace the whole
 process instead. At exit it prints one JSON line: the spans ended, or
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import request_like
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from suite_child import TRACKED, native_refused
+from suite_child import TRACKED, NotApplicable, check_native, with_native
 
 
 class SpanCount(SpanProcessor):
@@ -64,7 +64,7 @@ def build_app() -> Any:
 
 
 def telemetry(variant: str, otlp: str, app: Any) -> tuple[Any, Any, SpanCount]:
-    """Providers exporting to ``otlp``, the app instrumented; raises NotImplementedError."""
+    """Providers exporting to ``otlp``, the app instrumented; raises NotApplicable."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -86,15 +86,10 @@ def telemetry(variant: str, otlp: str, app: Any) -> tuple[Any, Any, SpanCount]:
         from otel_alloc import AllocationSpanProcessor
 
         mode, native = TRACKED[variant]
-        extra: dict[str, Any] = {"native": True} if native else {}
-        try:
-            tracer_provider.add_span_processor(AllocationSpanProcessor(
-                mode=mode, meter_provider=meter_provider, metrics=True,
-                span_size_sample_rate=1.0, **extra))
-        except (TypeError, ValueError) as exc:
-            if native and native_refused(exc):
-                raise NotImplementedError("no native= in this build") from exc
-            raise
+        tracer_provider.add_span_processor(with_native(lambda kw: AllocationSpanProcessor(
+            mode=mode, meter_provider=meter_provider, metrics=True,
+            span_size_sample_rate=1.0, **kw), native))
+        check_native(native)
     tracer_provider.add_span_processor(BatchSpanProcessor(
         OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", timeout=5)))
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider,
@@ -125,7 +120,7 @@ def serve(variant: str, port: int, otlp: str) -> dict[str, object]:
         app = build_app()
         try:
             tracer_provider, meter_provider, count = telemetry(variant, otlp, app)
-        except NotImplementedError as exc:
+        except NotApplicable as exc:
             return {"na": str(exc)}
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                 access_log=False, lifespan="off")

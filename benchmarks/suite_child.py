@@ -22,12 +22,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from suite_items import ITEMS
 
 VARIANTS = ("untraced", "counts", "live", "native", "tracemalloc", "memray")
+# mode, native: counts and live ask for native=False (native mode may be on by default).
 TRACKED = {"counts": ("counts", False), "live": ("live", False), "native": ("live", True)}
+T = TypeVar("T")
 
 
 class NotApplicable(Exception):
@@ -37,6 +39,31 @@ class NotApplicable(Exception):
 def native_refused(error: Exception) -> bool:
     """Whether ``error`` is this build refusing the ``native`` keyword."""
     return "native" in str(error) and isinstance(error, (TypeError, ValueError))
+
+
+def check_native(native: bool) -> None:
+    """Fail if the tracker's native mode is not what the variant asked for."""
+    from otel_alloc import tracker
+
+    enabled = getattr(tracker, "native_enabled", lambda: False)()
+    if enabled != native:
+        raise RuntimeError(f"native mode is {'on' if enabled else 'off'}, asked {native}")
+
+
+def with_native(build: Callable[[dict[str, Any]], T], native: bool) -> T:
+    """``build(keywords)`` with ``native=`` set; a build without that keyword has it off.
+
+    Raises:
+        NotApplicable: ``native`` is asked for and this build does not take it.
+    """
+    try:
+        return build({"native": native})
+    except (TypeError, ValueError) as exc:
+        if not native_refused(exc):
+            raise
+        if native:
+            raise NotApplicable("no native= in this build") from exc
+        return build({})
 
 
 class _NullExporter:
@@ -85,14 +112,8 @@ class Tracing:
         import otel_alloc
 
         mode, native = TRACKED[self.variant]
-        if native:
-            extra: dict[str, Any] = {"native": True}
-            try:
-                otel_alloc.install(mode, **extra)
-            except TypeError as exc:
-                raise NotApplicable("no native= in this build") from exc
-        else:
-            otel_alloc.install(mode)
+        with_native(lambda kw: otel_alloc.install(mode, **kw), native)
+        check_native(native)
         self._stack.enter_context(otel_alloc.Group())
 
     def _setup_sdk(self) -> None:
@@ -108,15 +129,10 @@ class Tracing:
             from otel_alloc import AllocationSpanProcessor
 
             mode, native = TRACKED[self.variant]
-            kwargs: dict[str, Any] = {"native": True} if native else {}
-            try:
-                processor = AllocationSpanProcessor(
-                    export, mode=mode, meter_provider=meter_provider, metrics=True,
-                    span_size_sample_rate=1.0, **kwargs)
-            except (TypeError, ValueError) as exc:
-                if native and native_refused(exc):
-                    raise NotApplicable("no native= in this build") from exc
-                raise
+            processor = with_native(lambda kw: AllocationSpanProcessor(
+                export, mode=mode, meter_provider=meter_provider, metrics=True,
+                span_size_sample_rate=1.0, **kw), native)
+            check_native(native)
             provider.add_span_processor(processor)
         else:
             provider.add_span_processor(export)
