@@ -314,3 +314,17 @@ int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *de
     counts_delta(&before, &after, delta);
     return 0;
 }
+
+/* h_free in `domain` (which may not be the one that allocated ptr),
+   measured in C. */
+int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta)
+{
+    oa_group_counts before, after;
+    if (read_counts(group, &before) != 0)
+        return -1;
+    h_free(domain, ptr);
+    if (read_counts(group, &after) != 0)
+        return -1;
+    counts_delta(&before, &after, delta);
+    return 0;
+}

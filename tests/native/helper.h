@@ -18,3 +18,4 @@ int h_native_free_measured(int fn, uintptr_t p, size_t alignment, size_t size, u
 int h_call_alloc_measured(uintptr_t fn, size_t size, uint64_t group, uint64_t *delta,
                           uintptr_t *out);
 int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *delta);
+int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta);

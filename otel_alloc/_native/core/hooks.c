@@ -22,6 +22,7 @@
 #include "../accounting/threads.h"
 #include "../api/tracker_api.h"
 #include "../sampler/sampler.h"
+#include "../native/native_hooks.h"
 #include "attribution.h"
 
 
@@ -248,8 +249,10 @@ static int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
         plain_inc(&g_untracked_mem_obj, 1);
         return 0;
     }
+    /* Only in native mode can the other table hold it; pop_block checks that
+       table under its lock (an install may be replacing it). */
     int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
-    if (g_native_table.slots != NULL && pop_block(other, ptr, size, meta)) {
+    if (atomic_load_explicit(&g_native_on, OA_RELAXED) && pop_block(other, ptr, size, meta)) {
         *domain = other;
         return 1;
     }

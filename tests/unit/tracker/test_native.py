@@ -297,3 +297,20 @@ def test_native_runs_in_a_fresh_interpreter_from_the_environment(tmp_path: Path)
                               text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == expected, value
+
+
+@pytest.mark.skipif("debug" in os.environ.get("PYTHONMALLOC", "") or sys.flags.dev_mode,
+                    reason="PyMem debug hooks put headers around RAW blocks")
+def test_a_block_freed_through_the_other_route_is_charged(helper: Helper,
+                                                          native_live: None) -> None:
+    """PyMem_RawMalloc then free(), and malloc then PyMem_RawFree: both found."""
+    with otel_alloc.Group() as group:
+        raw_block = helper.malloc(RAW, 3000)
+        native_block = helper.malloc(NATIVE, 5000)
+        freed_raw = _free(helper, raw_block, group.id)  # free() of a RAW block
+        delta = helper.ffi.new("uint64_t[4]")
+        assert helper.module.lib.h_free_measured(RAW, native_block, group.id, delta) == 0
+        freed_native = tuple(delta)  # PyMem_RawFree of a malloc'ed block
+    assert freed_raw == (0, 0, 3000, 1)
+    assert freed_native == (0, 0, 5000, 1)
+    group.release()
