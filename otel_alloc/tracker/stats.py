@@ -64,6 +64,8 @@ class ProcessStats(NamedTuple):
             large block often is.
     """
 
+    # The fields of Stats, in its order, repeated: a named tuple cannot
+    # extend another's fields, and ProcessStats(*stats, ...) relies on it.
     alloc_bytes: int = 0
     alloc_count: int = 0
     freed_bytes: int = 0

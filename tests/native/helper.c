@@ -244,18 +244,25 @@ static void counts_delta(const oa_group_counts *before, const oa_group_counts *a
     delta[3] = after->freed_count - before->freed_count;
 }
 
+/* Run `stmt` between two reads of `group`'s counters, their difference going
+   to delta[0..3]; the enclosing function returns -1 when a read fails. */
+#define MEASURED(group, delta, stmt)                                          \
+    do {                                                                      \
+        oa_group_counts before_, after_;                                      \
+        if (read_counts((group), &before_) != 0)                              \
+            return -1;                                                        \
+        stmt;                                                                 \
+        if (read_counts((group), &after_) != 0)                               \
+            return -1;                                                        \
+        counts_delta(&before_, &after_, (delta));                             \
+    } while (0)
+
 /* h_native_call measured in C like h_alloc_many_measured; the block goes
    to *out. */
 int h_native_call_measured(int fn, size_t a, size_t b, uint64_t group, uint64_t *delta,
                            uintptr_t *out)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    *out = h_native_call(fn, a, b);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    MEASURED(group, delta, *out = h_native_call(fn, a, b));
     return *out == 0;
 }
 
@@ -263,13 +270,7 @@ int h_native_call_measured(int fn, size_t a, size_t b, uint64_t group, uint64_t 
 int h_native_realloc_measured(uintptr_t p, size_t size, uint64_t group, uint64_t *delta,
                               uintptr_t *out)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    *out = (uintptr_t)realloc((void *)p, size);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    MEASURED(group, delta, *out = (uintptr_t)realloc((void *)p, size));
     return 0;
 }
 
@@ -277,13 +278,8 @@ int h_native_realloc_measured(uintptr_t p, size_t size, uint64_t group, uint64_t
 int h_native_free_measured(int fn, uintptr_t p, size_t alignment, size_t size, uint64_t group,
                            uint64_t *delta)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    int rc = h_native_free(fn, p, alignment, size);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    int rc = 0;
+    MEASURED(group, delta, rc = h_native_free(fn, p, alignment, size));
     return rc;
 }
 
@@ -292,26 +288,14 @@ int h_native_free_measured(int fn, uintptr_t p, size_t alignment, size_t size, u
 int h_call_alloc_measured(uintptr_t fn, size_t size, uint64_t group, uint64_t *delta,
                           uintptr_t *out)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    *out = (uintptr_t)((void *(*)(size_t))fn)(size);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    MEASURED(group, delta, *out = (uintptr_t)((void *(*)(size_t))fn)(size));
     return *out == 0;
 }
 
 /* A free-like function of another library, the same way. */
 int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *delta)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    ((void (*)(void *))fn)((void *)p);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    MEASURED(group, delta, ((void (*)(void *))fn)((void *)p));
     return 0;
 }
 
@@ -319,12 +303,6 @@ int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *de
    measured in C. */
 int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta)
 {
-    oa_group_counts before, after;
-    if (read_counts(group, &before) != 0)
-        return -1;
-    h_free(domain, ptr);
-    if (read_counts(group, &after) != 0)
-        return -1;
-    counts_delta(&before, &after, delta);
+    MEASURED(group, delta, h_free(domain, ptr));
     return 0;
 }

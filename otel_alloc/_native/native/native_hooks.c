@@ -58,27 +58,28 @@ static inline void allocated(void *p, size_t size)
         oa_track_alloc(OA_DOMAIN_NATIVE, p, size);
 }
 
-static void *native_malloc(size_t size)
-{
-    if (!tracking())
-        return malloc(size);
-    tls.guard = 1;
-    void *p = malloc(size);
-    allocated(p, size);
-    tls.guard = 0;
-    return p;
-}
+/* A hook for an allocating member of the family: `call` (which uses the
+   hook's parameters) allocates `size` bytes. One definition per member. */
+#define OA_NATIVE_ALLOC_HOOK(name, params, call, size)                            \
+    static void *native_##name params                                          \
+    {                                                                          \
+        if (!tracking())                                                       \
+            return call;                                                       \
+        tls.guard = 1;                                                         \
+        void *p = call;                                                        \
+        allocated(p, size);                                                    \
+        tls.guard = 0;                                                         \
+        return p;                                                              \
+    }
 
-static void *native_calloc(size_t nelem, size_t elsize)
-{
-    if (!tracking())
-        return calloc(nelem, elsize);
-    tls.guard = 1;
-    void *p = calloc(nelem, elsize);
-    allocated(p, nelem * elsize); /* on success the product did not overflow */
-    tls.guard = 0;
-    return p;
-}
+OA_NATIVE_ALLOC_HOOK(malloc, (size_t size), malloc(size), size)
+/* On success the product did not overflow. */
+OA_NATIVE_ALLOC_HOOK(calloc, (size_t nelem, size_t elsize), calloc(nelem, elsize), nelem * elsize)
+OA_NATIVE_ALLOC_HOOK(aligned_alloc, (size_t alignment, size_t size),
+                     aligned_alloc(alignment, size), size)
+OA_NATIVE_ALLOC_HOOK(memalign, (size_t alignment, size_t size), memalign(alignment, size), size)
+OA_NATIVE_ALLOC_HOOK(valloc, (size_t size), valloc(size), size)
+OA_NATIVE_ALLOC_HOOK(pvalloc, (size_t size), pvalloc(size), size)
 
 static void *call_realloc(void *ctx, void *ptr, size_t size)
 {
@@ -155,50 +156,6 @@ static int native_posix_memalign(void **out, size_t alignment, size_t size)
     allocated(rc == 0 ? *out : NULL, size);
     tls.guard = 0;
     return rc;
-}
-
-static void *native_aligned_alloc(size_t alignment, size_t size)
-{
-    if (!tracking())
-        return aligned_alloc(alignment, size);
-    tls.guard = 1;
-    void *p = aligned_alloc(alignment, size);
-    allocated(p, size);
-    tls.guard = 0;
-    return p;
-}
-
-static void *native_memalign(size_t alignment, size_t size)
-{
-    if (!tracking())
-        return memalign(alignment, size);
-    tls.guard = 1;
-    void *p = memalign(alignment, size);
-    allocated(p, size);
-    tls.guard = 0;
-    return p;
-}
-
-static void *native_valloc(size_t size)
-{
-    if (!tracking())
-        return valloc(size);
-    tls.guard = 1;
-    void *p = valloc(size);
-    allocated(p, size);
-    tls.guard = 0;
-    return p;
-}
-
-static void *native_pvalloc(size_t size)
-{
-    if (!tracking())
-        return pvalloc(size);
-    tls.guard = 1;
-    void *p = pvalloc(size);
-    allocated(p, size);
-    tls.guard = 0;
-    return p;
 }
 
 static int repatch(void);

@@ -217,3 +217,8 @@ def test_process_stats_in_counts_mode_have_no_live_parts() -> None:
     assert 0 < stats.rss_anon_bytes <= stats.rss_bytes
     assert stats.python_live_bytes is None and stats.unexplained_bytes is None
     assert stats.covered_fraction is None and stats.tracker_bytes > 0
+
+
+def test_process_stats_start_with_the_fields_of_stats() -> None:
+    assert otel_alloc.ProcessStats._fields[:len(otel_alloc.Stats._fields)] == \
+        otel_alloc.Stats._fields
