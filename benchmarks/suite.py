@@ -175,12 +175,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def header(plan: Plan, minutes: float, load: tuple[float, ...]) -> list[str]:
+def header(plan: Plan, minutes: float, load: tuple[float, float]) -> list[str]:
     """The lines above the table: when, where, how."""
     return [
         f"otel_alloc benchmark suite, {datetime.date.today().isoformat()}: "
         f"CPython {platform.python_version()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
-        f"load average {load[0]:.2f} at the end, {minutes:.1f} min",
+        f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end, {minutes:.1f} min",
         f"{plan.rounds} rounds, fresh interpreter per run, variants alternated within each "
         f"round; cell = median of per-round ratios (min-max over rounds), target, verdict",
         f"in-process items: {plan.clock} time / baseline (lower is better), scale {plan.scale}; "
@@ -229,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     scale, seconds, rounds = (0.02, 1.0, 1) if args.smoke else (
         (0.5, 3.0, 3) if args.quick else (1.0, 5.0, 7))
     plan = Plan(args.rounds or rounds, args.scale or scale, seconds, items, args.clock)
-    start = time.monotonic()
+    start, load = time.monotonic(), os.getloadavg()[0]
     results = collect(plan)
-    text, _, _ = render(results, header(plan, (time.monotonic() - start) / 60, os.getloadavg()))
+    minutes = (time.monotonic() - start) / 60
+    text, _, _ = render(results, header(plan, minutes, (load, os.getloadavg()[0])))
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"plan": asdict(plan),
