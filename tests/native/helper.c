@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -211,6 +210,14 @@ uintptr_t h_native_call(int fn, size_t a, size_t b)
     return (uintptr_t)p;
 }
 
+/* C23's sized frees (glibc 2.41+), weak: NULL where the C library has none.
+   Called through this object's GOT, as an extension would call them (a
+   pointer from dlsym would bypass native mode's patched slots). */
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+#pragma weak free_sized
+#pragma weak free_aligned_sized
+
 /* free, free_sized or free_aligned_sized (fn 0, 1, 2) of p; the last two
    only where the C library has them (else -1 and p is not freed). */
 int h_native_free(int fn, uintptr_t p, size_t alignment, size_t size)
@@ -219,14 +226,15 @@ int h_native_free(int fn, uintptr_t p, size_t alignment, size_t size)
         free((void *)p);
         return 0;
     }
-    void *sym = dlsym(RTLD_DEFAULT, fn == 1 ? "free_sized" : "free_aligned_sized");
-    if (sym == NULL)
-        return -1;
-    if (fn == 1)
-        ((void (*)(void *, size_t))sym)((void *)p, size);
-    else
-        ((void (*)(void *, size_t, size_t))sym)((void *)p, alignment, size);
-    return 0;
+    if (fn == 1 && free_sized != NULL) {
+        free_sized((void *)p, size);
+        return 0;
+    }
+    if (fn == 2 && free_aligned_sized != NULL) {
+        free_aligned_sized((void *)p, alignment, size);
+        return 0;
+    }
+    return -1;
 }
 
 static int read_counts(uint64_t group, oa_group_counts *out)

@@ -72,7 +72,9 @@ def _free(helper: Helper, ptr: int, gid: int, fn: int = 0, alignment: int = 0,
 @pytest.mark.parametrize(("fn", "case"), list(enumerate(FAMILY)), ids=[f[0] for f in FAMILY])
 def test_each_family_member_is_charged_exactly(helper: Helper, native_any: str, fn: int,
                                                case: tuple[str, int, int, int]) -> None:
-    _, a, b, size = case
+    name, a, b, size = case
+    if name == "pvalloc" and "vgpreload" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("valgrind aborts on pvalloc (it does not implement it)")
     with otel_alloc.Group() as group:
         got, ptr = _call(helper, fn, a, b, group.id)
         freed = _free(helper, ptr, group.id)
