@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,3 +150,27 @@ def _charged_once(work: Any) -> otel_alloc.Stats:
     base.release()
     group.release()
     return result
+
+
+@pytest.fixture(autouse=True)
+def _processors_shut_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shut down every processor a test built, so its watch thread stops.
+
+    A processor left running keeps draining the process-wide event and
+    sample buffers: a later test that counts events or drops found them
+    taken (seen as a flaky ``events_dropped`` under load).
+    """
+    from otel_alloc.otel.processor import AllocationSpanProcessor
+
+    built: list[AllocationSpanProcessor] = []
+    original = AllocationSpanProcessor.__init__
+
+    @functools.wraps(original)  # keeps the signature tests inspect
+    def recording_init(self: AllocationSpanProcessor, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        built.append(self)  # only built ones: a constructor that raised left nothing running
+
+    monkeypatch.setattr(AllocationSpanProcessor, "__init__", recording_init)
+    yield
+    for processor in built:
+        processor.shutdown()  # safe to call twice
