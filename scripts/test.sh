@@ -119,13 +119,14 @@ for v in $OTHER_PYTHONS; do
     # Debian's builds keep pyconfig.h apart from the other headers; the tests
     # compile a native helper too.
     CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" "$venv/bin/python" -m pip install -q -e '.[test]'
-    # NumPy's array data through native mode wherever a wheel exists: NumPy
-    # 1.x on 3.10 (a second NumPy generation), the newest elsewhere. The other
-    # libraries' native tests run on the main interpreter.
-    numpy_spec=numpy
-    [ "$v" = 3.10 ] && numpy_spec='numpy<2'
-    "$venv/bin/python" -m pip install -q --only-binary=:all: "$numpy_spec" \
-        || echo "python$v: no NumPy wheel; its native NumPy tests are skipped"
+    # The native-memory libraries wherever wheels exist, so both of NumPy's
+    # routes are tested: 1.x on 3.10 and 2.4 on 3.11 allocate array data with
+    # malloc (native mode), 2.5 on 3.12+ with PyMem_RawMalloc (RAW).
+    libs=(numpy pandas pillow lxml)
+    [ "$v" = 3.10 ] && libs=('numpy<2' 'pandas<2.3' pillow lxml)
+    "$venv/bin/python" -m pip install -q --only-binary=:all: "${libs[@]}" \
+        || "$venv/bin/python" -m pip install -q --only-binary=:all: "${libs[0]}" \
+        || echo "python$v: no NumPy wheel; its native-library tests are skipped"
     CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" \
         "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
 done

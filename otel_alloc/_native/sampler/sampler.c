@@ -333,9 +333,11 @@ void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t 
     s.kind = OA_SAMPLE_ALLOC;
     s.domain = domain;
     s.native_id = tls.rec != NULL ? tls.rec->native_id : 0;
-    /* RAW hooks may run without the GIL; native ones record the Python
-       stack when the calling thread holds it. */
-    int stack = domain == OA_DOMAIN_NATIVE ? oa_holds_gil() : domain != OA_DOMAIN_RAW;
+    /* RAW and native hooks may run without the GIL: they record the Python
+       stack when the calling thread holds it (NumPy 2.5+ allocates array
+       data with PyMem_RawMalloc, older NumPy with malloc, both from Python
+       code holding the GIL). */
+    int stack = (domain == OA_DOMAIN_NATIVE || domain == OA_DOMAIN_RAW) ? oa_holds_gil() : 1;
     s.stack = stack ? capture_stack() : OA_STACK_NONE;
     atomic_fetch_add_explicit(&g_samples_taken, 1, OA_RELAXED);
     if (tracked) {

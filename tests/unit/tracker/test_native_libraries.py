@@ -64,11 +64,42 @@ def _native_bytes(work: object) -> tuple[int, object]:
 
 
 N = 4 * 2**20  # elements: 32 MiB of float64, far above NumPy's small-block cache
+EVENT_BYTES = 2**20  # single allocations this big are reported as events
+
+
+@pytest.fixture
+def native_events() -> Iterator[None]:
+    """Live native mode, each allocation of EVENT_BYTES or more an event."""
+    otel_alloc.install("live", native=True, threshold_bytes=EVENT_BYTES)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        otel_alloc.tracker.drain_events()
+        yield
+    finally:
+        if was:
+            gc.enable()
+        otel_alloc.uninstall()
+
+
+def _data_domain(np: ModuleType) -> str:
+    """Where NumPy's array data comes from: ``malloc`` before 2.5 (seen in
+    native mode), ``PyMem_RawMalloc`` from 2.5 (the RAW domain)."""
+    major, minor = (int(part) for part in np.__version__.split(".")[:2])
+    return "raw" if (major, minor) >= (2, 5) else "native"
+
+
+def _big_blocks(group_id: int) -> list[tuple[int, str]]:
+    """(size, domain) of the pending large-allocation events of a group."""
+    names = {0: "raw", 1: "mem", 2: "obj", 3: "native"}
+    return [(e.size, names[e.domain]) for e in otel_alloc.tracker.drain_events()
+            if e.group == group_id]
 
 
 @pytest.mark.parametrize("make", ["zeros", "ones", "empty", "arange", "copy", "view"])
-def test_numpy_array_data_exactly(native_live: None, make: str) -> None:
+def test_numpy_array_data_exactly(native_events: None, make: str) -> None:
     np = _library("numpy")
+    route = _data_domain(np)
     source = np.ones(N)
     work = {
         "zeros": lambda: np.zeros(N),
@@ -79,33 +110,56 @@ def test_numpy_array_data_exactly(native_live: None, make: str) -> None:
         "view": lambda: source[::2],
     }[make]
     work()  # first calls pay for NumPy's one-time set-up
-    native, array = _native_bytes(work)
-    assert native == (0 if make == "view" else N * 8)
-    assert array.nbytes == (N * 4 if make == "view" else N * 8)
+    otel_alloc.tracker.drain_events()
+    with otel_alloc.Group() as group:
+        array = work()
+    stats = group.stats()
+    blocks = _big_blocks(group.id)
+    group.release()
+    assert stats is not None
+    if make == "view":  # no data of its own
+        assert blocks == [] and stats.native_bytes == 0 and array.nbytes == N * 4
+        return
+    # The data block, charged to the span once, at its exact size, by the
+    # route this NumPy takes; and never counted a second time.
+    assert blocks == [(N * 8, route)]
+    assert stats.native_bytes == (N * 8 if route == "native" else 0)
+    assert N * 8 <= stats.alloc_bytes < N * 8 + 64 * 1024
+    assert array.nbytes == N * 8
 
 
 def test_numpy_array_freed_in_live_mode(native_live: None) -> None:
     np = _library("numpy")
+    domain = _data_domain(np)
     array = np.ones(N)
-    # Reading the figures allocates a little natively itself (cffi): the
-    # same read with nothing in between measures that.
-    first = otel_alloc.domain_stats("native")
-    before = otel_alloc.domain_stats("native")
+    # Reading the figures allocates a little itself (cffi): the same read
+    # with nothing in between measures that.
+    first = otel_alloc.domain_stats(domain)
+    before = otel_alloc.domain_stats(domain)
     del array
-    after = otel_alloc.domain_stats("native")
+    after = otel_alloc.domain_stats(domain)
     reading_freed = before.freed_bytes - first.freed_bytes
     reading_live = before.live_bytes - first.live_bytes
     assert after.freed_bytes - before.freed_bytes - reading_freed == N * 8
     assert after.live_bytes - before.live_bytes - reading_live == -N * 8
 
 
-def test_pandas_frame(native_live: None) -> None:
+def test_pandas_frame(native_events: None) -> None:
     np, pd = _library("numpy"), _library("pandas")
     a, b = np.ones(N), np.arange(N, dtype=np.int64)
     pd.DataFrame({"a": a[:8], "b": b[:8]})  # warm
-    native, frame = _native_bytes(lambda: pd.DataFrame({"a": a, "b": b}))
-    # The frame copies both columns into its own blocks.
-    assert native == int(frame.memory_usage(index=False).sum()) == 2 * N * 8
+    otel_alloc.tracker.drain_events()
+    with otel_alloc.Group() as group:
+        frame = pd.DataFrame({"a": a, "b": b})
+    blocks = _big_blocks(group.id)
+    stats = group.stats()
+    group.release()
+    # The frame copies both columns into its own blocks, through NumPy's route.
+    data = int(frame.memory_usage(index=False).sum())
+    assert data == 2 * N * 8
+    assert sum(size for size, _ in blocks) == data
+    assert {domain for _, domain in blocks} == {_data_domain(np)}
+    assert stats is not None and data <= stats.alloc_bytes < data + 256 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +219,8 @@ def test_library_matches_an_independent_malloc_count(oracle: Path, tmp_path: Pat
     assert charged == counted
 
 
-def test_sampled_native_allocation_has_its_python_stack(native_live: None) -> None:
+def test_sampled_array_data_has_its_python_stack(native_live: None) -> None:
+    """Native (NumPy < 2.5) and RAW (2.5+) samples carry the Python stack."""
     np = _library("numpy")
 
     def make_array() -> object:
@@ -184,10 +239,10 @@ def test_sampled_native_allocation_has_its_python_stack(native_live: None) -> No
     finally:
         sampling.configure(0)
     assert kept is not None
-    assert found, "the 32 MiB native allocation was not sampled"
+    assert found, "the 32 MiB array data was not sampled"
     domain, functions = found[0]
-    assert domain == 3  # native
-    assert any(name.endswith("make_array") for name in functions)
+    assert domain == {"native": 3, "raw": 0}[_data_domain(np)]
+    assert any(name.endswith("make_array") for name in functions), functions
 
 
 def test_process_stats_say_how_much_of_rss_the_figures_explain(native_live: None) -> None:
@@ -200,8 +255,13 @@ def test_process_stats_say_how_much_of_rss_the_figures_explain(native_live: None
     assert before.rss_anon_bytes is not None and after.rss_anon_bytes is not None
     assert before.native_live_bytes is not None and after.native_live_bytes is not None
     assert before.unexplained_bytes is not None and after.unexplained_bytes is not None
-    # Reading the figures allocates a few hundred bytes natively (cffi).
-    assert N * 8 <= after.native_live_bytes - before.native_live_bytes < N * 8 + 4096
+    assert before.python_live_bytes is not None and after.python_live_bytes is not None
+    # The array's data is live in the part its route feeds; reading the
+    # figures allocates a few hundred bytes itself.
+    if _data_domain(np) == "native":
+        assert N * 8 <= after.native_live_bytes - before.native_live_bytes < N * 8 + 4096
+    else:
+        assert N * 8 <= after.python_live_bytes - before.python_live_bytes < N * 8 + 4096
     assert after.rss_anon_bytes - before.rss_anon_bytes >= N * 8 * 0.95
     # The new resident memory is explained: what is unexplained barely moves.
     assert abs(after.unexplained_bytes - before.unexplained_bytes) < 4 * 2**20
