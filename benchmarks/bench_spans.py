@@ -23,23 +23,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+
+from bench_util import NullExporter
 
 BASE = ("sdk", "counts", "live")
 WITH_METRICS = ("sdk+mp", "counts+mp", "counts+mp@0.1")
-
-
-class _NullExporter:
-    def export(self, spans: Sequence[object]) -> object:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def child(variant: str, spans: int) -> None:
@@ -54,7 +42,7 @@ def child(variant: str, spans: int) -> None:
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
-    export = SimpleSpanProcessor(_NullExporter())  # type: ignore[arg-type]
+    export = SimpleSpanProcessor(NullExporter())  # type: ignore[arg-type]
     provider = TracerProvider()
     if mode == "sdk":
         provider.add_span_processor(export)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from bench_util import missing_modules  # noqa: E402
 from suite_child import VARIANTS  # noqa: E402
 from suite_items import ITEMS  # noqa: E402
 from suite_table import Series, render  # noqa: E402
@@ -61,16 +61,6 @@ class Plan:
     service_seconds: float
     items: list[str]
     clock: str  # "wall" or "cpu" (in-process items)
-
-
-def _missing(modules: tuple[str, ...]) -> str | None:
-    for module in modules:
-        try:
-            if importlib.util.find_spec(module) is None:
-                raise ImportError(module)
-        except ImportError:
-            return f"{module} not installed (pip install -e '.[bench]')"
-    return None
 
 
 def _child(item: str, variant: str, scale: float) -> dict[str, object]:
@@ -120,7 +110,7 @@ def _service_checks(series: Series, variant: str, result: dict[str, object]) -> 
 
 def collect(plan: Plan) -> list[Series]:
     """Run every round; progress goes to stderr."""
-    no_memray = _missing(("memray",))
+    no_memray = missing_modules(("memray",))
     no_memray = "not installed" if no_memray else None
     results: dict[str, Series] = {}
     for name in plan.items:
@@ -131,7 +121,7 @@ def collect(plan: Plan) -> list[Series]:
                                    skipped=suite_service.missing())
         else:
             item = ITEMS[name]
-            results[name] = Series(name, item.what, "untraced", skipped=_missing(item.needs))
+            results[name] = Series(name, item.what, "untraced", skipped=missing_modules(item.needs))
     receiver = None
     key = "cpu_seconds" if plan.clock == "cpu" else "seconds"
     try:

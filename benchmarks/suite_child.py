@@ -20,10 +20,11 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+from bench_util import NullExporter
 from suite_items import ITEMS
 
 VARIANTS = ("untraced", "counts", "live", "native", "tracemalloc", "memray")
@@ -64,19 +65,6 @@ def with_native(build: Callable[[dict[str, Any]], T], native: bool) -> T:
         if native:
             raise NotApplicable("no native= in this build") from exc
         return build({})
-
-
-class _NullExporter:
-    def export(self, spans: Sequence[object]) -> object:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 class Tracing:
@@ -123,7 +111,7 @@ class Tracing:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        export = SimpleSpanProcessor(_NullExporter())  # type: ignore[arg-type]
+        export = SimpleSpanProcessor(NullExporter())  # type: ignore[arg-type]
         provider = TracerProvider()
         if self.variant in TRACKED:
             from otel_alloc import AllocationSpanProcessor

@@ -8,7 +8,6 @@ histogram holds every span the server ended.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -22,6 +21,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench_util import missing_modules
+
 HERE = Path(__file__).resolve().parent
 APP = HERE / "service_app.py"
 PATH = "/orders/4711?limit=20"
@@ -34,13 +35,7 @@ def missing() -> str | None:
     """What the service item lacks here (None: it can run)."""
     if shutil.which("wrk") is None:
         return "wrk not installed (apt-get install -y wrk)"
-    for module in SERVICE_MODULES:
-        try:
-            if importlib.util.find_spec(module) is None:
-                raise ImportError(module)
-        except ImportError:
-            return f"{module} not installed (pip install -e '.[bench]')"
-    return None
+    return missing_modules(SERVICE_MODULES)
 
 
 class Receiver:

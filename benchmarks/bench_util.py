@@ -1,0 +1,32 @@
+"""Pieces the benchmark scripts share (imported from the benchmarks folder)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+
+def missing_modules(modules: Sequence[str], hint: str = "pip install -e '.[bench]'") -> str | None:
+    """Why an item cannot run here (the first module not installed), or None."""
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+        except ImportError:
+            return f"{module} not installed ({hint})"
+    return None
+
+
+class NullExporter:
+    """A span exporter that drops every span: the export cost stays out of the figures."""
+
+    def export(self, spans: Sequence[object]) -> object:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
