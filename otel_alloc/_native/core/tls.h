@@ -31,7 +31,7 @@ typedef struct {
     int fork_saved_guard; /* guard before the fork handler set it */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
     /* Sampler: bytes left until the next sample, and the PRNG state. */
-    int sample_init;
+    uint32_t sample_gen; /* g_sample_gen the countdown was drawn under (0: none) */
     int64_t sample_left;
     uint64_t rng;
 } oa_tls;

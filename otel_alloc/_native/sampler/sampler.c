@@ -106,25 +106,26 @@ void oa_sampler_pause_thread(int paused)
     t_paused += paused ? 1 : (t_paused > 0 ? -1 : 0);
 }
 
-/* The countdown crossed zero (or was never started): decide and refill. */
-int oa_sample_tick_slow(uint64_t mean)
+_Atomic uint32_t g_sample_gen;
+
+/* The countdown crossed zero, or was drawn under another configuration (or
+   never): decide and refill. */
+int oa_sample_tick_slow(uint64_t mean, size_t size)
 {
-    if (t_paused) {
-        tls.sample_init = 1;
-        while (tls.sample_left <= 0)
-            tls.sample_left += draw_interval(mean);
-        return 0;
-    }
-    if (!tls.sample_init) {
-        /* First allocation of this thread: start the countdown, no sample. */
-        tls.sample_init = 1;
-        tls.sample_left += draw_interval(mean);
+    uint32_t gen = atomic_load_explicit(&g_sample_gen, OA_RELAXED);
+    if (tls.sample_gen != gen) {
+        /* This thread's first allocation under this configuration: a
+           countdown left from another mean (up to many times this one) would
+           skip what should be sampled now. This allocation starts a fresh
+           countdown and is sampled if it crosses it. */
+        tls.sample_gen = gen;
+        tls.sample_left = draw_interval(mean) - (int64_t)size;
         if (tls.sample_left > 0)
             return 0;
     }
     while (tls.sample_left <= 0)
         tls.sample_left += draw_interval(mean);
-    return 1;
+    return !t_paused;
 }
 
 /* ------------------------------------------------------------- interning */
@@ -384,8 +385,10 @@ int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capac
     if (oa_ring_reset(&g_samples, capacity, sizeof(oa_sample)) != 0)
         rc = OA_ERR_NOMEM;
     oa_spin_unlock(&g_sample_lock);
-    if (rc == OA_OK)
+    if (rc == OA_OK) {
+        atomic_fetch_add_explicit(&g_sample_gen, 1, OA_RELAXED);
         atomic_store_explicit(&g_sample_mean, mean_bytes, OA_RELAXED);
+    }
     PyGILState_Release(gil);
     return rc;
 }

@@ -278,3 +278,22 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
         assert stack[1][:2] == (_name(inner_call), __file__)
     this = sys._getframe().f_code
     assert (_name(this), __file__, call_line) in stack[1:4]
+
+
+def test_reconfiguring_redraws_every_threads_countdown() -> None:
+    """A countdown drawn for a huge mean must not outlive a switch to a small one."""
+    otel_alloc.install("counts")
+    try:
+        sampling.configure(1 << 40)  # one sample per TiB: this thread's countdown is huge
+        keep = [bytearray(1024) for _ in range(16)]  # draw it
+        # The smallest accepted mean samples the 300 KB site for certain
+        # (1 - exp(-73)), but only with a countdown drawn for that mean.
+        sampling.configure(4096, max_depth=8, capacity=1 << 16)
+        _sampled_stacks()
+        _, site = _plain_site()
+        stacks = _sampled_stacks()
+    finally:
+        sampling.configure(0)
+        otel_alloc.uninstall()
+    assert len(keep) == 16 and len(site) == SITE_BYTES
+    assert stacks, "the site was not sampled: a countdown from the old mean survived"
