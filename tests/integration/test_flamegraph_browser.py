@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 import urllib.request
@@ -27,7 +24,7 @@ import pytest
 from otel_alloc.profiling.flamegraph import collapsed, parse_collapsed
 from otel_alloc.profiling.profile import Profile
 from otel_alloc.units import format_bytes
-from tests.integration.test_runner import ROOT, _env, run_cli
+from tests.integration.test_runner import run_cli, served
 from tests.support.browser import MISSING_MESSAGE, Chromium, Page, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason=MISSING_MESSAGE)
@@ -300,18 +297,7 @@ def test_markup_in_names_stays_text(browser: Chromium, made: dict[str, Path]) ->
 
 
 def test_served_by_the_report_endpoint(browser: Chromium, made: dict[str, Path]) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_alloc", "run", "--no-table", "--serve", "0",
-         str(made["script"]), "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env=_env(OTEL_ALLOC_SAMPLE_BYTES="64KiB"))
-    try:
-        assert proc.stderr is not None and proc.stdout is not None
-        line = proc.stderr.readline()
-        found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-        assert found, line
-        base = found.group(1)
-        assert proc.stdout.readline().strip() == "ready"
+    with served(made["script"], "60", run_args=("--no-table",)) as base:
         deadline = time.monotonic() + 20
         while True:
             with urllib.request.urlopen(base + "/collapsed.txt", timeout=10) as res:
@@ -342,13 +328,6 @@ def test_served_by_the_report_endpoint(browser: Chromium, made: dict[str, Path])
         r = rect(page, find(page, "span hot"))
         assert r is not None and r["w"] == pytest.approx(page.evaluate(CHART)["w"], abs=1)
         assert_quiet(page, url)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
 
 
 def tree_stacks(data: dict[str, Any]) -> dict[tuple[str, ...], int]:

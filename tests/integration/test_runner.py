@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,34 @@ def _env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "otel_alloc", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, env=_env(**env), timeout=120)
+
+
+@contextmanager
+def served(script: Path, *args: str, run_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """``otel-alloc run --serve 0 script args`` sampling every 64 KiB; yields the endpoint's URL.
+
+    The script prints ``ready`` once its sites exist. The runner is stopped
+    with SIGTERM afterwards, and killed if it does not end in 30 s.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_alloc", "run", *run_args, "--serve", "0", str(script),
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=_env(OTEL_ALLOC_SAMPLE_BYTES="64KiB"))
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        line = proc.stderr.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        assert url, line
+        assert proc.stdout.readline().strip() == "ready"
+        yield url.group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
 
 
 def table_rows(stderr: str) -> dict[str, list[str]]:
@@ -216,23 +246,11 @@ def test_report_from_file_written_at_exit(tmp_path: Path) -> None:
 def test_report_from_running_program(tmp_path: Path) -> None:
     script = tmp_path / "sites.py"
     script.write_text(SITES)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_alloc", "run", "--serve", "0", str(script), "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env=_env(OTEL_ALLOC_SAMPLE_BYTES="64KiB"))
-    try:
-        assert proc.stderr is not None and proc.stdout is not None
-        line = proc.stderr.readline()
-        url = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-        assert url, line
-        assert proc.stdout.readline().strip() == "ready"
+    with served(script, "30") as url:
         deadline = time.monotonic() + 20
         while True:
-            res = run_cli("report", "--url", url.group(1), "--kind", "collapsed")
+            res = run_cli("report", "--url", url, "--kind", "collapsed")
             if "hot_site" in res.stdout or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         assert "hot_site" in res.stdout, res.stderr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
