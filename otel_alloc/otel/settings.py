@@ -111,9 +111,9 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
     # Installed already: table and buffer sizes are fixed, but a bad value is
     # still an error, as it would be on a fresh install.
     tracker.check_install_settings(max_groups=max_groups, event_capacity=event_capacity)
-    # Installed already: only an explicit request turns native mode on.
-    if config.flag("native", native, "OTEL_ALLOC_NATIVE", False):
-        tracker.install(installed, native=True)
+    # Installed already: install() turns native mode on when asked (argument
+    # or variable) and otherwise leaves the tracker as it is.
+    tracker.install(installed, native=native)
     if mode is not None:
         wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
         if wanted != installed:

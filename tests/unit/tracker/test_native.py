@@ -316,3 +316,17 @@ def test_a_block_freed_through_the_other_route_is_charged(helper: Helper,
     assert freed_raw == (0, 0, 3000, 1)
     assert freed_native == (0, 0, 5000, 1)
     group.release()
+
+
+def test_a_processor_turns_native_on_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_alloc import AllocationSpanProcessor
+
+    monkeypatch.delenv("OTEL_ALLOC_NATIVE", raising=False)
+    otel_alloc.install("counts", native=False)
+    try:
+        AllocationSpanProcessor().shutdown()  # not asked: the installed tracker stays as it is
+        assert not tracker.native_enabled()
+        AllocationSpanProcessor(native=True).shutdown()
+        assert tracker.native_enabled()
+    finally:
+        otel_alloc.uninstall()
