@@ -77,16 +77,14 @@ void oa_memory_usage(oa_memory *out)
     out->table_bytes = oa_ptable_bytes(&g_mem_obj_table);
     out->table_capacity = g_mem_obj_table.cap;
     out->live_blocks = g_mem_obj_table.count;
-    oa_spin_lock(&g_raw_lock);
-    out->table_bytes += oa_ptable_bytes(&g_raw_table);
-    out->table_capacity += g_raw_table.cap;
-    out->live_blocks += g_raw_table.count;
-    oa_spin_unlock(&g_raw_lock);
-    oa_spin_lock(&g_native_lock);
-    out->table_bytes += oa_ptable_bytes(&g_native_table);
-    out->table_capacity += g_native_table.cap;
-    out->live_blocks += g_native_table.count;
-    oa_spin_unlock(&g_native_lock);
+    for (int i = 0; i < OA_N_LOCKED_DOMAINS; i++) {
+        int d = OA_LOCKED_DOMAINS[i];
+        oa_spin_lock(lock_of(d));
+        out->table_bytes += oa_ptable_bytes(table_of(d));
+        out->table_capacity += table_of(d)->cap;
+        out->live_blocks += table_of(d)->count;
+        oa_spin_unlock(lock_of(d));
+    }
     PyGILState_Release(gil);
     out->group_table_bytes = (uint64_t)g_ngroups * sizeof(oa_group);
     oa_spin_lock(&g_threads_lock);

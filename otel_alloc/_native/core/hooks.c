@@ -72,27 +72,17 @@ static inline void count_subinterp(size_t size)
 
 /* ------------------------------------------------------------ accounting */
 
-/* Each domain's live table and the lock that guards it (none for MEM/OBJ:
-   the GIL does). */
-static inline oa_ptable *table_of(int domain)
-{
-    return domain == OA_DOMAIN_RAW      ? &g_raw_table
-           : domain == OA_DOMAIN_NATIVE ? &g_native_table
-                                        : &g_mem_obj_table;
-}
 static inline void table_lock(int domain)
 {
-    if (domain == OA_DOMAIN_RAW)
-        oa_spin_lock(&g_raw_lock);
-    else if (domain == OA_DOMAIN_NATIVE)
-        oa_spin_lock(&g_native_lock);
+    oa_spin *lock = lock_of(domain);
+    if (lock != NULL)
+        oa_spin_lock(lock);
 }
 static inline void table_unlock(int domain)
 {
-    if (domain == OA_DOMAIN_RAW)
-        oa_spin_unlock(&g_raw_lock);
-    else if (domain == OA_DOMAIN_NATIVE)
-        oa_spin_unlock(&g_native_lock);
+    oa_spin *lock = lock_of(domain);
+    if (lock != NULL)
+        oa_spin_unlock(lock);
 }
 
 static void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)

@@ -46,6 +46,25 @@ static inline int gil_free(int domain)
     return domain == OA_DOMAIN_RAW || domain == OA_DOMAIN_NATIVE;
 }
 
+/* Each domain's live table, and the lock that guards it: NULL for MEM/OBJ,
+   whose table the GIL guards. */
+static inline oa_ptable *table_of(int domain)
+{
+    return domain == OA_DOMAIN_RAW      ? &g_raw_table
+           : domain == OA_DOMAIN_NATIVE ? &g_native_table
+                                        : &g_mem_obj_table;
+}
+static inline oa_spin *lock_of(int domain)
+{
+    return domain == OA_DOMAIN_RAW      ? &g_raw_lock
+           : domain == OA_DOMAIN_NATIVE ? &g_native_lock
+                                        : NULL;
+}
+/* The domains whose tables have a lock of their own (their hooks may run
+   without the GIL). */
+#define OA_N_LOCKED_DOMAINS 2
+static const int OA_LOCKED_DOMAINS[OA_N_LOCKED_DOMAINS] = {OA_DOMAIN_RAW, OA_DOMAIN_NATIVE};
+
 /* The accounting every hook shares, for the PyMem hooks below and the
    native hooks (native/native_hooks.c). The caller has set tls.guard and
    checked that the tracker is installed. */

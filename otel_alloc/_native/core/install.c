@@ -97,12 +97,12 @@ static void drop_tables(void)
 {
     /* Caller holds the GIL, so no MEM/OBJ hook is inside the GIL table. */
     oa_ptable_destroy(&g_mem_obj_table);
-    oa_spin_lock(&g_raw_lock);
-    oa_ptable_destroy(&g_raw_table);
-    oa_spin_unlock(&g_raw_lock);
-    oa_spin_lock(&g_native_lock);
-    oa_ptable_destroy(&g_native_table);
-    oa_spin_unlock(&g_native_lock);
+    for (int i = 0; i < OA_N_LOCKED_DOMAINS; i++) {
+        int d = OA_LOCKED_DOMAINS[i];
+        oa_spin_lock(lock_of(d));
+        oa_ptable_destroy(table_of(d));
+        oa_spin_unlock(lock_of(d));
+    }
 }
 
 static int setup_tables(void)
@@ -110,24 +110,19 @@ static int setup_tables(void)
     drop_tables();
     if (oa_ptable_init(&g_mem_obj_table) != 0)
         return -1;
-    /* The tables of the hooks that run without the GIL are swapped in under
-       their locks. */
-    oa_ptable raw, native;
-    if (oa_ptable_init(&raw) != 0) {
-        oa_ptable_destroy(&g_mem_obj_table);
-        return -1;
+    /* The tables of the hooks that run without the GIL are made first and
+       swapped in under their locks. */
+    for (int i = 0; i < OA_N_LOCKED_DOMAINS; i++) {
+        int d = OA_LOCKED_DOMAINS[i];
+        oa_ptable fresh;
+        if (oa_ptable_init(&fresh) != 0) {
+            drop_tables();
+            return -1;
+        }
+        oa_spin_lock(lock_of(d));
+        *table_of(d) = fresh;
+        oa_spin_unlock(lock_of(d));
     }
-    if (oa_ptable_init(&native) != 0) {
-        oa_ptable_destroy(&raw);
-        oa_ptable_destroy(&g_mem_obj_table);
-        return -1;
-    }
-    oa_spin_lock(&g_raw_lock);
-    g_raw_table = raw;
-    oa_spin_unlock(&g_raw_lock);
-    oa_spin_lock(&g_native_lock);
-    g_native_table = native;
-    oa_spin_unlock(&g_native_lock);
     return 0;
 }
 
