@@ -27,7 +27,11 @@ OWN_THREAD_PREFIXES = ("otel-alloc-", "OtelBatch", "OtelPeriodicExportingMetricR
 # endpoint's request threads): they often exit before their samples are
 # drained, and what they allocate while starting (a RAW block, no stack)
 # cannot be told apart by name or stack. Bounded: ids are reused eventually.
-_OWN_THREAD_IDS: deque[int] = deque(maxlen=256)
+# A set for the lookup (once per drained sample), the deque for the order.
+_OWN_THREAD_ORDER: deque[int] = deque()
+_OWN_THREAD_IDS: set[int] = set()
+_OWN_THREADS_KEPT = 256
+_own_threads_lock = threading.Lock()
 
 
 def _is_runner_frame(frame: Frame) -> bool:
@@ -71,7 +75,14 @@ def is_own_thread(label: str) -> bool:
 
 def note_own_thread() -> None:
     """Mark the calling thread as the tracer's: its samples are left out."""
-    _OWN_THREAD_IDS.append(threading.get_native_id())
+    native_id = threading.get_native_id()
+    with _own_threads_lock:
+        if native_id in _OWN_THREAD_IDS:
+            return
+        _OWN_THREAD_ORDER.append(native_id)
+        _OWN_THREAD_IDS.add(native_id)
+        if len(_OWN_THREAD_ORDER) > _OWN_THREADS_KEPT:
+            _OWN_THREAD_IDS.discard(_OWN_THREAD_ORDER.popleft())
 
 
 def is_own_thread_id(native_id: int) -> bool:
