@@ -10,6 +10,7 @@
 #include "../native/native_hooks.h"
 
 #include "../api/tracker_api.h"
+#include "../core/tls.h"
 #include "events.h"
 
 #include <sched.h>
@@ -93,6 +94,7 @@ static void groups_reset_all(void)
     }
     g_groups_open = 0;
     oa_spin_unlock(&g_groups_lock);
+    oa_attr_epoch_bump();
 }
 
 int setup_groups(uint32_t max_groups)
@@ -216,6 +218,8 @@ int oa_group_close_gil_held(uint64_t gid)
     if (g != NULL)
         atomic_store_explicit(&g->state, OA_GROUP_CLOSED, OA_RELAXED);
     oa_spin_unlock(&g_groups_lock);
+    if (g != NULL)
+        oa_attr_epoch_bump(); /* threads that cached this group re-resolve */
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
 }
 
@@ -231,6 +235,7 @@ int oa_group_release_gil_held(uint64_t gid)
         atomic_store_explicit(&g->state, OA_GROUP_FREE, memory_order_seq_cst);
         queue_push(&g_free_head, &g_free_tail, groups, slot);
         g_groups_open--;
+        oa_attr_epoch_bump();
     }
     oa_spin_unlock(&g_groups_lock);
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;

@@ -24,7 +24,7 @@
 #define OA_FIRST_USER_SLOT 2
 #define OA_NO_SLOT UINT32_MAX
 
-typedef struct {
+typedef struct oa_group_s {
     _Atomic uint64_t gen; /* full generation; group id = gen << OA_SLOT_BITS | slot */
     _Atomic int state;
     oa_ctr mem_obj; /* MEM and OBJ domains: updated under the GIL */

@@ -25,7 +25,7 @@ PyObject *oa_group_var(void)
 void oa_set_thread_group(uint64_t group)
 {
     tls.gid = group;
-    tls.ctx_valid = 0;
+    tls.attr_epoch = 0; /* the context changed under the cache's feet */
 }
 
 uint64_t oa_thread_group(void)

@@ -6,7 +6,8 @@
  *
  * MEM/OBJ hooks resolve it (the GIL is held there): PyContextVar_Get reads a
  * per-variable cache or the context's HAMT and allocates nothing, and the
- * result is cached per thread until the thread's context changes. RAW hooks
+ * result is cached per thread until the thread's context changes (the
+ * attribution cache in tls.h, checked by account.h's attr_current). RAW hooks
  * may run without the GIL or a thread state: they reuse the group the
  * thread's last MEM/OBJ hook resolved.
  */
@@ -34,15 +35,12 @@ PyObject *oa_group_var(void);
 void oa_set_thread_group(uint64_t group);
 
 /* Group of the running context in thread state `ts` (OA_TSTATE(), read by
-   the caller). Only from MEM/OBJ hooks: the GIL is held, so that thread
-   state is this thread's. */
+   the caller), also left in tls.gid for RAW hooks. Only from MEM/OBJ hooks:
+   the GIL is held, so that thread state is this thread's. */
 static inline uint64_t resolve_gid(PyThreadState *ts)
 {
     PyObject *var = g_group_var;
     if (var == NULL || ts == NULL)
-        return tls.gid;
-    if (tls.ctx_valid && oa_ts_context_ver(ts) == tls.ctx_ver &&
-        oa_ts_context(ts) == tls.ctx_obj && oa_ts_id(ts) == tls.ctx_tsid)
         return tls.gid;
     PyObject *val = NULL;
     if (PyContextVar_Get(var, NULL, &val) < 0) {
@@ -58,10 +56,6 @@ static inline uint64_t resolve_gid(PyThreadState *ts)
         Py_DECREF(val);
     }
     tls.gid = gid;
-    tls.ctx_ver = oa_ts_context_ver(ts);
-    tls.ctx_obj = oa_ts_context(ts);
-    tls.ctx_tsid = oa_ts_id(ts);
-    tls.ctx_valid = 1;
     return gid;
 }
 

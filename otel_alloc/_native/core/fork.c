@@ -66,7 +66,7 @@ static void atfork_child(void)
     oa_ptable_clear(&g_native_table);
     oa_sampler_atfork_child();
     oa_ring_clear(&g_events);
-    tls.ctx_valid = 0;
+    oa_attr_epoch_bump();
     oa_group *groups = group_table();
     for (uint32_t i = 0; groups != NULL && i < g_ngroups; i++) {
         reset_group(&groups[i]);

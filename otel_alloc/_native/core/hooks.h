@@ -76,10 +76,8 @@ typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);
    the new size and, in live mode, one free of the old block. */
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
-void *hook_malloc(void *ctx, size_t size);
-void *hook_calloc(void *ctx, size_t nelem, size_t elsize);
-void *hook_realloc(void *ctx, void *ptr, size_t size);
-void hook_free(void *ctx, void *ptr);
+/* Our allocator for `domain` (hooks.c): its functions, ctx &g_hooks[domain]. */
+void oa_hook_allocator(int domain, PyMemAllocatorEx *ours);
 
 #pragma GCC visibility pop
 

@@ -49,6 +49,7 @@ static int probe(int domain)
 {
     tls.probing = 1;
     tls.probe_hits = 0;
+    tls.attr_epoch = 0; /* the MEM/OBJ hooks record the hit off their cached path */
     void *p;
     switch (domain) {
     case OA_DOMAIN_RAW:
@@ -81,16 +82,18 @@ static void wrap_domain(int domain)
         g_hooks[domain].domain = domain;
     if (memcmp(&cur, &g_hooks[domain].prev, sizeof(cur)) != 0)
         g_hooks[domain].prev = cur;
-    PyMemAllocatorEx ours = {&g_hooks[domain], hook_malloc, hook_calloc, hook_realloc, hook_free};
+    PyMemAllocatorEx ours;
+    oa_hook_allocator(domain, &ours);
     PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
     g_hooked[domain] = 1;
 }
 
 static int hook_on_top(int domain)
 {
-    PyMemAllocatorEx cur;
+    PyMemAllocatorEx cur, ours;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
-    return cur.ctx == &g_hooks[domain] && cur.malloc == hook_malloc;
+    oa_hook_allocator(domain, &ours);
+    return cur.ctx == ours.ctx && cur.malloc == ours.malloc;
 }
 
 static void drop_tables(void)
@@ -151,7 +154,6 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
     g_main_interp = PyInterpreterState_Main();
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
-    tls.ctx_valid = 0;
 
     for (int d = 0; d < 3; d++) {
         /* Still in the chain from an earlier install (left as a pass-through
@@ -163,6 +165,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
     }
     atomic_store_explicit(&g_enabled, 1, OA_RELAXED);
     atomic_store_explicit(&g_mode, mode, memory_order_release);
+    oa_attr_epoch_bump();
 done:
     PyGILState_Release(gil);
     return rc;
@@ -180,6 +183,7 @@ int oa_uninstall(void)
     oa_native_stop();
     atomic_store_explicit(&g_mode, OA_MODE_NONE, memory_order_release);
     atomic_store_explicit(&g_enabled, 0, OA_RELAXED);
+    oa_attr_epoch_bump();
     for (int d = 0; d < 3; d++) {
         if (!g_hooked[d])
             continue;
@@ -245,6 +249,7 @@ int oa_set_enabled(int enabled)
     if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return OA_ERR_NOT_INSTALLED;
     atomic_store_explicit(&g_enabled, enabled ? 1 : 0, OA_RELAXED);
+    oa_attr_epoch_bump();
     return OA_OK;
 }
 
@@ -256,4 +261,5 @@ int oa_is_enabled(void)
 void oa_set_threshold(uint64_t threshold)
 {
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
+    oa_attr_epoch_bump();
 }

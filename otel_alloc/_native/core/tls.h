@@ -7,11 +7,13 @@
 #ifndef OA_TLS_H
 #define OA_TLS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #pragma GCC visibility push(hidden)
 
 typedef struct oa_thread oa_thread;
+struct oa_group_s;
 
 typedef struct {
     int guard;      /* inside a hook: nested allocations pass through */
@@ -20,14 +22,18 @@ typedef struct {
     int no_record;  /* thread exited, or the registry was full */
     uint64_t gid;   /* group resolved by the last MEM/OBJ hook, used by RAW */
     oa_thread *rec;
-    /* Cache of the last resolution: valid while the thread state, its context
-       object and its context version are unchanged (compat/thread_state.h);
-       our own ContextVar.set calls are followed by oa_set_thread_group, which
-       drops the cache. */
-    int ctx_valid;
+    /* The MEM/OBJ hooks' attribution cache (core/hooks.c): what the last
+       full resolution found, current while attr_epoch equals g_attr_epoch
+       and the thread state, its context object and context version are
+       the ones resolved under. 0 in attr_epoch: invalid. */
+    uint64_t attr_epoch;
     uint64_t ctx_ver;
     uint64_t ctx_tsid;
     void *ctx_obj;
+    void *ctx_ts;
+    struct oa_group_s *attr_group; /* charged group; NULL: counting is off */
+    uint64_t attr_threshold;       /* event threshold, UINT64_MAX when off */
+    int attr_live;                 /* live mode */
     int fork_saved_guard; /* guard before the fork handler set it */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
     /* Sampler: bytes left until the next sample, and the PRNG state. */
@@ -37,6 +43,17 @@ typedef struct {
 } oa_tls;
 
 extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));
+
+/* Bumped (under the GIL) by everything that can change what a MEM/OBJ hook
+   would resolve besides the thread's context: install and uninstall,
+   enabling, the threshold, the sampler's configuration, a group closing or
+   being released, fork. A thread's cache from an earlier epoch is stale.
+   Never 0 once bumped, so 0 marks a thread's cache invalid. */
+extern _Atomic uint64_t g_attr_epoch;
+static inline void oa_attr_epoch_bump(void)
+{
+    atomic_fetch_add_explicit(&g_attr_epoch, 1, memory_order_release);
+}
 
 #pragma GCC visibility pop
 

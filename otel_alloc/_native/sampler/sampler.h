@@ -17,16 +17,20 @@ extern _Atomic uint64_t g_sample_mean; /* 0: sampling off */
 /* Bumped by every oa_sampler_configure: a thread's countdown drawn under
    another configuration is drawn again. */
 extern _Atomic uint32_t g_sample_gen;
-int oa_sample_tick_slow(uint64_t mean, size_t size);
-/* Count size bytes down; 1 when this allocation is sampled. Inline: it runs
-   on every allocation while sampling is on. */
-static inline int oa_sample_tick(uint64_t mean, size_t size)
+int oa_sample_tick_slow(size_t size);
+/* Each allocation counts its size down from tls.sample_left (core/account.h);
+   when that crosses zero, oa_sample_tick_slow decides whether the allocation
+   is sampled (1) and refills it. While sampling is off the countdown is
+   parked out of reach, so the common case is one subtraction and one branch
+   either way. */
+/* Drop this thread's countdown when it was drawn under another
+   configuration: the next oa_sample_due draws afresh. Called wherever the
+   thread may have missed a configuration (a full MEM/OBJ resolution, every
+   RAW and native allocation). */
+static inline void oa_sample_refresh(void)
 {
-    tls.sample_left -= (int64_t)size;
-    if (tls.sample_left > 0 &&
-        tls.sample_gen == atomic_load_explicit(&g_sample_gen, memory_order_relaxed))
-        return 0;
-    return oa_sample_tick_slow(mean, size);
+    if (tls.sample_gen != atomic_load_explicit(&g_sample_gen, memory_order_relaxed))
+        tls.sample_left = 0;
 }
 /* Record a sampled allocation (tracked: flagged in the live table). */
 void oa_sample_alloc(int domain, void *ptr, size_t size, uint64_t gid, uint64_t mean,

@@ -1,0 +1,226 @@
+/*
+ * What one tracked allocation or free updates: the counters of its group,
+ * of its domain and of its thread, the live table and the peaks in live
+ * mode, the sampler and the large-allocation events. Inline, so the MEM/OBJ
+ * fast path (hooks.c) and the generic path (track.c) share one definition,
+ * each compiled for a constant domain where the caller has one.
+ */
+#ifndef OA_ACCOUNT_H
+#define OA_ACCOUNT_H
+
+#include "../accounting/events.h"
+#include "../accounting/groups.h"
+#include "../accounting/process_stats.h"
+#include "../accounting/threads.h"
+#include "../sampler/sampler.h"
+#include "attribution.h"
+#include "hooks.h"
+
+#pragma GCC visibility push(hidden)
+
+/* Whether the calling thread runs another interpreter than the main one.
+   Allocations there pass through untracked and are counted
+   (counters().subinterpreter_allocs): an isolated subinterpreter has its own
+   GIL, so its MEM/OBJ hooks run concurrently with the main interpreter's,
+   and the MEM/OBJ table, group counters and attribution variable are the
+   main interpreter's, guarded by its GIL. RAW hooks are thread-safe, but
+   their attribution (the thread's last group) would be the main
+   interpreter's span. */
+static inline int in_subinterpreter(int domain)
+{
+    if (gil_free(domain) && !OA_TSTATE_WITHOUT_GIL)
+        return tls.in_subinterp;
+    PyThreadState *ts = OA_TSTATE();
+    return ts != NULL && oa_ts_interp(ts) != g_main_interp;
+}
+
+static inline void count_subinterp(size_t size)
+{
+    atomic_fetch_add_explicit(&g_subinterp_allocs, 1, OA_RELAXED);
+    atomic_fetch_add_explicit(&g_subinterp_bytes, size, OA_RELAXED);
+}
+
+static inline void table_lock(int domain)
+{
+    oa_spin *lock = lock_of(domain);
+    if (lock != NULL)
+        oa_spin_lock(lock);
+}
+static inline void table_unlock(int domain)
+{
+    oa_spin *lock = lock_of(domain);
+    if (lock != NULL)
+        oa_spin_unlock(lock);
+}
+
+/* A freed (or replaced) block of `size` bytes whose table entry is `meta`:
+   charged to the group that allocated it, its domain and this thread. */
+static inline void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
+{
+    int raw = gil_free(domain), pinned;
+    oa_group *g = group_for_free(groups, meta, raw, &pinned);
+    if (raw) {
+        if (g != NULL) {
+            oa_ctr *gc = group_ctr(g, domain);
+            oa_ctr_free_atomic(gc, size);
+            oa_ctr_live_atomic(gc, -(int64_t)size, -1);
+            if (pinned)
+                unpin_group(g);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_atomic(&g_proc[domain], size);
+        oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
+    } else {
+        if (g != NULL) {
+            oa_ctr_free_plain(&g->mem_obj, size);
+            oa_ctr_live_plain(&g->mem_obj, -(int64_t)size, -1);
+        } else {
+            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+        }
+        oa_ctr_free_plain(&g_proc[domain], size);
+        oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
+    }
+    oa_thread *rec = thread_record();
+    if (rec != NULL) {
+        oa_ctr_free_plain(&rec->c, size);
+        oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
+    }
+}
+
+/* Live mode: enter the block in its domain's table and add it to the live
+   figures and peaks. 1 when it is in the table. */
+static inline int track_live(int domain, void *ptr, size_t size, oa_group *groups,
+                             oa_group *g, int sampled, oa_thread *rec)
+{
+    int raw = gil_free(domain);
+    oa_ptable *t = table_of(domain);
+    uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
+                                 atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
+    uint64_t old_size = 0, old_meta = 0;
+    int r = -1;
+    table_lock(domain);
+    if (t->slots != NULL)
+        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &old_size, &old_meta);
+    table_unlock(domain);
+    if (r < 0) {
+        atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+        return 0;
+    }
+    tag_slot(groups, meta, 1, raw);
+    if (r == 1) {
+        /* A block we never saw freed (freed while the hooks were out of the
+           chain): its old entry counts as freed now. */
+        atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
+        tag_slot(groups, old_meta, -1, raw);
+        if (old_meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
+        charge_free(groups, domain, old_size, old_meta);
+    }
+    oa_ctr *gc = group_ctr(g, domain);
+    if (raw) {
+        oa_ctr_live_atomic(gc, (int64_t)size, 1);
+        oa_ctr_live_atomic(&g_proc[domain], (int64_t)size, 1);
+    } else {
+        oa_ctr_live_plain(gc, (int64_t)size, 1);
+        oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
+    }
+    oa_peak_update(&g->peak, group_live(g));
+    oa_peak_update(&g_proc_peak, proc_live());
+    if (rec != NULL) {
+        oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
+        int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
+        if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
+            atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+    }
+    return 1;
+}
+
+/* What follows the counters when something more is due: live mode's table
+   and peaks, a sample (the countdown crossed zero), a large-allocation
+   event (track.c). Out of line, so the common case saves no registers. */
+void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_group *g,
+                    uint64_t gid, int live, uint64_t threshold, oa_thread *rec);
+
+/* Charge an allocation of `size` bytes at ptr to group g (id gid) of table
+   `groups`: the group's, the domain's and the thread's (rec, may be NULL)
+   counters, then in live mode the table, then sampling and the event
+   threshold (UINT64_MAX: no events). The caller holds a RAW pin on g where
+   one is needed. Always inlined: as a call, saving and restoring registers
+   cost as much as the counting itself. */
+static inline __attribute__((always_inline)) void charge_alloc(int domain, void *ptr, size_t size,
+                                                               oa_group *groups, oa_group *g,
+                                                               uint64_t gid, int live,
+                                                               uint64_t threshold, oa_thread *rec)
+{
+    oa_ctr *gc = group_ctr(g, domain);
+    if (gil_free(domain)) {
+        oa_ctr_alloc_atomic(gc, size);
+        oa_ctr_alloc_atomic(&g_proc[domain], size);
+    } else {
+        oa_ctr_alloc_plain(gc, size);
+        oa_ctr_alloc_plain(&g_proc[domain], size);
+    }
+    if (rec != NULL)
+        oa_ctr_alloc_plain(&rec->c, size);
+    /* The sampler's countdown (oa_sample_due, split: the decision is made
+       in oa_charge_rest when it crosses zero). */
+    tls.sample_left -= (int64_t)size;
+    if (__builtin_expect(live | (tls.sample_left <= 0) | (size >= threshold), 0))
+        oa_charge_rest(domain, ptr, size, groups, g, gid, live, threshold, rec);
+}
+
+/* The effective event threshold: UINT64_MAX when events are off. */
+static inline uint64_t event_threshold(void)
+{
+    uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
+    return threshold == 0 ? UINT64_MAX : threshold;
+}
+
+/* Remove ptr from `domain`'s live table: 1 with its size and meta when it
+   was there. */
+static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    oa_ptable *t = table_of(domain);
+    int found = 0;
+    table_lock(domain);
+    if (t->slots != NULL)
+        found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
+    table_unlock(domain);
+    if (found)
+        tag_slot(group_table(), *meta, -1, gil_free(domain));
+    return found;
+}
+
+/* Whether this thread's attribution cache (tls.h) answers for thread state
+   ts: nothing was bumped since it was filled, and ts is the thread state it
+   was filled under, in the same context at the same version (a context
+   switch, or a ContextVar set in this context, changes one of them). */
+static inline int attr_current(PyThreadState *ts)
+{
+    return tls.attr_epoch == atomic_load_explicit(&g_attr_epoch, memory_order_acquire) &&
+           (void *)ts == tls.ctx_ts && oa_ts_context(ts) == tls.ctx_obj &&
+           oa_ts_context_ver(ts) == tls.ctx_ver && oa_ts_id(ts) == tls.ctx_tsid;
+}
+
+/* A MEM/OBJ allocation when the cache does not answer (track.c): resolves
+   in full, charges, and fills the cache when the answer may be reused. */
+void oa_gil_alloc_slow(int domain, void *ptr, size_t size);
+
+/* A MEM/OBJ allocation (the GIL is held): from the cache, which also says
+   whether counting is on, else the full resolution. */
+static inline __attribute__((always_inline)) void gil_alloc(int domain, void *ptr, size_t size)
+{
+    if (__builtin_expect(!attr_current(OA_TSTATE()), 0)) {
+        oa_gil_alloc_slow(domain, ptr, size);
+        return;
+    }
+    oa_group *g = tls.attr_group;
+    if (g != NULL)
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, tls.attr_live,
+                     tls.attr_threshold, tls.rec);
+}
+
+#pragma GCC visibility pop
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * The generic accounting behind every hook: RAW and native allocations
+ * (any thread, with or without the GIL), the MEM/OBJ path when a thread's
+ * attribution cache does not answer, frees and reallocs. The MEM/OBJ fast
+ * path is in hooks.c; what each allocation updates is in account.h.
+ */
+#include "account.h"
+
+#include "../native/native_hooks.h"
+
+void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_group *g,
+                    uint64_t gid, int live, uint64_t threshold, oa_thread *rec)
+{
+    int sampled = tls.sample_left <= 0 && oa_sample_tick_slow(size);
+    int tracked = live && track_live(domain, ptr, size, groups, g, sampled, rec);
+    if (!sampled && size < threshold)
+        return;
+    /* A group named by a sample or an event is remembered for a while after
+       its span ends, so the watch thread can still name that span. */
+    atomic_store_explicit(&g->noted, 1, OA_RELAXED);
+    if (sampled)
+        oa_sample_alloc(domain, ptr, size, gid,
+                        atomic_load_explicit(&g_sample_mean, OA_RELAXED), tracked);
+    if (size >= threshold)
+        push_event(domain, size, gid);
+}
+
+void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
+{
+    if (tls.probing)
+        tls.probe_hits |= 1 << domain;
+    /* The epoch before the state it vouches for (released after each
+       change): a change made after this load bumps it past this value. */
+    uint64_t epoch = atomic_load_explicit(&g_attr_epoch, memory_order_acquire);
+    int mode = atomic_load_explicit(&g_mode, memory_order_acquire);
+    if (mode == OA_MODE_NONE)
+        return; /* a pass-through left in the chain under another tool */
+    PyThreadState *ts = OA_TSTATE();
+    tls.in_subinterp = ts != NULL && oa_ts_interp(ts) != g_main_interp;
+    if (tls.in_subinterp) {
+        /* Never cached: back in the main interpreter the thread must
+           resolve again (and clear in_subinterp, which RAW hooks read). */
+        tls.attr_epoch = 0;
+        if (atomic_load_explicit(&g_enabled, OA_RELAXED))
+            count_subinterp(size);
+        return;
+    }
+    oa_group *groups = NULL, *g = NULL;
+    uint64_t gid = tls.gid;
+    int cacheable = ts != NULL && !tls.probing;
+    if (atomic_load_explicit(&g_enabled, OA_RELAXED)) {
+        gid = resolve_gid(ts);
+        groups = group_table();
+        int pinned;
+        g = group_for_alloc(groups, gid, 0, &pinned);
+        /* An id that no longer names an open group is charged to group 0
+           and counted stale on every allocation: not cached. */
+        if (g == &groups[0] && (gid & OA_SLOT_MASK) != 0)
+            cacheable = 0;
+        oa_sample_refresh();
+        (void)thread_record(); /* the fast path reads tls.rec directly */
+    }
+    uint64_t threshold = event_threshold();
+    int live = mode == OA_MODE_LIVE;
+    if (cacheable) {
+        tls.ctx_ts = ts;
+        tls.ctx_obj = oa_ts_context(ts);
+        tls.ctx_ver = oa_ts_context_ver(ts);
+        tls.ctx_tsid = oa_ts_id(ts);
+        tls.attr_group = g;
+        tls.attr_live = live;
+        tls.attr_threshold = threshold;
+        tls.attr_epoch = epoch;
+    } else {
+        tls.attr_epoch = 0;
+    }
+    if (g != NULL)
+        charge_alloc(domain, ptr, size, groups, g, gid, live, threshold, tls.rec);
+}
+
+/* RAW and native allocations: no GIL, so the group is the one this
+   thread's MEM/OBJ hooks last resolved, pinned while it is charged. */
+static void gil_free_alloc(int domain, void *ptr, size_t size)
+{
+    if (in_subinterpreter(domain)) {
+        count_subinterp(size);
+        return;
+    }
+    uint64_t gid = tls.gid;
+    oa_group *groups = group_table();
+    int pinned;
+    oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
+    oa_sample_refresh();
+    charge_alloc(domain, ptr, size, groups, g, gid,
+                 atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE, event_threshold(),
+                 thread_record());
+    if (pinned)
+        unpin_group(g);
+}
+
+void oa_track_alloc(int domain, void *ptr, size_t size)
+{
+    if (gil_free(domain))
+        gil_free_alloc(domain, ptr, size);
+    else
+        gil_alloc(domain, ptr, size);
+}
+
+/* Remove ptr from the live table; 1 with its size and meta when tracked,
+   *domain then being the domain that allocated it. RAW and native blocks
+   both come from libc's malloc, and a block allocated through one may be
+   freed through the other (an extension freeing with free() what
+   PyMem_RawMalloc gave it): a miss in one table looks in the other before
+   it counts as untracked. */
+static int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    if (pop_block(*domain, ptr, size, meta))
+        return 1;
+    if (*domain == OA_DOMAIN_MEM || *domain == OA_DOMAIN_OBJ) {
+        plain_inc(&g_untracked_mem_obj, 1);
+        return 0;
+    }
+    /* Only in native mode can the other table hold it; pop_block checks that
+       table under its lock (an install may be replacing it). */
+    int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
+    if (atomic_load_explicit(&g_native_on, OA_RELAXED) && pop_block(other, ptr, size, meta)) {
+        *domain = other;
+        return 1;
+    }
+    atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+    return 0;
+}
+
+void oa_track_free(int domain, void *ptr)
+{
+    uint64_t size = 0, meta = 0;
+    if (forget_block(&domain, ptr, &size, &meta)) {
+        if (meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
+        charge_free(group_table(), domain, size, meta);
+    }
+}
+
+static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
+{
+    oa_ptable *t = table_of(domain);
+    uint64_t os, om;
+    int r = -1;
+    table_lock(domain);
+    if (t->slots != NULL)
+        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
+    table_unlock(domain);
+    if (r >= 0)
+        tag_slot(group_table(), meta, 1, gil_free(domain));
+}
+
+void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size)
+{
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE && ptr != NULL &&
+        in_subinterpreter(domain)) {
+        /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
+           hooks run under its own GIL). A RAW or native block the main
+           interpreter tracked would keep a stale entry: such reallocs from a
+           subinterpreter still drop the old block. */
+        if (gil_free(domain))
+            oa_track_free(domain, ptr);
+        count_subinterp(size);
+        return fn(ctx, ptr, size);
+    }
+    if (atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE || ptr == NULL) {
+        void *p = fn(ctx, ptr, size);
+        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+            oa_track_alloc(domain, p, size);
+        return p;
+    }
+    /* Forget the old block before the call: once realloc returns, its
+       address may be handed out again by another thread. */
+    uint64_t osize = 0, ometa = 0;
+    int odomain = domain;
+    int found = forget_block(&odomain, ptr, &osize, &ometa);
+    if (found && (ometa & OA_SAMPLED_FLAG))
+        oa_sample_freed(ptr); /* before the address can be reused */
+    void *p = fn(ctx, ptr, size);
+    /* realloc(ptr, 0) may free ptr and return NULL (glibc does): that is
+       no failure. CPython's domains never pass 0. */
+    if (p == NULL && size != 0) {
+        if (found)
+            restore_block(odomain, ptr, osize, ometa);
+        return NULL;
+    }
+    if (found)
+        charge_free(group_table(), odomain, osize, ometa);
+    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
+        oa_track_alloc(domain, p, size);
+    return p;
+}
