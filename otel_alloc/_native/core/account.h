@@ -163,10 +163,13 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
     }
     if (rec != NULL)
         oa_ctr_alloc_plain(&rec->c, size);
-    /* The sampler's countdown (oa_sample_due, split: the decision is made
-       in oa_charge_rest when it crosses zero). */
+    /* The sampler's countdown (the decision is made in oa_charge_rest when
+       it crosses zero). */
     tls.sample_left -= (int64_t)size;
-    if (__builtin_expect(live | (tls.sample_left <= 0) | (size >= threshold), 0))
+    int rare = (tls.sample_left <= 0) | (size >= threshold);
+    if (live && !rare)
+        track_live(domain, ptr, size, groups, g, 0, rec);
+    else if (__builtin_expect(rare, 0))
         oa_charge_rest(domain, ptr, size, groups, g, gid, live, threshold, rec);
 }
 
@@ -216,9 +219,13 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
         return;
     }
     oa_group *g = tls.attr_group;
-    if (g != NULL)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, tls.attr_live,
-                     tls.attr_threshold, tls.rec);
+    if (g == NULL)
+        return;
+    /* One copy per mode, so each folds its own tests away. */
+    if (tls.attr_live)
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 1, tls.attr_threshold, tls.rec);
+    else
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 0, tls.attr_threshold, tls.rec);
 }
 
 #pragma GCC visibility pop
