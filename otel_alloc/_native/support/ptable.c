@@ -5,15 +5,32 @@
 
 #define OA_PTABLE_MIN_CAP 1024
 
+/* put and pop run on every allocation and free: the rare work (resizing,
+   exact sizes of huge blocks, a key put twice) lives in functions of its
+   own, out of the way of the common path. */
+#define OA_COLD __attribute__((noinline, cold))
+#define OA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
 /* Multiplicative hash; the top bits of the product are well mixed and
    fastrange maps them onto any capacity, so the capacity need not be a power
-   of two (which lets the table grow by 1.5x). */
+   of two (which lets the table grow by 4/3). */
 static inline size_t home_of(uintptr_t key, size_t cap)
 {
     /* Fibonacci hashing: the high bits of key * phi depend on every bit of
        the key, and fastrange reads exactly those high bits. */
     uint64_t h = (uint64_t)key * UINT64_C(0x9E3779B97F4A7C15);
     return (size_t)(((unsigned __int128)h * cap) >> 64);
+}
+
+/* Grow at 2/3 load by 4/3, back to 1/2 load: 32 bytes per live block at
+   most while growing. Keeping the load at or under 2/3 (rather than 3/4)
+   costs about 4 bytes per block on average and shortens the probe runs that
+   put scans to their end and pop's backward shift walks, and those runs are
+   what put and pop cost. Shrink below 1/4 (never under the minimum). */
+static void set_limits(oa_ptable *t)
+{
+    t->grow_at = t->cap * 2 / 3;
+    t->shrink_at = t->cap > OA_PTABLE_MIN_CAP ? t->cap / 4 : 0;
 }
 
 int oa_ptable_init(oa_ptable *t)
@@ -23,6 +40,7 @@ int oa_ptable_init(oa_ptable *t)
     if (t->slots == NULL)
         return -1;
     t->cap = OA_PTABLE_MIN_CAP;
+    set_limits(t);
     return 0;
 }
 
@@ -58,7 +76,7 @@ static void place(oa_entry *slots, size_t cap, uintptr_t key, uint64_t meta)
     slots[i].meta = meta;
 }
 
-static int resize(oa_ptable *t, size_t new_cap)
+OA_COLD static int resize(oa_ptable *t, size_t new_cap)
 {
     oa_entry *fresh = calloc(new_cap, sizeof(oa_entry));
     if (fresh == NULL)
@@ -70,25 +88,20 @@ static int resize(oa_ptable *t, size_t new_cap)
     free(t->slots);
     t->slots = fresh;
     t->cap = new_cap;
+    set_limits(t);
     return 0;
 }
 
-static size_t find(const oa_ptable *t, uintptr_t key)
+OA_COLD static int shrink(oa_ptable *t)
 {
-    size_t i = home_of(key, t->cap);
-    for (;;) {
-        uintptr_t k = t->slots[i].key;
-        if (k == key)
-            return i;
-        if (k == 0)
-            return (size_t)-1;
-        if (++i == t->cap)
-            i = 0;
-    }
+    size_t nc = t->cap / 2 < OA_PTABLE_MIN_CAP ? OA_PTABLE_MIN_CAP : t->cap / 2;
+    /* Shrinking is an optimisation: on failure keep the larger table. */
+    (void)resize(t, nc);
+    return 1;
 }
 
 /* Exact sizes of blocks too big for the packed field: rare, a short list. */
-static int big_put(oa_ptable *t, uintptr_t key, uint64_t size)
+OA_COLD static int big_put(oa_ptable *t, uintptr_t key, uint64_t size)
 {
     for (size_t i = 0; i < t->nbig; i++) {
         if (t->bigs[i].key == key) {
@@ -110,7 +123,7 @@ static int big_put(oa_ptable *t, uintptr_t key, uint64_t size)
     return 0;
 }
 
-static uint64_t big_pop(oa_ptable *t, uintptr_t key)
+OA_COLD static uint64_t big_pop(oa_ptable *t, uintptr_t key)
 {
     for (size_t i = 0; i < t->nbig; i++) {
         if (t->bigs[i].key == key) {
@@ -122,86 +135,141 @@ static uint64_t big_pop(oa_ptable *t, uintptr_t key)
     return OA_SIZE_BIG;
 }
 
-static uint64_t entry_size(oa_ptable *t, uintptr_t key, uint64_t meta)
+static inline uint64_t entry_size(oa_ptable *t, uintptr_t key, uint64_t meta)
 {
     uint64_t s = meta & OA_SIZE_BIG;
     return s == OA_SIZE_BIG ? big_pop(t, key) : s;
 }
 
-int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
-                  uint64_t *old_size, uint64_t *old_meta)
+/* Backward-shift deletion of slot i: pull later members of the probe run
+   into the hole when their home allows it, so no tombstones build up. An
+   entry may move back to the hole when it sits at least as far from its home
+   (cyclically) as from the hole, which is gap slots behind it. */
+static inline void remove_at(oa_ptable *t, size_t i)
 {
-    if ((t->count + 1) * 4 > t->cap * 3) {
-        if (resize(t, t->cap + t->cap / 2) != 0)
-            return -1;
-    }
-    /* One pass: stop at the key (a block we never saw freed, e.g. freed
-       while the hooks were out of the chain) or at the first empty slot. */
-    size_t i = home_of(key, t->cap);
+    oa_entry *slots = t->slots;
+    size_t cap = t->cap;
+    size_t hole = i;
+    size_t gap = 0;
     for (;;) {
-        uintptr_t k = t->slots[i].key;
-        if (k == key || k == 0)
-            break;
-        if (++i == t->cap)
+        if (++i == cap)
             i = 0;
-    }
-    int replaced = t->slots[i].key == key;
-    if (replaced) {
-        *old_meta = t->slots[i].meta;
-        *old_size = entry_size(t, key, *old_meta);
-    }
-    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
-        if (replaced) {
-            /* Cannot keep the exact size: drop the entry entirely. */
-            uint64_t s, m;
-            t->slots[i].meta = 0; /* old big size already taken */
-            oa_ptable_pop(t, key, &s, &m);
+        gap++;
+        uintptr_t k = slots[i].key;
+        if (k == 0)
+            break;
+        size_t h = home_of(k, cap);
+        size_t from_home = i >= h ? i - h : i + cap - h;
+        if (from_home >= gap) {
+            slots[hole] = slots[i];
+            hole = i;
+            gap = 0;
         }
+    }
+    slots[hole].key = 0;
+    t->count--;
+}
+
+/* The slow cases below are reached by tail calls, so that put and pop keep
+   no registers across a call and need no stack frame. */
+
+/* The key is in slot i already (a block we never saw freed, e.g. freed while
+   the hooks were out of the chain): hand back its old value, store the new. */
+OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
+                           uint64_t *old_size, uint64_t *old_meta)
+{
+    uintptr_t key = t->slots[i].key;
+    *old_meta = t->slots[i].meta;
+    *old_size = entry_size(t, key, *old_meta);
+    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
+        /* Cannot keep the exact size: drop the entry entirely. */
+        remove_at(t, i);
+        if (t->count < t->shrink_at)
+            shrink(t);
         return -1;
     }
     t->slots[i].meta = meta;
-    if (!replaced) {
-        t->slots[i].key = key;
-        t->count++;
+    return 1;
+}
+
+OA_COLD static int grow_then_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                                 uint64_t *old_size, uint64_t *old_meta)
+{
+    /* A destroyed table (no slots) stays empty rather than regrow. */
+    if (t->slots == NULL || resize(t, t->cap + t->cap / 3) != 0)
+        return -1;
+    return oa_ptable_put(t, key, size, meta, old_size, old_meta);
+}
+
+/* A new key with a size too big for the packed field, for empty slot i. */
+OA_COLD static int put_big(oa_ptable *t, size_t i, uintptr_t key, uint64_t size, uint64_t meta)
+{
+    if (big_put(t, key, size) != 0)
+        return -1;
+    t->slots[i].key = key;
+    t->slots[i].meta = meta;
+    t->count++;
+    return 0;
+}
+
+OA_COLD static int pop_big(oa_ptable *t, size_t i, uint64_t *size)
+{
+    *size = big_pop(t, t->slots[i].key);
+    remove_at(t, i);
+    if (t->count < t->shrink_at)
+        shrink(t);
+    return 1;
+}
+
+int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                  uint64_t *old_size, uint64_t *old_meta)
+{
+    if (OA_UNLIKELY(t->count >= t->grow_at))
+        return grow_then_put(t, key, size, meta, old_size, old_meta);
+    oa_entry *slots = t->slots;
+    size_t cap = t->cap;
+    /* One pass: stop at the key or at the first empty slot. */
+    size_t i = home_of(key, cap);
+    for (;;) {
+        uintptr_t k = slots[i].key;
+        if (k == 0)
+            break;
+        if (OA_UNLIKELY(k == key))
+            return replace(t, i, size, meta, old_size, old_meta);
+        if (++i == cap)
+            i = 0;
     }
-    return replaced;
+    if (OA_UNLIKELY((meta & OA_SIZE_BIG) == OA_SIZE_BIG))
+        return put_big(t, i, key, size, meta);
+    slots[i].key = key;
+    slots[i].meta = meta;
+    t->count++;
+    return 0;
 }
 
 int oa_ptable_pop(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)
 {
     if (t->count == 0)
         return 0;
-    size_t i = find(t, key);
-    if (i == (size_t)-1)
-        return 0;
-    *meta = t->slots[i].meta;
-    *size = entry_size(t, key, *meta);
-    /* Backward-shift deletion: pull later members of the probe run into the
-       hole when their home position allows it, so no tombstones build up. */
+    oa_entry *slots = t->slots;
     size_t cap = t->cap;
-    size_t hole = i;
-    size_t j = i;
+    size_t i = home_of(key, cap);
     for (;;) {
-        if (++j == cap)
-            j = 0;
-        uintptr_t k = t->slots[j].key;
-        if (k == 0)
+        uintptr_t k = slots[i].key;
+        if (k == key)
             break;
-        size_t h = home_of(k, cap);
-        /* Movable when h is not cyclically within (hole, j]. */
-        int in_range = hole <= j ? (h > hole && h <= j) : (h > hole || h <= j);
-        if (!in_range) {
-            t->slots[hole] = t->slots[j];
-            hole = j;
-        }
+        if (k == 0)
+            return 0;
+        if (++i == cap)
+            i = 0;
     }
-    t->slots[hole].key = 0;
-    t->slots[hole].meta = 0;
-    t->count--;
-    if (cap > OA_PTABLE_MIN_CAP && t->count * 4 < cap) {
-        size_t nc = cap / 2 < OA_PTABLE_MIN_CAP ? OA_PTABLE_MIN_CAP : cap / 2;
-        /* Shrinking is an optimisation: on failure keep the larger table. */
-        (void)resize(t, nc);
-    }
+    uint64_t m = slots[i].meta;
+    *meta = m;
+    if (OA_UNLIKELY((m & OA_SIZE_BIG) == OA_SIZE_BIG))
+        return pop_big(t, i, size);
+    *size = m & OA_SIZE_BIG;
+    remove_at(t, i);
+    if (OA_UNLIKELY(t->count < t->shrink_at))
+        return shrink(t);
     return 1;
 }

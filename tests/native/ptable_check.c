@@ -1,0 +1,290 @@
+/*
+ * Randomised differential test of the live pointer table (ptable.c) against
+ * a plain reference map. Built and run by tests/unit/tracker/test_ptable.py;
+ * exits non-zero with a message on the first disagreement.
+ *
+ * Keys mix the shapes the table meets: pymalloc-like (16-byte aligned, packed
+ * in 16 KiB pools), malloc-like with any alignment (odd and 8-aligned too),
+ * and arbitrary 64-bit values. A small key universe forces replaced puts and
+ * pops of absent keys; phases of mass insertion and mass removal drive the
+ * table through growth, tombstone rebuilds and shrinking.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptable.h"
+
+static uint64_t rng;
+
+static uint64_t rnd(void)
+{
+    /* splitmix64 */
+    uint64_t z = (rng += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static uint64_t below(uint64_t n)
+{
+    return rnd() % n;
+}
+
+/* Reference: chained hash map with its own (different) hash. */
+typedef struct ref_node {
+    uintptr_t key;
+    uint64_t size, meta;
+    struct ref_node *next;
+} ref_node;
+
+#define REF_BUCKETS (1u << 20)
+static ref_node *ref[REF_BUCKETS];
+static size_t ref_count;
+
+static size_t ref_bucket(uintptr_t key)
+{
+    uint64_t z = key;
+    z = (z ^ (z >> 33)) * UINT64_C(0xFF51AFD7ED558CCD);
+    z ^= z >> 33;
+    return (size_t)(z & (REF_BUCKETS - 1));
+}
+
+static ref_node *ref_find(uintptr_t key)
+{
+    for (ref_node *n = ref[ref_bucket(key)]; n != NULL; n = n->next) {
+        if (n->key == key)
+            return n;
+    }
+    return NULL;
+}
+
+static void ref_remove(uintptr_t key)
+{
+    ref_node **p = &ref[ref_bucket(key)];
+    while ((*p)->key != key)
+        p = &(*p)->next;
+    ref_node *n = *p;
+    *p = n->next;
+    free(n);
+    ref_count--;
+}
+
+static void ref_clear(void)
+{
+    for (size_t b = 0; b < REF_BUCKETS; b++) {
+        while (ref[b] != NULL) {
+            ref_node *n = ref[b];
+            ref[b] = n->next;
+            free(n);
+        }
+    }
+    ref_count = 0;
+}
+
+/* Every key ever used, so pops can ask for live and dead keys alike. */
+static uintptr_t *keys;
+static size_t nkeys, capkeys;
+
+static uintptr_t fresh_key(void)
+{
+    static uintptr_t pool_next = UINT64_C(0x7f0000000000), pool_end, malloc_next = 0x5555000000;
+    uintptr_t k;
+    switch (below(4)) {
+    case 0:
+    case 1:
+        /* pymalloc-like: blocks of one size class carved from a pool. */
+        if (pool_next + 512 > pool_end) {
+            pool_end = (pool_next & ~(uintptr_t)16383) + 2 * 16384;
+            pool_next = pool_end - 16384 + 48;
+        }
+        k = pool_next;
+        pool_next += 16 * (1 + below(4));
+        break;
+    case 2:
+        /* malloc-like, any alignment. */
+        malloc_next += 1 + below(64);
+        k = malloc_next;
+        break;
+    default:
+        do
+            k = (uintptr_t)rnd();
+        while (k == 0);
+    }
+    if (nkeys == capkeys) {
+        capkeys = capkeys ? capkeys * 2 : 4096;
+        keys = realloc(keys, capkeys * sizeof(uintptr_t));
+    }
+    keys[nkeys++] = k;
+    return k;
+}
+
+static uintptr_t some_key(int fresh_percent)
+{
+    if (nkeys == 0 || (int)below(100) < fresh_percent)
+        return fresh_key();
+    /* Mostly recent keys (LIFO-like reuse), sometimes any. */
+    if (below(2) == 0)
+        return keys[nkeys - 1 - below(nkeys < 64 ? nkeys : 64)];
+    return keys[below(nkeys)];
+}
+
+static long ops;
+
+#define FAIL(...)                                                                      \
+    do {                                                                               \
+        fprintf(stderr, "op %ld: ", ops);                                              \
+        fprintf(stderr, __VA_ARGS__);                                                  \
+        fputc('\n', stderr);                                                           \
+        exit(1);                                                                       \
+    } while (0)
+
+static uint64_t expected_size(const ref_node *n)
+{
+    return (n->meta & OA_SIZE_BIG) == OA_SIZE_BIG ? n->size : (n->meta & OA_SIZE_BIG);
+}
+
+static void do_put(oa_ptable *t, uintptr_t key)
+{
+    uint64_t size = below(64) == 0 ? OA_SIZE_BIG - 2 + below(5) + (below(2) << 40) : below(4096);
+    uint64_t meta = oa_meta_pack(size, (uint32_t)rnd(), rnd(), (int)below(2));
+    uint64_t os = 0, om = 0;
+    int r = oa_ptable_put(t, key, size, meta, &os, &om);
+    ref_node *n = ref_find(key);
+    if (r < 0)
+        FAIL("put failed");
+    if (n != NULL) {
+        if (r != 1)
+            FAIL("put of present key %#lx returned %d", (unsigned long)key, r);
+        if (om != n->meta || os != expected_size(n))
+            FAIL("put of %#lx: old size/meta %lu/%#lx, expected %lu/%#lx", (unsigned long)key,
+                 (unsigned long)os, (unsigned long)om, (unsigned long)expected_size(n),
+                 (unsigned long)n->meta);
+    } else {
+        if (r != 0)
+            FAIL("put of absent key %#lx returned %d", (unsigned long)key, r);
+        n = malloc(sizeof(*n));
+        n->key = key;
+        n->next = ref[ref_bucket(key)];
+        ref[ref_bucket(key)] = n;
+        ref_count++;
+    }
+    n->size = size;
+    n->meta = meta;
+}
+
+static void do_pop(oa_ptable *t, uintptr_t key)
+{
+    uint64_t s = 0, m = 0;
+    int r = oa_ptable_pop(t, key, &s, &m);
+    ref_node *n = ref_find(key);
+    if (n == NULL) {
+        if (r != 0)
+            FAIL("pop of absent key %#lx returned %d", (unsigned long)key, r);
+        return;
+    }
+    if (r != 1)
+        FAIL("pop of present key %#lx returned %d", (unsigned long)key, r);
+    if (m != n->meta || s != expected_size(n))
+        FAIL("pop of %#lx: size/meta %lu/%#lx, expected %lu/%#lx", (unsigned long)key,
+             (unsigned long)s, (unsigned long)m, (unsigned long)expected_size(n),
+             (unsigned long)n->meta);
+    ref_remove(key);
+}
+
+static void check_all(oa_ptable *t)
+{
+    if (t->count != ref_count)
+        FAIL("count %zu, reference %zu", t->count, ref_count);
+    /* Every live key is found with its value (pop and put back). */
+    for (size_t b = 0; b < REF_BUCKETS; b++) {
+        for (ref_node *n = ref[b]; n != NULL; n = n->next) {
+            uint64_t s, m, os, om;
+            if (oa_ptable_pop(t, n->key, &s, &m) != 1 || m != n->meta || s != expected_size(n))
+                FAIL("live key %#lx lost", (unsigned long)n->key);
+            if (oa_ptable_put(t, n->key, n->size, n->meta, &os, &om) != 0)
+                FAIL("live key %#lx could not be put back", (unsigned long)n->key);
+        }
+    }
+    if (t->count != ref_count)
+        FAIL("count %zu after check, reference %zu", t->count, ref_count);
+}
+
+static void check_budget(oa_ptable *t)
+{
+    /* Growing never takes the table past 32 bytes of slots per live block
+       (the big list aside). Shrinking waits for 1/4 load, so the bound is
+       checked only while the table grows. */
+    static size_t last_cap;
+    size_t slot_bytes = oa_ptable_bytes(t) - t->capbig * sizeof(oa_big);
+    if (t->cap > last_cap && t->count >= 4096 && slot_bytes > 32 * (t->count + 1))
+        FAIL("%zu bytes for %zu live blocks", slot_bytes, t->count);
+    last_cap = t->cap;
+}
+
+int main(int argc, char **argv)
+{
+    rng = argc > 1 ? strtoull(argv[1], NULL, 0) : 1;
+    long rounds = argc > 2 ? strtol(argv[2], NULL, 0) : 40;
+    oa_ptable t;
+    if (oa_ptable_init(&t) != 0)
+        FAIL("init");
+    for (long round = 0; round < rounds; round++) {
+        int phase = (int)below(5);
+        long n = 1000 + (long)below(60000);
+        for (long i = 0; i < n; i++, ops++) {
+            switch (phase) {
+            case 0: /* growth: mostly fresh keys */
+                if (below(10) < 8)
+                    do_put(&t, some_key(90));
+                else
+                    do_pop(&t, some_key(0));
+                break;
+            case 1: /* removal, hits and misses */
+                if (below(10) < 2)
+                    do_put(&t, some_key(10));
+                else
+                    do_pop(&t, some_key(5));
+                break;
+            default: /* churn: reuse of recent addresses, replaces, misses */
+                if (below(2) == 0)
+                    do_put(&t, some_key(20));
+                else
+                    do_pop(&t, some_key(2));
+            }
+            check_budget(&t);
+        }
+        check_all(&t);
+        if (below(20) == 0) {
+            oa_ptable_clear(&t);
+            ref_clear();
+            check_all(&t);
+        }
+        if (nkeys > 2000000)
+            nkeys = 0;
+    }
+    /* Drain: every key goes, the table shrinks back, nothing is left. */
+    for (size_t i = 0; i < nkeys; i++, ops++)
+        do_pop(&t, keys[i]);
+    while (ref_count > 0) {
+        for (size_t b = 0; b < REF_BUCKETS; b++) {
+            while (ref[b] != NULL)
+                do_pop(&t, ref[b]->key);
+        }
+    }
+    check_all(&t);
+    if (t.count != 0 || t.nbig != 0)
+        FAIL("%zu entries, %zu big sizes left", t.count, t.nbig);
+    /* A clear keeps the capacity; a batch of puts and pops shrinks it. */
+    nkeys = 0;
+    for (int i = 0; i < 10000; i++, ops++)
+        do_put(&t, fresh_key());
+    for (size_t i = 0; i < nkeys; i++, ops++)
+        do_pop(&t, keys[i]);
+    if (t.count != 0 || t.cap > 4096)
+        FAIL("%zu entries, capacity %zu after draining", t.count, t.cap);
+    oa_ptable_destroy(&t);
+    printf("ok %ld ops\n", ops);
+    return 0;
+}
