@@ -2,8 +2,8 @@
  * Open-addressing pointer table: live block address -> packed (size, group).
  *
  * Linear probing with backward-shift deletion (no tombstones), capacity grown
- * by 4/3 at 2/3 load and halved below 1/4 load, so the table holds 16 bytes
- * per slot at a load between 1/2 and 2/3: 24 to 32 bytes per live block.
+ * by 1.5x at 3/4 load and halved below 1/4 load, so the table holds 16 bytes
+ * per slot at a load between 1/2 and 3/4: 21 to 32 bytes per live block.
  *
  * Memory comes from libc (calloc/free), never from a PyMem domain, so the
  * table's own bookkeeping is never traced. The table is not synchronised:
@@ -41,7 +41,7 @@ typedef struct {
     oa_entry *slots;
     size_t cap;
     size_t count;
-    size_t grow_at;   /* count at which put grows the table (2/3 load) */
+    size_t grow_at;   /* count at which put grows the table (3/4 load) */
     size_t shrink_at; /* count below which pop shrinks it (1/4 load) */
     oa_big *bigs;
     size_t nbig;
