@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from itertools import islice
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -13,6 +12,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_alloc import tracker
 from otel_alloc.otel import contract as names
+from otel_alloc.otel.histogram_bulk import SizeRecorder
 
 # One span name's ended spans in a batch, summed natively (SpanRecords.take):
 # (name, bytes, allocations, trace id, span id, each span's bytes). Bytes and
@@ -83,6 +83,7 @@ class AllocationMetrics:
         self._size = meter.create_histogram(
             names.SPAN_SIZE, unit="By", description="Bytes allocated per span (self)",
             explicit_bucket_boundaries_advisory=names.SPAN_SIZE_BUCKETS)
+        self._sizes = SizeRecorder(self._size)
         # Native mode: the part of ALLOCATED native code allocated, so the
         # Python-object part is their difference.
         self._native = (meter.create_counter(
@@ -113,24 +114,23 @@ class AllocationMetrics:
         """Record a batch of ended spans, summed per span name.
 
         The histogram takes every span (or the sample of them that
-        ``span_size_sample_rate`` keeps: each ``Histogram.record`` of the
-        SDK costs about a quarter of what the SDK spends on a span); the
-        counters take one sum per span name per batch over every span (the
-        SDK would sum them anyway). Exemplars link to the
-        batch's largest span of each name: building a span context for every
-        span would cost more than the rest of the recording.
+        ``span_size_sample_rate`` keeps), a batch of one name at once where
+        the SDK allows it (:mod:`otel_alloc.otel.histogram_bulk`: the same
+        data points as one ``Histogram.record`` per span, which costs about
+        what the SDK spends on a whole span); the counters take one sum per
+        span name per batch over every span (the SDK would sum them anyway).
+        Exemplars link to the batch's largest span of each name: building a
+        span context for every span would cost more than the rest of the
+        recording.
         """
-        record = self._size.record
+        record_sizes = self._sizes.record
         for name, alloc_bytes, count, trace_id, span_id, sizes, native_bytes in batch:
             reported = self._names(name)
             attrs = self._attrs.get(reported)
             if attrs is None:
                 attrs = self._attrs.setdefault(reported, {names.SPAN_NAME: reported})
             ctx = span_context(trace_id, span_id)
-            if sizes:  # empty when span_size_sample_rate kept none of them
-                record(sizes[0], attrs, context=ctx)
-                for size in islice(sizes, 1, None):
-                    record(size, attrs)
+            record_sizes(sizes, attrs, ctx)  # none when span_size_sample_rate kept none
             self._allocated.add(alloc_bytes, attrs, context=ctx)
             self._allocations.add(count, attrs, context=ctx)
             if self._native is not None:
