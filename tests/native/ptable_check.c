@@ -145,6 +145,16 @@ static uint64_t expected_size(const ref_node *n)
     return (n->meta & OA_SIZE_BIG) == OA_SIZE_BIG ? n->size : (n->meta & OA_SIZE_BIG);
 }
 
+/* The size and meta the table gave for key are the reference's. */
+static void check_entry(const char *what, uintptr_t key, uint64_t size, uint64_t meta,
+                        const ref_node *n)
+{
+    if (meta != n->meta || size != expected_size(n))
+        FAIL("%s of %#lx: size/meta %lu/%#lx, expected %lu/%#lx", what, (unsigned long)key,
+             (unsigned long)size, (unsigned long)meta, (unsigned long)expected_size(n),
+             (unsigned long)n->meta);
+}
+
 static void do_put(oa_ptable *t, uintptr_t key)
 {
     uint64_t size = below(64) == 0 ? OA_SIZE_BIG - 2 + below(5) + (below(2) << 40) : below(4096);
@@ -157,10 +167,7 @@ static void do_put(oa_ptable *t, uintptr_t key)
     if (n != NULL) {
         if (r != 1)
             FAIL("put of present key %#lx returned %d", (unsigned long)key, r);
-        if (om != n->meta || os != expected_size(n))
-            FAIL("put of %#lx: old size/meta %lu/%#lx, expected %lu/%#lx", (unsigned long)key,
-                 (unsigned long)os, (unsigned long)om, (unsigned long)expected_size(n),
-                 (unsigned long)n->meta);
+        check_entry("put (old entry)", key, os, om, n);
     } else {
         if (r != 0)
             FAIL("put of absent key %#lx returned %d", (unsigned long)key, r);
@@ -186,10 +193,7 @@ static void do_pop(oa_ptable *t, uintptr_t key)
     }
     if (r != 1)
         FAIL("pop of present key %#lx returned %d", (unsigned long)key, r);
-    if (m != n->meta || s != expected_size(n))
-        FAIL("pop of %#lx: size/meta %lu/%#lx, expected %lu/%#lx", (unsigned long)key,
-             (unsigned long)s, (unsigned long)m, (unsigned long)expected_size(n),
-             (unsigned long)n->meta);
+    check_entry("pop", key, s, m, n);
     ref_remove(key);
 }
 
