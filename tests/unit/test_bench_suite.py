@@ -1,4 +1,4 @@
-"""The benchmark suite (benchmarks/suite.py) runs and prints a table that parses.
+"""The benchmark scripts run: the suite prints a table that parses, callgrind_ratios a ratio each.
 
 Smoke mode on the smallest item, one round: a few seconds. It measures
 nothing; it keeps the script from breaking silently.
@@ -7,10 +7,13 @@ nothing; it keeps the script from breaking silently.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suite.py"
@@ -47,3 +50,27 @@ def test_suite_smoke_prints_one_table_that_parses() -> None:
         assert [row["item"] for row in suite_table.parse(proc.stdout)] == ["core"]
     finally:
         sys.path.remove(str(SUITE.parent))
+
+
+CALLGRIND = ROOT / "benchmarks" / "callgrind_ratios.py"
+
+
+def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
+    for args, needle in ((["--workloads", "nope"], "--workloads: nope not accepted"),
+                         (["--variants", "counts,fast"], "--variants: fast not accepted"),
+                         (["--small", "9", "--large", "3"], "--small/--large")):
+        proc = subprocess.run([sys.executable, str(CALLGRIND), *args], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)
+
+
+def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind not installed")
+    proc = subprocess.run([sys.executable, str(CALLGRIND), "--variants", "counts",
+                           "--small", "1", "--large", "2"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    ratios = re.findall(r"^  core +(\w+) +[\d,]+  (\d+\.\d{4})x untraced$", proc.stdout, re.M)
+    assert [name for name, _ in ratios] == ["untraced", "counts"], proc.stdout
+    assert float(ratios[0][1]) == 1.0 and float(ratios[1][1]) > 1.0
