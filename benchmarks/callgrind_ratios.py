@@ -75,10 +75,13 @@ def instructions(variant: str, workload: str, ops: int) -> int:
     """Total instructions of one child run under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        subprocess.run(
+        proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--child", variant, "--workload", workload, "--ops", str(ops)],
-            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        if proc.returncode != 0:
+            raise SystemExit(f"callgrind run of {variant}/{workload} failed "
+                             f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")
         found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
         if found is None:
             raise RuntimeError(f"no instruction total in {out}")

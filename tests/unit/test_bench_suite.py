@@ -6,6 +6,7 @@ nothing; it keeps the script from breaking silently.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -67,6 +68,8 @@ def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
 def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed")
+    if "san" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("a sanitizer runtime is preloaded: valgrind cannot run under it")
     proc = subprocess.run([sys.executable, str(CALLGRIND), "--variants", "counts",
                            "--small", "1", "--large", "2"], capture_output=True, text=True,
                           timeout=600)
