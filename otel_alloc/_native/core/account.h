@@ -12,6 +12,7 @@
 #include "../accounting/groups.h"
 #include "../accounting/process_stats.h"
 #include "../accounting/threads.h"
+#include "../native/native_hooks.h"
 #include "../sampler/sampler.h"
 #include "attribution.h"
 #include "hooks.h"
@@ -88,26 +89,91 @@ static inline void charge_free(oa_group *groups, int domain, uint64_t size, uint
     }
 }
 
+/* Enter ptr in `domain`'s live table with its size and meta (a slot of
+   table `groups`), tagging that slot: oa_ptable_put's result (1 with the
+   entry it replaced, 0 new, -1 not stored). */
+static inline int put_block(int domain, void *ptr, uint64_t size, uint64_t meta,
+                            oa_group *groups, uint64_t *old_size, uint64_t *old_meta)
+{
+    oa_ptable *t = table_of(domain);
+    int r = -1;
+    table_lock(domain);
+    if (t->slots != NULL)
+        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, old_size, old_meta);
+    table_unlock(domain);
+    if (r >= 0)
+        tag_slot(groups, meta, 1, gil_free(domain));
+    return r;
+}
+
+/* Remove ptr from `domain`'s live table: 1 with its size and meta when it
+   was there. */
+static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    oa_ptable *t = table_of(domain);
+    int found = 0;
+    table_lock(domain);
+    if (t->slots != NULL)
+        found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
+    table_unlock(domain);
+    if (found)
+        tag_slot(group_table(), *meta, -1, gil_free(domain));
+    return found;
+}
+
+/* Remove ptr from the live table; 1 with its size and meta when tracked,
+   *domain then being the domain that allocated it. RAW and native blocks
+   both come from libc's malloc, and a block allocated through one may be
+   freed through the other (an extension freeing with free() what
+   PyMem_RawMalloc gave it): a miss in one table looks in the other before
+   it counts as untracked. For MEM/OBJ (a constant domain) that part folds
+   away. */
+static inline __attribute__((always_inline)) int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
+{
+    if (pop_block(*domain, ptr, size, meta))
+        return 1;
+    if (!gil_free(*domain)) {
+        plain_inc(&g_untracked_mem_obj, 1);
+        return 0;
+    }
+    /* Only in native mode can the other table hold it; pop_block checks that
+       table under its lock (an install may be replacing it). */
+    int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
+    if (atomic_load_explicit(&g_native_on, OA_RELAXED) && pop_block(other, ptr, size, meta)) {
+        *domain = other;
+        return 1;
+    }
+    atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+    return 0;
+}
+
+/* Live mode: a block freed through `domain` leaves its table and is charged
+   to the group that allocated it. Always inlined, like charge_alloc, so the
+   MEM/OBJ free hook gets a copy for its constant domain. */
+static inline __attribute__((always_inline)) void track_free_block(int domain, void *ptr)
+{
+    uint64_t size = 0, meta = 0;
+    if (forget_block(&domain, ptr, &size, &meta)) {
+        if (meta & OA_SAMPLED_FLAG)
+            oa_sample_freed(ptr);
+        charge_free(group_table(), domain, size, meta);
+    }
+}
+
 /* Live mode: enter the block in its domain's table and add it to the live
    figures and peaks. 1 when it is in the table. */
 static inline int track_live(int domain, void *ptr, size_t size, oa_group *groups,
                              oa_group *g, int sampled, oa_thread *rec)
 {
     int raw = gil_free(domain);
-    oa_ptable *t = table_of(domain);
     uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
                                  atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
     uint64_t old_size = 0, old_meta = 0;
-    int r = -1;
-    table_lock(domain);
-    if (t->slots != NULL)
-        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &old_size, &old_meta);
-    table_unlock(domain);
+    int r = put_block(domain, ptr, size, meta, groups, &old_size, &old_meta);
     if (r < 0) {
         atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
         return 0;
     }
-    tag_slot(groups, meta, 1, raw);
     if (r == 1) {
         /* A block we never saw freed (freed while the hooks were out of the
            chain): its old entry counts as freed now. */
@@ -178,21 +244,6 @@ static inline uint64_t event_threshold(void)
 {
     uint64_t threshold = atomic_load_explicit(&g_threshold, OA_RELAXED);
     return threshold == 0 ? UINT64_MAX : threshold;
-}
-
-/* Remove ptr from `domain`'s live table: 1 with its size and meta when it
-   was there. */
-static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
-{
-    oa_ptable *t = table_of(domain);
-    int found = 0;
-    table_lock(domain);
-    if (t->slots != NULL)
-        found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
-    table_unlock(domain);
-    if (found)
-        tag_slot(group_table(), *meta, -1, gil_free(domain));
-    return found;
 }
 
 /* Whether this thread's attribution cache (tls.h) answers for thread state

@@ -97,14 +97,7 @@ static inline __attribute__((always_inline)) void gil_free_hook(int domain, void
         return;
     }
     tls.guard = 1;
-    uint64_t size = 0, meta = 0;
-    if (pop_block(domain, ptr, &size, &meta)) {
-        if (meta & OA_SAMPLED_FLAG)
-            oa_sample_freed(ptr);
-        charge_free(group_table(), domain, size, meta);
-    } else {
-        plain_inc(&g_untracked_mem_obj, 1);
-    }
+    track_free_block(domain, ptr);
     h->prev.free(h->prev.ctx, ptr);
     tls.guard = 0;
 }
@@ -152,12 +145,6 @@ static inline int raw_passes(void)
     return tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE;
 }
 
-static inline void raw_allocated(void *p, size_t size)
-{
-    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-        oa_track_alloc(OA_DOMAIN_RAW, p, size);
-}
-
 static void *hook_raw_malloc(void *ctx, size_t size)
 {
     (void)ctx;
@@ -166,7 +153,7 @@ static void *hook_raw_malloc(void *ctx, size_t size)
         return h->prev.malloc(h->prev.ctx, size);
     tls.guard = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
-    raw_allocated(p, size);
+    oa_track_if_enabled(OA_DOMAIN_RAW, p, size);
     tls.guard = 0;
     return p;
 }
@@ -179,7 +166,7 @@ static void *hook_raw_calloc(void *ctx, size_t nelem, size_t elsize)
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
     tls.guard = 1;
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
-    raw_allocated(p, nelem * elsize);
+    oa_track_if_enabled(OA_DOMAIN_RAW, p, nelem * elsize);
     tls.guard = 0;
     return p;
 }

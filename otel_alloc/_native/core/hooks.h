@@ -69,6 +69,13 @@ static const int OA_LOCKED_DOMAINS[OA_N_LOCKED_DOMAINS] = {OA_DOMAIN_RAW, OA_DOM
    native hooks (native/native_hooks.c). The caller has set tls.guard and
    checked that the tracker is installed. */
 void oa_track_alloc(int domain, void *ptr, size_t size);
+/* After a call that allocated p (NULL: it failed) of `size` bytes, with
+   tls.guard set: account it unless counting is disabled. */
+static inline void oa_track_if_enabled(int domain, void *p, size_t size)
+{
+    if (p != NULL && atomic_load_explicit(&g_enabled, memory_order_relaxed))
+        oa_track_alloc(domain, p, size);
+}
 /* Live mode: forget a freed block and charge its group. */
 void oa_track_free(int domain, void *ptr);
 typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);

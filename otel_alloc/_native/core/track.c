@@ -6,8 +6,6 @@
  */
 #include "account.h"
 
-#include "../native/native_hooks.h"
-
 void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_group *g,
                     uint64_t gid, int live, uint64_t threshold, oa_thread *rec)
 {
@@ -106,52 +104,9 @@ void oa_track_alloc(int domain, void *ptr, size_t size)
         gil_alloc(domain, ptr, size);
 }
 
-/* Remove ptr from the live table; 1 with its size and meta when tracked,
-   *domain then being the domain that allocated it. RAW and native blocks
-   both come from libc's malloc, and a block allocated through one may be
-   freed through the other (an extension freeing with free() what
-   PyMem_RawMalloc gave it): a miss in one table looks in the other before
-   it counts as untracked. */
-static int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
-{
-    if (pop_block(*domain, ptr, size, meta))
-        return 1;
-    if (*domain == OA_DOMAIN_MEM || *domain == OA_DOMAIN_OBJ) {
-        plain_inc(&g_untracked_mem_obj, 1);
-        return 0;
-    }
-    /* Only in native mode can the other table hold it; pop_block checks that
-       table under its lock (an install may be replacing it). */
-    int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
-    if (atomic_load_explicit(&g_native_on, OA_RELAXED) && pop_block(other, ptr, size, meta)) {
-        *domain = other;
-        return 1;
-    }
-    atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
-    return 0;
-}
-
 void oa_track_free(int domain, void *ptr)
 {
-    uint64_t size = 0, meta = 0;
-    if (forget_block(&domain, ptr, &size, &meta)) {
-        if (meta & OA_SAMPLED_FLAG)
-            oa_sample_freed(ptr);
-        charge_free(group_table(), domain, size, meta);
-    }
-}
-
-static void restore_block(int domain, void *ptr, uint64_t size, uint64_t meta)
-{
-    oa_ptable *t = table_of(domain);
-    uint64_t os, om;
-    int r = -1;
-    table_lock(domain);
-    if (t->slots != NULL)
-        r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, &os, &om);
-    table_unlock(domain);
-    if (r >= 0)
-        tag_slot(group_table(), meta, 1, gil_free(domain));
+    track_free_block(domain, ptr);
 }
 
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size)
@@ -169,8 +124,7 @@ void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_
     }
     if (atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE || ptr == NULL) {
         void *p = fn(ctx, ptr, size);
-        if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-            oa_track_alloc(domain, p, size);
+        oa_track_if_enabled(domain, p, size);
         return p;
     }
     /* Forget the old block before the call: once realloc returns, its
@@ -184,13 +138,15 @@ void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_
     /* realloc(ptr, 0) may free ptr and return NULL (glibc does): that is
        no failure. CPython's domains never pass 0. */
     if (p == NULL && size != 0) {
-        if (found)
-            restore_block(odomain, ptr, osize, ometa);
+        if (found) { /* the old block lives on: back into its table */
+            uint64_t unused_size, unused_meta;
+            (void)put_block(odomain, ptr, osize, ometa, group_table(), &unused_size,
+                            &unused_meta);
+        }
         return NULL;
     }
     if (found)
         charge_free(group_table(), odomain, osize, ometa);
-    if (p != NULL && atomic_load_explicit(&g_enabled, OA_RELAXED))
-        oa_track_alloc(domain, p, size);
+    oa_track_if_enabled(domain, p, size);
     return p;
 }

@@ -50,14 +50,6 @@ static inline int live_mode(void)
     return atomic_load_explicit(&g_mode, memory_order_relaxed) == OA_MODE_LIVE;
 }
 
-/* After a call that allocated p (NULL: it failed) of `size` bytes; the
-   caller set tls.guard. */
-static inline void allocated(void *p, size_t size)
-{
-    if (p != NULL && atomic_load_explicit(&g_enabled, memory_order_relaxed))
-        oa_track_alloc(OA_DOMAIN_NATIVE, p, size);
-}
-
 /* A hook for an allocating member of the family: `call` (which uses the
    hook's parameters) allocates `size` bytes. One definition per member. */
 #define OA_NATIVE_ALLOC_HOOK(name, params, call, size)                            \
@@ -67,7 +59,7 @@ static inline void allocated(void *p, size_t size)
             return call;                                                       \
         tls.guard = 1;                                                         \
         void *p = call;                                                        \
-        allocated(p, size);                                                    \
+        oa_track_if_enabled(OA_DOMAIN_NATIVE, p, size);                        \
         tls.guard = 0;                                                         \
         return p;                                                              \
     }
@@ -153,7 +145,7 @@ static int native_posix_memalign(void **out, size_t alignment, size_t size)
         return posix_memalign(out, alignment, size);
     tls.guard = 1;
     int rc = posix_memalign(out, alignment, size);
-    allocated(rc == 0 ? *out : NULL, size);
+    oa_track_if_enabled(OA_DOMAIN_NATIVE, rc == 0 ? *out : NULL, size);
     tls.guard = 0;
     return rc;
 }

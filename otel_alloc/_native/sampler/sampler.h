@@ -24,7 +24,7 @@ int oa_sample_tick_slow(size_t size);
    parked out of reach, so the common case is one subtraction and one branch
    either way. */
 /* Drop this thread's countdown when it was drawn under another
-   configuration: the next oa_sample_due draws afresh. Called wherever the
+   configuration: the next countdown draws afresh. Called wherever the
    thread may have missed a configuration (a full MEM/OBJ resolution, every
    RAW and native allocation). */
 static inline void oa_sample_refresh(void)
