@@ -16,74 +16,65 @@ from otel_alloc import tracker
 from tests.unit.conftest import MEM, OBJ, Helper
 
 
-def test_closing_the_current_group_stops_its_charges_at_once(helper: Helper) -> None:
-    otel_alloc.install("live")
-    try:
-        g = otel_alloc.Group()
-        with g:
-            helper.alloc_many(OBJ, 64, 50)  # fills this thread's cache with g
-            stale = otel_alloc.counters().stale_group_allocs
-            g.close()
-            charged = g.stats().alloc_bytes
-            assert charged >= 3200
-            helper.alloc_many(OBJ, 64, 50)
-            helper.alloc_many(MEM, 64, 50)
-            assert g.stats().alloc_bytes == charged
-            # Every allocation under the closed id is counted stale, not just
-            # the first one (a stale answer is never cached).
-            assert otel_alloc.counters().stale_group_allocs - stale >= 100
-        g.release()
-    finally:
-        otel_alloc.uninstall()
-
-
-def test_a_group_closed_by_another_thread_stops_its_charges(helper: Helper) -> None:
-    otel_alloc.install("counts")
-    try:
-        g = otel_alloc.Group()
-        filled, closed = threading.Event(), threading.Event()
-        after: list[int] = []
-
-        def worker() -> None:
-            with g:
-                helper.alloc_many(OBJ, 64, 50)
-                filled.set()
-                closed.wait(10)
-                before = g.stats().alloc_bytes
-                helper.alloc_many(OBJ, 64, 50)
-                after.append(g.stats().alloc_bytes - before)
-
-        t = threading.Thread(target=worker)
-        t.start()
-        assert filled.wait(10)
+def test_closing_the_current_group_stops_its_charges_at_once(tracker_live: None,
+                                                             helper: Helper) -> None:
+    g = otel_alloc.Group()
+    with g:
+        helper.alloc_many(OBJ, 64, 50)  # fills this thread's cache with g
+        stale = otel_alloc.counters().stale_group_allocs
         g.close()
-        closed.set()
-        t.join(10)
-        assert after == [0]
-        g.release()
-    finally:
-        otel_alloc.uninstall()
+        charged = g.stats().alloc_bytes
+        assert charged >= 3200
+        helper.alloc_many(OBJ, 64, 50)
+        helper.alloc_many(MEM, 64, 50)
+        assert g.stats().alloc_bytes == charged
+        # Every allocation under the closed id is counted stale, not just
+        # the first one (a stale answer is never cached).
+        assert otel_alloc.counters().stale_group_allocs - stale >= 100
+    g.release()
 
 
-def test_disable_and_enable_take_effect_in_an_unchanged_context(helper: Helper) -> None:
-    otel_alloc.install("counts")
-    try:
-        g = otel_alloc.Group()
+def test_a_group_closed_by_another_thread_stops_its_charges(tracker_counts: None,
+                                                            helper: Helper) -> None:
+    g = otel_alloc.Group()
+    filled, closed = threading.Event(), threading.Event()
+    after: list[int] = []
+
+    def worker() -> None:
         with g:
-            helper.alloc_many(OBJ, 64, 10)
-            otel_alloc.disable()
+            helper.alloc_many(OBJ, 64, 50)
+            filled.set()
+            closed.wait(10)
             before = g.stats().alloc_bytes
-            helper.alloc_many(OBJ, 1000, 10)
-            off = g.stats().alloc_bytes - before
-            otel_alloc.enable()
-            before = g.stats().alloc_bytes
-            helper.alloc_many(OBJ, 1000, 10)
-            on = g.stats().alloc_bytes - before
-        assert off == 0
-        assert on >= 10_000
-        g.release()
-    finally:
-        otel_alloc.uninstall()
+            helper.alloc_many(OBJ, 64, 50)
+            after.append(g.stats().alloc_bytes - before)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert filled.wait(10)
+    g.close()
+    closed.set()
+    t.join(10)
+    assert after == [0]
+    g.release()
+
+
+def test_disable_and_enable_take_effect_in_an_unchanged_context(tracker_counts: None,
+                                                                helper: Helper) -> None:
+    g = otel_alloc.Group()
+    with g:
+        helper.alloc_many(OBJ, 64, 10)
+        otel_alloc.disable()
+        before = g.stats().alloc_bytes
+        helper.alloc_many(OBJ, 1000, 10)
+        off = g.stats().alloc_bytes - before
+        otel_alloc.enable()
+        before = g.stats().alloc_bytes
+        helper.alloc_many(OBJ, 1000, 10)
+        on = g.stats().alloc_bytes - before
+    assert off == 0
+    assert on >= 10_000
+    g.release()
 
 
 def test_a_new_threshold_applies_to_the_next_allocation(helper: Helper) -> None:
