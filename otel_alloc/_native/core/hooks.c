@@ -85,14 +85,15 @@ static inline void *any_realloc(int domain, void *ptr, size_t size)
     return p;
 }
 
-static inline __attribute__((always_inline)) void gil_free_hook(int domain, void *ptr)
+/* Any domain's free (RAW's too). Frees are accounted even while disabled,
+   so live figures stay exact. A subinterpreter's MEM/OBJ blocks come from
+   its own allocator state and were never tracked; RAW frees are looked up
+   from any interpreter (the RAW table has its own lock). */
+static inline __attribute__((always_inline)) void any_free(int domain, void *ptr)
 {
     oa_hook *h = &g_hooks[domain];
-    /* Frees are accounted even while disabled, so live figures stay exact.
-       A subinterpreter's blocks come from its own allocator state and were
-       never tracked. */
     if (__builtin_expect(atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE, 1) ||
-        tls.guard || ptr == NULL || in_subinterpreter(domain)) {
+        tls.guard || ptr == NULL || (!gil_free(domain) && in_subinterpreter(domain))) {
         h->prev.free(h->prev.ctx, ptr);
         return;
     }
@@ -121,7 +122,7 @@ static inline __attribute__((always_inline)) void gil_free_hook(int domain, void
     static void hook_##name##_free(void *ctx, void *ptr)                       \
     {                                                                          \
         (void)ctx;                                                             \
-        gil_free_hook(domain, ptr);                                            \
+        any_free(domain, ptr);                                                 \
     }
 
 OA_GIL_HOOKS(mem, OA_DOMAIN_MEM)
@@ -180,17 +181,7 @@ static void *hook_raw_realloc(void *ctx, void *ptr, size_t size)
 static void hook_raw_free(void *ctx, void *ptr)
 {
     (void)ctx;
-    oa_hook *h = OA_RAW_HOOK;
-    /* RAW frees are looked up from any interpreter (the RAW table has its
-       own lock). */
-    if (tls.guard || ptr == NULL || atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE) {
-        h->prev.free(h->prev.ctx, ptr);
-        return;
-    }
-    tls.guard = 1;
-    oa_track_free(OA_DOMAIN_RAW, ptr);
-    h->prev.free(h->prev.ctx, ptr);
-    tls.guard = 0;
+    any_free(OA_DOMAIN_RAW, ptr);
 }
 
 void oa_hook_allocator(int domain, PyMemAllocatorEx *ours)
