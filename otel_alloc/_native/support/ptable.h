@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Hidden, like every header of the core: calls from the hooks bind
+   directly instead of through the PLT. */
+#pragma GCC visibility push(hidden)
+
 /* Packed value layout, low to high: size (27 bits), a "sampled" flag, the
    group slot (20 bits), the low 16 bits of the group's generation. Sizes that
    do not fit in 27 bits are stored as OA_SIZE_BIG and kept exactly in the
@@ -80,5 +84,7 @@ int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
 int oa_ptable_pop(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta);
 
 size_t oa_ptable_bytes(const oa_ptable *t);
+
+#pragma GCC visibility pop
 
 #endif
