@@ -1,9 +1,14 @@
 /*
- * One set of allocation counters (bytes and blocks allocated, freed, live)
- * and the two ways to update it: plain relaxed load + store (compiles to
- * plain moves) for counters written only under the GIL or by their owning
- * thread, and atomic read-modify-write for counters RAW hooks update without
- * the GIL.
+ * One set of allocation counters (bytes and blocks allocated and live) and
+ * the two ways to update it: plain relaxed load + store (compiles to plain
+ * moves) for counters written only under the GIL or by their owning thread,
+ * and atomic read-modify-write for counters RAW hooks update without the
+ * GIL.
+ *
+ * Freed figures are not counted: in live mode every counted allocation
+ * enters the live table and leaves it only when freed, so what was freed is
+ * what was allocated less what is live (less what the table could not hold,
+ * counted apart). A free then updates two counters per set instead of four.
  */
 #ifndef OA_COUNTERS_H
 #define OA_COUNTERS_H
@@ -20,10 +25,12 @@
 typedef struct {
     _Atomic uint64_t alloc_bytes;
     _Atomic uint64_t alloc_count;
-    _Atomic uint64_t freed_bytes;
-    _Atomic uint64_t freed_count;
     _Atomic int64_t live_bytes;
     _Atomic int64_t live_count;
+    /* Live mode: allocations counted above that the live table could not
+       hold (tracking failures), so never live and never seen freed. */
+    _Atomic uint64_t unheld_bytes;
+    _Atomic uint64_t unheld_count;
 } oa_ctr;
 
 /* Counter written by one writer at a time: relaxed load + store, no lock prefix. */
@@ -56,34 +63,43 @@ static inline void oa_ctr_live_atomic(oa_ctr *c, int64_t bytes, int64_t count)
     atomic_fetch_add_explicit(&c->live_bytes, bytes, OA_RELAXED);
     atomic_fetch_add_explicit(&c->live_count, count, OA_RELAXED);
 }
-static inline void oa_ctr_free_plain(oa_ctr *c, uint64_t size)
+/* An allocation already counted that the live table could not hold (rare:
+   out of memory for the table). */
+static inline void oa_ctr_unheld(oa_ctr *c, uint64_t size)
 {
-    plain_inc(&c->freed_bytes, size);
-    plain_inc(&c->freed_count, 1);
-}
-static inline void oa_ctr_free_atomic(oa_ctr *c, uint64_t size)
-{
-    atomic_fetch_add_explicit(&c->freed_bytes, size, OA_RELAXED);
-    atomic_fetch_add_explicit(&c->freed_count, 1, OA_RELAXED);
+    atomic_fetch_add_explicit(&c->unheld_bytes, size, OA_RELAXED);
+    atomic_fetch_add_explicit(&c->unheld_count, 1, OA_RELAXED);
 }
 static inline void oa_ctr_zero(oa_ctr *c)
 {
     atomic_store_explicit(&c->alloc_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&c->alloc_count, 0, OA_RELAXED);
-    atomic_store_explicit(&c->freed_bytes, 0, OA_RELAXED);
-    atomic_store_explicit(&c->freed_count, 0, OA_RELAXED);
     atomic_store_explicit(&c->live_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&c->live_count, 0, OA_RELAXED);
+    atomic_store_explicit(&c->unheld_bytes, 0, OA_RELAXED);
+    atomic_store_explicit(&c->unheld_count, 0, OA_RELAXED);
 }
-/* out += c */
-static inline void oa_ctr_sum(const oa_ctr *c, oa_stats *out)
+/* out += c. `live`: the counters were kept in live mode, where freed is
+   allocated less live less unheld; in counts mode nothing is freed or live.
+   Read while RAW or native hooks run on other threads, an allocation
+   counted but not yet entered as live shows as freed for that moment, as a
+   byte count updated before its block count always could. */
+static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
 {
-    out->alloc_bytes += atomic_load_explicit(&c->alloc_bytes, OA_RELAXED);
-    out->alloc_count += atomic_load_explicit(&c->alloc_count, OA_RELAXED);
-    out->freed_bytes += atomic_load_explicit(&c->freed_bytes, OA_RELAXED);
-    out->freed_count += atomic_load_explicit(&c->freed_count, OA_RELAXED);
-    out->live_bytes += atomic_load_explicit(&c->live_bytes, OA_RELAXED);
-    out->live_count += atomic_load_explicit(&c->live_count, OA_RELAXED);
+    uint64_t alloc_bytes = atomic_load_explicit(&c->alloc_bytes, OA_RELAXED);
+    uint64_t alloc_count = atomic_load_explicit(&c->alloc_count, OA_RELAXED);
+    out->alloc_bytes += alloc_bytes;
+    out->alloc_count += alloc_count;
+    if (!live)
+        return;
+    int64_t live_bytes = atomic_load_explicit(&c->live_bytes, OA_RELAXED);
+    int64_t live_count = atomic_load_explicit(&c->live_count, OA_RELAXED);
+    out->live_bytes += live_bytes;
+    out->live_count += live_count;
+    out->freed_bytes += alloc_bytes - (uint64_t)live_bytes -
+                        atomic_load_explicit(&c->unheld_bytes, OA_RELAXED);
+    out->freed_count += alloc_count - (uint64_t)live_count -
+                        atomic_load_explicit(&c->unheld_count, OA_RELAXED);
 }
 
 /* Raise *peak to cur if cur is higher (any number of writers). */

@@ -252,9 +252,10 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
         g = &groups[gid];
     else if ((g = user_group(gid)) == NULL)
         return OA_ERR_STALE_GROUP;
-    oa_ctr_sum(&g->mem_obj, out);
-    oa_ctr_sum(&g->raw, out);
-    oa_ctr_sum(&g->native, out);
+    int live = figures_live();
+    oa_ctr_sum(&g->mem_obj, live, out);
+    oa_ctr_sum(&g->raw, live, out);
+    oa_ctr_sum(&g->native, live, out);
     out->native_bytes = atomic_load_explicit(&g->native.alloc_bytes, OA_RELAXED);
     out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
     return OA_OK;

@@ -15,14 +15,16 @@
 
 oa_ctr g_proc[4];
 _Atomic int64_t g_proc_peak;
+_Atomic int g_figures_live;
 
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
     g_stale_raw, g_subinterp_allocs, g_subinterp_bytes, g_rehooks;
 _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
 
-void zero_figures(void)
+void zero_figures(int live)
 {
+    atomic_store_explicit(&g_figures_live, live, OA_RELAXED);
     for (int d = 0; d < 4; d++)
         oa_ctr_zero(&g_proc[d]);
     atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
@@ -42,7 +44,7 @@ void oa_process_stats(oa_stats *out)
 {
     memset(out, 0, sizeof(*out));
     for (int d = 0; d < 4; d++)
-        oa_ctr_sum(&g_proc[d], out);
+        oa_ctr_sum(&g_proc[d], figures_live(), out);
     out->native_bytes = atomic_load_explicit(&g_proc[OA_DOMAIN_NATIVE].alloc_bytes, OA_RELAXED);
     out->peak_bytes = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
 }
@@ -52,7 +54,7 @@ int oa_domain_stats(int domain, oa_stats *out)
     memset(out, 0, sizeof(*out));
     if (domain < 0 || domain > OA_DOMAIN_NATIVE)
         return OA_ERR_BAD_ARGUMENT;
-    oa_ctr_sum(&g_proc[domain], out);
+    oa_ctr_sum(&g_proc[domain], figures_live(), out);
     if (domain == OA_DOMAIN_NATIVE)
         out->native_bytes = out->alloc_bytes;
     return OA_OK;

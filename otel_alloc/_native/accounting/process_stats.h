@@ -13,6 +13,10 @@
 #pragma GCC visibility push(hidden)
 
 extern oa_ctr g_proc[4]; /* per domain: RAW, MEM, OBJ, native */
+/* The figures were counted in live mode (oa_ctr_sum reads live and freed
+   figures only then). Set by install, kept after uninstall so the figures
+   read the same. */
+extern _Atomic int g_figures_live;
 extern _Atomic int64_t g_proc_peak;
 
 /* Written with atomic read-modify-write (RAW hooks, any thread). */
@@ -22,7 +26,12 @@ extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
 /* Written under the GIL only (MEM/OBJ hooks). */
 extern _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj;
 
-void zero_figures(void);
+void zero_figures(int live);
+
+static inline int figures_live(void)
+{
+    return atomic_load_explicit(&g_figures_live, OA_RELAXED);
+}
 
 static inline int64_t proc_live(void)
 {

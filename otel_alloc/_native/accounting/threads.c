@@ -85,7 +85,7 @@ static void thread_to_stats(oa_thread *rec, oa_thread_stats *out)
     memset(out, 0, sizeof(*out));
     out->native_id = rec->native_id;
     out->alive = atomic_load_explicit(&rec->alive, OA_RELAXED);
-    oa_ctr_sum(&rec->c, &out->stats);
+    oa_ctr_sum(&rec->c, figures_live(), &out->stats);
     out->stats.peak_bytes = atomic_load_explicit(&rec->peak, OA_RELAXED);
 }
 

@@ -62,31 +62,24 @@ static inline void charge_free(oa_group *groups, int domain, uint64_t size, uint
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
     if (raw) {
         if (g != NULL) {
-            oa_ctr *gc = group_ctr(g, domain);
-            oa_ctr_free_atomic(gc, size);
-            oa_ctr_live_atomic(gc, -(int64_t)size, -1);
+            oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
             if (pinned)
                 unpin_group(g);
         } else {
             atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
         }
-        oa_ctr_free_atomic(&g_proc[domain], size);
         oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
     } else {
         if (g != NULL) {
-            oa_ctr_free_plain(&g->mem_obj, size);
             oa_ctr_live_plain(&g->mem_obj, -(int64_t)size, -1);
         } else {
             atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
         }
-        oa_ctr_free_plain(&g_proc[domain], size);
         oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
     }
     oa_thread *rec = thread_record();
-    if (rec != NULL) {
-        oa_ctr_free_plain(&rec->c, size);
+    if (rec != NULL)
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
-    }
 }
 
 /* Enter ptr in `domain`'s live table with its size and meta (a slot of
@@ -171,7 +164,13 @@ static inline int track_live(int domain, void *ptr, size_t size, oa_group *group
     uint64_t old_size = 0, old_meta = 0;
     int r = put_block(domain, ptr, size, meta, groups, &old_size, &old_meta);
     if (r < 0) {
+        /* Counted as allocated, but its free will never be seen: kept
+           apart, so freed (allocated less live, counters.h) stays exact. */
         atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+        oa_ctr_unheld(group_ctr(g, domain), size);
+        oa_ctr_unheld(&g_proc[domain], size);
+        if (rec != NULL)
+            oa_ctr_unheld(&rec->c, size);
         return 0;
     }
     if (r == 1) {

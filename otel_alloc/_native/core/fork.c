@@ -77,7 +77,7 @@ static void atfork_child(void)
         atomic_store_explicit(&groups[i].raw_pins, 0, OA_RELAXED);
     }
     oa_thread *self = tls.rec;
-    zero_figures();
+    zero_figures(figures_live());
     for (int i = 0; i < g_nthreads; i++) {
         if (g_threads[i] != self)
             atomic_store_explicit(&g_threads[i]->alive, 0, OA_RELAXED);

@@ -150,7 +150,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
         rc = OA_ERR_NOMEM;
         goto done;
     }
-    zero_figures();
+    zero_figures(mode == OA_MODE_LIVE);
     g_main_interp = PyInterpreterState_Main();
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
