@@ -78,7 +78,12 @@ def instructions(variant: str, workload: str, ops: int) -> int:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              __file__, "--child", variant, "--workload", workload, "--ops", str(ops)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            capture_output=True, text=True,
+            # One BLAS thread: callgrind runs threads one at a time, and a
+            # BLAS pool's waiting threads spin for as long as they are let,
+            # which made the NumPy figures move from run to run.
+            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1",
+                 "OMP_NUM_THREADS": "1"})
         if proc.returncode != 0:
             raise SystemExit(f"callgrind run of {variant}/{workload} failed "
                              f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")

@@ -45,7 +45,7 @@ oa_spin g_native_lock = OA_SPIN_INIT;
    away. The common case, an allocation in a thread whose context has not
    changed since its last one, is answered by the thread's attribution cache
    (gil_alloc); the free hook outside live mode is a tail call. */
-static inline __attribute__((always_inline)) void *gil_malloc(int domain, size_t size)
+static inline __attribute__((always_inline)) void *gil_malloc(int domain, size_t size, int live)
 {
     oa_hook *h = &g_hooks[domain];
     if (__builtin_expect(tls.guard, 0))
@@ -53,12 +53,13 @@ static inline __attribute__((always_inline)) void *gil_malloc(int domain, size_t
     tls.guard = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
     if (__builtin_expect(p != NULL, 1))
-        gil_alloc(domain, p, size);
+        gil_alloc(domain, p, size, live);
     tls.guard = 0;
     return p;
 }
 
-static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t nelem, size_t elsize)
+static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t nelem, size_t elsize,
+                                                               int live)
 {
     oa_hook *h = &g_hooks[domain];
     if (__builtin_expect(tls.guard, 0))
@@ -67,7 +68,7 @@ static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
     /* On success nelem * elsize did not overflow. */
     if (__builtin_expect(p != NULL, 1))
-        gil_alloc(domain, p, nelem * elsize);
+        gil_alloc(domain, p, nelem * elsize, live);
     tls.guard = 0;
     return p;
 }
@@ -103,16 +104,29 @@ static inline __attribute__((always_inline)) void any_free(int domain, void *ptr
     tls.guard = 0;
 }
 
+/* malloc and calloc come in two copies per domain, one compiled for each
+   mode (gil_alloc in account.h); install puts in its mode's. */
 #define OA_GIL_HOOKS(name, domain)                                             \
     static void *hook_##name##_malloc(void *ctx, size_t size)                  \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_malloc(domain, size);                                       \
+        return gil_malloc(domain, size, 0);                                    \
     }                                                                          \
     static void *hook_##name##_calloc(void *ctx, size_t nelem, size_t elsize)  \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize);                              \
+        return gil_calloc(domain, nelem, elsize, 0);                           \
+    }                                                                          \
+    static void *hook_##name##_malloc_live(void *ctx, size_t size)             \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_malloc(domain, size, 1);                                    \
+    }                                                                          \
+    static void *hook_##name##_calloc_live(void *ctx, size_t nelem,            \
+                                           size_t elsize)                      \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_calloc(domain, nelem, elsize, 1);                           \
     }                                                                          \
     static void *hook_##name##_realloc(void *ctx, void *ptr, size_t size)      \
     {                                                                          \
@@ -184,16 +198,35 @@ static void hook_raw_free(void *ctx, void *ptr)
     any_free(OA_DOMAIN_RAW, ptr);
 }
 
-void oa_hook_allocator(int domain, PyMemAllocatorEx *ours)
+void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
 {
-    static const PyMemAllocatorEx fns[3] = {
-        [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
-                           hook_raw_free},
-        [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc, hook_mem_calloc, hook_mem_realloc,
-                           hook_mem_free},
-        [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc, hook_obj_calloc, hook_obj_realloc,
-                           hook_obj_free},
+    static const PyMemAllocatorEx fns[2][3] = {
+        {
+            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
+                               hook_raw_free},
+            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc, hook_mem_calloc, hook_mem_realloc,
+                               hook_mem_free},
+            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc, hook_obj_calloc, hook_obj_realloc,
+                               hook_obj_free},
+        },
+        {
+            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
+                               hook_raw_free},
+            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc_live, hook_mem_calloc_live,
+                               hook_mem_realloc, hook_mem_free},
+            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc_live, hook_obj_calloc_live,
+                               hook_obj_realloc, hook_obj_free},
+        },
     };
-    *ours = fns[domain];
+    *ours = fns[live != 0][domain];
     ours->ctx = &g_hooks[domain];
+}
+
+int oa_is_our_allocator(int domain, const PyMemAllocatorEx *alloc)
+{
+    PyMemAllocatorEx counts, live;
+    oa_hook_allocator(domain, 0, &counts);
+    oa_hook_allocator(domain, 1, &live);
+    return alloc->ctx == counts.ctx &&
+           (alloc->malloc == counts.malloc || alloc->malloc == live.malloc);
 }

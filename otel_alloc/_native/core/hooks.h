@@ -84,7 +84,9 @@ typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
 /* Our allocator for `domain` (hooks.c): its functions, ctx &g_hooks[domain]. */
-void oa_hook_allocator(int domain, PyMemAllocatorEx *ours);
+void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours);
+/* Whether alloc is one of our hooks of `domain` (either mode's copy). */
+int oa_is_our_allocator(int domain, const PyMemAllocatorEx *alloc);
 
 #pragma GCC visibility pop
 

@@ -74,7 +74,7 @@ static int probe(int domain)
    g_hooks[domain] (ThreadSanitizer saw it): its fields are written only when
    they change, which is never in the usual uninstall/install cycle
    (uninstall restored exactly that allocator). */
-static void wrap_domain(int domain)
+static void wrap_domain(int domain, int live)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
@@ -83,17 +83,16 @@ static void wrap_domain(int domain)
     if (memcmp(&cur, &g_hooks[domain].prev, sizeof(cur)) != 0)
         g_hooks[domain].prev = cur;
     PyMemAllocatorEx ours;
-    oa_hook_allocator(domain, &ours);
+    oa_hook_allocator(domain, live, &ours);
     PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
     g_hooked[domain] = 1;
 }
 
 static int hook_on_top(int domain)
 {
-    PyMemAllocatorEx cur, ours;
+    PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
-    oa_hook_allocator(domain, &ours);
-    return cur.ctx == ours.ctx && cur.malloc == ours.malloc;
+    return oa_is_our_allocator(domain, &cur);
 }
 
 static void drop_tables(void)
@@ -161,7 +160,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
            hook call itself through the other tool. */
         if (g_hooked[d] && probe(d))
             continue;
-        wrap_domain(d);
+        wrap_domain(d, mode == OA_MODE_LIVE);
     }
     atomic_store_explicit(&g_enabled, 1, OA_RELAXED);
     atomic_store_explicit(&g_mode, mode, memory_order_release);
@@ -216,7 +215,7 @@ int oa_rehook(void)
                install): wrap what is there now. Blocks freed meanwhile were
                not seen; their table entries are replaced when the address
                comes back (counters().replaced_blocks). */
-            wrap_domain(d);
+            wrap_domain(d, atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE);
             rehooked++;
         }
         atomic_fetch_add_explicit(&g_rehooks, (uint64_t)rehooked, OA_RELAXED);

@@ -76,6 +76,15 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         charge_alloc(domain, ptr, size, groups, g, gid, live, threshold, tls.rec);
 }
 
+void oa_gil_charge_cached(int domain, void *ptr, size_t size)
+{
+    oa_group *g = tls.attr_group;
+    if (tls.attr_live)
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 1, tls.attr_threshold, tls.rec);
+    else
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 0, tls.attr_threshold, tls.rec);
+}
+
 /* RAW and native allocations: no GIL, so the group is the one this
    thread's MEM/OBJ hooks last resolved, pinned while it is charged. */
 static void gil_free_alloc(int domain, void *ptr, size_t size)
@@ -101,7 +110,7 @@ void oa_track_alloc(int domain, void *ptr, size_t size)
     if (gil_free(domain))
         gil_free_alloc(domain, ptr, size);
     else
-        gil_alloc(domain, ptr, size);
+        gil_alloc(domain, ptr, size, 0);
 }
 
 void oa_track_free(int domain, void *ptr)
