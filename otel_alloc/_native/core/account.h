@@ -56,7 +56,8 @@ static inline void table_unlock(int domain)
 
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`:
    charged to the group that allocated it, its domain and this thread. */
-static inline void charge_free(oa_group *groups, int domain, uint64_t size, uint64_t meta)
+static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
+                                                               uint64_t size, uint64_t meta)
 {
     int raw = gil_free(domain), pinned;
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
