@@ -314,3 +314,50 @@ int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta)
     MEASURED(group, delta, h_free(domain, ptr));
     return 0;
 }
+
+/* ------------------------------------------------------------- peaks */
+
+#define H_PEAK_MAX 4096
+static uintptr_t h_peak_blocks[H_PEAK_MAX];
+static int h_peak_first, h_peak_end, h_peak_domain;
+
+/* Live bytes that rise and fall within one call, with no Python code in
+   between: n1 blocks of `size`, the first k of them freed, n2 more. All are
+   freed before returning unless `keep`, in which case they stay alive until
+   h_peak_release(). The calling group's peak then rose by exactly
+   size * max(n1, n1 - k + n2). -1 on a bad argument or a failed allocation. */
+int h_peak_sequence(int domain, size_t size, int n1, int k, int n2, int keep)
+{
+    if (n1 < 0 || k < 0 || k > n1 || n2 < 0 || n1 + n2 > H_PEAK_MAX || h_peak_end != 0)
+        return -1;
+    h_peak_domain = domain;
+    for (int i = 0; i < n1 + n2; i++) {
+        if (i == n1) {
+            for (int j = 0; j < k; j++)
+                WITH_GIL(domain, do_free(domain, (void *)h_peak_blocks[j]));
+            h_peak_first = k;
+        }
+        void *p;
+        WITH_GIL(domain, p = do_malloc(domain, size));
+        if (p == NULL)
+            return -1;
+        h_peak_blocks[i] = (uintptr_t)p;
+        h_peak_end = i + 1;
+    }
+    if (n2 == 0) {
+        for (int j = 0; j < k; j++)
+            WITH_GIL(domain, do_free(domain, (void *)h_peak_blocks[j]));
+        h_peak_first = k;
+    }
+    if (!keep)
+        h_peak_release();
+    return 0;
+}
+
+/* Free what h_peak_sequence kept. */
+void h_peak_release(void)
+{
+    for (int i = h_peak_first; i < h_peak_end; i++)
+        WITH_GIL(h_peak_domain, do_free(h_peak_domain, (void *)h_peak_blocks[i]));
+    h_peak_first = h_peak_end = 0;
+}

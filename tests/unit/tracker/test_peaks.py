@@ -1,0 +1,62 @@
+"""Peaks are exact: a group's peak is the highest its live bytes ever were.
+
+Peaks are raised when live bytes fall (at a free, from the figure just
+before it) and read as the higher of that and the live figure now; these
+tests drive live bytes up and down in C, with no Python code in between, so
+the expected peak is known to the byte.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import otel_alloc
+from tests.unit.conftest import MEM, OBJ, RAW, Helper, gc_paused
+
+SIZE = 1000
+
+
+def _group_after(helper: Helper, domain: int, n1: int, k: int, n2: int,
+                 keep: bool) -> otel_alloc.Stats:
+    group = otel_alloc.Group()
+    with group:
+        assert helper.module.lib.h_peak_sequence(domain, SIZE, n1, k, n2, keep) == 0
+    stats = group.stats()
+    helper.module.lib.h_peak_release()
+    return stats
+
+
+@pytest.mark.parametrize("domain", [OBJ, MEM, RAW], ids=["obj", "mem", "raw"])
+@pytest.mark.parametrize(("n1", "k", "n2", "keep"), [
+    (10, 8, 5, False),   # highest before the first free, then lower
+    (10, 8, 20, False),  # highest before the last frees
+    (10, 8, 20, True),   # highest now: no free since (read as the live figure)
+    (10, 4, 0, True),    # highest before a free, then kept
+])
+def test_group_peak_is_exact(tracker_live: None, helper: Helper, domain: int, n1: int, k: int,
+                             n2: int, keep: bool) -> None:
+    with gc_paused():
+        _group_after(helper, domain, 0, 0, 0, keep)  # first calls fill caches
+        # The same path without the blocks: what leaving the group allocates
+        # after the call (a few hundred bytes, partly freed again).
+        base = _group_after(helper, domain, 0, 0, 0, keep)
+        got = _group_after(helper, domain, n1, k, n2, keep)
+    still_live = SIZE * (n1 - k + n2) if keep else 0
+    # Highest either within the call, or after it with the kept blocks.
+    assert got.peak_bytes == max(SIZE * max(n1, n1 - k + n2), base.peak_bytes + still_live)
+    assert got.live_bytes - base.live_bytes == still_live
+
+
+def test_thread_and_process_peaks_follow_live_bytes(tracker_live: None, helper: Helper) -> None:
+    with gc_paused():
+        otel_alloc.reset_peaks()
+        start = otel_alloc.process_stats()
+        group = otel_alloc.Group()
+        with group:
+            assert helper.module.lib.h_peak_sequence(OBJ, 100_000, 50, 50, 0, False) == 0
+        after = otel_alloc.process_stats()
+        me = otel_alloc.current_thread_stats().stats
+    # 5 MB rose and fell: both peaks saw it although nothing is live now.
+    assert after.peak_bytes >= start.live_bytes + 5_000_000
+    assert me.peak_bytes >= 5_000_000
+    assert after.live_bytes < start.live_bytes + 5_000_000
