@@ -102,22 +102,12 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
                         atomic_load_explicit(&c->unheld_count, OA_RELAXED);
 }
 
-/* Raise *peak to cur if cur is higher (any number of writers). Peaks are
-   raised when live bytes fall (core/account.h, charge_free): a reader takes
-   the higher of the peak and the live figure now (oa_peak_read). */
+/* Raise *peak to cur if cur is higher (any number of writers). */
 static inline void oa_peak_update(_Atomic int64_t *peak, int64_t cur)
 {
     int64_t p = atomic_load_explicit(peak, OA_RELAXED);
     while (cur > p && !atomic_compare_exchange_weak_explicit(peak, &p, cur, OA_RELAXED, OA_RELAXED)) {
     }
-}
-
-/* A peak as readers see it: the stored peak, or the live figure now when
-   higher (it has risen since the last free). */
-static inline int64_t oa_peak_read(_Atomic int64_t *peak, int64_t live_now)
-{
-    int64_t p = atomic_load_explicit(peak, OA_RELAXED);
-    return live_now > p ? live_now : p;
 }
 
 #pragma GCC visibility pop

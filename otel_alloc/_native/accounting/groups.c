@@ -257,7 +257,7 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
     oa_ctr_sum(&g->raw, live, out);
     oa_ctr_sum(&g->native, live, out);
     out->native_bytes = atomic_load_explicit(&g->native.alloc_bytes, OA_RELAXED);
-    out->peak_bytes = oa_peak_read(&g->peak, group_live(g));
+    out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
     return OA_OK;
 }
 

@@ -46,7 +46,7 @@ void oa_process_stats(oa_stats *out)
     for (int d = 0; d < 4; d++)
         oa_ctr_sum(&g_proc[d], figures_live(), out);
     out->native_bytes = atomic_load_explicit(&g_proc[OA_DOMAIN_NATIVE].alloc_bytes, OA_RELAXED);
-    out->peak_bytes = oa_peak_read(&g_proc_peak, proc_live());
+    out->peak_bytes = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
 }
 
 int oa_domain_stats(int domain, oa_stats *out)

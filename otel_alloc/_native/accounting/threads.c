@@ -86,8 +86,7 @@ static void thread_to_stats(oa_thread *rec, oa_thread_stats *out)
     out->native_id = rec->native_id;
     out->alive = atomic_load_explicit(&rec->alive, OA_RELAXED);
     oa_ctr_sum(&rec->c, figures_live(), &out->stats);
-    out->stats.peak_bytes =
-        oa_peak_read(&rec->peak, atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED));
+    out->stats.peak_bytes = atomic_load_explicit(&rec->peak, OA_RELAXED);
 }
 
 int oa_threads_stats(oa_thread_stats *out, int max_threads)

@@ -55,23 +55,12 @@ static inline void table_unlock(int domain)
 }
 
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`:
-   charged to the group that allocated it, its domain and this thread.
-
-   Peaks are raised here, from the live figure just before the free, not at
-   every allocation: live bytes only rise at allocations and only fall at
-   frees, so their highest point is always just before some free or is the
-   current value, which readers take into account (max of peak and live).
-   Raised at allocations, a growing group (every span's at its start) paid
-   a locked compare-and-swap per allocation; here it pays one per turn from
-   growing to shrinking. */
+   charged to the group that allocated it, its domain and this thread. */
 static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
                                                                uint64_t size, uint64_t meta)
 {
     int raw = gil_free(domain), pinned;
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
-    if (g != NULL)
-        oa_peak_update(&g->peak, group_live(g));
-    oa_peak_update(&g_proc_peak, proc_live());
     if (raw) {
         if (g != NULL) {
             oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
@@ -90,12 +79,8 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
     }
     oa_thread *rec = thread_record();
-    if (rec != NULL) {
-        int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
-        if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
-            atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+    if (rec != NULL)
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
-    }
 }
 
 /* Enter ptr in `domain`'s live table with its size and meta (a slot of
@@ -170,7 +155,7 @@ static inline __attribute__((always_inline)) void track_free_block(int domain, v
 }
 
 /* Live mode: enter the block in its domain's table and add it to the live
-   figures. 1 when it is in the table. */
+   figures and peaks. 1 when it is in the table. */
 static inline __attribute__((always_inline)) int track_live(int domain, void *ptr, size_t size,
                                                              oa_group *groups,
                              oa_group *g, int sampled, oa_thread *rec)
@@ -207,9 +192,14 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
         oa_ctr_live_plain(gc, (int64_t)size, 1);
         oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
     }
-    if (rec != NULL)
+    oa_peak_update(&g->peak, group_live(g));
+    oa_peak_update(&g_proc_peak, proc_live());
+    if (rec != NULL) {
         oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
-    /* No peak here: peaks are raised by frees (charge_free). */
+        int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
+        if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
+            atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+    }
     return 1;
 }
 

@@ -1,9 +1,7 @@
 """Peaks are exact: a group's peak is the highest its live bytes ever were.
 
-Peaks are raised when live bytes fall (at a free, from the figure just
-before it) and read as the higher of that and the live figure now; these
-tests drive live bytes up and down in C, with no Python code in between, so
-the expected peak is known to the byte.
+These tests drive live bytes up and down in C, with no Python code in
+between, so the expected peak is known to the byte.
 """
 
 from __future__ import annotations
