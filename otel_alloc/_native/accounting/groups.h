@@ -92,17 +92,44 @@ static inline uint32_t table_slots(const oa_group *groups)
     return *(const uint32_t *)((const char *)groups - OA_GROUP_HEADER);
 }
 
+/* The counter of live-table entries tagged with `slot` (see take_slot in
+   groups.c) for a RAW/native or a MEM/OBJ table; NULL for the reserved
+   slots, which are never reused. */
+static inline _Atomic int64_t *slot_tag(oa_group *groups, uint32_t slot, int raw)
+{
+    if (slot < OA_FIRST_USER_SLOT || slot >= table_slots(groups))
+        return NULL;
+    return raw ? &groups[slot].tagged_raw : &groups[slot].tagged_mem_obj;
+}
+
+static inline _Atomic int64_t *group_tag(oa_group *groups, oa_group *g, int raw)
+{
+    return slot_tag(groups, (uint32_t)(g - groups), raw);
+}
+
+/* Add delta to a tag counter (NULL: none). */
+static inline void tag_add(_Atomic int64_t *tag, int64_t delta, int raw)
+{
+    if (tag == NULL)
+        return;
+    if (raw)
+        atomic_fetch_add_explicit(tag, delta, OA_RELAXED);
+    else
+        plain_add_signed(tag, delta);
+}
+
 /* A live-table entry tagged with `meta`'s slot was added (delta 1) or
    removed (-1). */
 static inline void tag_slot(oa_group *groups, uint64_t meta, int64_t delta, int raw)
 {
-    uint32_t slot = oa_meta_slot(meta);
-    if (slot < OA_FIRST_USER_SLOT || slot >= table_slots(groups))
-        return;
-    if (raw)
-        atomic_fetch_add_explicit(&groups[slot].tagged_raw, delta, OA_RELAXED);
-    else
-        plain_add_signed(&groups[slot].tagged_mem_obj, delta);
+    tag_add(slot_tag(groups, oa_meta_slot(meta), raw), delta, raw);
+}
+
+/* What a live-table entry of group g holds besides the size: its slot and
+   the low bits of its generation (oa_meta_pack). */
+static inline uint64_t group_meta_hi(oa_group *groups, oa_group *g)
+{
+    return oa_meta_pack(0, (uint32_t)(g - groups), atomic_load_explicit(&g->gen, OA_RELAXED), 0);
 }
 
 /* A RAW hook about to charge `g` pins it; 0 when pinning is not needed

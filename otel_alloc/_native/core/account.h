@@ -83,11 +83,11 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
 }
 
-/* Enter ptr in `domain`'s live table with its size and meta (a slot of
-   table `groups`), tagging that slot: oa_ptable_put's result (1 with the
-   entry it replaced, 0 new, -1 not stored). */
+/* Enter ptr in `domain`'s live table with its size and meta, adding one to
+   its slot's tag counter `tag` (slot_tag, may be NULL): oa_ptable_put's
+   result (1 with the entry it replaced, 0 new, -1 not stored). */
 static inline int put_block(int domain, void *ptr, uint64_t size, uint64_t meta,
-                            oa_group *groups, uint64_t *old_size, uint64_t *old_meta)
+                            _Atomic int64_t *tag, uint64_t *old_size, uint64_t *old_meta)
 {
     oa_ptable *t = table_of(domain);
     int r = -1;
@@ -96,7 +96,7 @@ static inline int put_block(int domain, void *ptr, uint64_t size, uint64_t meta,
         r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, old_size, old_meta);
     table_unlock(domain);
     if (r >= 0)
-        tag_slot(groups, meta, 1, gil_free(domain));
+        tag_add(tag, 1, gil_free(domain));
     return r;
 }
 
@@ -155,16 +155,19 @@ static inline __attribute__((always_inline)) void track_free_block(int domain, v
 }
 
 /* Live mode: enter the block in its domain's table and add it to the live
-   figures and peaks. 1 when it is in the table. */
+   figures and peaks. meta_hi and tag are g's group_meta_hi and group_tag
+   (groups.h), which the MEM/OBJ hooks keep in their attribution cache. 1
+   when it is in the table. */
 static inline __attribute__((always_inline)) int track_live(int domain, void *ptr, size_t size,
-                                                             oa_group *groups,
-                             oa_group *g, int sampled, oa_thread *rec)
+                                                             oa_group *groups, oa_group *g,
+                                                             uint64_t meta_hi,
+                                                             _Atomic int64_t *tag, int sampled,
+                                                             oa_thread *rec)
 {
     int raw = gil_free(domain);
-    uint64_t meta = oa_meta_pack(size, (uint32_t)(g - groups),
-                                 atomic_load_explicit(&g->gen, OA_RELAXED), sampled);
+    uint64_t meta = meta_hi | oa_meta_pack(size, 0, 0, sampled);
     uint64_t old_size = 0, old_meta = 0;
-    int r = put_block(domain, ptr, size, meta, groups, &old_size, &old_meta);
+    int r = put_block(domain, ptr, size, meta, tag, &old_size, &old_meta);
     if (r < 0) {
         /* Counted as allocated, but its free will never be seen: kept
            apart, so freed (allocated less live, counters.h) stays exact. */
@@ -212,12 +215,15 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
 /* Charge an allocation of `size` bytes at ptr to group g (id gid) of table
    `groups`: the group's, the domain's and the thread's (rec, may be NULL)
    counters, then in live mode the table, then sampling and the event
-   threshold (UINT64_MAX: no events). The caller holds a RAW pin on g where
-   one is needed. Always inlined: as a call, saving and restoring registers
-   cost as much as the counting itself. */
+   threshold (UINT64_MAX: no events). In live mode meta_hi and tag are g's
+   group_meta_hi and group_tag (see track_live). The caller holds a RAW pin
+   on g where one is needed. Always inlined: as a call, saving and restoring
+   registers cost as much as the counting itself. */
 static inline __attribute__((always_inline)) void charge_alloc(int domain, void *ptr, size_t size,
                                                                oa_group *groups, oa_group *g,
                                                                uint64_t gid, int live,
+                                                               uint64_t meta_hi,
+                                                               _Atomic int64_t *tag,
                                                                uint64_t threshold, oa_thread *rec)
 {
     oa_ctr *gc = group_ctr(g, domain);
@@ -235,7 +241,7 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
     tls.sample_left -= (int64_t)size;
     int rare = (tls.sample_left <= 0) | (size >= threshold);
     if (live && !rare)
-        track_live(domain, ptr, size, groups, g, 0, rec);
+        track_live(domain, ptr, size, groups, g, meta_hi, tag, 0, rec);
     else if (__builtin_expect(rare, 0))
         oa_charge_rest(domain, ptr, size, groups, g, gid, live, threshold, rec);
 }
@@ -287,8 +293,8 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
     if (__builtin_expect(tls.attr_live != fast_live, 0))
         oa_gil_charge_cached(domain, ptr, size);
     else
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, fast_live, tls.attr_threshold,
-                     tls.rec);
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, fast_live, tls.attr_meta_hi,
+                     tls.attr_tag, tls.attr_threshold, tls.rec);
 }
 
 #pragma GCC visibility pop

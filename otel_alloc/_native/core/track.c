@@ -10,7 +10,8 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
                     uint64_t gid, int live, uint64_t threshold, oa_thread *rec)
 {
     int sampled = tls.sample_left <= 0 && oa_sample_tick_slow(size);
-    int tracked = live && track_live(domain, ptr, size, groups, g, sampled, rec);
+    int tracked = live && track_live(domain, ptr, size, groups, g, group_meta_hi(groups, g),
+                                     group_tag(groups, g, gil_free(domain)), sampled, rec);
     if (!sampled && size < threshold)
         return;
     /* A group named by a sample or an event is remembered for a while after
@@ -68,21 +69,26 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         tls.attr_group = g;
         tls.attr_live = live;
         tls.attr_threshold = threshold;
+        tls.attr_meta_hi = g != NULL ? group_meta_hi(groups, g) : 0;
+        tls.attr_tag = g != NULL ? group_tag(groups, g, 0) : NULL;
         tls.attr_epoch = epoch;
     } else {
         tls.attr_epoch = 0;
     }
     if (g != NULL)
-        charge_alloc(domain, ptr, size, groups, g, gid, live, threshold, tls.rec);
+        charge_alloc(domain, ptr, size, groups, g, gid, live, live ? group_meta_hi(groups, g) : 0,
+                     live ? group_tag(groups, g, 0) : NULL, threshold, tls.rec);
 }
 
 void oa_gil_charge_cached(int domain, void *ptr, size_t size)
 {
     oa_group *g = tls.attr_group;
     if (tls.attr_live)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 1, tls.attr_threshold, tls.rec);
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 1, tls.attr_meta_hi,
+                     tls.attr_tag, tls.attr_threshold, tls.rec);
     else
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 0, tls.attr_threshold, tls.rec);
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 0, 0, NULL, tls.attr_threshold,
+                     tls.rec);
 }
 
 /* RAW and native allocations: no GIL, so the group is the one this
@@ -98,9 +104,9 @@ static void gil_free_alloc(int domain, void *ptr, size_t size)
     int pinned;
     oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
     oa_sample_refresh();
-    charge_alloc(domain, ptr, size, groups, g, gid,
-                 atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE, event_threshold(),
-                 thread_record());
+    int live = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
+    charge_alloc(domain, ptr, size, groups, g, gid, live, live ? group_meta_hi(groups, g) : 0,
+                 live ? group_tag(groups, g, 1) : NULL, event_threshold(), thread_record());
     if (pinned)
         unpin_group(g);
 }
@@ -149,8 +155,9 @@ void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_
     if (p == NULL && size != 0) {
         if (found) { /* the old block lives on: back into its table */
             uint64_t unused_size, unused_meta;
-            (void)put_block(odomain, ptr, osize, ometa, group_table(), &unused_size,
-                            &unused_meta);
+            (void)put_block(odomain, ptr, osize, ometa,
+                            slot_tag(group_table(), oa_meta_slot(ometa), gil_free(odomain)),
+                            &unused_size, &unused_meta);
         }
         return NULL;
     }
