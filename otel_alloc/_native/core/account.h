@@ -54,12 +54,15 @@ static inline void table_unlock(int domain)
         oa_spin_unlock(lock);
 }
 
-/* A freed (or replaced) block of `size` bytes whose table entry is `meta`:
-   charged to the group that allocated it, its domain and this thread. */
+/* A freed (or replaced) block of `size` bytes whose table entry is `meta`,
+   out of its table: its slot's tag counter goes down (pop_block left it),
+   and it is charged to the group that allocated it, its domain and this
+   thread. */
 static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
                                                                uint64_t size, uint64_t meta)
 {
     int raw = gil_free(domain), pinned;
+    tag_slot(groups, meta, -1, raw);
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
     if (raw) {
         if (g != NULL) {
@@ -101,7 +104,9 @@ static inline int put_block(int domain, void *ptr, uint64_t size, uint64_t meta,
 }
 
 /* Remove ptr from `domain`'s live table: 1 with its size and meta when it
-   was there. */
+   was there. Its slot's tag counter still counts it until charge_free (or
+   for good, when put back): counting an entry too long only ever parks a
+   slot for longer. */
 static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
 {
     oa_ptable *t = table_of(domain);
@@ -110,8 +115,6 @@ static inline int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *met
     if (t->slots != NULL)
         found = oa_ptable_pop(t, (uintptr_t)ptr, size, meta);
     table_unlock(domain);
-    if (found)
-        tag_slot(group_table(), *meta, -1, gil_free(domain));
     return found;
 }
 
@@ -182,7 +185,6 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
         /* A block we never saw freed (freed while the hooks were out of the
            chain): its old entry counts as freed now. */
         atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
-        tag_slot(groups, old_meta, -1, raw);
         if (old_meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
         charge_free(groups, domain, old_size, old_meta);

@@ -155,9 +155,11 @@ void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_
     if (p == NULL && size != 0) {
         if (found) { /* the old block lives on: back into its table */
             uint64_t unused_size, unused_meta;
-            (void)put_block(odomain, ptr, osize, ometa,
-                            slot_tag(group_table(), oa_meta_slot(ometa), gil_free(odomain)),
-                            &unused_size, &unused_meta);
+            /* Its tag was never taken down (pop_block): none to add. */
+            if (put_block(odomain, ptr, osize, ometa, NULL, &unused_size, &unused_meta) < 0) {
+                atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+                tag_slot(group_table(), ometa, -1, gil_free(odomain));
+            }
         }
         return NULL;
     }
