@@ -11,10 +11,13 @@ and atomic operations cost more than their count says, so read them beside
 the suite's wall-clock table, not instead of it. Usage::
 
     python benchmarks/callgrind_ratios.py [--workloads core,request,deltablue]
-        [--variants untraced,disabled,counts,sampled,live] [--small 300 --large 900]
+        [--variants untraced,disabled,counts,sampled,live,counts-native,live-native]
+        [--small 300 --large 900]
 
 (the README's figures: ``core`` 300/900, ``request`` 100/300, ``deltablue``
-20/60). Needs ``valgrind``; takes about a minute per variant and workload.
+20/60, ``numpy`` 10/30). The ``-native`` variants also hook native memory
+(``native=True``); the others leave it off. Needs ``valgrind``; takes
+about a minute per variant and workload.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("untraced", "disabled", "counts", "sampled", "live")
-WORKLOADS = ("core", "request", "deltablue")
+VARIANTS = ("untraced", "disabled", "counts", "sampled", "live", "counts-native", "live-native")
+WORKLOADS = ("core", "request", "deltablue", "numpy")
 
 
 def _workload(name: str) -> Callable[[int], object]:
@@ -49,6 +52,10 @@ def _workload(name: str) -> Callable[[int], object]:
 
         delta_blue = _pyperformance("deltablue").delta_blue
         return lambda n: [delta_blue(100) for _ in range(n)]
+    if name == "numpy":
+        from numpy_job import step
+
+        return lambda n: [step(i % 64) for i in range(n)]
     raise SystemExit(f"--workloads: unknown workload {name!r}; accepted: {', '.join(WORKLOADS)}")
 
 
@@ -58,7 +65,8 @@ def child(variant: str, workload: str, ops: int) -> None:
     if variant != "untraced":
         import otel_alloc
 
-        otel_alloc.install("live" if variant == "live" else "counts", native=False)
+        mode, _, native = variant.partition("-")
+        otel_alloc.install("live" if mode == "live" else "counts", native=native == "native")
         if variant == "disabled":
             otel_alloc.disable()
         else:

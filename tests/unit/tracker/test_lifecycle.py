@@ -195,9 +195,10 @@ def test_tracemalloc_started_after_install_we_stop_first(clean: None, helper: He
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
 
 
+@pytest.mark.parametrize("domain", [OBJ, MEM], ids=["obj", "mem"])
 @pytest.mark.parametrize(("first", "second"), [("counts", "live"), ("live", "counts")])
 def test_hooks_kept_in_chain_count_right_in_the_other_mode(
-        clean: None, helper: Helper, first: str, second: str) -> None:
+        clean: None, helper: Helper, first: str, second: str, domain: int) -> None:
     """The MEM/OBJ hooks come in one copy per mode, and install puts in its
     mode's; a hook kept in tracemalloc's chain from an install in the other
     mode is reused and must count exactly in the new mode too."""
@@ -210,19 +211,18 @@ def test_hooks_kept_in_chain_count_right_in_the_other_mode(
     # again, and no longer adding its own trace entries to the counts.
     tracemalloc.stop()
     assert all(s["on_top"] for s in otel_alloc.hook_status().values())
-    for domain in (OBJ, MEM):
-        kept: list[object] = []
-        held = charged(lambda real: kept.append(
-            helper.alloc_many(domain, 48, 100 if real else 0, keep=True)))
-        # 100 blocks of 48 bytes, and the handle array grown by 100 pointers.
-        assert (held.alloc_bytes, held.alloc_count) == (4800 + 800, 100)
-        churned = charged(lambda real: helper.alloc_many(domain, 48, 100 if real else 0))
-        assert (churned.alloc_bytes, churned.alloc_count) == (4800, 100)
-        if second == "live":
-            assert (held.live_bytes, held.live_count) == (5600, 100)
-            assert (churned.live_bytes, churned.freed_bytes, churned.freed_count) == (0, 4800, 100)
-        for ptrs in kept:
-            helper.free_many(domain, ptrs, len(ptrs))  # type: ignore[arg-type]
+    kept: list[object] = []
+    held = charged(lambda real: kept.append(
+        helper.alloc_many(domain, 48, 100 if real else 0, keep=True)))
+    # 100 blocks of 48 bytes, and the handle array grown by 100 pointers.
+    assert (held.alloc_bytes, held.alloc_count) == (4800 + 800, 100)
+    churned = charged(lambda real: helper.alloc_many(domain, 48, 100 if real else 0))
+    assert (churned.alloc_bytes, churned.alloc_count) == (4800, 100)
+    if second == "live":
+        assert (held.live_bytes, held.live_count) == (5600, 100)
+        assert (churned.live_bytes, churned.freed_bytes, churned.freed_count) == (0, 4800, 100)
+    for ptrs in kept:
+        helper.free_many(domain, ptrs, len(ptrs))  # type: ignore[arg-type]
     otel_alloc.uninstall()
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
 
