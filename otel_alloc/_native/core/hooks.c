@@ -47,11 +47,11 @@ oa_spin g_native_lock = OA_SPIN_INIT;
    (gil_alloc); the free hook outside live mode is a tail call. */
 static inline __attribute__((always_inline)) void *gil_malloc(int domain, size_t size, int live)
 {
-    oa_hook *h = &g_hooks[domain];
+    const PyMemAllocatorEx *prev = prev_of(domain);
     if (__builtin_expect(tls.guard, 0))
-        return h->prev.malloc(h->prev.ctx, size);
+        return prev->malloc(prev->ctx, size);
     tls.guard = 1;
-    void *p = h->prev.malloc(h->prev.ctx, size);
+    void *p = prev->malloc(prev->ctx, size);
     if (__builtin_expect(p != NULL, 1))
         gil_alloc(domain, p, size, live);
     tls.guard = 0;
@@ -61,11 +61,11 @@ static inline __attribute__((always_inline)) void *gil_malloc(int domain, size_t
 static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t nelem, size_t elsize,
                                                                int live)
 {
-    oa_hook *h = &g_hooks[domain];
+    const PyMemAllocatorEx *prev = prev_of(domain);
     if (__builtin_expect(tls.guard, 0))
-        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+        return prev->calloc(prev->ctx, nelem, elsize);
     tls.guard = 1;
-    void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+    void *p = prev->calloc(prev->ctx, nelem, elsize);
     /* On success nelem * elsize did not overflow. */
     if (__builtin_expect(p != NULL, 1))
         gil_alloc(domain, p, nelem * elsize, live);
@@ -77,11 +77,11 @@ static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t
    free of the old block charged to the group that allocated it. */
 static inline void *any_realloc(int domain, void *ptr, size_t size)
 {
-    oa_hook *h = &g_hooks[domain];
+    const PyMemAllocatorEx *prev = prev_of(domain);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
-        return h->prev.realloc(h->prev.ctx, ptr, size);
+        return prev->realloc(prev->ctx, ptr, size);
     tls.guard = 1;
-    void *p = oa_track_realloc(domain, h->prev.realloc, h->prev.ctx, ptr, size);
+    void *p = oa_track_realloc(domain, prev->realloc, prev->ctx, ptr, size);
     tls.guard = 0;
     return p;
 }
@@ -92,15 +92,15 @@ static inline void *any_realloc(int domain, void *ptr, size_t size)
    from any interpreter (the RAW table has its own lock). */
 static inline __attribute__((always_inline)) void any_free(int domain, void *ptr)
 {
-    oa_hook *h = &g_hooks[domain];
+    const PyMemAllocatorEx *prev = prev_of(domain);
     if (__builtin_expect(atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE, 1) ||
         tls.guard || ptr == NULL || (!gil_free(domain) && in_subinterpreter(domain))) {
-        h->prev.free(h->prev.ctx, ptr);
+        prev->free(prev->ctx, ptr);
         return;
     }
     tls.guard = 1;
     track_free_block(domain, ptr);
-    h->prev.free(h->prev.ctx, ptr);
+    prev->free(prev->ctx, ptr);
     tls.guard = 0;
 }
 
@@ -149,9 +149,8 @@ OA_GIL_HOOKS(obj, OA_DOMAIN_OBJ)
    allocating without the GIL can read them while PyMem_SetAllocator
    replaces both, pairing our function with the ctx of the allocator we
    wrap or restore (seen: 3.11 and 3.14 load the ctx first, so this happens
-   on install; 3.15 the function first, so on uninstall). g_hooks[RAW] is
+   on install; 3.15 the function first, so on uninstall). prev_of(RAW) is
    always the right one. */
-#define OA_RAW_HOOK (&g_hooks[OA_DOMAIN_RAW])
 
 static inline int raw_passes(void)
 {
@@ -163,11 +162,11 @@ static inline int raw_passes(void)
 static void *hook_raw_malloc(void *ctx, size_t size)
 {
     (void)ctx;
-    oa_hook *h = OA_RAW_HOOK;
+    const PyMemAllocatorEx *prev = prev_of(OA_DOMAIN_RAW);
     if (raw_passes())
-        return h->prev.malloc(h->prev.ctx, size);
+        return prev->malloc(prev->ctx, size);
     tls.guard = 1;
-    void *p = h->prev.malloc(h->prev.ctx, size);
+    void *p = prev->malloc(prev->ctx, size);
     oa_track_if_enabled(OA_DOMAIN_RAW, p, size);
     tls.guard = 0;
     return p;
@@ -176,11 +175,11 @@ static void *hook_raw_malloc(void *ctx, size_t size)
 static void *hook_raw_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     (void)ctx;
-    oa_hook *h = OA_RAW_HOOK;
+    const PyMemAllocatorEx *prev = prev_of(OA_DOMAIN_RAW);
     if (raw_passes())
-        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+        return prev->calloc(prev->ctx, nelem, elsize);
     tls.guard = 1;
-    void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+    void *p = prev->calloc(prev->ctx, nelem, elsize);
     oa_track_if_enabled(OA_DOMAIN_RAW, p, nelem * elsize);
     tls.guard = 0;
     return p;

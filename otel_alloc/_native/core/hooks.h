@@ -38,6 +38,26 @@ extern oa_spin g_native_lock;
 
 extern oa_hook g_hooks[3]; /* the hooks' ctx, one per domain (install.c) */
 
+/* The allocator the RAW hooks wrap. RAW hooks run without the GIL, so a
+   thread may be inside one while install wraps a chain another tool
+   changed (tracemalloc started or stopped between our uninstall and
+   install): g_hooks[RAW].prev rewritten in place could then be read half
+   old, half new (ThreadSanitizer saw the write race a hook's read). Each new
+   value goes to the next of OA_RAW_PREVS copies and is published by
+   pointer, so a hook reads one whole allocator; a copy is written again only
+   OA_RAW_PREVS chain changes later. */
+#define OA_RAW_PREVS 8
+extern const PyMemAllocatorEx *_Atomic g_raw_prev;
+
+/* The allocator a hook of `domain` calls on to. MEM/OBJ hooks hold the GIL,
+   as install does, so theirs is read in place. */
+static inline const PyMemAllocatorEx *prev_of(int domain)
+{
+    if (domain == OA_DOMAIN_RAW)
+        return atomic_load_explicit(&g_raw_prev, memory_order_acquire);
+    return &g_hooks[domain].prev;
+}
+
 /* Whether hooks of `domain` may run without the GIL (RAW, and the native
    hooks of native/): their counters are updated atomically, their live
    table has a lock, and they charge the group the thread last resolved. */

@@ -69,19 +69,33 @@ static int probe(int domain)
     return (tls.probe_hits >> domain) & 1;
 }
 
+/* The RAW allocator our RAW hooks call on to (hooks.h): one of these
+   copies, never written while published. */
+static PyMemAllocatorEx g_raw_prevs[OA_RAW_PREVS];
+static int g_raw_prev_next;
+const PyMemAllocatorEx *_Atomic g_raw_prev = &g_raw_prevs[0];
+
 /* Put our hook of `domain` in front of the allocator in place now. A thread
-   still inside a hook from an earlier install may be reading
-   g_hooks[domain] (ThreadSanitizer saw it): its fields are written only when
-   they change, which is never in the usual uninstall/install cycle
-   (uninstall restored exactly that allocator). */
+   still inside a hook from an earlier install may be reading what it calls
+   on to: it is written only when it changes, which is never in the usual
+   uninstall/install cycle (uninstall restored exactly that allocator), and
+   for RAW, whose hooks run without the GIL, into a fresh copy (hooks.h). */
 static void wrap_domain(int domain, int live)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
     if (g_hooks[domain].domain != domain)
         g_hooks[domain].domain = domain;
-    if (memcmp(&cur, &g_hooks[domain].prev, sizeof(cur)) != 0)
-        g_hooks[domain].prev = cur;
+    if (memcmp(&cur, prev_of(domain), sizeof(cur)) != 0) {
+        if (domain == OA_DOMAIN_RAW) {
+            g_raw_prev_next = (g_raw_prev_next + 1) % OA_RAW_PREVS;
+            g_raw_prevs[g_raw_prev_next] = cur;
+            atomic_store_explicit(&g_raw_prev, &g_raw_prevs[g_raw_prev_next],
+                                  memory_order_release);
+        } else {
+            g_hooks[domain].prev = cur;
+        }
+    }
     PyMemAllocatorEx ours;
     oa_hook_allocator(domain, live, &ours);
     PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
@@ -187,7 +201,7 @@ int oa_uninstall(void)
         if (!g_hooked[d])
             continue;
         if (hook_on_top(d)) {
-            PyMem_SetAllocator((PyMemAllocatorDomain)d, &g_hooks[d].prev);
+            PyMem_SetAllocator((PyMemAllocatorDomain)d, (PyMemAllocatorEx *)prev_of(d));
             g_hooked[d] = 0;
         } else if (!probe(d)) {
             /* Another tool restored what it saved before us: we are out. */
