@@ -18,7 +18,8 @@
 #pragma GCC visibility push(hidden)
 
 typedef struct {
-    PyMemAllocatorEx prev; /* the allocator we wrapped: always called */
+    PyMemAllocatorEx prev; /* MEM/OBJ: the allocator we wrapped, always called
+                              (RAW's is g_raw_prev, below; use prev_of) */
     int domain;
 } oa_hook;
 

@@ -61,6 +61,10 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
     }
     uint64_t threshold = event_threshold();
     int live = mode == OA_MODE_LIVE;
+    /* Live mode: g's table-entry bits and tag, for this charge and the cache. */
+    int entries = live && g != NULL;
+    uint64_t meta_hi = entries ? group_meta_hi(groups, g) : 0;
+    _Atomic int64_t *tag = entries ? group_tag(groups, g, 0) : NULL;
     if (cacheable) {
         tls.ctx_ts = ts;
         tls.ctx_obj = oa_ts_context(ts);
@@ -69,15 +73,14 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         tls.attr_group = g;
         tls.attr_live = live;
         tls.attr_threshold = threshold;
-        tls.attr_meta_hi = g != NULL ? group_meta_hi(groups, g) : 0;
-        tls.attr_tag = g != NULL ? group_tag(groups, g, 0) : NULL;
+        tls.attr_meta_hi = meta_hi;
+        tls.attr_tag = tag;
         tls.attr_epoch = epoch;
     } else {
         tls.attr_epoch = 0;
     }
     if (g != NULL)
-        charge_alloc(domain, ptr, size, groups, g, gid, live, live ? group_meta_hi(groups, g) : 0,
-                     live ? group_tag(groups, g, 0) : NULL, threshold, tls.rec);
+        charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, tag, threshold, tls.rec);
 }
 
 void oa_gil_charge_cached(int domain, void *ptr, size_t size)
