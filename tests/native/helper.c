@@ -12,6 +12,7 @@
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tracker_capi.h"
 
@@ -330,34 +331,22 @@ int h_peak_sequence(int domain, size_t size, int n1, int k, int n2, int keep)
 {
     if (n1 < 0 || k < 0 || k > n1 || n2 < 0 || n1 + n2 > H_PEAK_MAX || h_peak_end != 0)
         return -1;
+    /* Zeroed: h_free_many skips a slot whose allocation failed. */
+    memset(h_peak_blocks, 0, (size_t)(n1 + n2) * sizeof(h_peak_blocks[0]));
     h_peak_domain = domain;
-    for (int i = 0; i < n1 + n2; i++) {
-        if (i == n1) {
-            for (int j = 0; j < k; j++)
-                WITH_GIL(domain, do_free(domain, (void *)h_peak_blocks[j]));
-            h_peak_first = k;
-        }
-        void *p;
-        WITH_GIL(domain, p = do_malloc(domain, size));
-        if (p == NULL)
-            return -1;
-        h_peak_blocks[i] = (uintptr_t)p;
-        h_peak_end = i + 1;
-    }
-    if (n2 == 0) {
-        for (int j = 0; j < k; j++)
-            WITH_GIL(domain, do_free(domain, (void *)h_peak_blocks[j]));
-        h_peak_first = k;
-    }
-    if (!keep)
+    h_peak_end = n1 + n2;
+    int failed = h_alloc_many(domain, size, n1, h_peak_blocks);
+    h_free_many(domain, h_peak_blocks, k);
+    h_peak_first = k;
+    failed += h_alloc_many(domain, size, n2, h_peak_blocks + n1);
+    if (!keep || failed)
         h_peak_release();
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* Free what h_peak_sequence kept. */
 void h_peak_release(void)
 {
-    for (int i = h_peak_first; i < h_peak_end; i++)
-        WITH_GIL(h_peak_domain, do_free(h_peak_domain, (void *)h_peak_blocks[i]));
+    h_free_many(h_peak_domain, h_peak_blocks + h_peak_first, h_peak_end - h_peak_first);
     h_peak_first = h_peak_end = 0;
 }
