@@ -102,7 +102,10 @@ class ThreadStats:
 
 @dataclass(frozen=True)
 class MemoryUsage:
-    """Memory the tracker itself uses, all from libc and never traced.
+    """Memory the tracker itself uses, never traced.
+
+    The pointer tables are mapped pages of their own, so they never sit in
+    the program's malloc heap; the rest comes from libc.
 
     Attributes:
         total_bytes: Sum of the parts below.
