@@ -66,8 +66,10 @@ log "python environment ($VENV)"
 export OTEL_ALLOC_REQUIRE_NATIVE_LIBS=1
 
 # Debian's prometheus (the dashboard tests run real PromQL) and chromium (the
-# flame graph tests drive the page in a headless browser).
+# flame graph tests drive the page in a headless browser); gdb, for the fork
+# tests to take a hung child's stacks before they kill it.
 apt_packages=()
+command -v gdb >/dev/null 2>&1 || apt_packages+=(gdb)
 command -v prometheus >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
