@@ -1,4 +1,6 @@
-"""The live-mode pointer table stays out of the program's malloc heap.
+"""The live-mode pointer table's own memory: where it comes from, and failing to get it.
+
+Where from: the table stays out of the program's malloc heap.
 
 A table of a few MiB is below glibc's dynamic mmap threshold once the program
 has freed a big mapped block (NumPy does, all the time), so a table taken from
@@ -7,12 +9,18 @@ go and how far glibc trims the heap. On a NumPy job that cost the program a
 quarter more page faults in one tracer mode and not in another. The table's
 slots are mapped pages instead; this checks that growing it leaves the heap's
 in-use bytes alone even after the threshold was raised.
+
+Failing: when the table cannot grow, the blocks it cannot hold are counted
+as allocated and kept apart ("unheld"), so the figures stay exact: freed is
+allocated less live less unheld. An address-space limit makes the growth's
+mapping fail for real, with room left for the program's own objects.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 
@@ -58,3 +66,65 @@ def test_table_growth_does_not_touch_the_programs_heap() -> None:
     assert figures["table_growth"] > 4 << 20, figures
     # ... none of which may come from the heap the program allocates from.
     assert figures["heap_growth"] < 1 << 20, figures
+
+
+UNHELD_CHILD = r"""
+import json, resource
+import otel_alloc
+
+def vm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize")
+
+otel_alloc.install("live")
+failures0 = otel_alloc.counters().tracking_failures
+chain = None
+with otel_alloc.Group() as g:
+    for _ in range(600_000):
+        chain = (chain,)
+    usage = otel_alloc.memory_usage()
+    to_growth = usage.table_capacity * 3 // 4 - usage.live_blocks
+    # Room for the blocks up to the table's next growth and some more (each
+    # under 64 bytes with its share of pymalloc's arenas), not for the 1.5x
+    # larger table that growth maps beside the old one.
+    room = to_growth * 64 + (4 << 20)
+    assert room < usage.table_capacity * 24, (room, usage)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + room, hard))
+    try:
+        while otel_alloc.counters().tracking_failures == failures0:
+            for _ in range(1000):
+                chain = (chain,)
+        for _ in range(5000):
+            chain = (chain,)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    failures = otel_alloc.counters().tracking_failures - failures0
+    # With the limit gone the table grows again and holds new blocks.
+    for _ in range(200_000):
+        chain = (chain,)
+    regrown = otel_alloc.counters().tracking_failures - failures0 - failures
+    chain = None
+    after = g.stats()
+print(json.dumps({"failures": failures, "regrown_failures": regrown,
+                  "alloc": after.alloc_count, "live": after.live_count,
+                  "freed": after.freed_count, "live_bytes": after.live_bytes}))
+"""
+
+
+def test_blocks_the_table_cannot_hold_keep_the_figures_exact() -> None:
+    if "asan" in os.environ.get("LD_PRELOAD", "") or "tsan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("a sanitizer's shadow memory does not fit under an address-space limit")
+    out = subprocess.run([sys.executable, "-c", UNHELD_CHILD], capture_output=True, text=True,
+                         timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["failures"] >= 5000, got  # the table really could not grow
+    assert got["regrown_failures"] == 0, got
+    # Every allocation is live, freed, or one the table could not hold.
+    assert got["alloc"] - got["live"] - got["freed"] == got["failures"], got
+    # What stays live: CPython's free list of 1-tuples (2000 kept for reuse)
+    # and the group's own context bookkeeping.
+    assert 0 <= got["live_bytes"] < 2100 * 64 and got["live"] < 2100 + 300, got
