@@ -5,8 +5,10 @@
  * by 1.5x at 3/4 load and halved below 1/4 load, so the table holds 16 bytes
  * per slot at a load between 1/2 and 3/4: 21 to 32 bytes per live block.
  *
- * Memory comes from libc (calloc/free), never from a PyMem domain, so the
- * table's own bookkeeping is never traced. The table is not synchronised:
+ * The slots are pages mapped for the table alone (mmap), never from a PyMem
+ * domain, so the table's own bookkeeping is never traced, and never from
+ * malloc, so it does not change the program's heap (ptable.c says why). The
+ * rare list of huge blocks comes from libc. The table is not synchronised:
  * callers hold the lock (or the GIL) that owns it.
  */
 #ifndef OA_PTABLE_H
