@@ -15,7 +15,7 @@ the suite's wall-clock table, not instead of it. Usage::
         [--small 300 --large 900]
 
 (the README's figures: ``core`` 300/900, ``request`` 100/300, ``deltablue``
-20/60, ``numpy`` 10/30). The ``-native`` variants also hook native memory
+20/60, ``json_loads`` 30/90, ``numpy`` 10/30). The ``-native`` variants also hook native memory
 (``native=True``); the others leave it off. Needs ``valgrind``; takes
 about a minute per variant and workload.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("untraced", "disabled", "counts", "sampled", "live", "counts-native", "live-native")
-WORKLOADS = ("core", "request", "deltablue", "numpy")
+WORKLOADS = ("core", "request", "deltablue", "json_loads", "numpy")
 
 
 def _workload(name: str) -> Callable[[int], object]:
@@ -52,6 +52,11 @@ def _workload(name: str) -> Callable[[int], object]:
 
         delta_blue = _pyperformance("deltablue").delta_blue
         return lambda n: [delta_blue(100) for _ in range(n)]
+    if name == "json_loads":
+        from suite_items import _json_loads
+
+        load = _json_loads()
+        return lambda n: [load(None) for _ in range(n)]
     if name == "numpy":
         from numpy_job import step
 
