@@ -75,13 +75,15 @@ static inline __attribute__((always_inline)) void *gil_calloc(int domain, size_t
 
 /* A realloc counts as one allocation of the new size and, in live mode, one
    free of the old block charged to the group that allocated it. */
-static inline void *any_realloc(int domain, void *ptr, size_t size)
+static inline __attribute__((always_inline)) void *any_realloc(int domain, void *ptr, size_t size)
 {
     const PyMemAllocatorEx *prev = prev_of(domain);
     if (tls.guard || atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_NONE)
         return prev->realloc(prev->ctx, ptr, size);
     tls.guard = 1;
-    void *p = oa_track_realloc(domain, prev->realloc, prev->ctx, ptr, size);
+    void *p = domain == OA_DOMAIN_OBJ   ? oa_track_realloc_obj(prev->realloc, prev->ctx, ptr, size)
+              : domain == OA_DOMAIN_MEM ? oa_track_realloc_mem(prev->realloc, prev->ctx, ptr, size)
+                                        : oa_track_realloc(domain, prev->realloc, prev->ctx, ptr, size);
     tls.guard = 0;
     return p;
 }

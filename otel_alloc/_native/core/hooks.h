@@ -103,6 +103,9 @@ typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);
 /* Call fn(ctx, ptr, size) as a realloc and account it: one allocation of
    the new size and, in live mode, one free of the old block. */
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
+/* The same for MEM and OBJ, compiled for their domain. */
+void *oa_track_realloc_mem(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
+void *oa_track_realloc_obj(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
 /* Our allocator for `domain` (hooks.c): its functions, ctx &g_hooks[domain]. */
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours);
