@@ -127,6 +127,24 @@ void oa_track_free(int domain, void *ptr)
     track_free_block(domain, ptr);
 }
 
+/* Charge the block a realloc returned (NULL: nothing) unless counting is
+   disabled: MEM/OBJ through the fast path compiled for `live`, the mode the
+   realloc was accounted in (the generic oa_track_alloc would charge live
+   mode out of line, as "the other mode"); RAW and native as any of their
+   allocations. */
+static inline __attribute__((always_inline)) void charge_realloc_result(int domain, void *p,
+                                                                        size_t size, int live)
+{
+    if (p == NULL || !atomic_load_explicit(&g_enabled, memory_order_relaxed))
+        return;
+    if (gil_free(domain))
+        gil_free_alloc(domain, p, size);
+    else if (live)
+        gil_alloc(domain, p, size, 1);
+    else
+        gil_alloc(domain, p, size, 0);
+}
+
 /* The realloc accounting, inlined for a constant domain in the MEM and OBJ
    copies below: a realloc in live mode did a free's and an allocation's
    work through the generic paths (the domain tested at run time, the
@@ -136,8 +154,8 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
                                                                  void *ctx, void *ptr,
                                                                  size_t size)
 {
-    if (atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE && ptr != NULL &&
-        in_subinterpreter(domain)) {
+    int live = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
+    if (live && ptr != NULL && in_subinterpreter(domain)) {
         /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
            hooks run under its own GIL). A RAW or native block the main
            interpreter tracked would keep a stale entry: such reallocs from a
@@ -147,9 +165,11 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
         count_subinterp(size);
         return fn(ctx, ptr, size);
     }
-    if (atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE || ptr == NULL) {
+    if (!live || ptr == NULL) {
+        /* No old block to forget (realloc(NULL, n), as a list's first
+           append does, is an allocation). */
         void *p = fn(ctx, ptr, size);
-        oa_track_if_enabled(domain, p, size);
+        charge_realloc_result(domain, p, size, live);
         return p;
     }
     /* Forget the old block before the call: once realloc returns, its
@@ -175,10 +195,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
     }
     if (found)
         charge_free(group_table(), odomain, osize, ometa);
-    if (gil_free(domain))
-        oa_track_if_enabled(domain, p, size);
-    else if (p != NULL && atomic_load_explicit(&g_enabled, memory_order_relaxed))
-        gil_alloc(domain, p, size, 1); /* live mode, known here */
+    charge_realloc_result(domain, p, size, 1);
     return p;
 }
 
