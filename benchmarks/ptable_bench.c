@@ -6,10 +6,12 @@
  *   gcc -std=gnu11 -O2 -I otel_alloc/_native/support -o /tmp/ptable_bench \
  *       benchmarks/ptable_bench.c otel_alloc/_native/support/ptable.c
  *   valgrind --tool=callgrind --callgrind-out-file=/tmp/ptb.out /tmp/ptable_bench
- *   callgrind_annotate --inclusive=yes /tmp/ptb.out | grep oa_ptable_
  *
- * Inclusive cost of oa_ptable_put / oa_ptable_pop divided by the call counts
- * the program prints is the cost per operation (resizes included).
+ * put and pop are inline (ptable.h), so compare the program totals of two
+ * builds (add -DOA_PTABLE_PORTABLE for the word-wide groups); the replayed
+ * pattern itself is the same in both. Last measured: 3,715M instructions
+ * with the linear-probing table, 2,697M with SSE2 groups, 3,065M with the
+ * word-wide ones.
  *
  * The replayed pattern imitates a Python service: a heap of long-lived
  * objects (200k), then request-like churn where most blocks die in LIFO order
