@@ -33,6 +33,7 @@ TRACKER_SOURCES = [
         "sampler/sampler.c",
         "sampler/stacks.c",
         "compat/frames.c",
+        "compat/runtime.c",
         "native/elf_patch.c",
         "native/native_hooks.c",
     )

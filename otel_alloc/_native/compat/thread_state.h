@@ -1,8 +1,8 @@
 /*
  * The thread-state fields the MEM/OBJ hooks read, per CPython version.
  *
- * With frames.c this is the only place that reads CPython internals: a new
- * CPython version changes these files and nothing else.
+ * With frames.c and runtime.c this is the only place that reads CPython
+ * internals: a new CPython version changes these files and nothing else.
  *
  *   OA_TSTATE()            the calling thread's state, NULL when it has none,
  *                          without the fatal error PyThreadState_Get raises
@@ -26,9 +26,20 @@
 #include <stdint.h>
 
 #if PY_VERSION_HEX >= 0x030D0000
+#define OA_TSTATE_BY_CALL 1
 #define OA_TSTATE() PyThreadState_GetUnchecked()
-#else
+#elif PY_VERSION_HEX >= 0x030C0000
+#define OA_TSTATE_BY_CALL 1
 #define OA_TSTATE() _PyThreadState_UncheckedGet()
+#else
+/* 3.10, 3.11: the pointer _PyThreadState_UncheckedGet loads, read without
+   the call (compat/runtime.c). */
+#include <stdatomic.h>
+#include <stdint.h>
+#define OA_TSTATE_BY_CALL 0
+extern _Atomic(uintptr_t) *const oa_tstate_current __attribute__((visibility("hidden")));
+#define OA_TSTATE()                                                                        \
+    ((PyThreadState *)atomic_load_explicit(oa_tstate_current, memory_order_relaxed))
 #endif
 
 /* Whether a hook that may run without the GIL (RAW) can read the calling
