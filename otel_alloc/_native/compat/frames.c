@@ -28,12 +28,12 @@
    its struct (previous, owner); the code object and the instruction offset
    come from the PyUnstable_InterpreterFrame API (3.12+), which decodes the
    stack reference. In the 3.14 and 3.15 builds GetCode is one Py_INCREF,
-   GetLasti pointer arithmetic and PyCode_Addr2Line a walk over the line
-   table: none allocates or calls out. */
+   GetLasti pointer arithmetic (the line comes later, from oa_code_line):
+   neither allocates or calls out. */
 
 #define OA_CODEUNIT_SIZE 2 /* sizeof(_Py_CODEUNIT), an internal type since 3.14 */
 
-int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
+int oa_walk_stack(void *tstate, int max, void **codes, int *offsets)
 {
     PyThreadState *ts = tstate;
     int n = 0;
@@ -56,7 +56,7 @@ int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
             lasti < ((PyCodeObject *)code)->_co_firsttraceable * OA_CODEUNIT_SIZE)
             continue;
         codes[n] = code;
-        lines[n] = PyCode_Addr2Line((PyCodeObject *)code, lasti);
+        offsets[n] = lasti;
         n++;
     }
     return n;
@@ -73,7 +73,7 @@ static inline PyCodeObject *frame_code(_PyInterpreterFrame *f)
 #endif
 }
 
-int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
+int oa_walk_stack(void *tstate, int max, void **codes, int *offsets)
 {
     PyThreadState *ts = tstate;
 #if PY_VERSION_HEX >= 0x030D0000
@@ -91,7 +91,7 @@ int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
         if (code == NULL)
             continue;
         codes[n] = code;
-        lines[n] = PyCode_Addr2Line(code, _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
+        offsets[n] = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
         n++;
     }
     return n;
@@ -99,16 +99,24 @@ int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
 
 #else /* ------------------------- 3.10: frames are PyFrameObjects linked by f_back */
 
-int oa_walk_stack(void *tstate, int max, void **codes, int *lines)
+int oa_walk_stack(void *tstate, int max, void **codes, int *offsets)
 {
     PyThreadState *ts = tstate;
     int n = 0;
     for (PyFrameObject *f = ts->frame; f != NULL && n < max; f = f->f_back) {
+        /* PyFrame_GetLineNumber's own computation when no tracer set
+           f_lineno (a frame not started yet, f_lasti -1, maps to its
+           first line). */
         codes[n] = f->f_code;
-        lines[n] = PyFrame_GetLineNumber(f);
+        offsets[n] = f->f_lasti * (int)sizeof(_Py_CODEUNIT);
         n++;
     }
     return n;
 }
 
 #endif
+
+int oa_code_line(void *code, int offset)
+{
+    return PyCode_Addr2Line((PyCodeObject *)code, offset);
+}

@@ -280,6 +280,33 @@ def test_sampled_stack_names_function_file_and_line(how: str) -> None:
     assert (_name(this), __file__, call_line) in stack[1:4]
 
 
+def _two_sites() -> tuple[int, int, bytearray, bytearray]:
+    first = sys._getframe().f_lineno, bytearray(SITE_BYTES)
+    second = sys._getframe().f_lineno, bytearray(SITE_BYTES)
+    return first[0], second[0], first[1], second[1]
+
+
+def test_sites_seen_before_keep_their_own_lines() -> None:
+    """The stack walker maps (code object, instruction offset) to a frame
+    once and reuses it (stacks.c's site index): two sites in one function,
+    each sampled three times, must keep naming their own lines."""
+    otel_alloc.install("counts")
+    try:
+        sampling.configure(4096, max_depth=8, capacity=1 << 16)
+        _sampled_stacks()
+        calls = [_two_sites() for _ in range(3)]
+        stacks = _sampled_stacks()
+    finally:
+        sampling.configure(0)
+        otel_alloc.uninstall()
+    first_line, second_line = calls[0][0], calls[0][1]
+    assert first_line != second_line
+    inner = [stack[0] for stack in stacks if stack and stack[0][0] == _name(_two_sites.__code__)]
+    assert inner.count((_name(_two_sites.__code__), __file__, first_line)) == 3
+    assert inner.count((_name(_two_sites.__code__), __file__, second_line)) == 3
+    assert len(inner) == 6
+
+
 def test_reconfiguring_redraws_every_threads_countdown() -> None:
     """A countdown drawn for a huge mean must not outlive a switch to a small one."""
     otel_alloc.install("counts")
