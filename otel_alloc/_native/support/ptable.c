@@ -17,8 +17,8 @@ static inline size_t next_group(size_t group, size_t ngroups)
 }
 
 /* Rebuild at 3/4 use to 7/12 load (growth by 9/7), and below 1/4 load to
-   7/12 again (never under the minimum): 17 bytes a slot make at most 29
-   bytes per live block right after growing. At 7/8 use, groups filled up
+   7/12 again (never under the minimum): 17 bytes a slot and one per group
+   make at most 30 bytes per live block right after growing. At 7/8 use, groups filled up
    and put walked past its home group more often (ptable_bench.c: 127
    against 99 instructions a put). The old table (linear probing with
    backward-shift deletion, 16 bytes a slot, 3/4 load) scanned to the end
@@ -47,7 +47,7 @@ static void set_limits(oa_ptable *t)
    mapping. */
 static size_t mapping_bytes(size_t cap)
 {
-    return cap * (sizeof(oa_entry) + 1);
+    return cap * (sizeof(oa_entry) + 1) + cap / OA_GROUP;
 }
 
 static int map_table(oa_ptable *t, size_t cap)
@@ -58,8 +58,10 @@ static int map_table(oa_ptable *t, size_t cap)
         return -1;
     t->slots = (oa_entry *)p;
     t->ctrl = (uint8_t *)p + cap * sizeof(oa_entry);
+    t->overflowed = t->ctrl + cap; /* mapped pages come zeroed: none marked */
     memset(t->ctrl, OA_CTRL_EMPTY, cap);
     t->cap = cap;
+    t->nflagged = 0;
     return 0;
 }
 
@@ -87,8 +89,11 @@ void oa_ptable_destroy(oa_ptable *t)
 
 void oa_ptable_clear(oa_ptable *t)
 {
-    if (t->slots != NULL)
+    if (t->slots != NULL) {
         memset(t->ctrl, OA_CTRL_EMPTY, t->cap);
+        memset(t->overflowed, 0, t->cap / OA_GROUP);
+    }
+    t->nflagged = 0;
     t->count = 0;
     t->nbig = 0;
     set_limits(t);
@@ -99,17 +104,34 @@ size_t oa_ptable_bytes(const oa_ptable *t)
     return mapping_bytes(t->cap) + t->capbig * sizeof(oa_big);
 }
 
+/* Mark a group that a put went past without finding a free slot. */
+static void mark_overflowed(oa_ptable *t, size_t group)
+{
+    if (!t->overflowed[group]) {
+        t->overflowed[group] = 1;
+        t->nflagged++;
+    }
+}
+
+/* The first free (empty or deleted) slot from the key's home group on,
+   marking every group passed on the way. */
+static size_t free_slot_from(oa_ptable *t, size_t group)
+{
+    size_t ngroups = t->cap / OA_GROUP;
+    uint64_t avail;
+    while ((avail = oa_match_free(oa_group_load(t->ctrl, group))) == 0) {
+        mark_overflowed(t, group);
+        group = next_group(group, ngroups);
+    }
+    return group * OA_GROUP + oa_mask_slot(avail);
+}
+
 /* Place an entry known to be absent in a table without deleted slots that
    has room (rebuild). */
 static void place(oa_ptable *t, uintptr_t key, uint64_t meta)
 {
     uint64_t h = oa_hash_of(key);
-    size_t ngroups = t->cap / OA_GROUP;
-    size_t group = oa_home_group(h, ngroups);
-    uint64_t empty;
-    while ((empty = oa_match_empty(oa_group_load(t->ctrl, group))) == 0)
-        group = next_group(group, ngroups);
-    size_t i = group * OA_GROUP + oa_mask_slot(empty);
+    size_t i = free_slot_from(t, oa_home_group(h, t->cap / OA_GROUP));
     t->ctrl[i] = (uint8_t)oa_h2_of(h);
     t->slots[i].key = key;
     t->slots[i].meta = meta;
@@ -180,12 +202,12 @@ static inline uint64_t entry_size(oa_ptable *t, uintptr_t key, uint64_t meta)
     return s == OA_SIZE_BIG ? big_pop(t, key) : s;
 }
 
-/* Take slot i out: empty when its group has an empty slot (then no lookup
-   ever went past this group, so none needs this slot to go on), else
-   deleted, which lookups step over and puts reuse. */
+/* Take slot i out: empty when its group is not marked overflowed (no
+   lookup needs to go past it), else deleted, which lookups step over and
+   puts reuse. */
 static inline void remove_at(oa_ptable *t, size_t i)
 {
-    if (oa_match_empty(oa_group_load(t->ctrl, i / OA_GROUP)) != 0) {
+    if (!t->overflowed[i / OA_GROUP]) {
         t->ctrl[i] = OA_CTRL_EMPTY;
         t->growth_left++;
     } else {
@@ -238,20 +260,18 @@ static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
 
 /* Every put the inline fast path does not finish (ptable.h): the key may
    be in its home group or past it, the home group may have no empty slot,
-   the growth budget may be spent, the size may need the big list. Walks
-   the key's run of groups to the first with an empty slot (no key lies
-   beyond it); the new entry goes in the first free slot on the way. */
-int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
-                       uint64_t *old_size, uint64_t *old_meta)
+   the growth budget may be spent, the size may need the big list. The key
+   can only lie in its home group or past marked groups: the walk checks
+   those, then the entry goes in the first free slot from the home group on
+   (groups passed without one are marked). */
+static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                    uint64_t *old_size, uint64_t *old_meta, int may_rebuild_crowded)
 {
-    /* A destroyed table (no slots) stays empty rather than regrow. */
-    if (t->slots == NULL)
-        return -1;
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
     size_t ngroups = t->cap / OA_GROUP;
-    size_t group = oa_home_group(h, ngroups);
-    size_t free_slot = SIZE_MAX;
+    size_t home = oa_home_group(h, ngroups);
+    size_t group = home;
     for (;;) {
         oa_group_bits w = oa_group_load(t->ctrl, group);
         for (uint64_t m = oa_match_h2(w, h2); m != 0; m &= m - 1) {
@@ -259,29 +279,40 @@ int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta
             if (t->slots[i].key == key)
                 return replace(t, i, size, meta, old_size, old_meta);
         }
-        uint64_t avail = oa_match_free(w);
-        if (free_slot == SIZE_MAX && avail != 0)
-            free_slot = group * OA_GROUP + oa_mask_slot(avail);
-        if (oa_match_empty(w) != 0)
+        if (!t->overflowed[group])
             break;
         group = next_group(group, ngroups);
     }
-    int takes_empty = t->ctrl[free_slot] == OA_CTRL_EMPTY;
-    if (takes_empty && t->growth_left == 0) {
-        /* Rebuild at 7/12 load: larger, or the same size when deleted
-           slots took the room. */
+    /* Marked groups only make walks longer until a rebuild clears them;
+       past one in eight, rebuild now (the same size, or larger when the
+       live entries need it). */
+    int crowded = may_rebuild_crowded && t->nflagged > ngroups / 8;
+    size_t i = crowded ? 0 : free_slot_from(t, home);
+    int takes_empty = !crowded && t->ctrl[i] == OA_CTRL_EMPTY;
+    if (crowded || (takes_empty && t->growth_left == 0)) {
         if (rebuild(t, cap_for(t->count + 1)) != 0)
             return -1;
-        return oa_ptable_put_slow(t, key, size, meta, old_size, old_meta);
+        /* Once: keys that crowd one place even in a fresh table (not
+           pointers, say) must not rebuild on every put. */
+        return put_walk(t, key, size, meta, old_size, old_meta, 0);
     }
     if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0)
         return -1;
     t->growth_left -= (size_t)takes_empty;
-    t->ctrl[free_slot] = (uint8_t)h2;
-    t->slots[free_slot].key = key;
-    t->slots[free_slot].meta = meta;
+    t->ctrl[i] = (uint8_t)h2;
+    t->slots[i].key = key;
+    t->slots[i].meta = meta;
     t->count++;
     return 0;
+}
+
+int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                       uint64_t *old_size, uint64_t *old_meta)
+{
+    /* A destroyed table (no slots) stays empty rather than regrow. */
+    if (t->slots == NULL)
+        return -1;
+    return put_walk(t, key, size, meta, old_size, old_meta, 1);
 }
 
 /* Every pop the inline fast path does not finish: the key past its first
@@ -302,7 +333,7 @@ int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *me
             if (t->slots[i].key == key)
                 return take(t, i, size, meta);
         }
-        if (oa_match_empty(w) != 0)
+        if (!t->overflowed[group])
             return 0;
         group = next_group(group, ngroups);
     }

@@ -4,18 +4,19 @@
  * Slots come in aligned groups of sixteen (eight without SSE2), each slot
  * with a control byte: empty, deleted, or seven bits of the key's hash. A
  * lookup compares its home group's control bytes with the key's seven bits
- * all at once and looks only at the slots that match, moving on to the next
- * group only when this one has no empty slot (the design of Abseil's and
- * Rust's "Swiss" tables; ptable_group.h). A free marks its slot empty when
- * its group has an empty slot (no lookup ever went past that group), else
- * deleted; deleted slots are reused by later puts and dropped when the table
- * is rebuilt. put and pop are inline for the common case (the home group
+ * all at once and looks only at the slots that match (the design of
+ * Abseil's and Rust's "Swiss" tables; ptable_group.h). Each group also has
+ * an "overflowed" mark, set when a put found it without a free slot and
+ * went on: a lookup goes past a group only when it is marked. A free marks
+ * its slot empty in an unmarked group (no key lives past it), else deleted;
+ * deleted slots are reused by later puts and dropped when the table is
+ * rebuilt. put and pop are inline for the common case (the home group
  * answers) and call ptable.c for the rest.
  *
  * The table is rebuilt at 3/4 use (live entries and deleted slots) to 7/12
  * load, and to that load again when live entries fall below 1/4 of the
- * slots: 17 bytes per slot (16 of entry, one control byte), so 23 to 29
- * bytes per live block while it grows.
+ * slots: 17 bytes per slot (16 of entry, one control byte) and a byte per
+ * group of sixteen, so 23 to 30 bytes per live block while it grows.
  *
  * The slots are pages mapped for the table alone (mmap), never from a PyMem
  * domain, so the table's own bookkeeping is never traced, and never from
@@ -61,10 +62,13 @@ typedef struct {
 typedef struct {
     oa_entry *slots;
     uint8_t *ctrl;      /* cap control bytes, in the same mapping after the slots */
+    uint8_t *overflowed; /* per group, after the control bytes: 1 when a key whose
+                            probe started at or before it lives past it */
     size_t cap;         /* a multiple of the group size (8) */
     size_t count;       /* live entries */
     size_t growth_left; /* empty slots a put may still take before a rebuild */
     size_t shrink_at;   /* count below which pop rebuilds smaller (1/4 load) */
+    size_t nflagged;    /* groups marked overflowed since the last rebuild */
     oa_big *bigs;
     size_t nbig;
     size_t capbig;
@@ -103,9 +107,10 @@ int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *me
    0 when new; -1 when the table could not grow (entry not stored).
 
    Inline, for the common case: no slot of the key's home group may hold
-   the key, the group has an empty slot (so the key is nowhere else either:
-   a group that ever filled up has no empty slot until the table is
-   rebuilt), the growth budget has room and the size fits the packed field.
+   the key, the group has an empty slot (so it is not marked overflowed: a
+   marked group gets no empty slot back until the table is rebuilt, and the
+   key is nowhere else), the growth budget has room and the size fits the
+   packed field.
    As a call, put and pop spent a third of their instructions on the call
    and on saving registers. */
 static inline int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
@@ -131,15 +136,15 @@ static inline int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint
 
 /* Remove key; 1 with its size and meta when found, 0 when absent. Inline
    for the common case: the key is the first candidate of its home group,
-   which has an empty slot (so its slot goes back to empty), its size is in
-   the packed field and the table is not due to shrink. */
+   which is not marked overflowed (so its slot goes back to empty), its size
+   is in the packed field and the table is not due to shrink. */
 static inline int oa_ptable_pop(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)
 {
     uint64_t h = oa_hash_of(key);
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
     oa_group_bits w = oa_group_load(t->ctrl, group);
     uint64_t match = oa_match_h2(w, oa_h2_of(h));
-    if (__builtin_expect(match != 0 && oa_match_empty(w) != 0 && t->count > t->shrink_at, 1)) {
+    if (__builtin_expect(match != 0 && !t->overflowed[group] && t->count > t->shrink_at, 1)) {
         size_t i = group * OA_GROUP + oa_mask_slot(match);
         uint64_t m = t->slots[i].meta;
         if (__builtin_expect(t->slots[i].key == key && (m & OA_SIZE_BIG) != OA_SIZE_BIG, 1)) {
