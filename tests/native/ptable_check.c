@@ -227,6 +227,49 @@ static void check_budget(oa_ptable *t)
     last_cap = t->cap;
 }
 
+/* Keys whose hash (key * phi, ptable_group.h) is exactly h: h times the
+   inverse of phi modulo 2^64. */
+static uintptr_t key_with_hash(uint64_t h)
+{
+    uint64_t phi = UINT64_C(0x9E3779B97F4A7C15), inv = phi;
+    for (int i = 0; i < 6; i++)
+        inv *= 2 - phi * inv;
+    return (uintptr_t)(h * inv);
+}
+
+/* Live entries that overfill a few groups of a minimum-size table mark
+   them in every rebuild; churn through those groups must not rebuild the
+   table again and again (it once did, on every put). */
+static void check_crowded_groups(void)
+{
+    oa_ptable t;
+    if (oa_ptable_init(&t) != 0)
+        FAIL("init");
+    size_t ngroups = t.cap / 16 > 0 ? t.cap / 16 : 1;
+    uint64_t span = UINT64_MAX / ngroups; /* hashes of one home group (16-wide groups) */
+    uint64_t os, om, s, m;
+    /* 40 keys homed in each of the first 12 groups: 480 entries. */
+    for (uint64_t g = 0; g < 12; g++) {
+        for (uint64_t j = 0; j < 40; j++) {
+            uintptr_t key = key_with_hash(g * span + j * (span / 64) + (j << 32));
+            if (oa_ptable_put(&t, key, 16, oa_meta_pack(16, 2, 1, 0), &os, &om) != 0)
+                FAIL("crowded put");
+        }
+    }
+    uint64_t before = t.rebuilds;
+    for (uint64_t i = 0; i < 200000; i++) {
+        uintptr_t key = key_with_hash((i % 12) * span + 41 * (span / 64) + ((i % 97) << 32));
+        if (oa_ptable_put(&t, key, 32, oa_meta_pack(32, 3, 1, 0), &os, &om) != 0)
+            FAIL("churn put");
+        if (oa_ptable_pop(&t, key, &s, &m) != 1 || s != 32)
+            FAIL("churn pop");
+    }
+    if (t.rebuilds - before > 4)
+        FAIL("%llu rebuilds over 200000 puts into crowded groups",
+             (unsigned long long)(t.rebuilds - before));
+    oa_ptable_destroy(&t);
+}
+
 int main(int argc, char **argv)
 {
     rng = argc > 1 ? strtoull(argv[1], NULL, 0) : 1;
@@ -289,6 +332,7 @@ int main(int argc, char **argv)
     if (t.count != 0 || t.cap > 4096)
         FAIL("%zu entries, capacity %zu after draining", t.count, t.cap);
     oa_ptable_destroy(&t);
+    check_crowded_groups();
     printf("ok %ld ops\n", ops);
     return 0;
 }

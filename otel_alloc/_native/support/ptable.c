@@ -62,6 +62,7 @@ static int map_table(oa_ptable *t, size_t cap)
     memset(t->ctrl, OA_CTRL_EMPTY, cap);
     t->cap = cap;
     t->nflagged = 0;
+    t->flagged_at_build = 0;
     return 0;
 }
 
@@ -94,6 +95,7 @@ void oa_ptable_clear(oa_ptable *t)
         memset(t->overflowed, 0, t->cap / OA_GROUP);
     }
     t->nflagged = 0;
+    t->flagged_at_build = 0;
     t->count = 0;
     t->nbig = 0;
     set_limits(t);
@@ -150,6 +152,8 @@ OA_COLD static int rebuild(oa_ptable *t, size_t new_cap)
     }
     unmap_table(t->slots, t->cap);
     *t = fresh;
+    t->flagged_at_build = t->nflagged;
+    t->rebuilds++;
     set_limits(t);
     return 0;
 }
@@ -283,10 +287,14 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
             break;
         group = next_group(group, ngroups);
     }
-    /* Marked groups only make walks longer until a rebuild clears them;
-       past one in eight, rebuild now (the same size, or larger when the
-       live entries need it). */
-    int crowded = may_rebuild_crowded && t->nflagged > ngroups / 8;
+    /* Marked groups only make walks longer until a rebuild clears them:
+       once one group in eight has been marked since the last rebuild,
+       rebuild now (the same size, or larger when the live entries need
+       it). Marks the rebuild itself sets come from live entries and would
+       come back: they do not count, or a table whose entries crowd some
+       groups would rebuild on every put (seen under ThreadSanitizer's
+       allocator, whose addresses filled a minimum-size table's groups). */
+    int crowded = may_rebuild_crowded && t->nflagged - t->flagged_at_build > ngroups / 8;
     size_t i = crowded ? 0 : free_slot_from(t, home);
     int takes_empty = !crowded && t->ctrl[i] == OA_CTRL_EMPTY;
     if (crowded || (takes_empty && t->growth_left == 0)) {

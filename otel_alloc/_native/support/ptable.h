@@ -68,7 +68,9 @@ typedef struct {
     size_t count;       /* live entries */
     size_t growth_left; /* empty slots a put may still take before a rebuild */
     size_t shrink_at;   /* count below which pop rebuilds smaller (1/4 load) */
-    size_t nflagged;    /* groups marked overflowed since the last rebuild */
+    size_t nflagged;    /* groups marked overflowed */
+    size_t flagged_at_build; /* of which marked by the last rebuild itself */
+    uint64_t rebuilds;  /* rebuilds so far (growth, shrinking, marks) */
     oa_big *bigs;
     size_t nbig;
     size_t capbig;
