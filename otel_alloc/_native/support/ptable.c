@@ -239,23 +239,11 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
     return 1;
 }
 
-OA_COLD static int pop_big(oa_ptable *t, size_t i, uint64_t *size)
-{
-    *size = big_pop(t, t->slots[i].key);
-    remove_at(t, i);
-    if (t->count < t->shrink_at)
-        shrink(t);
-    return 1;
-}
-
 /* Hand back slot i's entry and take it out. */
 static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
 {
-    uint64_t m = t->slots[i].meta;
-    *meta = m;
-    if ((m & OA_SIZE_BIG) == OA_SIZE_BIG)
-        return pop_big(t, i, size);
-    *size = m & OA_SIZE_BIG;
+    *meta = t->slots[i].meta;
+    *size = entry_size(t, t->slots[i].key, *meta);
     remove_at(t, i);
     if (t->count < t->shrink_at)
         return shrink(t);

@@ -64,7 +64,7 @@ typedef struct {
     uint8_t *ctrl;      /* cap control bytes, in the same mapping after the slots */
     uint8_t *overflowed; /* per group, after the control bytes: 1 when a key whose
                             probe started at or before it lives past it */
-    size_t cap;         /* a multiple of the group size (8) */
+    size_t cap;         /* a multiple of the group size (OA_GROUP) */
     size_t count;       /* live entries */
     size_t growth_left; /* empty slots a put may still take before a rebuild */
     size_t shrink_at;   /* count below which pop rebuilds smaller (1/4 load) */
