@@ -124,6 +124,17 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
                         atomic_load_explicit(&c->unheld_count, OA_RELAXED);
 }
 
+/* Raise *peak to cur if cur is higher, for a peak that one writer at a
+   time updates (under the GIL): a load and a store. The compare-and-swap of
+   oa_peak_update drains the store buffer; in a span that keeps growing
+   nearly every allocation sets a new peak, and perf on the suite's service
+   put 29 % of the MEM/OBJ live alloc hook's samples on that one instruction. */
+static inline void oa_peak_update_plain(_Atomic int64_t *peak, int64_t cur)
+{
+    if (cur > atomic_load_explicit(peak, OA_RELAXED))
+        atomic_store_explicit(peak, cur, OA_RELAXED);
+}
+
 /* Raise *peak to cur if cur is higher (any number of writers). */
 static inline void oa_peak_update(_Atomic int64_t *peak, int64_t cur)
 {

@@ -45,6 +45,7 @@ void reset_group(oa_group *g)
     oa_ctr_zero(&g->raw);
     oa_ctr_zero(&g->native);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
+    atomic_store_explicit(&g->peak_gil, 0, OA_RELAXED);
     atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&g->noted, 0, OA_RELAXED);
 }
@@ -257,7 +258,7 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
     oa_ctr_sum(&g->raw, live, out);
     oa_ctr_sum(&g->native, live, out);
     out->native_bytes = atomic_load_explicit(&g->native.alloc_bytes, OA_RELAXED);
-    out->peak_bytes = atomic_load_explicit(&g->peak, OA_RELAXED);
+    out->peak_bytes = group_peak(g);
     return OA_OK;
 }
 

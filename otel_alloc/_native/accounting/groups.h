@@ -30,7 +30,11 @@ typedef struct oa_group_s {
     oa_ctr mem_obj; /* MEM and OBJ domains: updated under the GIL */
     oa_ctr raw;     /* RAW domain: updated with atomic read-modify-write */
     oa_ctr native;  /* native domain (native mode): atomic, like RAW */
+    /* High-water marks of group_live: as seen by RAW and native
+       allocations (any thread: compare-and-swap), and by MEM/OBJ ones
+       (under the GIL: plain). The group's peak is the higher of the two. */
     _Atomic int64_t peak;
+    _Atomic int64_t peak_gil;
     _Atomic uint64_t child_bytes; /* inclusive bytes reported by ended child spans */
     _Atomic int noted; /* a sample or large-allocation event names this group */
     uint32_t next;     /* FIFO free-slot queue link */
@@ -56,6 +60,13 @@ static inline int64_t group_live(oa_group *g)
     return atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g->native.live_bytes, OA_RELAXED);
+}
+
+static inline int64_t group_peak(oa_group *g)
+{
+    int64_t raw = atomic_load_explicit(&g->peak, OA_RELAXED);
+    int64_t gil = atomic_load_explicit(&g->peak_gil, OA_RELAXED);
+    return raw > gil ? raw : gil;
 }
 
 extern oa_group *_Atomic g_groups;

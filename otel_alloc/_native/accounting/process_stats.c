@@ -14,7 +14,7 @@
 #include <string.h>
 
 oa_ctr g_proc[4];
-_Atomic int64_t g_proc_peak;
+_Atomic int64_t g_proc_peak, g_proc_peak_gil;
 _Atomic int g_figures_live;
 
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
@@ -28,6 +28,7 @@ void zero_figures(int live)
     for (int d = 0; d < 4; d++)
         oa_ctr_zero(&g_proc[d]);
     atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
+    atomic_store_explicit(&g_proc_peak_gil, 0, OA_RELAXED);
     _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
                                     &g_tracking_failures, &g_replaced, &g_released_free_bytes,
                                     &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj,
@@ -46,7 +47,7 @@ void oa_process_stats(oa_stats *out)
     for (int d = 0; d < 4; d++)
         oa_ctr_sum(&g_proc[d], figures_live(), out);
     out->native_bytes = atomic_load_explicit(&g_proc[OA_DOMAIN_NATIVE].alloc_bytes, OA_RELAXED);
-    out->peak_bytes = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
+    out->peak_bytes = proc_peak();
 }
 
 int oa_domain_stats(int domain, oa_stats *out)
@@ -62,7 +63,9 @@ int oa_domain_stats(int domain, oa_stats *out)
 
 void oa_reset_peaks(void)
 {
-    atomic_store_explicit(&g_proc_peak, proc_live(), OA_RELAXED);
+    int64_t now = proc_live();
+    atomic_store_explicit(&g_proc_peak, now, OA_RELAXED);
+    atomic_store_explicit(&g_proc_peak_gil, now, OA_RELAXED);
     oa_spin_lock(&g_threads_lock);
     for (int i = 0; i < g_nthreads; i++) {
         oa_thread *rec = g_threads[i];

@@ -17,7 +17,9 @@ extern oa_ctr g_proc[4]; /* per domain: RAW, MEM, OBJ, native */
    figures only then). Set by install, kept after uninstall so the figures
    read the same. */
 extern _Atomic int g_figures_live;
-extern _Atomic int64_t g_proc_peak;
+/* The process peak as seen by RAW and native allocations (compare-and-swap)
+   and by MEM/OBJ ones (under the GIL: plain); proc_peak() is the higher. */
+extern _Atomic int64_t g_proc_peak, g_proc_peak_gil;
 
 /* Written with atomic read-modify-write (RAW hooks, any thread). */
 extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
@@ -39,6 +41,13 @@ static inline int64_t proc_live(void)
            atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[3].live_bytes, OA_RELAXED);
+}
+
+static inline int64_t proc_peak(void)
+{
+    int64_t raw = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
+    int64_t gil = atomic_load_explicit(&g_proc_peak_gil, OA_RELAXED);
+    return raw > gil ? raw : gil;
 }
 
 #pragma GCC visibility pop

@@ -197,8 +197,13 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
         oa_ctr_live_plain(gc, (int64_t)size, 1);
         oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
     }
-    oa_peak_update(&g->peak, group_live(g));
-    oa_peak_update(&g_proc_peak, proc_live());
+    if (raw) {
+        oa_peak_update(&g->peak, group_live(g));
+        oa_peak_update(&g_proc_peak, proc_live());
+    } else {
+        oa_peak_update_plain(&g->peak_gil, group_live(g));
+        oa_peak_update_plain(&g_proc_peak_gil, proc_live());
+    }
     if (rec != NULL) {
         oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
         int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);

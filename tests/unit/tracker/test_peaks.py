@@ -58,3 +58,27 @@ def test_thread_and_process_peaks_follow_live_bytes(tracker_live: None, helper: 
     assert after.peak_bytes >= start.live_bytes + 5_000_000
     assert me.peak_bytes >= 5_000_000
     assert after.live_bytes < start.live_bytes + 5_000_000
+
+
+BIG = 1 << 20  # 1 MiB blocks: what Python code adds between the calls is far below one
+SLACK = 256 * 1024
+
+
+@pytest.mark.parametrize(("high", "low"), [(OBJ, RAW), (RAW, OBJ), (MEM, RAW)],
+                         ids=["obj-then-raw", "raw-then-obj", "mem-then-raw"])
+def test_group_peak_is_the_highest_across_domains(tracker_live: None, helper: Helper,
+                                                  high: int, low: int) -> None:
+    """MEM/OBJ and RAW allocations keep separate high-water marks (the GIL's
+    is written without a locked instruction); the group's peak is the higher."""
+    with gc_paused():
+        group = otel_alloc.Group()
+        with group:
+            blocks = helper.alloc_many(high, BIG, 8, keep=True)
+            helper.free_many(high, blocks, 8)
+            kept = helper.alloc_many(low, BIG, 4, keep=True)
+        stats = group.stats()
+        process = otel_alloc.process_stats()
+        helper.free_many(low, kept, 4)
+    assert 8 * BIG <= stats.peak_bytes < 8 * BIG + SLACK
+    assert 4 * BIG <= stats.live_bytes < 4 * BIG + SLACK
+    assert process.peak_bytes >= 8 * BIG
