@@ -89,8 +89,9 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
 /* Enter ptr in `domain`'s live table with its size and meta, adding one to
    its slot's tag counter `tag` (slot_tag, may be NULL): oa_ptable_put's
    result (1 with the entry it replaced, 0 new, -1 not stored). */
-static inline __attribute__((always_inline)) int put_block(int domain, void *ptr, uint64_t size, uint64_t meta,
-                            _Atomic int64_t *tag, uint64_t *old_size, uint64_t *old_meta)
+static inline __attribute__((always_inline)) int put_block(int domain, void *ptr, uint64_t size,
+                                                           uint64_t meta, _Atomic int64_t *tag,
+                                                           uint64_t *old_size, uint64_t *old_meta)
 {
     oa_ptable *t = table_of(domain);
     int r = -1;
@@ -107,7 +108,8 @@ static inline __attribute__((always_inline)) int put_block(int domain, void *ptr
    was there. Its slot's tag counter still counts it until charge_free (or
    for good, when put back): counting an entry too long only ever parks a
    slot for longer. */
-static inline __attribute__((always_inline)) int pop_block(int domain, void *ptr, uint64_t *size, uint64_t *meta)
+static inline __attribute__((always_inline)) int pop_block(int domain, void *ptr, uint64_t *size,
+                                                           uint64_t *meta)
 {
     oa_ptable *t = table_of(domain);
     int found = 0;
@@ -125,7 +127,8 @@ static inline __attribute__((always_inline)) int pop_block(int domain, void *ptr
    PyMem_RawMalloc gave it): a miss in one table looks in the other before
    it counts as untracked. For MEM/OBJ (a constant domain) that part folds
    away. */
-static inline __attribute__((always_inline)) int forget_block(int *domain, void *ptr, uint64_t *size, uint64_t *meta)
+static inline __attribute__((always_inline)) int forget_block(int *domain, void *ptr,
+                                                              uint64_t *size, uint64_t *meta)
 {
     if (pop_block(*domain, ptr, size, meta))
         return 1;

@@ -143,8 +143,10 @@ static inline void oa_prefetch_entries(const oa_ptable *t, size_t group)
    here too: with ten entries in a group, one put in thirteen meets such a
    slot, and callgrind on json_loads counted about 2,000 slow-path puts per
    op when any match went to the slow path. */
-static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
-                                uint64_t *old_size, uint64_t *old_meta)
+static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uintptr_t key,
+                                                               uint64_t size, uint64_t meta,
+                                                               uint64_t *old_size,
+                                                               uint64_t *old_meta)
 {
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
@@ -175,7 +177,8 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
    are found by walking through it). Marked groups were a slow-path case
    once: perf on the suite's service then put a tenth of the live free
    hook's time in oa_ptable_pop_slow. */
-static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)
+static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uintptr_t key,
+                                                               uint64_t *size, uint64_t *meta)
 {
     uint64_t h = oa_hash_of(key);
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
