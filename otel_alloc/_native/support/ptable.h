@@ -108,7 +108,8 @@ int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *me
    lines): which one put or pop needs is only known once the control bytes
    are in, and a table of a few MiB misses the cache on both. Fetched side
    by side, the two misses cost about one (perf on the suite's service: the
-   free hook's wait on the entry went from 35 % to 15 % of its samples). */
+   free hook's wait on the entry went from 29-35 % to 15 % of its
+   samples). */
 #define OA_PREFETCH_MIN_CAP 32768 /* slots: 544 KiB of table */
 
 static inline void oa_prefetch_entries(const oa_ptable *t, size_t group)
