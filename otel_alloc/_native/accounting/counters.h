@@ -125,7 +125,8 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
 }
 
 /* Raise *peak to cur if cur is higher, for a peak that one writer at a
-   time updates (under the GIL): a load and a store. The compare-and-swap of
+   time updates (under the GIL, or a thread's own record): a load and a
+   store. The compare-and-swap of
    oa_peak_update drains the store buffer; in a span that keeps growing
    nearly every allocation sets a new peak, and perf on the suite's service
    put 29 % of the MEM/OBJ live alloc hook's samples on that one instruction. */
@@ -133,6 +134,14 @@ static inline void oa_peak_update_plain(_Atomic int64_t *peak, int64_t cur)
 {
     if (cur > atomic_load_explicit(peak, OA_RELAXED))
         atomic_store_explicit(peak, cur, OA_RELAXED);
+}
+
+/* A peak kept as two high-water marks (one raised under the GIL with
+   oa_peak_update_plain, one by any thread with oa_peak_update): the higher. */
+static inline int64_t oa_peak_higher(_Atomic int64_t *a, _Atomic int64_t *b)
+{
+    int64_t x = atomic_load_explicit(a, OA_RELAXED), y = atomic_load_explicit(b, OA_RELAXED);
+    return x > y ? x : y;
 }
 
 /* Raise *peak to cur if cur is higher (any number of writers). */

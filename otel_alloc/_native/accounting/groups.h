@@ -64,9 +64,7 @@ static inline int64_t group_live(oa_group *g)
 
 static inline int64_t group_peak(oa_group *g)
 {
-    int64_t raw = atomic_load_explicit(&g->peak, OA_RELAXED);
-    int64_t gil = atomic_load_explicit(&g->peak_gil, OA_RELAXED);
-    return raw > gil ? raw : gil;
+    return oa_peak_higher(&g->peak, &g->peak_gil);
 }
 
 extern oa_group *_Atomic g_groups;

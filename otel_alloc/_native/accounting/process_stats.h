@@ -45,9 +45,7 @@ static inline int64_t proc_live(void)
 
 static inline int64_t proc_peak(void)
 {
-    int64_t raw = atomic_load_explicit(&g_proc_peak, OA_RELAXED);
-    int64_t gil = atomic_load_explicit(&g_proc_peak_gil, OA_RELAXED);
-    return raw > gil ? raw : gil;
+    return oa_peak_higher(&g_proc_peak, &g_proc_peak_gil);
 }
 
 #pragma GCC visibility pop

@@ -209,9 +209,8 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
     }
     if (rec != NULL) {
         oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
-        int64_t net = atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED);
-        if (net > atomic_load_explicit(&rec->peak, OA_RELAXED))
-            atomic_store_explicit(&rec->peak, net, OA_RELAXED);
+        /* The thread's record: written by this thread alone. */
+        oa_peak_update_plain(&rec->peak, atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED));
     }
     return 1;
 }

@@ -206,20 +206,6 @@ static inline uint64_t entry_size(oa_ptable *t, uintptr_t key, uint64_t meta)
     return s == OA_SIZE_BIG ? big_pop(t, key) : s;
 }
 
-/* Take slot i out: empty when its group is not marked overflowed (no
-   lookup needs to go past it), else deleted, which lookups step over and
-   puts reuse. */
-static inline void remove_at(oa_ptable *t, size_t i)
-{
-    if (!t->overflowed[i / OA_GROUP]) {
-        t->ctrl[i] = OA_CTRL_EMPTY;
-        t->growth_left++;
-    } else {
-        t->ctrl[i] = OA_CTRL_DELETED;
-    }
-    t->count--;
-}
-
 /* The key is in slot i already (a block we never saw freed, e.g. freed while
    the hooks were out of the chain): hand back its old value, store the new. */
 OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
@@ -230,7 +216,7 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
     *old_size = entry_size(t, key, *old_meta);
     if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
         /* Cannot keep the exact size: drop the entry entirely. */
-        remove_at(t, i);
+        oa_ptable_remove_at(t, i);
         if (t->count < t->shrink_at)
             shrink(t);
         return -1;
@@ -244,7 +230,7 @@ static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
 {
     *meta = t->slots[i].meta;
     *size = entry_size(t, t->slots[i].key, *meta);
-    remove_at(t, i);
+    oa_ptable_remove_at(t, i);
     if (t->count < t->shrink_at)
         return shrink(t);
     return 1;
@@ -311,9 +297,9 @@ int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta
     return put_walk(t, key, size, meta, old_size, old_meta, 1);
 }
 
-/* Every pop the inline fast path does not finish: the key past its first
-   candidate in the home group or beyond it, absent, huge, or its removal
-   due to shrink the table or to leave a deleted slot. */
+/* Every pop the inline fast path does not finish: the key past its home
+   group (behind marked groups), absent, huge, or its removal due to shrink
+   the table. */
 int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)
 {
     if (t->count == 0)

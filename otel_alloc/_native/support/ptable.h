@@ -131,6 +131,17 @@ static inline void oa_prefetch_entries(const oa_ptable *t, size_t group)
 #endif
 }
 
+/* Take slot i out: empty when its group is not marked overflowed (no
+   lookup needs to go past it), else deleted, which lookups step over and
+   puts reuse. Shared by the inline pop and ptable.c's general paths. */
+static inline void oa_ptable_remove_at(oa_ptable *t, size_t i)
+{
+    uint8_t marked = t->overflowed[i / OA_GROUP];
+    t->ctrl[i] = marked ? OA_CTRL_DELETED : OA_CTRL_EMPTY;
+    t->growth_left += (size_t)(marked ^ 1u);
+    t->count--;
+}
+
 /* Insert key with size and packed group. If key was present its previous size
    and meta are returned through *old_size / *old_meta and 1 is returned;
    0 when new; -1 when the table could not grow (entry not stored).
@@ -192,10 +203,7 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
         uint64_t m = t->slots[i].meta;
         if (__builtin_expect((m & OA_SIZE_BIG) == OA_SIZE_BIG || t->count <= t->shrink_at, 0))
             break;
-        uint8_t marked = t->overflowed[group];
-        t->ctrl[i] = marked ? OA_CTRL_DELETED : OA_CTRL_EMPTY;
-        t->growth_left += (size_t)(marked ^ 1u);
-        t->count--;
+        oa_ptable_remove_at(t, i);
         *size = m & OA_SIZE_BIG;
         *meta = m;
         return 1;
