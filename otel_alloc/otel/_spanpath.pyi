@@ -29,6 +29,7 @@ def configure(
     bounded_attributes_type: type,
     span_type: type = ...,
     span_context_type: type = ...,
+    sdk_span_type: type = ...,
 ) -> None: ...
 
 class SpanRecords:

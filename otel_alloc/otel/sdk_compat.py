@@ -3,8 +3,9 @@
 - ``SpanProcessor._on_ending`` (SDK >= 1.40) is called on every processor
   before any ``on_end``: the route by which the ``alloc.*`` attributes reach
   every exporter, in any processor order. Older SDKs need the wrapping form.
-- The C span path reads the fields of the SDK's exact span and
-  ``SpanContext`` types directly (their properties are Python functions) and
+- The C span path reads the fields of the SDK's exact span types
+  (``ReadableSpan``, ``Span`` and the ``_Span`` its tracer makes) and of
+  ``SpanContext`` directly (their properties are Python functions) and
   adds attributes to the exact ``BoundedAttributes`` under its lock; any other
   type goes through its public properties.
 """
@@ -15,6 +16,7 @@ import logging
 import threading
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as trace_sdk
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext
 
@@ -24,7 +26,10 @@ _log = logging.getLogger("otel_alloc.otel.processor")
 
 SDK_CALLS_ON_ENDING = hasattr(SpanProcessor, "_on_ending")
 
-_spanpath.configure(ReadableSpan, BoundedAttributes, Span, SpanContext)
+# The tracer makes ``_Span`` (a Span subclass with the same fields); the C
+# path's exact-type checks need it named, or every span takes the properties.
+_spanpath.configure(ReadableSpan, BoundedAttributes, Span, SpanContext,
+                    getattr(trace_sdk, "_Span", Span))
 
 _route_warning = threading.Lock()
 _route_warned = False

@@ -50,6 +50,8 @@ done:
    (it releases the group), 0 when another still holds it, -1 on error. */
 static int drop_holder(SpanPath *self, PyObject *span)
 {
+    if (PyDict_GET_SIZE(self->holders) == 0)
+        return 1; /* no span is held by two processors */
     PyObject *held = PyDict_GetItemWithError(self->holders, span); /* borrowed */
     if (held == NULL)
         return PyErr_Occurred() ? -1 : 1;
