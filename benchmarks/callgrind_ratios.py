@@ -18,6 +18,16 @@ the suite's wall-clock table, not instead of it. Usage::
 20/60, ``json_loads`` 30/90, ``numpy`` 10/30). The ``-native`` variants also hook native memory
 (``native=True``); the others leave it off. Needs ``valgrind``; takes
 about a minute per variant and workload.
+
+The suite's span items (every op in an SDK span, the processor with metrics
+and every span in the size histogram, as ``suite.py`` sets them up) are
+measured the same way with ``--items``, e.g. ``--items spans --small 1000
+--large 3000`` (``--item-variants untraced,counts,live``, the suite's own
+variant names). Each thread is counted apart (``--separate-threads``): the
+processor's watch thread works on a timer, and under valgrind's slowdown it
+ticks many times more often per span than in real time, so the main
+thread's ratio is the one to compare; the all-thread ratio is printed
+beside it.
 """
 
 from __future__ import annotations
@@ -106,6 +116,60 @@ def instructions(variant: str, workload: str, ops: int) -> int:
         return int(found.group(1))
 
 
+def _totals(out: Path) -> tuple[int, int]:
+    """(main thread, all threads) instructions of a ``--separate-threads`` run."""
+    per_thread = []
+    for part in sorted(out.parent.glob(out.name + "-*")):
+        found = re.search(r"^(?:summary|totals): (\d+)", part.read_text(), re.MULTILINE)
+        if found is None:
+            raise RuntimeError(f"no instruction total in {part}")
+        per_thread.append((part.name, int(found.group(1))))
+    if not per_thread:
+        raise RuntimeError(f"no per-thread output next to {out}")
+    main = dict(per_thread).get(out.name + "-01")
+    if main is None:
+        raise RuntimeError(f"no main-thread output {out.name}-01")
+    return main, sum(n for _, n in per_thread)
+
+
+def item_instructions(item: str, variant: str, ops: int) -> tuple[int, int]:
+    """(main thread, all threads) instructions of ``suite.py --child`` for ``ops`` ops."""
+    from suite_items import ITEMS
+
+    scale = ops / ITEMS[item].count
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}", sys.executable, str(HERE / "suite.py"),
+             "--child", item, variant, "--scale", repr(scale)],
+            capture_output=True, text=True, cwd=HERE,
+            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1",
+                 "OMP_NUM_THREADS": "1"})
+        if proc.returncode != 0 or '"seconds"' not in proc.stdout:
+            raise SystemExit(f"callgrind run of {item}/{variant} failed (exit "
+                             f"{proc.returncode}):\n{proc.stdout[-1000:]}{proc.stderr[-2000:]}")
+        return _totals(out)
+
+
+def _span_items(items: list[str], variants: list[str], small: int, large: int) -> None:
+    if "untraced" not in variants:
+        variants.insert(0, "untraced")
+    print(f"callgrind instructions, suite items, {large} minus {small} ops, "
+          f"PYTHONHASHSEED=0, Python {sys.version.split()[0]}")
+    for item in items:
+        diffs = {}
+        for v in variants:
+            big, few = item_instructions(item, v, large), item_instructions(item, v, small)
+            diffs[v] = (big[0] - few[0], big[1] - few[1])
+        base_main, base_all = diffs["untraced"]
+        for v in variants:
+            main, every = diffs[v]
+            print(f"  {item:10} {v:9} main thread {main / (large - small):>10,.0f} an op  "
+                  f"{main / base_main:.4f}x untraced   all threads {every / base_all:.4f}x",
+                  flush=True)
+
+
 def _names(value: str, accepted: tuple[str, ...], option: str) -> list[str]:
     names = [n for n in value.split(",") if n]
     bad = [n for n in names if n not in accepted]
@@ -120,6 +184,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="core")
     parser.add_argument("--variants", default="untraced,counts,live")
+    parser.add_argument("--items", default="",
+                        help="suite span items to measure instead of --workloads")
+    parser.add_argument("--item-variants", default="untraced,counts,live")
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=900)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -131,10 +198,22 @@ def main() -> None:
         return
     if not 0 < args.small < args.large:
         raise SystemExit(f"--small/--large: need 0 < small < large, got {args.small}/{args.large}")
-    workloads = _names(args.workloads, WORKLOADS, "--workloads")
-    variants = _names(args.variants, VARIANTS, "--variants")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not installed (apt-get install -y valgrind)")
+    if args.items:
+        sys.path.insert(0, str(HERE))
+        from suite_child import VARIANTS as ITEM_VARIANTS
+        from suite_items import ITEMS
+
+        span_items = tuple(name for name, item in ITEMS.items() if item.spans)
+        _span_items(_names(args.items, span_items, "--items"),
+                    _names(args.item_variants, tuple(v for v in ITEM_VARIANTS
+                                                     if v in ("untraced", "counts", "live",
+                                                              "native")),
+                           "--item-variants"), args.small, args.large)
+        return
+    workloads = _names(args.workloads, WORKLOADS, "--workloads")
+    variants = _names(args.variants, VARIANTS, "--variants")
     if "untraced" not in variants:
         variants.insert(0, "untraced")
     print(f"callgrind instructions, {args.large} minus {args.small} ops, PYTHONHASHSEED=0, "
