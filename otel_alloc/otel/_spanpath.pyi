@@ -12,7 +12,7 @@ class ContextFollower:
         span_key: str | None,
         span_getter: Callable[[Context], object],
         groups: dict[object, int],
-        group_var: ContextVar[int],
+        group_var: ContextVar[int | tuple[int, object]],
     ) -> None: ...
     @property
     def inner(self) -> object: ...

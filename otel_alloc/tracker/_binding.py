@@ -57,9 +57,10 @@ HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
 
 if lib.oa_publish() != lib.OA_OK:
     raise ImportError("otel_alloc: the native tracker could not publish its context variable")
-# The contextvars.ContextVar[int] holding the group of the running context:
+# The contextvars.ContextVar holding the group of the running context (an id
+# or a binding, see tracker.groups):
 # created by the tracker, read by its MEM/OBJ hooks (see tracker.groups).
-GROUP_VAR: ContextVar[int] = _tracker.group_var
+GROUP_VAR: ContextVar[int | tuple[int, object]] = _tracker.group_var
 
 
 def _stats(c: Any) -> Stats:

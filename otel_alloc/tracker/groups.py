@@ -6,12 +6,21 @@ The group charged for allocations is the one current in the running
 ``PyContextVar_Get``. It therefore follows threads, asyncio tasks and
 ``Context.run`` exactly as other context variables do.
 
-The variable is only ever *set*, never reset to "unset":
+Its value is a group id, or a *binding*: a tuple ``(group id, payload)``
+that code above the tracker keeps there (the OpenTelemetry runtime-context
+stand-in keeps the current ``Context`` as the payload, so one variable
+carries both). The hooks read the id either way; entering a group keeps the
+payload.
+
+Python code only ever *sets* the variable, never resets it:
 ``ContextVar.reset()`` of a first value deletes the variable, and CPython's
-delete clears the variable's cache before allocating the new HAMT, so the
-hook's own read during that allocation would re-fill the cache with the old
-value. A set writes the cache after its allocation, which keeps the hook's
-view right.
+delete clears the variable's cache before allocating the new HAMT, so a
+hook's read during that allocation would re-fill the cache with the value
+being deleted (a reference the context then drops). A set writes the cache
+after its allocation, which keeps the hook's view right. The one reset is
+the tracker's own (``reset_group_var`` of its C API, used by the
+OpenTelemetry runtime-context stand-in), during which the hooks do not read
+the variable.
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ from otel_alloc.tracker import _binding
 from otel_alloc.tracker.errors import TrackerError
 from otel_alloc.tracker.stats import Stats
 
-CURRENT_GROUP: ContextVar[int] = _binding.GROUP_VAR
+CURRENT_GROUP: ContextVar[int | tuple[int, object]] = _binding.GROUP_VAR
 # The groups entered with ``with group:`` in the running context, innermost last.
-_SCOPES: ContextVar[tuple[int, ...]] = ContextVar("otel_alloc.scopes", default=())
+_SCOPES: ContextVar[tuple[int | tuple[int, object], ...]] = ContextVar("otel_alloc.scopes",
+                                                                      default=())
 GROUP_NONE = _binding.GROUP_NONE
 GROUP_OVERFLOW = _binding.GROUP_OVERFLOW
 
@@ -81,8 +91,9 @@ class Group:
 
 def enter_group(gid: int) -> None:
     """Make group ``gid`` current in the running context (see :class:`Group`)."""
-    _SCOPES.set((*_SCOPES.get(), CURRENT_GROUP.get()))
-    CURRENT_GROUP.set(gid)
+    value = CURRENT_GROUP.get()
+    _SCOPES.set((*_SCOPES.get(), value))
+    CURRENT_GROUP.set((gid, value[1]) if isinstance(value, tuple) else gid)
     _binding.set_thread_group(gid)
 
 
@@ -93,12 +104,17 @@ def exit_group() -> None:
         return
     _SCOPES.set(scopes[:-1])
     CURRENT_GROUP.set(scopes[-1])
-    _binding.set_thread_group(scopes[-1])
+    _binding.set_thread_group(group_of_value(scopes[-1]))
+
+
+def group_of_value(value: int | tuple[int, object]) -> int:
+    """The group id a value of :data:`CURRENT_GROUP` stands for (an id or a binding)."""
+    return value[0] if isinstance(value, tuple) else value
 
 
 def current_group_id() -> int:
     """Id of the group current in the running context (0: none)."""
-    return CURRENT_GROUP.get()
+    return group_of_value(CURRENT_GROUP.get())
 
 
 def group_stats(gid: int) -> Stats | None:

@@ -12,6 +12,7 @@ import threading
 from otel_alloc import validation as config
 from otel_alloc.tracker import _binding
 from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, ModeConflictError, TrackerError
+from otel_alloc.tracker.groups import group_of_value
 
 MODES = ("counts", "live")
 _MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
@@ -94,7 +95,7 @@ def install(
         raise MemoryError("otel_alloc could not allocate its tables")
     if rc not in (_binding.OK, _binding.ALREADY):
         raise TrackerError(f"otel_alloc install failed (code {rc})")
-    _binding.set_thread_group(_binding.GROUP_VAR.get())
+    _binding.set_thread_group(group_of_value(_binding.GROUP_VAR.get()))
     return name
 
 

@@ -31,6 +31,7 @@ static const oa_tracker_capi g_capi = {
     .span_end = oa_span_end,
     .span_read = oa_span_read,
     .group_counts = group_counts,
+    .reset_group_var = oa_reset_group_var,
 };
 
 /* Set `name` on `module` to a new reference `value` (stolen). */

@@ -16,12 +16,15 @@
 #ifndef OA_TRACKER_CAPI_H
 #define OA_TRACKER_CAPI_H
 
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
 #define OA_TRACKER_MODULE "otel_alloc.tracker._tracker"
 #define OA_TRACKER_CAPI_NAME "otel_alloc.tracker._tracker._C_API"
-#define OA_TRACKER_CAPI_VERSION 6
+#define OA_TRACKER_CAPI_VERSION 7
 
 /* What span_end reads from a span's group. */
 typedef struct {
@@ -65,6 +68,12 @@ typedef struct {
        stale id (version 5). For native code that measures exactly what it
        allocates between two reads, with no Python code in between. */
     int (*group_counts)(uint64_t group, oa_group_counts *out);
+    /* ContextVar.reset of the tracker's group variable with `token` (from a
+       set of it), then make the value it leaves the calling thread's group:
+       0, or -1 with an exception set (version 7). The one safe way to reset
+       it, as the hooks never read the variable during the reset (see
+       core/attribution.h). */
+    int (*reset_group_var)(PyObject *token);
 } oa_tracker_capi;
 
 #endif

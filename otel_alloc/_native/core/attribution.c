@@ -28,6 +28,28 @@ void oa_set_thread_group(uint64_t group)
     tls.attr_epoch = 0; /* the context changed under the cache's feet */
 }
 
+int oa_reset_group_var(PyObject *token)
+{
+    PyObject *var = oa_group_var();
+    if (var == NULL)
+        return -1;
+    /* A counter: a finalizer run by a collection inside the reset may
+       reset again. */
+    tls.resolve_hold++;
+    int rc = PyContextVar_Reset(var, token);
+    tls.resolve_hold--;
+    /* Whatever the reset did, the cache may not vouch for it. */
+    tls.attr_epoch = 0;
+    if (rc < 0)
+        return -1;
+    PyObject *val = NULL;
+    if (PyContextVar_Get(var, NULL, &val) < 0)
+        return -1;
+    tls.gid = oa_gid_of_value(val);
+    Py_XDECREF(val);
+    return 0;
+}
+
 uint64_t oa_thread_group(void)
 {
     return tls.gid;

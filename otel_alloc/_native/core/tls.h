@@ -38,6 +38,7 @@ typedef struct {
     _Atomic int64_t *attr_tag;     /* live mode: the group's tag counter (group_tag) */
     int attr_live;                 /* live mode */
     int fork_saved_guard; /* guard before the fork handler set it */
+    int resolve_hold;     /* inside oa_reset_group_var: MEM/OBJ hooks reuse gid */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
     /* Sampler: bytes left until the next sample, and the PRNG state. */
     uint32_t sample_gen; /* g_sample_gen the countdown was drawn under (0: none) */

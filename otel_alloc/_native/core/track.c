@@ -46,7 +46,7 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
     }
     oa_group *groups = NULL, *g = NULL;
     uint64_t gid = tls.gid;
-    int cacheable = ts != NULL && !tls.probing;
+    int cacheable = ts != NULL && !tls.probing && !tls.resolve_hold;
     if (atomic_load_explicit(&g_enabled, OA_RELAXED)) {
         gid = resolve_gid(ts);
         groups = group_table();

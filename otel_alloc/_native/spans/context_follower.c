@@ -1,6 +1,18 @@
 /*
  * ContextFollower: stands in for OpenTelemetry's runtime context and keeps
  * the tracker's group variable equal to the group of the current span.
+ *
+ * When the wrapped runtime context is OpenTelemetry's own (a ContextVar of
+ * Contexts), the stand-in keeps the current Context in the tracker's group
+ * variable itself, as a binding (group id, Context): one ContextVar set per
+ * attach and one reset per detach (the tracker's, which may delete the
+ * variable safely), where keeping two variables in step cost two of each,
+ * a lookup of the restored span's group on every detach, and (since the
+ * group variable could never be deleted) a HAMT copy where OpenTelemetry's
+ * own reset deletes. The tracker's hooks read the id out of the binding
+ * (core/attribution.h); get_current reads the Context. OpenTelemetry's own
+ * variable keeps what it held when the stand-in went in, which is still
+ * what is current wherever the group variable holds no binding.
  */
 #include "spans.h"
 
@@ -14,7 +26,7 @@ typedef struct {
     PyObject *span_key;     /* key of the current span in an OTel Context, or NULL */
     PyObject *span_getter;  /* callable(context) -> span, used when span_key is NULL */
     PyObject *groups;       /* dict: span -> group id (int) */
-    PyObject *group_var;    /* the tracker's ContextVar[int] */
+    PyObject *group_var;    /* the tracker's group variable */
     PyObject *zero;
     unsigned long long errors;
 } ContextFollower;
@@ -49,8 +61,27 @@ static PyObject *group_of(ContextFollower *self, PyObject *context)
     return Py_NewRef(gid);
 }
 
-/* Make the group of `context`'s span the running context's group. Errors are
-   counted and cleared: attribution must never break the app's tracing. */
+/* The group id a value of the group variable stands for: an int, or a
+   binding (group id, Context) (borrowed reference). */
+static PyObject *gid_of_value(ContextFollower *self, PyObject *value)
+{
+    if (value != NULL && PyTuple_CheckExact(value) && PyTuple_GET_SIZE(value) == 2)
+        value = PyTuple_GET_ITEM(value, 0);
+    return value != NULL && PyLong_CheckExact(value) ? value : self->zero;
+}
+
+static void set_thread_group(PyObject *gid)
+{
+    unsigned long long value = PyLong_AsUnsignedLongLongMask(gid);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        PyErr_Clear();
+    else
+        g_tracker->set_thread_group((uint64_t)value);
+}
+
+/* Other runtime contexts: make the group of `context`'s span the running
+   context's group, a plain id in the group variable. Errors are counted and
+   cleared: attribution must never break the app's tracing. */
 static void follow(ContextFollower *self, PyObject *context)
 {
     PyObject *gid = group_of(self, context);
@@ -61,9 +92,9 @@ static void follow(ContextFollower *self, PyObject *context)
         Py_DECREF(gid);
         goto failed;
     }
-    int same = cur == gid;
-    if (!same && cur != NULL && PyLong_CheckExact(cur) && PyLong_CheckExact(gid))
-        same = PyLong_AsUnsignedLongLongMask(cur) == PyLong_AsUnsignedLongLongMask(gid);
+    PyObject *cur_gid = gid_of_value(self, cur);
+    int same = cur_gid == gid ||
+               PyLong_AsUnsignedLongLongMask(cur_gid) == PyLong_AsUnsignedLongLongMask(gid);
     Py_XDECREF(cur);
     if (!same) {
         /* Only ever set, never reset: see otel_alloc.tracker. */
@@ -73,11 +104,7 @@ static void follow(ContextFollower *self, PyObject *context)
             goto failed;
         }
         Py_DECREF(token);
-        unsigned long long value = PyLong_AsUnsignedLongLongMask(gid);
-        if (value == (unsigned long long)-1 && PyErr_Occurred())
-            PyErr_Clear();
-        else
-            g_tracker->set_thread_group((uint64_t)value);
+        set_thread_group(gid);
     }
     Py_DECREF(gid);
     return;
@@ -86,11 +113,34 @@ failed:
     PyErr_Clear();
 }
 
+/* A binding (group id of context's span, context) set in the group
+   variable: the token of the set, or NULL with an error set. */
+static PyObject *set_binding(ContextFollower *self, PyObject *context)
+{
+    PyObject *gid = group_of(self, context);
+    if (gid == NULL) {
+        self->errors++; /* attribution must never break the app's tracing */
+        PyErr_Clear();
+        gid = Py_NewRef(self->zero);
+    }
+    PyObject *binding = PyTuple_Pack(2, gid, context);
+    if (binding == NULL) {
+        Py_DECREF(gid);
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(self->group_var, binding);
+    Py_DECREF(binding);
+    if (token != NULL)
+        set_thread_group(gid);
+    Py_DECREF(gid);
+    return token;
+}
+
 static PyObject *fc_attach(ContextFollower *self, PyObject *context)
 {
-    PyObject *token = self->context_var != NULL
-                          ? PyContextVar_Set(self->context_var, context)
-                          : PyObject_CallOneArg(self->inner_attach, context);
+    if (self->context_var != NULL)
+        return set_binding(self, context); /* fc_detach resets it with the token */
+    PyObject *token = PyObject_CallOneArg(self->inner_attach, context);
     if (token == NULL)
         return NULL;
     follow(self, context);
@@ -101,6 +151,18 @@ static PyObject *current(ContextFollower *self)
 {
     if (self->context_var == NULL)
         return PyObject_CallNoArgs(self->inner_get);
+    PyObject *value = NULL;
+    if (PyContextVar_Get(self->group_var, NULL, &value) < 0)
+        return NULL;
+    if (value != NULL && PyTuple_CheckExact(value) && PyTuple_GET_SIZE(value) == 2) {
+        PyObject *ctx = Py_NewRef(PyTuple_GET_ITEM(value, 1));
+        Py_DECREF(value);
+        return ctx;
+    }
+    Py_XDECREF(value);
+    /* No binding here (nothing was attached in this context since the
+       stand-in went in, or a group was entered before anything was):
+       OpenTelemetry's variable still says what is current. */
     PyObject *ctx = NULL;
     if (PyContextVar_Get(self->context_var, NULL, &ctx) < 0)
         return NULL;
@@ -114,17 +176,42 @@ static PyObject *fc_get_current(ContextFollower *self, PyObject *Py_UNUSED(ignor
     return current(self);
 }
 
+/* A token the group variable refused: one of OpenTelemetry's variable,
+   from an attach before the stand-in went in, resets that variable (what
+   OpenTelemetry's runtime context would do). Its span started before any
+   allocation processor, so it has no group to follow. Otherwise the group
+   variable's error stands. */
+static PyObject *reset_earlier(ContextFollower *self, PyObject *token)
+{
+    if (!PyErr_ExceptionMatches(PyExc_ValueError))
+        return NULL;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyContextVar_Reset(self->context_var, token) < 0) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    Py_RETURN_NONE;
+}
+
 static PyObject *fc_detach(ContextFollower *self, PyObject *token)
 {
     if (self->context_var != NULL) {
-        if (PyContextVar_Reset(self->context_var, token) < 0)
-            return NULL;
-    } else {
-        PyObject *res = PyObject_CallOneArg(self->inner_detach, token);
-        if (res == NULL)
-            return NULL;
-        Py_DECREF(res);
+        /* Through the tracker: a reset may delete the variable (a token
+           from the first set in this context), which the hooks must not
+           read meanwhile (core/attribution.h). */
+        if (g_tracker->reset_group_var(token) < 0)
+            return reset_earlier(self, token);
+        Py_RETURN_NONE;
     }
+    PyObject *res = PyObject_CallOneArg(self->inner_detach, token);
+    if (res == NULL)
+        return NULL;
+    Py_DECREF(res);
     PyObject *ctx = current(self);
     if (ctx == NULL) {
         self->errors++;
@@ -138,6 +225,9 @@ static PyObject *fc_detach(ContextFollower *self, PyObject *token)
 
 static PyObject *fc_follow_current(ContextFollower *self, PyObject *Py_UNUSED(ignored))
 {
+    /* A plain id, not a binding: a token from before the stand-in went in
+       may still reset OpenTelemetry's variable (fc_detach), and what is
+       current must then be read from there again. */
     PyObject *ctx = current(self);
     if (ctx == NULL)
         return NULL;
