@@ -24,6 +24,13 @@ PyObject *oa_group_var(void)
 
 void oa_set_thread_group(uint64_t group)
 {
+    /* The attribution cache answers for the group id it resolved, which is
+       tls.gid while the cache is valid: a set that leaves the id as it was
+       (a context with the same span, OpenTelemetry's suppress-instrumentation
+       attach around an export) leaves the answer right. Anything else the
+       cache depends on changes the context it is keyed on or the epoch. */
+    if (group == tls.gid)
+        return;
     tls.gid = group;
     tls.attr_epoch = 0; /* the context changed under the cache's feet */
 }
@@ -38,14 +45,12 @@ int oa_reset_group_var(PyObject *token)
     tls.resolve_hold++;
     int rc = PyContextVar_Reset(var, token);
     tls.resolve_hold--;
-    /* Whatever the reset did, the cache may not vouch for it. */
-    tls.attr_epoch = 0;
-    if (rc < 0)
-        return -1;
     PyObject *val = NULL;
-    if (PyContextVar_Get(var, NULL, &val) < 0)
+    if (rc < 0 || PyContextVar_Get(var, NULL, &val) < 0) {
+        tls.attr_epoch = 0; /* the cache may not vouch for what happened */
         return -1;
-    tls.gid = oa_gid_of_value(val);
+    }
+    oa_set_thread_group(oa_gid_of_value(val));
     Py_XDECREF(val);
     return 0;
 }

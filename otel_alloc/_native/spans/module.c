@@ -51,6 +51,7 @@ static int intern_names(void)
         {&g_names.dropped, "dropped"},
         {&g_names.acquire, "acquire"},
         {&g_names.release, "release"},
+        {&g_names.locked, "locked"},
         {&g_names.attr_keys[0], "alloc.bytes"},
         {&g_names.attr_keys[1], "alloc.count"},
         {&g_names.attr_keys[2], "alloc.inclusive_bytes"},

@@ -96,7 +96,7 @@ static void queue_record(PyObject *records, uint64_t gid, const oa_span_figures 
 int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
                           unsigned long long *dropped)
 {
-    int written = -1;
+    int written = -1, take = 1;
     PyObject *lock = NULL, *d = NULL, *maxlen = NULL, *held = NULL;
     PyObject *bounded = get_quiet(span, g_names.attributes);
     if (bounded == NULL || g_bounded_type == NULL || Py_TYPE(bounded) != g_bounded_type)
@@ -111,13 +111,29 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         PyErr_Clear();
         goto done;
     }
-    /* The mapping's own lock, as its setter takes it: nothing else changes
-       the mapping meanwhile. (No processor's on_end has run yet in
-       _on_ending, so no exporter is reading it.) */
-    held = PyObject_CallMethodNoArgs(lock, g_names.acquire);
-    if (held == NULL) {
+    /* The mapping's own lock, which its setter and __deepcopy__ take: a
+       reader copying it in another thread does not see it change midway.
+       (No processor's on_end has run yet in _on_ending, so no exporter is
+       reading it.) With the GIL, a lock nobody holds cannot be taken by
+       anyone until this function returns: nothing below releases the GIL or
+       runs Python code. So a free lock is as good as taken, and only a held
+       one is waited for (acquire parses its arguments: five times the cost
+       of locked()). */
+#ifndef Py_GIL_DISABLED
+    PyObject *busy = PyObject_CallMethodNoArgs(lock, g_names.locked);
+    take = busy == NULL ? -1 : PyObject_IsTrue(busy);
+    Py_XDECREF(busy);
+    if (take < 0) {
         PyErr_Clear();
         goto done;
+    }
+#endif
+    if (take) {
+        held = PyObject_CallMethodNoArgs(lock, g_names.acquire);
+        if (held == NULL) {
+            PyErr_Clear();
+            goto done;
+        }
     }
     int64_t values[6] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
                          (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
@@ -155,10 +171,12 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         *dropped += (unsigned long long)lost;
     }
     PyErr_Clear();
-    PyObject *r = PyObject_CallMethodNoArgs(lock, g_names.release);
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
+    if (take) {
+        PyObject *r = PyObject_CallMethodNoArgs(lock, g_names.release);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
 done:
     Py_XDECREF(held);
     Py_XDECREF(maxlen);

@@ -408,3 +408,50 @@ def test_the_tracers_own_spans_are_read_without_their_properties(
         otel_alloc.uninstall()
     assert ours == baseline
     assert wrapping == exporter_only
+
+
+@pytest.mark.skipif(not hasattr(SpanProcessor, "_on_ending"),
+                    reason="this opentelemetry-sdk has no _on_ending")
+def test_attributes_wait_for_a_reader_holding_their_lock() -> None:
+    """A span's alloc.* attributes are written under the mapping's lock.
+
+    With the GIL, a free lock is not taken (no one can take it meanwhile);
+    a held one, as a reader mid-``__deepcopy__`` in another thread holds
+    it, is waited for: the span's end returns only after the reader lets go.
+    """
+    import threading
+    import time
+
+    exporter = InMemorySpanExporter()
+    otel_alloc.install("counts")
+    try:
+        provider = TracerProvider()
+        provider.add_span_processor(AllocationSpanProcessor(mode="counts"))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("test")
+        span = tracer.start_span("locked")
+        lock = span._attributes._lock  # type: ignore[attr-defined]
+        held, released = threading.Event(), threading.Event()
+
+        def reader() -> None:
+            with lock:
+                held.set()
+                time.sleep(0.3)
+                released.set()
+
+        t = threading.Thread(target=reader)
+        t.start()
+        held.wait(10)
+        span.end()
+        ended_after_release = released.is_set()
+        t.join()
+        free = tracer.start_span("free")
+        free.end()
+    finally:
+        otel_alloc.uninstall()
+    assert ended_after_release
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in ("locked", "free"):
+        attrs = spans[name].attributes or {}
+        assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
+    assert not lock.locked()
