@@ -1,14 +1,19 @@
 """Keeping the tracker's current group in step with the OpenTelemetry context.
 
 Bytes belong to the span that is current *in the context that is running*.
-The native hooks read a context variable of ours (see ``tracker``); this
-module keeps that variable equal to "the group of the span current in the OTel
-context" by standing in for OpenTelemetry's runtime context: every ``attach``
-and ``detach`` (``start_as_current_span``, ``use_span``, ``context.attach``)
-also sets our variable in the same ``contextvars.Context``. Because both
-variables live in the same context, asyncio task switches, thread pools that
-carry a copied context and ``Context.run`` keep them in step without any
-OpenTelemetry call.
+The native hooks read a context variable of the tracker's (see ``tracker``);
+this module keeps it equal to "the group of the span current in the OTel
+context" by standing in for OpenTelemetry's runtime context. With
+OpenTelemetry's own runtime context (a ContextVar of Contexts), the stand-in
+keeps the current ``Context`` in the tracker's variable itself, as a binding
+``(group id, Context)``: every ``attach`` (``start_as_current_span``,
+``use_span``, ``context.attach``) sets it and every ``detach`` resets it
+through the tracker, one ContextVar operation each, as OpenTelemetry's own
+would be. Because the binding lives in the running ``contextvars.Context``,
+asyncio task switches, thread pools that carry a copied context and
+``Context.run`` carry the span and its group together without any
+OpenTelemetry call. Any other runtime context is called through, and the
+tracker's variable is set beside it.
 
 The stand-in is :class:`otel_alloc.otel._spanpath.ContextFollower`, in C: it runs
 several times per span.
@@ -63,8 +68,9 @@ def install_context_hook() -> None:
     OpenTelemetry has no public hook for context changes, so this replaces the
     module-level runtime context object that ``opentelemetry.context.attach``
     and ``detach`` call. When that object is OpenTelemetry's own
-    ``ContextVarsRuntimeContext`` its context variable is set directly (what
-    its methods do); any other runtime context is called through.
+    ``ContextVarsRuntimeContext``, the current Context is kept in the
+    tracker's variable (its own variable keeps what it held here, read where
+    nothing was attached since); any other runtime context is called through.
     """
     with _hook_lock:
         current = otel_context._RUNTIME_CONTEXT

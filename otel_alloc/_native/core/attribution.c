@@ -14,8 +14,8 @@ PyObject *oa_group_var(void)
         PyObject *zero = PyLong_FromLong(0);
         if (zero == NULL)
             return NULL;
-        /* The default 0 is "no group". The variable is only ever set, never
-           reset: see otel_alloc.tracker.groups. */
+        /* The default 0 is "no group". Reset only by oa_reset_group_var
+           (attribution.h); Python code only sets it. */
         g_group_var = PyContextVar_New("otel_alloc.group", zero);
         Py_DECREF(zero);
     }

@@ -97,7 +97,8 @@ static void follow(ContextFollower *self, PyObject *context)
                PyLong_AsUnsignedLongLongMask(cur_gid) == PyLong_AsUnsignedLongLongMask(gid);
     Py_XDECREF(cur);
     if (!same) {
-        /* Only ever set, never reset: see otel_alloc.tracker. */
+        /* A set, never a reset: the token is dropped (see
+           otel_alloc.tracker.groups). */
         PyObject *token = PyContextVar_Set(self->group_var, gid);
         if (token == NULL) {
             Py_DECREF(gid);
