@@ -27,7 +27,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import otel_alloc
 from otel_alloc import AllocationSpanProcessor, tracker
 from otel_alloc.otel.context_follower import context_hook_installed
-from otel_alloc.tracker import _binding
 from tests.unit.conftest import OBJ, RAW, Helper
 
 MISSING = object()
@@ -66,16 +65,18 @@ def test_a_reset_that_deletes_the_variable_leaves_no_stale_value(
     def run() -> list[object]:
         # Another variable in the context: deleting ours then builds a new
         # HAMT, whose allocations reach the hooks in the middle of the
-        # delete. The span's end invalidates the hooks' cache first, so
+        # delete. Leaving a group just before voids the hooks' cache, so
         # they resolve again there, which must not read the variable being
-        # deleted (the tracker holds its resolution across the reset).
+        # deleted (the tracker holds its resolution across the reset;
+        # without that this test dies of a segmentation fault).
         other.set(1)
         seen = []
         for i in range(200):
             span = tracer.start_span(f"s{i}")
             token = otel_context.attach(trace.set_span_in_context(span))
             span.end()
-            _binding.set_thread_group(0)  # as a context change does: the cache is void
+            with otel_alloc.Group():  # entering and leaving one voids the cache
+                pass
             otel_context.detach(token)
             seen.append(tracker.CURRENT_GROUP.get(MISSING))
             helper.alloc_many(OBJ, 64, 4)  # reuse what a stale value would point to
