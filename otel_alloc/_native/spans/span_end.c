@@ -93,6 +93,24 @@ static void queue_record(PyObject *records, uint64_t gid, const oa_span_figures 
     Py_XDECREF(end);
 }
 
+#ifndef Py_GIL_DISABLED
+/* Whether `lock` has locked(): threading.Lock has; an RLock (the SDK's
+   attribute mapping before 1.45) has not before Python 3.14, and is then
+   always taken. Asked once per lock type. */
+static int lock_has_locked(PyObject *lock)
+{
+    static PyTypeObject *known_type;
+    static int known_answer;
+    PyTypeObject *type = Py_TYPE(lock);
+    if (type != known_type) {
+        int has = PyObject_HasAttr((PyObject *)type, g_names.locked);
+        Py_XSETREF(known_type, (PyTypeObject *)Py_NewRef(type));
+        known_answer = has;
+    }
+    return known_answer;
+}
+#endif
+
 int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
                           unsigned long long *dropped)
 {
@@ -120,12 +138,14 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
        one is waited for (acquire parses its arguments: five times the cost
        of locked()). */
 #ifndef Py_GIL_DISABLED
-    PyObject *busy = PyObject_CallMethodNoArgs(lock, g_names.locked);
-    take = busy == NULL ? -1 : PyObject_IsTrue(busy);
-    Py_XDECREF(busy);
-    if (take < 0) {
-        PyErr_Clear();
-        goto done;
+    if (lock_has_locked(lock)) {
+        PyObject *busy = PyObject_CallMethodNoArgs(lock, g_names.locked);
+        take = busy == NULL ? -1 : PyObject_IsTrue(busy);
+        Py_XDECREF(busy);
+        if (take < 0) {
+            PyErr_Clear();
+            take = 1; /* cannot tell: take it */
+        }
     }
 #endif
     if (take) {

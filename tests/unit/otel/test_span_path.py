@@ -454,4 +454,37 @@ def test_attributes_wait_for_a_reader_holding_their_lock() -> None:
     for name in ("locked", "free"):
         attrs = spans[name].attributes or {}
         assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
-    assert not lock.locked()
+    assert lock.acquire(blocking=False)  # left free (a Lock, or an RLock before 1.45)
+    lock.release()
+
+
+@pytest.mark.skipif(not hasattr(SpanProcessor, "_on_ending"),
+                    reason="this opentelemetry-sdk has no _on_ending")
+def test_attributes_are_written_under_a_reentrant_lock() -> None:
+    """SDKs before 1.45 guard the attribute mapping with an ``RLock``.
+
+    Before Python 3.14 it has no ``locked()``, so the write takes it; the
+    attributes must arrive either way (they did not, on SDK 1.40, when the
+    write gave up on a lock it could not ask).
+    """
+    import threading
+
+    exporter = InMemorySpanExporter()
+    otel_alloc.install("counts")
+    try:
+        provider = TracerProvider()
+        provider.add_span_processor(AllocationSpanProcessor(mode="counts"))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("test")
+        for name in ("rlock-1", "rlock-2"):
+            span = tracer.start_span(name)
+            span._attributes._lock = threading.RLock()  # type: ignore[attr-defined]
+            span.end()
+        plain = tracer.start_span("plain")
+        plain.end()
+    finally:
+        otel_alloc.uninstall()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in ("rlock-1", "rlock-2", "plain"):
+        attrs = spans[name].attributes or {}
+        assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
