@@ -42,7 +42,12 @@ def test_group_peak_is_exact(tracker_live: None, helper: Helper, domain: int, n1
     still_live = SIZE * (n1 - k + n2) if keep else 0
     # Highest either within the call, or after it with the kept blocks.
     assert got.peak_bytes == max(SIZE * max(n1, n1 - k + n2), base.peak_bytes + still_live)
-    assert got.live_bytes - base.live_bytes == still_live
+    # The Python code that leaves the group keeps a few objects alive, and
+    # not always the same ones from one call to the next (CPython 3.10, whole
+    # unit suite: 75 bytes more in one call than in the call before, in the
+    # OBJ and RAW cases alike). Every block the helper keeps is SIZE bytes,
+    # so one counted wrong still fails.
+    assert abs(got.live_bytes - base.live_bytes - still_live) < SIZE // 10
 
 
 def test_thread_and_process_peaks_follow_live_bytes(tracker_live: None, helper: Helper) -> None:
