@@ -58,8 +58,8 @@ HOOK_ON_TOP: int = lib.OA_HOOK_ON_TOP
 if lib.oa_publish() != lib.OA_OK:
     raise ImportError("otel_alloc: the native tracker could not publish its context variable")
 # The contextvars.ContextVar holding the group of the running context (an id
-# or a binding, see tracker.groups):
-# created by the tracker, read by its MEM/OBJ hooks (see tracker.groups).
+# or a binding): created by the tracker, read by its MEM/OBJ hooks (see
+# tracker.groups).
 GROUP_VAR: ContextVar[int | tuple[int, object]] = _tracker.group_var
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -410,6 +412,21 @@ def test_the_tracers_own_spans_are_read_without_their_properties(
     assert wrapping == exporter_only
 
 
+def _beside_exporter(exporter: InMemorySpanExporter) -> trace.Tracer:
+    """A tracer whose provider has the allocation processor beside an export processor."""
+    provider = TracerProvider()
+    provider.add_span_processor(AllocationSpanProcessor(mode="counts"))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test")
+
+
+def _assert_alloc_attributes(exporter: InMemorySpanExporter, *names: str) -> None:
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in names:
+        attrs = spans[name].attributes or {}
+        assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
+
+
 @pytest.mark.skipif(not hasattr(SpanProcessor, "_on_ending"),
                     reason="this opentelemetry-sdk has no _on_ending")
 def test_attributes_wait_for_a_reader_holding_their_lock() -> None:
@@ -419,16 +436,10 @@ def test_attributes_wait_for_a_reader_holding_their_lock() -> None:
     a held one, as a reader mid-``__deepcopy__`` in another thread holds
     it, is waited for: the span's end returns only after the reader lets go.
     """
-    import threading
-    import time
-
     exporter = InMemorySpanExporter()
     otel_alloc.install("counts")
     try:
-        provider = TracerProvider()
-        provider.add_span_processor(AllocationSpanProcessor(mode="counts"))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracer = provider.get_tracer("test")
+        tracer = _beside_exporter(exporter)
         span = tracer.start_span("locked")
         lock = span._attributes._lock  # type: ignore[attr-defined]
         held, released = threading.Event(), threading.Event()
@@ -450,10 +461,7 @@ def test_attributes_wait_for_a_reader_holding_their_lock() -> None:
     finally:
         otel_alloc.uninstall()
     assert ended_after_release
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    for name in ("locked", "free"):
-        attrs = spans[name].attributes or {}
-        assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
+    _assert_alloc_attributes(exporter, "locked", "free")
     assert lock.acquire(blocking=False)  # left free (a Lock, or an RLock before 1.45)
     lock.release()
 
@@ -467,15 +475,10 @@ def test_attributes_are_written_under_a_reentrant_lock() -> None:
     attributes must arrive either way (they did not, on SDK 1.40, when the
     write gave up on a lock it could not ask).
     """
-    import threading
-
     exporter = InMemorySpanExporter()
     otel_alloc.install("counts")
     try:
-        provider = TracerProvider()
-        provider.add_span_processor(AllocationSpanProcessor(mode="counts"))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracer = provider.get_tracer("test")
+        tracer = _beside_exporter(exporter)
         for name in ("rlock-1", "rlock-2"):
             span = tracer.start_span(name)
             span._attributes._lock = threading.RLock()  # type: ignore[attr-defined]
@@ -484,7 +487,4 @@ def test_attributes_are_written_under_a_reentrant_lock() -> None:
         plain.end()
     finally:
         otel_alloc.uninstall()
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    for name in ("rlock-1", "rlock-2", "plain"):
-        attrs = spans[name].attributes or {}
-        assert isinstance(attrs.get("alloc.bytes"), int), (name, dict(attrs))
+    _assert_alloc_attributes(exporter, "rlock-1", "rlock-2", "plain")
