@@ -153,10 +153,12 @@ class AllocationSpanProcessor(SpanProcessor):
         # group to be watched (_live_end); any other group is released in C.
         keep_from = (self.settings.leak_min_bytes
                      if self._live and self.settings.max_retained_spans > 0 else -1)
+        next_on_start, next_on_ending, next_on_end = sdk_compat.forwarded(span_processor)
         self._path = _spanpath.SpanPath(
             groups=self._groups, holders=self._holders, open=self._open, by_gid=self._by_gid,
             records=self._records,
-            next=span_processor, live=self._live, overflowed=self._overflowed,
+            next_on_start=next_on_start, next_on_ending=next_on_ending, next_on_end=next_on_end,
+            live=self._live, overflowed=self._overflowed,
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
             note_thread=self._collector.note_thread if self._collector is not None else None,

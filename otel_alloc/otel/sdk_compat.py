@@ -3,6 +3,9 @@
 - ``SpanProcessor._on_ending`` (SDK >= 1.40) is called on every processor
   before any ``on_end``: the route by which the ``alloc.*`` attributes reach
   every exporter, in any processor order. Older SDKs need the wrapping form.
+- A wrapped processor's ``on_start`` and ``_on_ending`` that do nothing
+  (``SimpleSpanProcessor``'s and ``BatchSpanProcessor``'s) are not called:
+  a Python call per span and method, for no effect (:func:`forwarded`).
 - The C span path reads the fields of the SDK's exact span types
   (``ReadableSpan``, ``Span`` and the ``_Span`` its tracer makes) and of
   ``SpanContext`` directly (their properties are Python functions) and
@@ -12,8 +15,12 @@
 
 from __future__ import annotations
 
+import dis
+import inspect
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as trace_sdk
@@ -51,3 +58,48 @@ def warn_no_attribute_route() -> None:
         "provider.add_span_processor(AllocationSpanProcessor(BatchSpanProcessor(exporter))), "
         "or upgrade to opentelemetry-sdk >= 1.40. Metrics and events are not affected.",
         sdk_version)
+
+
+# What a function that does nothing compiles to, past RESUME (3.11 to 3.15).
+_NOTHING = ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+_SKIPPED_OPS = frozenset({"RESUME", "NOP", "CACHE"})
+_NOT_PLAIN = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def does_nothing(method: Callable[..., Any], *args: object, **kwargs: object) -> bool:
+    """Whether calling ``method(*args, **kwargs)`` would do nothing and return None.
+
+    True only for a bound method of a plain Python function whose body is
+    ``pass`` or a docstring, and which accepts these arguments (a call that
+    would raise is still made, so its error is reported).
+    """
+    func = getattr(method, "__func__", None)
+    code = getattr(func, "__code__", None)
+    if code is None or not inspect.isfunction(func) or code.co_flags & _NOT_PLAIN:
+        return False
+    try:
+        inspect.signature(method).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    body = [(ins.opname, ins.argval) for ins in dis.get_instructions(code)
+            if ins.opname not in _SKIPPED_OPS]
+    return body in _NOTHING
+
+
+def forwarded(processor: SpanProcessor | None) -> tuple[Callable[..., Any] | None, ...]:
+    """The wrapped processor's ``on_start``, ``_on_ending`` and ``on_end`` to call.
+
+    None for each one not to call: no processor, an SDK without
+    ``_on_ending``, or (``on_start``, ``_on_ending``) a method that does
+    nothing. ``on_end`` is always called.
+    """
+    if processor is None:
+        return None, None, None
+    on_start: Callable[..., Any] | None = processor.on_start
+    on_ending: Callable[..., Any] | None = (getattr(processor, "_on_ending", None)
+                                            if SDK_CALLS_ON_ENDING else None)
+    if on_start is not None and does_nothing(on_start, None, parent_context=None):
+        on_start = None
+    if on_ending is not None and does_nothing(on_ending, None):
+        on_ending = None
+    return on_start, on_ending, processor.on_end

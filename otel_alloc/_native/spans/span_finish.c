@@ -26,6 +26,10 @@
 static uint64_t parent_group(SpanPath *self, PyObject *span)
 {
     uint64_t pgid = 0;
+    /* The span's own entry is out of `open` already: with nothing else open
+       here, no parent can be (the span's parent field is not read). */
+    if (PyDict_GET_SIZE(self->open) == 0)
+        return 0;
     PyObject *parent = span_field(span, SF_PARENT);
     if (parent == NULL || parent == Py_None)
         goto done;
@@ -76,6 +80,10 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
 {
     int result = -1;
     PyObject *ctx = NULL, *sid = NULL, *started = NULL, *gid_obj = NULL, *joined = NULL;
+    /* Nothing open here: the span is not ours (the common case in on_end,
+       after _on_ending ended it), and its context need not be read. */
+    if (PyDict_GET_SIZE(self->open) == 0)
+        return END_NOT_OURS;
     ctx = span_field(span, SF_CONTEXT);
     if (ctx == NULL)
         goto done;

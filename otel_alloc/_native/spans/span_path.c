@@ -172,19 +172,20 @@ static PyObject *optional_callable(PyObject *o, const char *name)
 
 static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"groups", "holders", "open", "by_gid", "records", "next", "live",
-                             "overflowed", "failed", "wake", "live_end", "with_figures",
-                             "note_thread", "keep_from", NULL};
-    PyObject *groups, *holders, *open, *by_gid, *records, *next, *overflowed, *failed_cb, *wake,
-        *live_end, *with_figures, *note_thread;
+    static char *kwlist[] = {"groups", "holders", "open", "by_gid", "records", "next_on_start",
+                             "next_on_ending", "next_on_end", "live", "overflowed", "failed",
+                             "wake", "live_end", "with_figures", "note_thread", "keep_from",
+                             NULL};
+    PyObject *groups, *holders, *open, *by_gid, *records, *next_start, *next_ending, *next_end,
+        *overflowed, *failed_cb, *wake, *live_end, *with_figures, *note_thread;
     int live;
     long long keep_from = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OpOOOOOO|L:SpanPath", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOpOOOOOO|L:SpanPath", kwlist,
                                      &PyDict_Type, &groups, &PyDict_Type, &holders,
                                      &PyDict_Type, &open, &PyDict_Type, &by_gid,
-                                     &SpanRecordsType, &records, &next, &live, &overflowed,
-                                     &failed_cb, &wake, &live_end, &with_figures, &note_thread,
-                                     &keep_from))
+                                     &SpanRecordsType, &records, &next_start, &next_ending,
+                                     &next_end, &live, &overflowed, &failed_cb, &wake, &live_end,
+                                     &with_figures, &note_thread, &keep_from))
         return NULL;
     if (!PyCallable_Check(overflowed) || !PyCallable_Check(failed_cb) ||
         !PyCallable_Check(wake) || !PyCallable_Check(live_end) ||
@@ -214,20 +215,18 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->note_thread = optional_callable(note_thread, "note_thread");
     if (self->note_thread == NULL && PyErr_Occurred())
         goto fail;
-    if (next != Py_None) {
-        self->next_on_start = PyObject_GetAttr(next, g_names.on_start);
-        self->next_on_end = self->next_on_start ? PyObject_GetAttr(next, g_names.on_end) : NULL;
-        if (self->next_on_end == NULL)
-            goto fail;
-        /* SDKs before 1.40 have no _on_ending: then the wrapped processor
-           has none either (and the SDK never calls ours). */
-        self->next_on_ending = PyObject_GetAttr(next, g_names.on_ending);
-        if (self->next_on_ending == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                goto fail;
-            PyErr_Clear();
-        }
-    }
+    /* The wrapped processor's methods this one passes spans on to; None for
+       one it does not call (no wrapped processor, an SDK without
+       _on_ending, or a method that does nothing: sdk_compat.forwarded). */
+    self->next_on_start = optional_callable(next_start, "next_on_start");
+    if (self->next_on_start == NULL && PyErr_Occurred())
+        goto fail;
+    self->next_on_ending = optional_callable(next_ending, "next_on_ending");
+    if (self->next_on_ending == NULL && PyErr_Occurred())
+        goto fail;
+    self->next_on_end = optional_callable(next_end, "next_on_end");
+    if (self->next_on_end == NULL && PyErr_Occurred())
+        goto fail;
     return (PyObject *)self;
 fail:
     Py_DECREF(self);

@@ -42,7 +42,6 @@ typedef struct {
     PyObject *field[SF_COUNT];   /* context, name, parent, start_time, end_time */
     PyObject *private[SF_COUNT]; /* _context, _name, ...: what the SDK's properties return */
     PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
-    PyObject *on_start, *on_end, *on_ending;
     PyObject *lock, *maxlen, *dropped, *acquire, *release, *locked; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
     PyObject *attr_keys[6]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,

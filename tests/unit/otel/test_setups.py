@@ -67,6 +67,77 @@ def test_wrapped_processor_gets_on_ending(tracker_counts: None) -> None:
     provider.shutdown()
 
 
+def test_wrapped_on_start_is_called_with_the_parent_context(tracker_counts: None) -> None:
+    seen: list[tuple[str, object]] = []
+
+    class Recorder(SpanProcessor):
+        def on_start(self, span: Span, parent_context: Any = None) -> None:
+            seen.append((span.name, parent_context))
+
+    provider = TracerProvider()
+    provider.add_span_processor(AllocationSpanProcessor(Recorder()))
+    marker = object()
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("outer"):
+        pass
+    from opentelemetry.context import Context
+
+    parent = Context({"marker": marker})
+    tracer.start_span("inner", context=parent).end()
+    assert [name for name, _ in seen] == ["outer", "inner"]
+    assert seen[1][1] is parent
+    provider.shutdown()
+
+
+def test_the_sdk_export_processors_do_nothing_on_start_and_ending() -> None:
+    """Their on_start and _on_ending are not called (a Python call each, per span)."""
+    for processor in (SimpleSpanProcessor(InMemorySpanExporter()),
+                      BatchSpanProcessor(InMemorySpanExporter())):
+        on_start, on_ending, on_end = sdk_compat.forwarded(processor)
+        assert on_start is None and on_ending is None
+        assert on_end == processor.on_end
+        processor.shutdown()
+    assert sdk_compat.forwarded(None) == (None, None, None)
+
+
+def test_only_methods_that_do_nothing_are_skipped() -> None:
+    class Busy(SpanProcessor):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.calls += 1
+
+        def _on_ending(self, span: Any) -> None:
+            """A docstring, then work."""
+            self.calls += 1
+
+    class Quiet(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            """Only a docstring."""
+
+        def _on_ending(self, span: Any) -> None:
+            return None
+
+    class WrongShape(SpanProcessor):
+        def on_start(self, span: Any) -> None:  # type: ignore[override]
+            pass  # called with parent_context=: raises, and the error is reported
+
+    class Yields(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> Any:  # type: ignore[override]
+            return
+            yield  # a generator: calling it does make one
+
+    busy = sdk_compat.forwarded(Busy())
+    assert busy[0] is not None
+    assert busy[1] is not None or not sdk_compat.SDK_CALLS_ON_ENDING
+    assert sdk_compat.forwarded(Quiet())[:2] == (None, None)
+    assert sdk_compat.forwarded(WrongShape())[0] is not None
+    assert sdk_compat.forwarded(Yields())[0] is not None
+    assert not sdk_compat.does_nothing(len)  # a builtin: no code to read
+    assert not sdk_compat.does_nothing(lambda: None)  # not a bound method
+
+
 @needs_on_ending
 @pytest.mark.parametrize("order", ["ours-first", "exporter-first"])
 def test_attribute_limit_is_respected_and_drops_counted(tracker_counts: None, order: str) -> None:

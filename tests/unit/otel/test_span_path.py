@@ -43,10 +43,10 @@ class _Direct(SpanProcessor):
 
 def _bare_path(records: Any, groups: dict[Any, int], failures: list[str]) -> Any:
     return _spanpath.SpanPath(
-        groups=groups, holders={}, open={}, by_gid={}, records=records, next=None, live=False,
-        overflowed=lambda: -1, failed=lambda where, error: failures.append(where),
-        wake=lambda: None, live_end=lambda *args: None, with_figures=lambda s, f, live: s,
-        note_thread=None)
+        groups=groups, holders={}, open={}, by_gid={}, records=records, next_on_start=None,
+        next_on_ending=None, next_on_end=None, live=False, overflowed=lambda: -1,
+        failed=lambda where, error: failures.append(where), wake=lambda: None,
+        live_end=lambda *args: None, with_figures=lambda s, f, live: s, note_thread=None)
 
 
 def test_record_queue_is_bounded_and_ordered() -> None:
