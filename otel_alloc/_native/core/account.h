@@ -62,8 +62,11 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
                                                                uint64_t size, uint64_t meta)
 {
     int raw = gil_free(domain), pinned;
-    tag_slot(groups, meta, -1, raw);
+    /* The group first: with the GIL, tag_slot's bounds check then reuses
+       the slot count group_for_free loaded (the other way round, the tag's
+       store made the compiler load it again). */
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
+    tag_slot(groups, meta, -1, raw);
     if (raw) {
         if (g != NULL) {
             oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
@@ -163,7 +166,8 @@ static inline __attribute__((always_inline)) void track_free_block(int domain, v
 /* Live mode: enter the block in its domain's table and add it to the live
    figures and peaks. meta_hi and tag are g's group_meta_hi and group_tag
    (groups.h), which the MEM/OBJ hooks keep in their attribution cache. 1
-   when it is in the table. */
+   when it is in the table. `groups` may be NULL for a MEM/OBJ caller (see
+   charge_alloc). */
 static inline __attribute__((always_inline)) int track_live(int domain, void *ptr, size_t size,
                                                              oa_group *groups, oa_group *g,
                                                              uint64_t meta_hi,
@@ -190,7 +194,7 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
         atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
         if (old_meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
-        charge_free(groups, domain, old_size, old_meta);
+        charge_free(groups != NULL ? groups : group_table(), domain, old_size, old_meta);
     }
     oa_ctr *gc = group_ctr(g, domain);
     if (raw) {
@@ -226,8 +230,11 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
    counters, then in live mode the table, then sampling and the event
    threshold (UINT64_MAX: no events). In live mode meta_hi and tag are g's
    group_meta_hi and group_tag (see track_live). The caller holds a RAW pin
-   on g where one is needed. Always inlined: as a call, saving and restoring
-   registers cost as much as the counting itself. */
+   on g where one is needed. A MEM/OBJ caller, which holds the GIL (under
+   which alone the group table is replaced), may pass NULL for `groups`: it
+   is loaded on the rare paths that use it, and the common one saves the
+   load. Always inlined: as a call, saving and restoring registers cost as
+   much as the counting itself. */
 static inline __attribute__((always_inline)) void charge_alloc(int domain, void *ptr, size_t size,
                                                                oa_group *groups, oa_group *g,
                                                                uint64_t gid, int live,
@@ -252,7 +259,8 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
     if (live && !rare)
         track_live(domain, ptr, size, groups, g, meta_hi, tag, 0, rec);
     else if (__builtin_expect(rare, 0))
-        oa_charge_rest(domain, ptr, size, groups, g, gid, live, threshold, rec);
+        oa_charge_rest(domain, ptr, size, groups != NULL ? groups : group_table(), g, gid, live,
+                       threshold, rec);
 }
 
 /* The effective event threshold: UINT64_MAX when events are off. */
@@ -302,7 +310,7 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
     if (__builtin_expect(tls.attr_live != fast_live, 0))
         oa_gil_charge_cached(domain, ptr, size);
     else
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, fast_live, tls.attr_meta_hi,
+        charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi,
                      tls.attr_tag, tls.attr_threshold, tls.rec);
 }
 

@@ -60,7 +60,8 @@ static int intern_names(void)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return -1;
     g_names.parent_context_kwnames = Py_BuildValue("(s)", "parent_context");
-    return g_names.parent_context_kwnames != NULL ? 0 : -1;
+    g_names.missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    return g_names.parent_context_kwnames != NULL && g_names.missing != NULL ? 0 : -1;
 }
 
 /* The tracker's C API, from the capsule its compiled module publishes when

@@ -158,6 +158,9 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
     int64_t values[6] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
                          (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
                          (int64_t)f->native_bytes};
+    /* A leaf span's inclusive bytes are its bytes, and live mode's peak
+       often equals them too: one int object serves every equal value. */
+    PyObject *made[6] = {NULL};
     int lost = 0;
     written = 0;
     for (int i = 0; i < 6; i++) {
@@ -171,13 +174,20 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
             lost++; /* the app's attributes fill the limit: ours give way */
             continue;
         }
-        PyObject *v = PyLong_FromLongLong(values[i]);
+        PyObject *v = NULL;
+        for (int j = 0; j < i && v == NULL; j++)
+            if (made[j] != NULL && values[j] == values[i])
+                v = Py_NewRef(made[j]);
+        if (v == NULL)
+            v = PyLong_FromLongLong(values[i]);
+        made[i] = v;
         if (v == NULL || PyDict_SetItem(d, key, v) < 0)
             lost++;
         else
             written++;
-        Py_XDECREF(v);
     }
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(made[i]);
     if (lost > 0) {
         /* The mapping's count of dropped attributes, which exporters send. */
         PyObject *before = get_quiet(bounded, g_names.dropped);

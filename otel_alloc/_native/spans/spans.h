@@ -44,6 +44,7 @@ typedef struct {
     PyObject *attributes, *dict; /* ReadableSpan._attributes, BoundedAttributes._dict */
     PyObject *lock, *maxlen, *dropped, *acquire, *release, *locked; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
+    PyObject *missing; /* a sentinel no dict of the span path holds */
     PyObject *attr_keys[6]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,
                                .native_bytes */
 } sc_names;

@@ -104,6 +104,22 @@ int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta
                        uint64_t *old_size, uint64_t *old_meta);
 int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta);
 
+/* put_slow through locals of its own, so that a caller's *old_size and
+   *old_meta, once put is inlined, can stay in registers on the fast path
+   (passed on to the call, they were spilled and zeroed on the stack for
+   every put; the same for pop below). */
+static inline int oa_ptable_put_slow_copy(oa_ptable *t, uintptr_t key, uint64_t size,
+                                          uint64_t meta, uint64_t *old_size, uint64_t *old_meta)
+{
+    uint64_t slow_size, slow_meta;
+    int r = oa_ptable_put_slow(t, key, size, meta, &slow_size, &slow_meta);
+    if (r == 1) {
+        *old_size = slow_size;
+        *old_meta = slow_meta;
+    }
+    return r;
+}
+
 /* Start fetching the entries of `group` (its 16 x 16 bytes, four cache
    lines): which one put or pop needs is only known once the control bytes
    are in, and a table of a few MiB misses the cache on both. Fetched side
@@ -168,10 +184,10 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
     uint64_t empty = oa_match_empty(w);
     if (__builtin_expect(empty == 0 || t->growth_left == 0 || (meta & OA_SIZE_BIG) == OA_SIZE_BIG,
                          0))
-        return oa_ptable_put_slow(t, key, size, meta, old_size, old_meta);
+        return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
     for (uint64_t match = oa_match_h2(w, h2); match != 0; match &= match - 1) {
         if (__builtin_expect(t->slots[group * OA_GROUP + oa_mask_slot(match)].key == key, 0))
-            return oa_ptable_put_slow(t, key, size, meta, old_size, old_meta);
+            return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
     }
     size_t i = group * OA_GROUP + oa_mask_slot(empty);
     t->ctrl[i] = (uint8_t)h2;
@@ -208,7 +224,13 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
         *meta = m;
         return 1;
     }
-    return oa_ptable_pop_slow(t, key, size, meta);
+    uint64_t slow_size, slow_meta;
+    int found = oa_ptable_pop_slow(t, key, &slow_size, &slow_meta);
+    if (found) {
+        *size = slow_size;
+        *meta = slow_meta;
+    }
+    return found;
 }
 
 size_t oa_ptable_bytes(const oa_ptable *t);
