@@ -60,9 +60,34 @@ def warn_no_attribute_route() -> None:
         sdk_version)
 
 
-# What a function that does nothing compiles to, past RESUME (3.11 to 3.15).
-_NOTHING = ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
 _SKIPPED_OPS = frozenset({"RESUME", "NOP", "CACHE"})
+
+
+def _body(code: Any) -> tuple[tuple[str, object], ...]:
+    return tuple((ins.opname, ins.argval) for ins in dis.get_instructions(code)
+                 if ins.opname not in _SKIPPED_OPS)
+
+
+def _nothing_bodies() -> frozenset[tuple[tuple[str, object], ...]]:
+    """What a function that does nothing compiles to on this interpreter.
+
+    Taken from functions compiled here rather than written out, because each
+    CPython spells it its own way (RETURN_CONST in 3.12-3.13, LOAD_COMMON_CONSTANT
+    in 3.15).
+    """
+    def passes() -> None:
+        pass
+
+    def documented() -> None:
+        """Only a docstring."""
+
+    def returns() -> None:
+        return None
+
+    return frozenset(_body(f.__code__) for f in (passes, documented, returns))
+
+
+_NOTHING = _nothing_bodies()
 _NOT_PLAIN = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
@@ -81,9 +106,7 @@ def does_nothing(method: Callable[..., Any], *args: object, **kwargs: object) ->
         inspect.signature(method).bind(*args, **kwargs)
     except (TypeError, ValueError):
         return False
-    body = [(ins.opname, ins.argval) for ins in dis.get_instructions(code)
-            if ins.opname not in _SKIPPED_OPS]
-    return body in _NOTHING
+    return _body(code) in _NOTHING
 
 
 def forwarded(processor: SpanProcessor | None) -> tuple[Callable[..., Any] | None, ...]:
