@@ -241,8 +241,9 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
     }
     /* Not in its home group, which has an empty slot: not in the table (a
        block allocated before install, say). Such frees went to the slow
-       path, which looked at the group again: about 1,250 per json_loads op
-       (callgrind), some 70 instructions each. */
+       path, which looked at the group again, some 70 instructions each:
+       78,812 of them in a 63-op json_loads run under callgrind, most in
+       its first ops (objects made before install). */
     if (empty != 0)
         return 0;
 slow:;
