@@ -11,7 +11,7 @@ and atomic operations cost more than their count says, so read them beside
 the suite's wall-clock table, not instead of it. Usage::
 
     python benchmarks/callgrind_ratios.py [--workloads core,request,deltablue]
-        [--variants untraced,disabled,counts,sampled,live,counts-native,live-native]
+        [--variants untraced,disabled,counts,sampled,live,estimate,counts-native,live-native]
         [--small 300 --large 900]
 
 (the README's figures: ``core`` 300/900, ``request`` 100/300, ``deltablue``
@@ -52,7 +52,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("untraced", "disabled", "counts", "sampled", "live", "counts-native", "live-native")
+VARIANTS = ("untraced", "disabled", "counts", "sampled", "live", "estimate", "counts-native",
+            "live-native")
 WORKLOADS = ("core", "request", "deltablue", "json_loads", "numpy")
 
 
@@ -90,7 +91,8 @@ def child(variant: str, workload: str, ops: int) -> None:
         import otel_alloc
 
         mode, _, native = variant.partition("-")
-        otel_alloc.install("live" if mode == "live" else "counts", native=native == "native")
+        otel_alloc.install(mode if mode in ("live", "estimate") else "counts",
+                           native=native == "native")
         if variant == "disabled":
             otel_alloc.disable()
         else:
@@ -242,7 +244,7 @@ def main() -> None:
         span_items = tuple(name for name, item in ITEMS.items() if item.spans)
         items = _names(args.items, span_items, "--items")
         item_variants = _names(args.item_variants, tuple(
-            v for v in ITEM_VARIANTS if v in ("untraced", "counts", "live", "native")),
+            v for v in ITEM_VARIANTS if v in ("untraced", "counts", "live", "native", "estimate")),
             "--item-variants")
         if "untraced" not in item_variants:
             item_variants.insert(0, "untraced")

@@ -46,7 +46,7 @@ from suite_items import ITEMS  # noqa: E402
 from suite_table import Series, render  # noqa: E402
 
 SERVICE = "service"
-SERVICE_VARIANTS = ("otel", "counts", "live", "native", "tracemalloc", "memray")
+SERVICE_VARIANTS = ("otel", "counts", "live", "native", "estimate", "tracemalloc", "memray")
 SERVICE_WHAT = ("FastAPI + FastAPIInstrumentor + OTLP/HTTP spans and metrics (1 s) to a "
                 "local receiver, uvicorn, wrk -t1 -c8")
 NAMES = (*ITEMS, SERVICE)
@@ -101,7 +101,7 @@ def _service_checks(series: Series, variant: str, result: dict[str, object]) -> 
     assert isinstance(posts, dict)
     if not posts.get("/v1/metrics"):
         series.notes.append(f"{variant}: no metrics export reached the receiver")
-    if variant in ("counts", "live", "native") and "spans" in result:
+    if variant in ("counts", "live", "native", "estimate") and "spans" in result:
         hist, spans = result.get("histogram"), result["spans"]
         if hist != spans:
             series.notes.append(f"{variant}: size histogram has {hist} points for "

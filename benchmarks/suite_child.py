@@ -28,9 +28,11 @@ from typing import Any, TypeVar
 from bench_util import NullExporter
 from suite_items import ITEMS
 
-VARIANTS = ("untraced", "counts", "live", "native", "tracemalloc", "memray")
-# mode, native: counts and live ask for native=False (native mode may be on by default).
-TRACKED = {"counts": ("counts", False), "live": ("live", False), "native": ("live", True)}
+VARIANTS = ("untraced", "counts", "live", "native", "estimate", "tracemalloc", "memray")
+# mode, native: counts, live and estimate ask for native=False (native mode may be on by
+# default).
+TRACKED = {"counts": ("counts", False), "live": ("live", False), "native": ("live", True),
+           "estimate": ("estimate", False)}
 T = TypeVar("T")
 
 

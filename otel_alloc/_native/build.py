@@ -31,6 +31,7 @@ TRACKER_SOURCES = [
         "support/ptable.c",
         "support/spinlock.c",
         "sampler/sampler.c",
+        "sampler/estimate.c",
         "sampler/stacks.c",
         "compat/frames.c",
         "compat/runtime.c",

@@ -57,6 +57,7 @@ class SummarySink:
         self._max_names = max_names
         self._lock = threading.Lock()
         self._rng = random.Random(0)
+        self._estimated = False  # live bytes are estimate mode's estimates
 
     def on_span(self, record: SpanAllocation) -> None:
         """Add one ended span."""
@@ -68,8 +69,10 @@ class SummarySink:
             st.spans += 1
             st.bytes += record.bytes
             st.count += record.count
-            if record.live_bytes is not None:
-                st.live_bytes = (st.live_bytes or 0) + record.live_bytes
+            live = record.live_or_estimate
+            if live is not None:
+                st.live_bytes = (st.live_bytes or 0) + live
+                self._estimated = record.live_bytes is None
             if len(st.samples) < RESERVOIR:
                 st.samples.append(record.bytes)
             else:
@@ -95,8 +98,9 @@ class SummarySink:
         """The table as text; ``live_at_end`` overrides live bytes per name."""
         rows = self.rows()
         show_live = live_at_end is not None or any(r.live_bytes is not None for r in rows)
+        live_title = "live at span end" + (" (estimated)" if self._estimated else "")
         header = ["span name", "spans", "bytes", "allocations", "p50 bytes/span",
-                  "p99 bytes/span"] + (["live at span end"] if show_live else [])
+                  "p99 bytes/span"] + ([live_title] if show_live else [])
         lines = [header]
         for r in rows:
             mark = "" if r.quantiles_exact else "~"
@@ -132,7 +136,7 @@ def memory_lines(stats: ProcessStats, native: bool) -> list[str]:
              f"{format_bytes(stats.rss_anon_bytes)} not file-backed (heaps, arenas, stacks)"]
     if stats.python_live_bytes is None or stats.native_live_bytes is None or \
             stats.unexplained_bytes is None:
-        lines.append(f"  counts mode keeps no live figures; otel_alloc itself uses "
+        lines.append(f"  this mode keeps no exact live figures; otel_alloc itself uses "
                      f"{format_bytes(stats.tracker_bytes)} (--mode live says what is covered)")
         return lines
     share = stats.covered_fraction or 0.0

@@ -61,7 +61,7 @@ class SpanPath:
         next_on_start: Callable[..., Any] | None,
         next_on_ending: Callable[..., Any] | None,
         next_on_end: Callable[..., Any] | None,
-        live: bool,
+        live: int,
         overflowed: Callable[[], int],
         failed: Callable[[str, BaseException | None], None],
         wake: Callable[[], None],

@@ -13,6 +13,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from otel_alloc import tracker
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.histogram_bulk import SizeRecorder
+from otel_alloc.otel.span_records import LIVE_ESTIMATE, LIVE_EXACT
 
 # One span name's ended spans in a batch, summed natively (SpanRecords.take):
 # (name, bytes, allocations, trace id, span id, each span's bytes). Bytes and
@@ -64,7 +65,7 @@ class AllocationMetrics:
         self,
         meter_provider: MeterProvider | None,
         span_names: SpanNames,
-        live: bool,
+        live: int,
         live_by_name: Callable[[], dict[str, int]],
         dropped_events: Callable[[], int],
         *,
@@ -95,7 +96,13 @@ class AllocationMetrics:
             names.EVENTS, unit="{event}", description="Allocation events emitted, by event name")
         self._live_by_name = live_by_name
         self._dropped_events = dropped_events
-        if live:
+        if live == LIVE_ESTIMATE:
+            meter.create_observable_up_down_counter(
+                names.LIVE_ESTIMATE, callbacks=[self._observe_live], unit="By",
+                description="Estimate, from a sample of their blocks, of the bytes allocated "
+                            "by spans of this name still alive (open spans and ended spans "
+                            "still being watched)")
+        if live == LIVE_EXACT:
             meter.create_observable_up_down_counter(
                 names.LIVE, callbacks=[self._observe_live], unit="By",
                 description="Bytes allocated by spans of this name still alive "

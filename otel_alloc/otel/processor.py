@@ -24,9 +24,13 @@ from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.metrics import AllocationMetrics, NameSums, SpanNames, span_context
 from otel_alloc.otel.settings import Settings, check_keywords, install_tracker
 from otel_alloc.otel.span_records import (
+    LIVE_EXACT,
+    LIVE_KINDS,
+    LIVE_NONE,
     Figures,
     RawRecord,
     SpanAllocation,
+    make_record,
     to_record,
     with_figures,
 )
@@ -70,8 +74,9 @@ class AllocationSpanProcessor(SpanProcessor):
         span_processor: The processor (usually a ``BatchSpanProcessor``) that
             receives every span, ended spans with ``alloc.*`` attributes added.
             ``None``: no span attributes, only metrics, events and sinks.
-        mode: Tracker mode when this processor installs it (``"counts"`` or
-            ``"live"``); default ``OTEL_ALLOC_MODE``, else ``"counts"``.
+        mode: Tracker mode when this processor installs it (``"counts"``,
+            ``"live"`` or ``"estimate"``); default ``OTEL_ALLOC_MODE``, else
+            ``"counts"``.
         max_groups: Spans open at once with their own group; default
             ``OTEL_ALLOC_MAX_GROUPS``, else 8192.
         threshold_bytes: A single allocation at least this big is reported as
@@ -85,6 +90,8 @@ class AllocationSpanProcessor(SpanProcessor):
             ``OTEL_ALLOC_NATIVE``, else on (``False`` turns it off when this
             processor installs the tracker). Once on, it is on for the whole
             process until the tracker is uninstalled.
+        estimate_bytes: Estimate mode: mean bytes between sampled blocks (64 B
+            to 64 MiB); default ``OTEL_ALLOC_ESTIMATE_BYTES``, else 4 KiB.
         meter_provider: Where metrics go; default the global MeterProvider.
         logger_provider: Where events go; default the global LoggerProvider.
         sinks: Further receivers of each ended span's record.
@@ -106,6 +113,7 @@ class AllocationSpanProcessor(SpanProcessor):
         threshold_bytes: int | str | None = None,
         event_capacity: int | None = None,
         native: bool | None = None,
+        estimate_bytes: int | str | None = None,
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
         sinks: list[SpanSink] | None = None,
@@ -116,11 +124,12 @@ class AllocationSpanProcessor(SpanProcessor):
         if self.settings.sample_bytes > 0:
             # Checked before anything starts (the watch thread, the tracker).
             sampling.resolve(self.settings.sample_bytes)
-        self.mode = install_tracker(mode, max_groups, threshold_bytes, event_capacity, native)
-        self._live = self.mode == "live"
+        self.mode = install_tracker(mode, max_groups, threshold_bytes, event_capacity, native,
+                                    estimate_bytes)
+        self._live_kind = LIVE_KINDS[self.mode]
         self._next = span_processor
         self._names = SpanNames(self.settings.max_span_names)
-        self._metrics = (AllocationMetrics(meter_provider, self._names, self._live,
+        self._metrics = (AllocationMetrics(meter_provider, self._names, self._live_kind,
                                            self._live_by_name, self._dropped_events,
                                            native=tracker.native_enabled())
                          if self.settings.metrics else None)
@@ -132,13 +141,14 @@ class AllocationSpanProcessor(SpanProcessor):
         self._records = _spanpath.SpanRecords(MAX_PENDING)
         self._ready: deque[tuple[list[NameSums], list[RawRecord]]] = deque()
         self._take_lock = threading.Lock()
-        self._watch = SpanWatch(self.settings, self._events, self._live, self._records)
+        self._watch = SpanWatch(self.settings, self._events, self._live_kind, self._records)
         self._watch.add_task(self._publish_pending)
         self._watch.add_task(keep_hooked)
         os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
         self._collector: SampleCollector | None = None
         if self.settings.sample_bytes > 0:
-            self._collector = sampling.shared_collector(self.settings.sample_bytes, self._live)
+            self._collector = sampling.shared_collector(self.settings.sample_bytes,
+                                                        self._live_kind == LIVE_EXACT)
             self._collector.add_resolver(self._watch.span_name_of)
             self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
@@ -149,16 +159,17 @@ class AllocationSpanProcessor(SpanProcessor):
         self._holders = context_follower.span_holders()
         self._by_gid = self._watch.open
         self._max_groups = tracker.counters().groups_capacity
-        # Live mode: a span still holding leak_min_bytes at its end keeps its
-        # group to be watched (_live_end); any other group is released in C.
+        # Live and estimate modes: a span still holding leak_min_bytes (or an
+        # estimate) at its end keeps its group to be watched; others are released in C.
         keep_from = (self.settings.leak_min_bytes
-                     if self._live and self.settings.max_retained_spans > 0 else -1)
+                     if self._live_kind != LIVE_NONE and self.settings.max_retained_spans > 0
+                     else -1)
         next_on_start, next_on_ending, next_on_end = sdk_compat.forwarded(span_processor)
         self._path = _spanpath.SpanPath(
             groups=self._groups, holders=self._holders, open=self._open, by_gid=self._by_gid,
             records=self._records,
             next_on_start=next_on_start, next_on_ending=next_on_ending, next_on_end=next_on_end,
-            live=self._live, overflowed=self._overflowed,
+            live=self._live_kind, overflowed=self._overflowed,
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
             note_thread=self._collector.note_thread if self._collector is not None else None,
@@ -282,16 +293,12 @@ class AllocationSpanProcessor(SpanProcessor):
 
     def _live_end(self, span: ReadableSpan, ctx: SpanContext, gid: int,
                   figures: Figures) -> None:
-        """Live mode, a span ended holding enough live bytes: watch its group."""
-        if not self._watch.retain(self._live_record(span, ctx, gid, figures)):
+        """A span ended holding enough live bytes (or their estimate): watch its group."""
+        record = make_record(span.name, ctx.trace_id, ctx.span_id, gid, *figures[:5],
+                             span.start_time or 0, span.end_time or 0, figures[7],
+                             self._live_kind)
+        if not self._watch.retain(record):
             tracker.release_group(gid)
-
-    @staticmethod
-    def _live_record(span: ReadableSpan, ctx: SpanContext, gid: int,
-                     figures: Figures) -> SpanAllocation:
-        return SpanAllocation(span.name, ctx.trace_id, ctx.span_id, gid, figures[0], figures[1],
-                              figures[2], figures[3], figures[4], span.start_time or 0,
-                              span.end_time or 0, figures[7])
 
     def _publish_pending(self) -> None:
         """Publish the queued span records (watch thread, flush, shutdown)."""
@@ -317,7 +324,7 @@ class AllocationSpanProcessor(SpanProcessor):
                     self._failed("metrics")
             for raw in whole:
                 try:
-                    self._publish(to_record(raw, self._live))
+                    self._publish(to_record(raw, self._live_kind))
                 except Exception:
                     self._failed("publish")
 

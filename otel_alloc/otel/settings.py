@@ -79,7 +79,8 @@ class Settings:
 
 # The processor's own arguments besides the Settings fields.
 PROCESSOR_ARGUMENTS = ("span_processor", "mode", "max_groups", "threshold_bytes",
-                       "event_capacity", "native", "meter_provider", "logger_provider", "sinks")
+                       "event_capacity", "native", "estimate_bytes", "meter_provider",
+                       "logger_provider", "sinks")
 
 
 def check_keywords(keywords: Iterable[str]) -> None:
@@ -93,7 +94,8 @@ def check_keywords(keywords: Iterable[str]) -> None:
 
 
 def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: int | str | None,
-                    event_capacity: int | None, native: bool | None = None) -> str:
+                    event_capacity: int | None, native: bool | None = None,
+                    estimate_bytes: int | str | None = None) -> str:
     """Install the tracker with the processor's settings, or check the installed one.
 
     Returns:
@@ -107,10 +109,13 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
     installed = tracker.installed_mode()
     if installed is None:
         return tracker.install(mode, max_groups=max_groups, threshold_bytes=threshold_bytes,
-                               event_capacity=event_capacity, native=native)
-    # Installed already: table and buffer sizes are fixed, but a bad value is
-    # still an error, as it would be on a fresh install.
+                               event_capacity=event_capacity, native=native,
+                               estimate_bytes=estimate_bytes)
+    # Installed already: table and buffer sizes and the estimate's mean are
+    # fixed, but a bad value is still an error, as it would be on a fresh
+    # install.
     tracker.check_install_settings(max_groups=max_groups, event_capacity=event_capacity)
+    tracker.check_estimate_bytes(estimate_bytes)
     # Installed already: install() turns native mode on when asked (argument
     # or variable) and otherwise leaves the tracker as it is.
     tracker.install(installed, native=native)

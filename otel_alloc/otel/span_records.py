@@ -14,6 +14,12 @@ ATTR_INCLUSIVE_BYTES = "alloc.inclusive_bytes"
 ATTR_LIVE_BYTES = "alloc.live_bytes"
 ATTR_PEAK_BYTES = "alloc.peak_bytes"
 ATTR_NATIVE_BYTES = "alloc.native_bytes"
+ATTR_LIVE_BYTES_ESTIMATE = "alloc.live_bytes_estimate"
+
+# How the tracker's mode keeps live bytes (the C span path's ``live``): not at
+# all (counts), exactly (live), or as an estimate from a sample (estimate).
+LIVE_NONE, LIVE_EXACT, LIVE_ESTIMATE = 0, 1, 2
+LIVE_KINDS = {"counts": LIVE_NONE, "live": LIVE_EXACT, "estimate": LIVE_ESTIMATE}
 
 # What the C span path (otel_alloc.otel._spanpath.SpanPath) reads at span end: bytes,
 # count, inclusive bytes, live bytes, peak bytes, large-allocation events
@@ -47,6 +53,9 @@ class SpanAllocation:
         end_time_ns: The span's end time.
         native_bytes: Native mode: of ``bytes``, those allocated by native
             code (extension modules and their libraries); ``None`` otherwise.
+        live_bytes_estimate: Estimate mode: an unbiased estimate of the bytes
+            the span allocated still alive at its end, from a sample of its
+            blocks (``live_bytes`` and ``peak_bytes`` are then ``None``).
 
     """
 
@@ -62,6 +71,12 @@ class SpanAllocation:
     start_time_ns: int
     end_time_ns: int
     native_bytes: int | None = None
+    live_bytes_estimate: int | None = None
+
+    @property
+    def live_or_estimate(self) -> int | None:
+        """``live_bytes``, else ``live_bytes_estimate`` (``None`` in counts mode)."""
+        return self.live_bytes if self.live_bytes is not None else self.live_bytes_estimate
 
     def attributes(self) -> dict[str, int]:
         """The ``alloc.*`` span attributes for this record."""
@@ -76,32 +91,43 @@ class SpanAllocation:
             attrs[ATTR_PEAK_BYTES] = self.peak_bytes
         if self.native_bytes is not None:
             attrs[ATTR_NATIVE_BYTES] = self.native_bytes
+        if self.live_bytes_estimate is not None:
+            attrs[ATTR_LIVE_BYTES_ESTIMATE] = self.live_bytes_estimate
         return attrs
 
 
-def to_record(raw: RawRecord, live: bool) -> SpanAllocation:
-    """The :class:`SpanAllocation` of a raw record."""
-    name, trace_id, span_id, gid, alloc_bytes, count, inclusive, live_bytes, peak_bytes, \
-        start, end, native_bytes = raw
+def make_record(name: str, trace_id: int, span_id: int, gid: int, alloc_bytes: int, count: int,
+                inclusive: int, live_bytes: int, peak_bytes: int, start: int, end: int,
+                native_bytes: int | None, live: int) -> SpanAllocation:
+    """A :class:`SpanAllocation` from figures kept under ``live`` (a ``LIVE_*`` kind)."""
+    exact = live == LIVE_EXACT
     return SpanAllocation(name, trace_id, span_id, gid, alloc_bytes, count, inclusive,
-                          live_bytes if live else None, peak_bytes if live else None, start, end,
-                          native_bytes)
+                          live_bytes if exact else None, peak_bytes if exact else None, start,
+                          end, native_bytes, live_bytes if live == LIVE_ESTIMATE else None)
 
 
-def with_figures(span: ReadableSpan, figures: Figures, live: bool) -> ReadableSpan:
+def to_record(raw: RawRecord, live: int) -> SpanAllocation:
+    """The :class:`SpanAllocation` of a raw record (``live``: a ``LIVE_*`` kind)."""
+    return make_record(*raw, live)
+
+
+def with_figures(span: ReadableSpan, figures: Figures, live: int) -> ReadableSpan:
     """A copy of the ended span with its ``alloc.*`` attributes added.
 
-    For spans that ``_on_ending`` did not reach (an SDK before 1.40): the
-    span's own attribute mapping may already sit in another processor's
-    export queue, where an exporter iterates it without a lock, so it is never
-    changed; the wrapped processor gets this copy.
+    ``live`` is a ``LIVE_*`` kind. For spans that ``_on_ending`` did not
+    reach (an SDK before 1.40): the span's own attribute mapping may already
+    sit in another processor's export queue, where an exporter iterates it
+    without a lock, so it is never changed; the wrapped processor gets this
+    copy.
     """
     extra = {ATTR_BYTES: figures[0], ATTR_COUNT: figures[1], ATTR_INCLUSIVE_BYTES: figures[2]}
-    if live:
+    if live == LIVE_EXACT:
         extra[ATTR_LIVE_BYTES] = figures[3]
         extra[ATTR_PEAK_BYTES] = figures[4]
     if figures[7] is not None:
         extra[ATTR_NATIVE_BYTES] = figures[7]
+    if live == LIVE_ESTIMATE:
+        extra[ATTR_LIVE_BYTES_ESTIMATE] = figures[3]
     return with_attributes(span, extra)
 
 

@@ -25,7 +25,12 @@ from otel_alloc.otel import _spanpath
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
 from otel_alloc.otel.settings import Settings
-from otel_alloc.otel.span_records import SpanAllocation
+from otel_alloc.otel.span_records import (
+    ATTR_LIVE_BYTES_ESTIMATE,
+    LIVE_ESTIMATE,
+    LIVE_NONE,
+    SpanAllocation,
+)
 from otel_alloc.tracker import sampler as native_sampler
 from otel_alloc.tracker.counts import DOMAIN_NAMES
 
@@ -57,11 +62,11 @@ class SpanWatch:
     trace context; group ids are never reused).
     """
 
-    def __init__(self, settings: Settings, events: AllocationEvents | None, live: bool,
+    def __init__(self, settings: Settings, events: AllocationEvents | None, live: int,
                  records: _spanpath.SpanRecords) -> None:
         self._settings = settings
         self._events = events
-        self._live = live
+        self._live = live  # a LIVE_* kind: estimate mode watches estimates
         self._records = records
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
         # gid -> span of open spans (written by the processor).
@@ -112,9 +117,10 @@ class SpanWatch:
 
         Returns False when the group should be released at once.
         """
-        if not self._live or self._settings.max_retained_spans == 0:
+        if self._live == LIVE_NONE or self._settings.max_retained_spans == 0:
             return False
-        if record.live_bytes is None or record.live_bytes < self._settings.leak_min_bytes:
+        live = record.live_or_estimate
+        if live is None or live < self._settings.leak_min_bytes:
             return False
         evicted: list[_Retained] = []
         with self._lock:
@@ -188,14 +194,21 @@ class SpanWatch:
         if self._events is None:
             return
         grace = self._settings.leak_grace_seconds
+        name = entry.record.name
+        if self._live == LIVE_ESTIMATE:
+            # Sampled blocks are no count of the span's blocks: bytes only.
+            attributes: dict[str, int | float] = {ATTR_LIVE_BYTES_ESTIMATE: live}
+            body = (f"span {name!r} still holds about {live} bytes (estimated from a sample "
+                    f"of its blocks) {grace:g}s after it ended")
+        else:
+            attributes = {"alloc.live_bytes": live, "alloc.live_blocks": blocks}
+            body = f"span {name!r} still holds {live} bytes in {blocks} blocks " \
+                   f"{grace:g}s after it ended"
+        attributes.update({"alloc.bytes": entry.record.bytes, "alloc.grace_seconds": grace})
         self._events.emit(
             names.EVENT_LEAK,
             trace_id=entry.record.trace_id, span_id=entry.record.span_id,
-            span_name=entry.record.name,
-            attributes={"alloc.live_bytes": live, "alloc.live_blocks": blocks,
-                        "alloc.bytes": entry.record.bytes, "alloc.grace_seconds": grace},
-            body=f"span {entry.record.name!r} still holds {live} bytes in {blocks} blocks "
-                 f"{grace:g}s after it ended",
+            span_name=name, attributes=attributes, body=body,
         )
 
     def _drain_native_events(self) -> None:

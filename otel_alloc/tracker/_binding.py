@@ -32,6 +32,8 @@ from otel_alloc.tracker.stats import (  # noqa: E402
 MODE_NONE: int = lib.OA_MODE_NONE
 MODE_COUNTS: int = lib.OA_MODE_COUNTS
 MODE_LIVE: int = lib.OA_MODE_LIVE
+MODE_ESTIMATE: int = lib.OA_MODE_ESTIMATE
+ESTIMATE_MEAN_MAX: int = lib.OA_ESTIMATE_MEAN_MAX
 
 DOMAIN_RAW: int = lib.OA_DOMAIN_RAW
 DOMAIN_MEM: int = lib.OA_DOMAIN_MEM
@@ -118,6 +120,14 @@ def free_threaded_build() -> bool:
 
 def set_threshold(threshold: int) -> None:
     lib.oa_set_threshold(threshold)
+
+
+def set_estimate_mean(mean_bytes: int) -> int:
+    return int(lib.oa_set_estimate_mean(mean_bytes))
+
+
+def estimate_mean() -> int:
+    return int(lib.oa_estimate_mean())
 
 
 def set_thread_group(gid: int) -> None:

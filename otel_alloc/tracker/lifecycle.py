@@ -14,13 +14,19 @@ from otel_alloc.tracker import _binding
 from otel_alloc.tracker.errors import FREE_THREADED_MESSAGE, ModeConflictError, TrackerError
 from otel_alloc.tracker.groups import group_of_value
 
-MODES = ("counts", "live")
-_MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE}
+MODES = ("counts", "live", "estimate")
+_MODE_CODES = {"counts": _binding.MODE_COUNTS, "live": _binding.MODE_LIVE,
+               "estimate": _binding.MODE_ESTIMATE}
 _MODE_NAMES = {v: k for k, v in _MODE_CODES.items()}
 
 DEFAULT_MAX_GROUPS = 8192
 DEFAULT_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_EVENT_CAPACITY = 1024
+# Estimate mode's mean bytes between sampled blocks. A span's estimate of L
+# live bytes in small blocks has a standard deviation of about
+# sqrt(L * mean): 6 % at 1 MiB with 4 KiB (benchmarks/estimate_accuracy.py).
+DEFAULT_ESTIMATE_BYTES = 4096
+MIN_ESTIMATE_BYTES = 64
 # Native mode is on unless turned off: it costs under 2 % of the instructions
 # of counts or live mode (benchmarks/bench_native.py, README "Native memory").
 DEFAULT_NATIVE = True
@@ -35,13 +41,17 @@ def install(
     threshold_bytes: int | str | None = None,
     event_capacity: int | None = None,
     native: bool | None = None,
+    estimate_bytes: int | str | None = None,
 ) -> str:
     """Hook CPython's allocators and start counting.
 
     Args:
         mode: ``"counts"`` (bytes and allocations per group, no per-block
-            table) or ``"live"`` (adds freed, live and peak bytes, with a
-            pointer table). Default: ``OTEL_ALLOC_MODE``, else ``"counts"``.
+            table), ``"live"`` (adds freed, live and peak bytes, exact, with
+            a pointer table of every block) or ``"estimate"`` (counts, plus
+            live bytes estimated from a sample of the blocks: only
+            ``live_bytes`` is filled, and it is an estimate). Default:
+            ``OTEL_ALLOC_MODE``, else ``"counts"``.
         max_groups: Groups open at once; more go to the overflow group.
             Default: ``OTEL_ALLOC_MAX_GROUPS``, else 8192.
         threshold_bytes: A single allocation at least this big is reported
@@ -56,6 +66,9 @@ def install(
             stays on until :func:`uninstall`; on a tracker installed already,
             only ``native=True`` (or the variable) turns it on. Default:
             ``OTEL_ALLOC_NATIVE``, else on.
+        estimate_bytes: Estimate mode: the mean bytes between sampled
+            blocks, from 64 B to 64 MiB. Smaller is closer and costs more.
+            Default: ``OTEL_ALLOC_ESTIMATE_BYTES``, else 4 KiB.
 
     Returns:
         The mode installed.
@@ -72,12 +85,15 @@ def install(
                                               event_capacity=event_capacity)
     threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
                             DEFAULT_THRESHOLD)
+    estimate_mean = check_estimate_bytes(estimate_bytes)
     with_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", DEFAULT_NATIVE)
     # On a tracker installed already, only an explicit request turns it on.
     asked_native = config.flag("native", native, "OTEL_ALLOC_NATIVE", False)
     if _binding.free_threaded_build():
         raise TrackerError(FREE_THREADED_MESSAGE)
     with _install_lock:
+        if name == "estimate" and _binding.mode() == _binding.MODE_NONE:
+            _binding.set_estimate_mean(estimate_mean)
         rc = _binding.install(_MODE_CODES[name], groups, threshold, capacity)
         native_rc = _binding.native_set(True) if with_native and rc == _binding.OK else rc
         if native_rc == _binding.ERR_NATIVE:
@@ -97,6 +113,32 @@ def install(
         raise TrackerError(f"otel_alloc install failed (code {rc})")
     _binding.set_thread_group(group_of_value(_binding.GROUP_VAR.get()))
     return name
+
+
+def check_estimate_bytes(estimate_bytes: int | str | None = None) -> int:
+    """Validate estimate mode's mean bytes between sampled blocks.
+
+    Returns:
+        The mean, from the argument or ``OTEL_ALLOC_ESTIMATE_BYTES``.
+
+    Raises:
+        ConfigError: It is not a size from 64 B to 64 MiB.
+
+    """
+    mean = config.size("estimate_bytes", estimate_bytes, "OTEL_ALLOC_ESTIMATE_BYTES",
+                       DEFAULT_ESTIMATE_BYTES, MIN_ESTIMATE_BYTES)
+    if mean > _binding.ESTIMATE_MEAN_MAX:
+        raise config.ConfigError(
+            "estimate_bytes" if estimate_bytes is not None else "OTEL_ALLOC_ESTIMATE_BYTES",
+            estimate_bytes if estimate_bytes is not None else config.env_value(
+                "OTEL_ALLOC_ESTIMATE_BYTES"),
+            f"a byte size from {MIN_ESTIMATE_BYTES} to {_binding.ESTIMATE_MEAN_MAX}")
+    return mean
+
+
+def estimate_bytes() -> int:
+    """Estimate mode's mean bytes between sampled blocks, as configured now."""
+    return _binding.estimate_mean()
 
 
 def check_install_settings(*, max_groups: int | None = None,

@@ -83,7 +83,16 @@ def tracker_live() -> Iterator[None]:
         otel_alloc.uninstall()
 
 
-@pytest.fixture(params=["counts", "live"])
+@pytest.fixture
+def tracker_estimate() -> Iterator[None]:
+    otel_alloc.install("estimate")
+    try:
+        yield
+    finally:
+        otel_alloc.uninstall()
+
+
+@pytest.fixture(params=["counts", "live", "estimate"])
 def tracker_any(request: pytest.FixtureRequest) -> Iterator[str]:
     otel_alloc.install(request.param)
     try:

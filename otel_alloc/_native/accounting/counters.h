@@ -101,11 +101,15 @@ static inline void oa_ctr_zero(oa_ctr *c)
     atomic_store_explicit(&c->unheld_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&c->unheld_count, 0, OA_RELAXED);
 }
-/* out += c. `live`: the counters were kept in live mode, where freed is
-   allocated less live less unheld; in counts mode nothing is freed or live.
-   Read while RAW or native hooks run on other threads, an allocation
-   counted but not yet entered as live shows as freed for that moment, as a
-   byte count updated before its block count always could. */
+/* out += c. `live`: how the counters were kept (the OA_LIVE_* kinds of
+   core/hooks.h: 0 counts, 1 live, 2 estimate). In live mode freed is
+   allocated less live less unheld; in counts mode nothing is freed or
+   live; in estimate mode live bytes are the estimate and the rest stays 0
+   (sampled blocks are not blocks of the program, and allocated less an
+   estimate is no count of what was freed). Read while RAW or native hooks
+   run on other threads, an allocation counted but not yet entered as live
+   shows as freed for that moment, as a byte count updated before its block
+   count always could. */
 static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
 {
     uint64_t alloc_bytes = atomic_load_explicit(&c->alloc_bytes, OA_RELAXED);
@@ -115,8 +119,10 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
     if (!live)
         return;
     int64_t live_bytes = atomic_load_explicit(&c->live_bytes, OA_RELAXED);
-    int64_t live_count = atomic_load_explicit(&c->live_count, OA_RELAXED);
     out->live_bytes += live_bytes;
+    if (live != 1)
+        return;
+    int64_t live_count = atomic_load_explicit(&c->live_count, OA_RELAXED);
     out->live_count += live_count;
     out->freed_bytes += alloc_bytes - (uint64_t)live_bytes -
                         atomic_load_explicit(&c->unheld_bytes, OA_RELAXED);

@@ -13,9 +13,9 @@
 #pragma GCC visibility push(hidden)
 
 extern oa_ctr g_proc[4]; /* per domain: RAW, MEM, OBJ, native */
-/* The figures were counted in live mode (oa_ctr_sum reads live and freed
-   figures only then). Set by install, kept after uninstall so the figures
-   read the same. */
+/* How the figures were counted: the mode's OA_LIVE_* kind (core/hooks.h;
+   oa_ctr_sum reads live and freed figures by it). Set by install, kept
+   after uninstall so the figures read the same. */
 extern _Atomic int g_figures_live;
 /* The process peak as seen by RAW and native allocations (compare-and-swap)
    and by MEM/OBJ ones (under the GIL: plain); proc_peak() is the higher. */

@@ -12,6 +12,9 @@
 #define OA_MODE_NONE 0
 #define OA_MODE_COUNTS 1
 #define OA_MODE_LIVE 2
+/* Counts, plus live bytes estimated from a Poisson sample of the blocks
+   (sampler/estimate.c): only sampled blocks enter the pointer tables. */
+#define OA_MODE_ESTIMATE 3
 
 /* Allocator domains, same values as PyMemAllocatorDomain. */
 #define OA_DOMAIN_RAW 0
@@ -113,6 +116,13 @@ uint64_t oa_native_patched_slots(void);
 int oa_is_enabled(void);
 int oa_free_threaded_build(void);
 void oa_set_threshold(uint64_t threshold);
+/* Estimate mode: the mean bytes between sampled blocks (the weight a small
+   sampled block stands for). Takes effect at each thread's next draw; the
+   blocks sampled before keep the weight they were given. OA_OK, or
+   OA_ERR_BAD_ARGUMENT outside 1..OA_ESTIMATE_MEAN_MAX. */
+#define OA_ESTIMATE_MEAN_MAX 67108864
+int oa_set_estimate_mean(uint64_t mean_bytes);
+uint64_t oa_estimate_mean(void);
 
 /* Publish, on the tracker's module object, `group_var` (the
    contextvars.ContextVar[int] holding the running context's group id, which

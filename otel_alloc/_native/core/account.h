@@ -13,6 +13,7 @@
 #include "../accounting/process_stats.h"
 #include "../accounting/threads.h"
 #include "../native/native_hooks.h"
+#include "../sampler/estimate.h"
 #include "../sampler/sampler.h"
 #include "attribution.h"
 #include "hooks.h"
@@ -129,14 +130,17 @@ static inline __attribute__((always_inline)) int pop_block(int domain, void *ptr
    freed through the other (an extension freeing with free() what
    PyMem_RawMalloc gave it): a miss in one table looks in the other before
    it counts as untracked. For MEM/OBJ (a constant domain) that part folds
-   away. */
+   away. `exact`: live mode, where every block since install is in the
+   tables and a miss is counted (in estimate mode most frees miss). */
 static inline __attribute__((always_inline)) int forget_block(int *domain, void *ptr,
-                                                              uint64_t *size, uint64_t *meta)
+                                                              uint64_t *size, uint64_t *meta,
+                                                              int exact)
 {
     if (pop_block(*domain, ptr, size, meta))
         return 1;
     if (!gil_free(*domain)) {
-        plain_inc(&g_untracked_mem_obj, 1);
+        if (exact)
+            plain_inc(&g_untracked_mem_obj, 1);
         return 0;
     }
     /* Only in native mode can the other table hold it; pop_block checks that
@@ -146,17 +150,20 @@ static inline __attribute__((always_inline)) int forget_block(int *domain, void 
         *domain = other;
         return 1;
     }
-    atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
+    if (exact)
+        atomic_fetch_add_explicit(&g_untracked_raw, 1, OA_RELAXED);
     return 0;
 }
 
-/* Live mode: a block freed through `domain` leaves its table and is charged
-   to the group that allocated it. Always inlined, like charge_alloc, so the
-   MEM/OBJ free hook gets a copy for its constant domain. */
-static inline __attribute__((always_inline)) void track_free_block(int domain, void *ptr)
+/* Live and estimate modes: a block freed through `domain` leaves its table
+   and is charged to the group that allocated it (in estimate mode, with the
+   bytes it stood for). Always inlined, like charge_alloc, so the MEM/OBJ
+   free hook gets a copy for its constant domain. */
+static inline __attribute__((always_inline)) void track_free_block(int domain, void *ptr,
+                                                                   int exact)
 {
     uint64_t size = 0, meta = 0;
-    if (forget_block(&domain, ptr, &size, &meta)) {
+    if (forget_block(&domain, ptr, &size, &meta, exact)) {
         if (meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
         charge_free(group_table(), domain, size, meta);
@@ -225,10 +232,17 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
 void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_group *g,
                     uint64_t gid, int live, uint64_t threshold, oa_thread *rec);
 
+/* Estimate mode: enter a sampled block in its domain's table standing for
+   `weight` bytes, and add those to the live figures (no peaks: the peak of
+   an estimate is biased upward). 1 when it is in the table. */
+int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, oa_group *g,
+                     oa_thread *rec);
+
 /* Charge an allocation of `size` bytes at ptr to group g (id gid) of table
    `groups`: the group's, the domain's and the thread's (rec, may be NULL)
-   counters, then in live mode the table, then sampling and the event
-   threshold (UINT64_MAX: no events). In live mode meta_hi and tag are g's
+   counters, then in live mode the table (`live`: the mode's OA_LIVE_*
+   kind; in estimate mode the table when its countdown crosses zero), then
+   sampling and the event threshold (UINT64_MAX: no events). In live mode meta_hi and tag are g's
    group_meta_hi and group_tag (see track_live). The caller holds a RAW pin
    on g where one is needed. A MEM/OBJ caller, which holds the GIL (under
    which alone the group table is replaced), may pass NULL for `groups`: it
@@ -256,7 +270,11 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
        it crosses zero). */
     tls.sample_left -= (int64_t)size;
     int rare = (tls.sample_left <= 0) | (size >= threshold);
-    if (live && !rare)
+    if (live == OA_LIVE_SAMPLED) {
+        tls.est_left -= (int64_t)size;
+        rare |= tls.est_left <= 0;
+    }
+    if (live == OA_LIVE_EXACT && !rare)
         track_live(domain, ptr, size, groups, g, meta_hi, tag, 0, rec);
     else if (__builtin_expect(rare, 0))
         oa_charge_rest(domain, ptr, size, groups != NULL ? groups : group_table(), g, gid, live,
@@ -290,13 +308,13 @@ void oa_gil_charge_cached(int domain, void *ptr, size_t size);
 
 /* A MEM/OBJ allocation (the GIL is held): from the cache, which also says
    whether counting is on and in which mode, else the full resolution.
-   `fast_live` is a constant, the mode this copy is compiled for: the other
-   mode is charged out of line. Inlining live mode's table and peak work
+   `fast_live` is a constant, the OA_LIVE_* kind of the mode this copy is
+   compiled for: another mode is charged out of line. Inlining live mode's table and peak work
    into a hook that serves both made every hook save registers counts mode
    does not need (callgrind, core workload: counts 1.087x -> 1.097x); a call
    to it from there cost live mode as much (1.389x -> 1.412x). So install
    puts in the hooks compiled for its mode (hooks.c), and a hook left in the
-   chain from an install in the other mode still counts right. */
+   chain from an install in another mode still counts right. */
 static inline __attribute__((always_inline)) void gil_alloc(int domain, void *ptr, size_t size,
                                                             int fast_live)
 {

@@ -95,40 +95,105 @@ static inline __attribute__((always_inline)) void *any_realloc(int domain, void 
 static inline __attribute__((always_inline)) void any_free(int domain, void *ptr)
 {
     const PyMemAllocatorEx *prev = prev_of(domain);
-    if (__builtin_expect(atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_LIVE, 1) ||
-        tls.guard || ptr == NULL || (!gil_free(domain) && in_subinterpreter(domain))) {
+    int mode = atomic_load_explicit(&g_mode, OA_RELAXED);
+    if (__builtin_expect(!oa_mode_sees_frees(mode), 1) || tls.guard || ptr == NULL ||
+        (!gil_free(domain) && in_subinterpreter(domain))) {
         prev->free(prev->ctx, ptr);
         return;
     }
     tls.guard = 1;
-    track_free_block(domain, ptr);
+    track_free_block(domain, ptr, mode == OA_MODE_LIVE);
     prev->free(prev->ctx, ptr);
     tls.guard = 0;
 }
 
-/* malloc and calloc come in two copies per domain, one compiled for each
-   mode (gil_alloc in account.h); install puts in its mode's. */
+/* any_free out of line, for a MEM/OBJ free hook of one mode's copy when
+   another mode is installed (a hook left in the chain under another tool). */
+static __attribute__((noinline)) void any_free_call(int domain, void *ptr)
+{
+    any_free(domain, ptr);
+}
+
+/* The MEM/OBJ free of counts mode's copy: a tail call, no register saved
+   (any_free, which live mode inlines, made every free save four). */
+static inline __attribute__((always_inline)) void counts_free(int domain, void *ptr)
+{
+    const PyMemAllocatorEx *prev = prev_of(domain);
+    if (__builtin_expect(
+            !oa_mode_sees_frees(atomic_load_explicit(&g_mode, OA_RELAXED)), 1)) {
+        prev->free(prev->ctx, ptr);
+        return;
+    }
+    any_free_call(domain, ptr);
+}
+
+/* A MEM/OBJ free in estimate mode that may be of a sampled block: charge it
+   if it is one, then free it. */
+static __attribute__((noinline)) void estimate_free_found(int domain, void *ptr)
+{
+    const PyMemAllocatorEx *prev = prev_of(domain);
+    tls.guard = 1;
+    track_free_block(domain, ptr, 0);
+    prev->free(prev->ctx, ptr);
+    tls.guard = 0;
+}
+
+/* The MEM/OBJ free of estimate mode's copy. Its table holds the sampled
+   blocks alone, and one group's control bytes tell almost every free that
+   its block is not there: a tail call then, like counts mode's, and the
+   rest out of line (inlined, the lookup made every free save registers:
+   callgrind, json_loads, about 50 instructions a free). Under the GIL,
+   which guards the MEM/OBJ table. */
+static inline __attribute__((always_inline)) void estimate_free(int domain, void *ptr)
+{
+    const PyMemAllocatorEx *prev = prev_of(domain);
+    if (__builtin_expect(atomic_load_explicit(&g_mode, OA_RELAXED) != OA_MODE_ESTIMATE, 0)) {
+        any_free_call(domain, ptr);
+        return;
+    }
+    if (tls.guard || ptr == NULL || in_subinterpreter(domain) ||
+        __builtin_expect(!oa_ptable_may_hold(&g_mem_obj_table, (uintptr_t)ptr), 1)) {
+        prev->free(prev->ctx, ptr);
+        return;
+    }
+    estimate_free_found(domain, ptr);
+}
+
+/* malloc, calloc and free come in three copies per domain, one compiled
+   for each mode's OA_LIVE_* kind (gil_alloc in account.h); install puts in
+   its mode's. */
 #define OA_GIL_HOOKS(name, domain)                                             \
     static void *hook_##name##_malloc(void *ctx, size_t size)                  \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_malloc(domain, size, 0);                                    \
+        return gil_malloc(domain, size, OA_LIVE_NONE);                         \
     }                                                                          \
     static void *hook_##name##_calloc(void *ctx, size_t nelem, size_t elsize)  \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize, 0);                           \
+        return gil_calloc(domain, nelem, elsize, OA_LIVE_NONE);                \
     }                                                                          \
     static void *hook_##name##_malloc_live(void *ctx, size_t size)             \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_malloc(domain, size, 1);                                    \
+        return gil_malloc(domain, size, OA_LIVE_EXACT);                        \
     }                                                                          \
     static void *hook_##name##_calloc_live(void *ctx, size_t nelem,            \
                                            size_t elsize)                      \
     {                                                                          \
         (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize, 1);                           \
+        return gil_calloc(domain, nelem, elsize, OA_LIVE_EXACT);               \
+    }                                                                          \
+    static void *hook_##name##_malloc_est(void *ctx, size_t size)              \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_malloc(domain, size, OA_LIVE_SAMPLED);                      \
+    }                                                                          \
+    static void *hook_##name##_calloc_est(void *ctx, size_t nelem,             \
+                                          size_t elsize)                       \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_calloc(domain, nelem, elsize, OA_LIVE_SAMPLED);             \
     }                                                                          \
     static void *hook_##name##_realloc(void *ctx, void *ptr, size_t size)      \
     {                                                                          \
@@ -138,7 +203,17 @@ static inline __attribute__((always_inline)) void any_free(int domain, void *ptr
     static void hook_##name##_free(void *ctx, void *ptr)                       \
     {                                                                          \
         (void)ctx;                                                             \
+        counts_free(domain, ptr);                                              \
+    }                                                                          \
+    static void hook_##name##_free_live(void *ctx, void *ptr)                  \
+    {                                                                          \
+        (void)ctx;                                                             \
         any_free(domain, ptr);                                                 \
+    }                                                                          \
+    static void hook_##name##_free_est(void *ctx, void *ptr)                   \
+    {                                                                          \
+        (void)ctx;                                                             \
+        estimate_free(domain, ptr);                                            \
     }
 
 OA_GIL_HOOKS(mem, OA_DOMAIN_MEM)
@@ -201,8 +276,8 @@ static void hook_raw_free(void *ctx, void *ptr)
 
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
 {
-    static const PyMemAllocatorEx fns[2][3] = {
-        {
+    static const PyMemAllocatorEx fns[3][3] = {
+        [OA_LIVE_NONE] = {
             [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
                                hook_raw_free},
             [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc, hook_mem_calloc, hook_mem_realloc,
@@ -210,24 +285,34 @@ void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
             [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc, hook_obj_calloc, hook_obj_realloc,
                                hook_obj_free},
         },
-        {
+        [OA_LIVE_EXACT] = {
             [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
                                hook_raw_free},
             [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc_live, hook_mem_calloc_live,
-                               hook_mem_realloc, hook_mem_free},
+                               hook_mem_realloc, hook_mem_free_live},
             [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc_live, hook_obj_calloc_live,
-                               hook_obj_realloc, hook_obj_free},
+                               hook_obj_realloc, hook_obj_free_live},
+        },
+        [OA_LIVE_SAMPLED] = {
+            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
+                               hook_raw_free},
+            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc_est, hook_mem_calloc_est,
+                               hook_mem_realloc, hook_mem_free_est},
+            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc_est, hook_obj_calloc_est,
+                               hook_obj_realloc, hook_obj_free_est},
         },
     };
-    *ours = fns[live != 0][domain];
+    *ours = fns[live >= OA_LIVE_NONE && live <= OA_LIVE_SAMPLED ? live : OA_LIVE_NONE][domain];
     ours->ctx = &g_hooks[domain];
 }
 
 int oa_is_our_allocator(int domain, const PyMemAllocatorEx *alloc)
 {
-    PyMemAllocatorEx counts, live;
-    oa_hook_allocator(domain, 0, &counts);
-    oa_hook_allocator(domain, 1, &live);
-    return alloc->ctx == counts.ctx &&
-           (alloc->malloc == counts.malloc || alloc->malloc == live.malloc);
+    for (int live = OA_LIVE_NONE; live <= OA_LIVE_SAMPLED; live++) {
+        PyMemAllocatorEx ours;
+        oa_hook_allocator(domain, live, &ours);
+        if (alloc->ctx == ours.ctx && alloc->malloc == ours.malloc)
+            return 1;
+    }
+    return 0;
 }

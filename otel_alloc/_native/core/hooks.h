@@ -24,6 +24,23 @@ typedef struct {
 } oa_hook;
 
 extern _Atomic int g_mode;
+
+/* What a mode keeps of the blocks it counts, as the hooks are compiled for
+   it: nothing (counts), every block in the live tables (live), or a Poisson
+   sample of them standing for the rest (estimate). */
+#define OA_LIVE_NONE 0
+#define OA_LIVE_EXACT 1
+#define OA_LIVE_SAMPLED 2
+static inline int oa_live_kind(int mode)
+{
+    return mode == OA_MODE_LIVE ? OA_LIVE_EXACT : mode == OA_MODE_ESTIMATE ? OA_LIVE_SAMPLED
+                                                                            : OA_LIVE_NONE;
+}
+/* Whether frees are looked up in the live tables in `mode`. */
+static inline int oa_mode_sees_frees(int mode)
+{
+    return mode >= OA_MODE_LIVE;
+}
 extern _Atomic int g_enabled;
 extern _Atomic uint64_t g_threshold;
 
@@ -97,7 +114,7 @@ static inline void oa_track_if_enabled(int domain, void *p, size_t size)
     if (p != NULL && atomic_load_explicit(&g_enabled, memory_order_relaxed))
         oa_track_alloc(domain, p, size);
 }
-/* Live mode: forget a freed block and charge its group. */
+/* Live and estimate modes: forget a freed block and charge its group. */
 void oa_track_free(int domain, void *ptr);
 typedef void *(*oa_realloc_fn)(void *ctx, void *ptr, size_t size);
 /* Call fn(ctx, ptr, size) as a realloc and account it: one allocation of
@@ -107,9 +124,10 @@ void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_
 void *oa_track_realloc_mem(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 void *oa_track_realloc_obj(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
-/* Our allocator for `domain` (hooks.c): its functions, ctx &g_hooks[domain]. */
+/* Our allocator for `domain` (hooks.c) compiled for `live` (OA_LIVE_*): its
+   functions, ctx &g_hooks[domain]. */
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours);
-/* Whether alloc is one of our hooks of `domain` (either mode's copy). */
+/* Whether alloc is one of our hooks of `domain` (any mode's copy). */
 int oa_is_our_allocator(int domain, const PyMemAllocatorEx *alloc);
 
 #pragma GCC visibility pop

@@ -11,6 +11,7 @@
 #include "../accounting/process_stats.h"
 #include "../accounting/threads.h"
 #include "../api/tracker_api.h"
+#include "../sampler/estimate.h"
 #include "../sampler/sampler.h"
 #include "../native/native_hooks.h"
 #include "fork.h"
@@ -146,7 +147,8 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
 {
     if (free_threaded())
         return OA_ERR_FREE_THREADED;
-    if ((mode != OA_MODE_COUNTS && mode != OA_MODE_LIVE) || max_groups < 1 ||
+    if ((mode != OA_MODE_COUNTS && mode != OA_MODE_LIVE && mode != OA_MODE_ESTIMATE) ||
+        max_groups < 1 ||
         max_groups > OA_SLOT_MASK - OA_FIRST_USER_SLOT || event_capacity < 1)
         return OA_ERR_BAD_ARGUMENT;
     pthread_once(&g_once, init_once);
@@ -159,11 +161,12 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
         goto done;
     }
     if (setup_groups(max_groups) != 0 || setup_ring(event_capacity) != 0 ||
-        (mode == OA_MODE_LIVE && setup_tables() != 0)) {
+        (oa_mode_sees_frees(mode) && setup_tables() != 0)) {
         rc = OA_ERR_NOMEM;
         goto done;
     }
-    zero_figures(mode == OA_MODE_LIVE);
+    zero_figures(oa_live_kind(mode));
+    oa_estimate_restart();
     g_main_interp = PyInterpreterState_Main();
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
@@ -174,7 +177,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
            hook call itself through the other tool. */
         if (g_hooked[d] && probe(d))
             continue;
-        wrap_domain(d, mode == OA_MODE_LIVE);
+        wrap_domain(d, oa_live_kind(mode));
     }
     atomic_store_explicit(&g_enabled, 1, OA_RELAXED);
     atomic_store_explicit(&g_mode, mode, memory_order_release);
@@ -229,7 +232,7 @@ int oa_rehook(void)
                install): wrap what is there now. Blocks freed meanwhile were
                not seen; their table entries are replaced when the address
                comes back (counters().replaced_blocks). */
-            wrap_domain(d, atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE);
+            wrap_domain(d, oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED)));
             rehooked++;
         }
         atomic_fetch_add_explicit(&g_rehooks, (uint64_t)rehooked, OA_RELAXED);

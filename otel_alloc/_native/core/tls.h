@@ -36,7 +36,7 @@ typedef struct {
     uint64_t attr_meta_hi;         /* live mode: the group's slot and generation bits
                                       of a table entry (group_meta_hi) */
     _Atomic int64_t *attr_tag;     /* live mode: the group's tag counter (group_tag) */
-    int attr_live;                 /* live mode */
+    int attr_live;                 /* the mode's OA_LIVE_* kind (core/hooks.h) */
     int fork_saved_guard; /* guard before the fork handler set it */
     int resolve_hold;     /* inside oa_reset_group_var: MEM/OBJ hooks reuse gid */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
@@ -44,6 +44,10 @@ typedef struct {
     uint32_t sample_gen; /* g_sample_gen the countdown was drawn under (0: none) */
     int64_t sample_left;
     uint64_t rng;
+    /* Estimate mode's countdown (sampler/estimate.h), apart from the
+       sampler's so each keeps its own mean. */
+    uint32_t est_gen; /* g_est_gen it was drawn under (0: none) */
+    int64_t est_left;
 } oa_tls;
 
 extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));

@@ -10,8 +10,14 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
                     uint64_t gid, int live, uint64_t threshold, oa_thread *rec)
 {
     int sampled = tls.sample_left <= 0 && oa_sample_tick_slow(size);
-    int tracked = live && track_live(domain, ptr, size, groups, g, group_meta_hi(groups, g),
-                                     group_tag(groups, g, gil_free(domain)), sampled, rec);
+    int tracked = live == OA_LIVE_EXACT &&
+                  track_live(domain, ptr, size, groups, g, group_meta_hi(groups, g),
+                             group_tag(groups, g, gil_free(domain)), sampled, rec);
+    if (live == OA_LIVE_SAMPLED && tls.est_left <= 0) {
+        uint64_t weight = oa_estimate_tick_slow(size);
+        if (weight != 0)
+            (void)oa_track_sampled(domain, ptr, weight, groups, g, rec);
+    }
     if (!sampled && size < threshold)
         return;
     /* A group named by a sample or an event is remembered for a while after
@@ -22,6 +28,33 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
                         atomic_load_explicit(&g_sample_mean, OA_RELAXED), tracked);
     if (size >= threshold)
         push_event(domain, size, gid);
+}
+
+int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, oa_group *g,
+                     oa_thread *rec)
+{
+    int raw = gil_free(domain);
+    uint64_t meta = group_meta_hi(groups, g) | oa_meta_pack(weight, 0, 0, 0);
+    uint64_t old_size = 0, old_meta = 0;
+    int r = put_block(domain, ptr, weight, meta, group_tag(groups, g, raw), &old_size, &old_meta);
+    if (r < 0) {
+        /* Left out of the estimate: it would never be taken out again. */
+        atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
+        return 0;
+    }
+    if (r == 1) /* a sampled block whose free was never seen */
+        charge_free(groups, domain, old_size, old_meta);
+    oa_ctr *gc = group_ctr(g, domain);
+    if (raw) {
+        oa_ctr_live_atomic(gc, (int64_t)weight, 1);
+        oa_ctr_live_atomic(&g_proc[domain], (int64_t)weight, 1);
+    } else {
+        oa_ctr_live_plain(gc, (int64_t)weight, 1);
+        oa_ctr_live_plain(&g_proc[domain], (int64_t)weight, 1);
+    }
+    if (rec != NULL)
+        oa_ctr_live_plain(&rec->c, (int64_t)weight, 1);
+    return 1;
 }
 
 void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
@@ -60,8 +93,9 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         (void)thread_record(); /* the fast path reads tls.rec directly */
     }
     uint64_t threshold = event_threshold();
-    int live = mode == OA_MODE_LIVE;
-    /* Live mode: g's table-entry bits and tag, for this charge and the cache. */
+    int live = oa_live_kind(mode);
+    /* Live and estimate modes: g's table-entry bits and tag, for this charge
+       and the cache. */
     int entries = live && g != NULL;
     uint64_t meta_hi = entries ? group_meta_hi(groups, g) : 0;
     _Atomic int64_t *tag = entries ? group_tag(groups, g, 0) : NULL;
@@ -86,12 +120,15 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
 void oa_gil_charge_cached(int domain, void *ptr, size_t size)
 {
     oa_group *g = tls.attr_group;
-    if (tls.attr_live)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 1, tls.attr_meta_hi,
-                     tls.attr_tag, tls.attr_threshold, tls.rec);
+    if (tls.attr_live == OA_LIVE_EXACT)
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_EXACT,
+                     tls.attr_meta_hi, tls.attr_tag, tls.attr_threshold, tls.rec);
+    else if (tls.attr_live == OA_LIVE_SAMPLED)
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_SAMPLED,
+                     tls.attr_meta_hi, tls.attr_tag, tls.attr_threshold, tls.rec);
     else
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, 0, 0, NULL, tls.attr_threshold,
-                     tls.rec);
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_NONE, 0, NULL,
+                     tls.attr_threshold, tls.rec);
 }
 
 /* RAW and native allocations: no GIL, so the group is the one this
@@ -107,7 +144,7 @@ static void gil_free_alloc(int domain, void *ptr, size_t size)
     int pinned;
     oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
     oa_sample_refresh();
-    int live = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
+    int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
     charge_alloc(domain, ptr, size, groups, g, gid, live, live ? group_meta_hi(groups, g) : 0,
                  live ? group_tag(groups, g, 1) : NULL, event_threshold(), thread_record());
     if (pinned)
@@ -124,12 +161,12 @@ void oa_track_alloc(int domain, void *ptr, size_t size)
 
 void oa_track_free(int domain, void *ptr)
 {
-    track_free_block(domain, ptr);
+    track_free_block(domain, ptr, atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE);
 }
 
 /* Charge the block a realloc returned (NULL: nothing) unless counting is
-   disabled: MEM/OBJ through the fast path compiled for `live`, the mode the
-   realloc was accounted in (the generic oa_track_alloc would charge live
+   disabled: MEM/OBJ through the fast path compiled for `live` (OA_LIVE_*),
+   the mode the realloc was accounted in (the generic oa_track_alloc would charge live
    mode out of line, as "the other mode"); RAW and native as any of their
    allocations. */
 static inline __attribute__((always_inline)) void charge_realloc_result(int domain, void *p,
@@ -139,10 +176,12 @@ static inline __attribute__((always_inline)) void charge_realloc_result(int doma
         return;
     if (gil_free(domain))
         gil_free_alloc(domain, p, size);
-    else if (live)
-        gil_alloc(domain, p, size, 1);
+    else if (live == OA_LIVE_EXACT)
+        gil_alloc(domain, p, size, OA_LIVE_EXACT);
+    else if (live == OA_LIVE_SAMPLED)
+        gil_alloc(domain, p, size, OA_LIVE_SAMPLED);
     else
-        gil_alloc(domain, p, size, 0);
+        gil_alloc(domain, p, size, OA_LIVE_NONE);
 }
 
 /* The realloc accounting, inlined for a constant domain in the MEM and OBJ
@@ -154,7 +193,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
                                                                  void *ctx, void *ptr,
                                                                  size_t size)
 {
-    int live = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
+    int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
     if (live && ptr != NULL && in_subinterpreter(domain)) {
         /* Checked before the live table is touched (a subinterpreter's MEM/OBJ
            hooks run under its own GIL). A RAW or native block the main
@@ -176,7 +215,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
        address may be handed out again by another thread. */
     uint64_t osize = 0, ometa = 0;
     int odomain = domain;
-    int found = forget_block(&odomain, ptr, &osize, &ometa);
+    int found = forget_block(&odomain, ptr, &osize, &ometa, live == OA_LIVE_EXACT);
     if (found && (ometa & OA_SAMPLED_FLAG))
         oa_sample_freed(ptr); /* before the address can be reused */
     void *p = fn(ctx, ptr, size);
@@ -195,7 +234,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
     }
     if (found)
         charge_free(group_table(), odomain, osize, ometa);
-    charge_realloc_result(domain, p, size, 1);
+    charge_realloc_result(domain, p, size, live);
     return p;
 }
 

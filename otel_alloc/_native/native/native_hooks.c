@@ -45,9 +45,9 @@ static inline int tracking(void)
            atomic_load_explicit(&g_mode, memory_order_relaxed) != OA_MODE_NONE;
 }
 
-static inline int live_mode(void)
+static inline int sees_frees(void)
 {
-    return atomic_load_explicit(&g_mode, memory_order_relaxed) == OA_MODE_LIVE;
+    return oa_mode_sees_frees(atomic_load_explicit(&g_mode, memory_order_relaxed));
 }
 
 /* A hook for an allocating member of the family: `call` (which uses the
@@ -108,7 +108,7 @@ static void (*g_free_aligned_sized)(void *, size_t, size_t);
    handed out again by another thread. */
 static inline int before_free(void *ptr)
 {
-    if (ptr == NULL || !tracking() || !live_mode())
+    if (ptr == NULL || !tracking() || !sees_frees())
         return 0;
     tls.guard = 1;
     oa_track_free(OA_DOMAIN_NATIVE, ptr);

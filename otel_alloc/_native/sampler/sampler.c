@@ -1,11 +1,9 @@
 /*
  * Sampled allocation sites.
  *
- * Poisson sampling over bytes: each thread counts down a random number of
- * bytes drawn from an exponential distribution with the configured mean; the
- * allocation that crosses zero is sampled. An allocation of s bytes is thus
- * sampled with probability 1 - exp(-s / mean), independent of how it was
- * split into calls, and Python weighs each sample by the inverse of that.
+ * Poisson sampling over bytes (poisson.h): an allocation of s bytes is
+ * sampled with probability 1 - exp(-s / mean), and Python weighs each
+ * sample by the inverse of that.
  *
  * A sample taken while the thread holds the GIL records the Python stack,
  * interned (stacks.c). RAW and native samples without the GIL carry none.
@@ -15,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "poisson.h"
 #include "sampler.h"
 #include "stacks.h"
 
@@ -26,12 +25,8 @@
 #include "../support/ring.h"
 #include "../support/spinlock.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include "../support/rng.h"
 
 _Atomic uint64_t g_sample_mean;
 
@@ -40,26 +35,6 @@ static oa_spin g_sample_lock = OA_SPIN_INIT;
 static oa_ring g_samples;
 static oa_ptable g_sampled;
 static _Atomic uint64_t g_sample_ids, g_samples_taken, g_samples_dropped, g_sample_frees;
-
-/* ------------------------------------------------------------ randomness */
-
-static inline uint64_t rng_next(void)
-{
-    if (tls.rng == 0) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        tls.rng = ((uint64_t)(uintptr_t)&tls ^ (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 32)) | 1;
-    }
-    return oa_xorshift64s(&tls.rng);
-}
-
-static inline int64_t draw_interval(uint64_t mean)
-{
-    /* u in (0, 1]: -log(u) is exponential with mean 1. */
-    double u = ((double)(rng_next() >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double v = -log(u) * (double)mean;
-    return v >= 9.0e18 ? INT64_MAX : (int64_t)v + 1;
-}
 
 /* Threads draining samples (oa_sampler_pause_thread): their allocations are
    the profiler's own. Sampled, they refilled the buffer as fast as the drain
@@ -95,12 +70,12 @@ int oa_sample_tick_slow(size_t size)
            skip what should be sampled now. This allocation starts a fresh
            countdown and is sampled if it crosses it. */
         tls.sample_gen = gen;
-        tls.sample_left = draw_interval(mean) - (int64_t)size;
+        tls.sample_left = oa_draw_interval(mean) - (int64_t)size;
         if (tls.sample_left > 0)
             return 0;
     }
     while (tls.sample_left <= 0)
-        tls.sample_left += draw_interval(mean);
+        tls.sample_left += oa_draw_interval(mean);
     return !t_paused;
 }
 

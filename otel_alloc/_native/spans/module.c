@@ -55,6 +55,7 @@ static int intern_names(void)
         {&g_names.attr_keys[3], "alloc.live_bytes"},
         {&g_names.attr_keys[4], "alloc.peak_bytes"},
         {&g_names.attr_keys[5], "alloc.native_bytes"},
+        {&g_names.attr_keys[6], "alloc.live_bytes_estimate"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

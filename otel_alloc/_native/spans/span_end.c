@@ -155,16 +155,19 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
             goto done;
         }
     }
-    int64_t values[6] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
+    int64_t values[7] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
                          (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
-                         (int64_t)f->native_bytes};
+                         (int64_t)f->native_bytes, f->live_bytes};
+    /* Which of them apply: live and peak exactly in live mode, the estimate
+       in estimate mode, native bytes in native mode. */
+    int wanted[7] = {1, 1, 1, live == 1, live == 1, f->native != 0, live == 2};
     /* A leaf span's inclusive bytes are its bytes, and live mode's peak
        often equals them too: one int object serves every equal value. */
-    PyObject *made[6] = {NULL};
+    PyObject *made[7] = {NULL};
     int lost = 0;
     written = 0;
-    for (int i = 0; i < 6; i++) {
-        if ((i == 3 || i == 4) ? !live : i == 5 ? !f->native : 0)
+    for (int i = 0; i < 7; i++) {
+        if (!wanted[i])
             continue;
         PyObject *key = g_names.attr_keys[i];
         /* Below the limit any key fits; only at it does it matter whether
@@ -186,7 +189,7 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         else
             written++;
     }
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         Py_XDECREF(made[i]);
     if (lost > 0) {
         /* The mapping's count of dropped attributes, which exporters send. */

@@ -194,11 +194,13 @@ PyObject *sp_on_end(SpanPath *self, PyObject *span)
             sp_failed(self, "on_end");
         } else if (r == END_FIGURES && self->next_on_end != NULL) {
             PyObject *figures = figures_tuple(&f, 0);
-            if (figures != NULL) {
-                PyObject *args[3] = {span, figures, self->live ? Py_True : Py_False};
+            PyObject *live = PyLong_FromLong(self->live);
+            if (figures != NULL && live != NULL) {
+                PyObject *args[3] = {span, figures, live};
                 out = PyObject_Vectorcall(self->with_figures, args, 3, NULL);
-                Py_DECREF(figures);
             }
+            Py_XDECREF(live);
+            Py_XDECREF(figures);
             if (out == NULL)
                 sp_failed(self, "on_end");
         }

@@ -184,7 +184,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         *overflowed, *failed_cb, *wake, *live_end, *with_figures, *note_thread;
     int live;
     long long keep_from = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOpOOOOOO|L:SpanPath", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|L:SpanPath", kwlist,
                                      &PyDict_Type, &groups, &PyDict_Type, &holders,
                                      &PyDict_Type, &open, &PyDict_Type, &by_gid,
                                      &SpanRecordsType, &records, &next_start, &next_ending,
@@ -213,6 +213,10 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->wake = Py_NewRef(wake);
     self->live_end = Py_NewRef(live_end);
     self->with_figures = Py_NewRef(with_figures);
+    if (live < 0 || live > 2) {
+        PyErr_Format(PyExc_ValueError, "live must be 0, 1 or 2, not %d", live);
+        return NULL;
+    }
     self->live = live;
     self->keep_from = live && keep_from >= 0 ? keep_from : -1;
     self->serial = ++g_serial;

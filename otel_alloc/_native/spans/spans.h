@@ -45,8 +45,8 @@ typedef struct {
     PyObject *lock, *maxlen, *dropped, *acquire, *release, *locked; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
     PyObject *missing; /* a sentinel no dict of the span path holds */
-    PyObject *attr_keys[6]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,
-                               .native_bytes */
+    PyObject *attr_keys[7]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,
+                               .native_bytes, .live_bytes_estimate */
 } sc_names;
 
 extern OA_HIDDEN sc_names g_names;
@@ -71,8 +71,11 @@ OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, in
    BoundedAttributes, which the ReadableSpan every exporter gets shares),
    under their lock, within their limit: past it an alloc.* attribute is
    dropped and counted (in the mapping's `dropped` and *dropped), never one
-   of the app's evicted. How many were added, or -1 (error cleared) when the
-   span's attributes are not a BoundedAttributes. */
+   of the app's evicted. `live`: how live bytes were kept (0 not, 1 exactly,
+   2 estimated: the tracker's OA_LIVE_* kinds), which says whether the live
+   and peak attributes or the live estimate are written. How many were
+   added, or -1 (error cleared) when the span's attributes are not a
+   BoundedAttributes. */
 OA_HIDDEN int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
                                     unsigned long long *dropped);
 /* Queue an ended span's record and remember it as recently ended (span_records.c). */

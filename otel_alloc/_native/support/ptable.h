@@ -256,6 +256,20 @@ slow:;
     return found;
 }
 
+/* 0 when key is surely not in the table: no slot of its home group carries
+   its hash bits, and the group has an empty slot (so it is not marked, and
+   no key homed there lives past it). One group's control bytes and no
+   entry: estimate mode asks this on every MEM/OBJ free, of a table that
+   holds the sampled blocks alone, and looks further only on a 1. */
+static inline int oa_ptable_may_hold(const oa_ptable *t, uintptr_t key)
+{
+    if (t->ctrl == NULL)
+        return 0;
+    uint64_t h = oa_hash_of(key);
+    oa_group_bits w = oa_group_load(t->ctrl, oa_home_group(h, t->cap / OA_GROUP));
+    return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_match_empty(w) == 0;
+}
+
 size_t oa_ptable_bytes(const oa_ptable *t);
 
 #pragma GCC visibility pop

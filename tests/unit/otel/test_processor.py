@@ -63,6 +63,8 @@ PIPELINES = [
     ("counts", "batch", "beside-first"), ("live", "simple", "beside-first"),
     ("counts", "simple", "beside-last"), ("live", "batch", "beside-last"),
     ("counts", "batch", "two-processors"), ("live", "simple", "two-processors"),
+    ("estimate", "batch", "wrap"), ("estimate", "simple", "beside-first"),
+    ("estimate", "batch", "two-processors"),
 ]
 
 
@@ -101,7 +103,8 @@ def test_exported_spans_carry_attributes(pipe: Pipeline, helper: Helper) -> None
     if pipe.processor.mode == "live":
         assert "alloc.live_bytes" in attrs and "alloc.peak_bytes" in attrs
     else:
-        assert "alloc.live_bytes" not in attrs
+        assert "alloc.live_bytes" not in attrs and "alloc.peak_bytes" not in attrs
+    assert ("alloc.live_bytes_estimate" in attrs) == (pipe.processor.mode == "estimate")
 
 
 def test_nested_self_and_inclusive(pipe: Pipeline, helper: Helper) -> None:

@@ -71,7 +71,8 @@ def test_table_lists_every_processor_setting() -> None:
 def test_every_install_setting_is_a_processor_argument() -> None:
     install = set(inspect.signature(tracker.install).parameters)
     processor = set(inspect.signature(AllocationSpanProcessor.__init__).parameters)
-    assert install == {"mode", "max_groups", "threshold_bytes", "event_capacity", "native"}
+    assert install == {"mode", "max_groups", "threshold_bytes", "event_capacity", "native",
+                       "estimate_bytes"}
     assert install <= processor
     assert set(PROCESSOR_ARGUMENTS) <= processor
 
