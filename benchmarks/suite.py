@@ -13,7 +13,9 @@ OpenTelemetry's instrumentation and OTLP/HTTP export under ``wrk``).
 Variants: untraced (the baseline; for span items the same OTel SDK spans with
 no tracker, for the service OpenTelemetry alone), otel_alloc ``counts``,
 ``live``, ``live+native`` (``native=True``; "n/a" where this build does not
-take it), ``tracemalloc`` (``start(1)``) and ``memray`` (``Tracker``).
+take it), ``estimate`` (live bytes estimated from a sample; no target of its
+own: compare it with ``live``'s), ``tracemalloc`` (``start(1)``) and
+``memray`` (``Tracker``).
 
 Every measurement runs in a fresh interpreter. A round runs each item's
 variants side by side, in alternating order from round to round; each cell is
