@@ -19,7 +19,7 @@ from otel_alloc import validation as config
 from otel_alloc.profiling import text_reports as reports
 from otel_alloc.profiling.render import KINDS
 
-USAGE_RUN = ("otel-alloc run [--mode counts|live] [--[no-]native] [--table|--no-table] "
+USAGE_RUN = ("otel-alloc run [--mode counts|live|estimate] [--[no-]native] [--table|--no-table] "
              "(-m module | script.py) [args]")
 
 

@@ -257,7 +257,7 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
             if (t->slots[i].key == key)
                 return replace(t, i, size, meta, old_size, old_meta);
         }
-        if (!t->overflowed[group])
+        if (!oa_group_marked(t, group, oa_match_empty(w)))
             break;
         group = next_group(group, ngroups);
     }
@@ -315,7 +315,7 @@ int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *me
             if (t->slots[i].key == key)
                 return take(t, i, size, meta);
         }
-        if (!t->overflowed[group])
+        if (!oa_group_marked(t, group, oa_match_empty(w)))
             return 0;
         group = next_group(group, ngroups);
     }

@@ -147,6 +147,19 @@ static inline void oa_prefetch_entries(const oa_ptable *t, size_t group)
 #endif
 }
 
+/* Whether `group` is marked overflowed, `empty` being the empty slots its
+   control bytes show. A group with an empty slot is not marked: a group is
+   marked only when a put found it without a free slot, and a marked group
+   gets no empty slot back until a rebuild clears its mark. So the mark, a
+   byte in another part of the mapping (a third cache miss on a large
+   table: perf on the suite's service put 11 % of the free hook's samples on
+   that load), is read only for a group without an empty slot. Every lookup
+   asks this to know whether its key may live past the group. */
+static inline uint8_t oa_group_marked(const oa_ptable *t, size_t group, uint64_t empty)
+{
+    return empty != 0 ? 0 : t->overflowed[group];
+}
+
 /* Take slot i out, its group's mark being `marked`: empty when the group
    is not marked overflowed (no lookup needs to go past it), else deleted,
    which lookups step over and puts reuse. */
@@ -218,10 +231,6 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
     oa_prefetch_entries(t, group);
     oa_group_bits w = oa_group_load(t->ctrl, group);
-    /* A group with an empty slot is not marked: a group is marked only
-       when a put found it without a free slot, and a marked group gets no
-       empty slot back until a rebuild clears its mark. So no key homed
-       here lives past such a group, and its mark need not be read. */
     uint64_t empty = oa_match_empty(w);
     for (uint64_t match = oa_match_h2(w, oa_h2_of(h)); match != 0; match &= match - 1) {
         size_t i = group * OA_GROUP + oa_mask_slot(match);
@@ -230,21 +239,17 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
         uint64_t m = t->slots[i].meta;
         if (__builtin_expect((m & OA_SIZE_BIG) == OA_SIZE_BIG || t->count <= t->shrink_at, 0))
             goto slow;
-        /* The mark, a byte in another part of the mapping and a third
-           cache miss on a large table (perf on the suite's service: 11 % of
-           the free hook's samples sat on that load), is read only for a
-           group without an empty slot. */
-        oa_ptable_remove_marked(t, i, empty ? 0 : t->overflowed[group]);
+        oa_ptable_remove_marked(t, i, oa_group_marked(t, group, empty));
         *size = m & OA_SIZE_BIG;
         *meta = m;
         return 1;
     }
-    /* Not in its home group, which has an empty slot: not in the table (a
+    /* Not in its home group, which is not marked: not in the table (a
        block allocated before install, say). Such frees went to the slow
        path, which looked at the group again, some 70 instructions each:
        78,812 of them in a 63-op json_loads run under callgrind, most in
        its first ops (objects made before install). */
-    if (empty != 0)
+    if (!oa_group_marked(t, group, empty))
         return 0;
 slow:;
     uint64_t slow_size, slow_meta;
@@ -267,6 +272,8 @@ static inline int oa_ptable_may_hold(const oa_ptable *t, uintptr_t key)
         return 0;
     uint64_t h = oa_hash_of(key);
     oa_group_bits w = oa_group_load(t->ctrl, oa_home_group(h, t->cap / OA_GROUP));
+    /* Without an empty slot the group may be marked: the key may be past it
+       (its mark is not read here, to keep this to the control bytes). */
     return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_match_empty(w) == 0;
 }
 
