@@ -431,3 +431,44 @@ def test_dropped_events_are_counted_on_the_wire(receiver: OTLPReceiver) -> None:
 def dropped_final(rx: OTLPReceiver) -> Any:
     """The last exported point of python.alloc.events.dropped."""
     return all_points(rx.metrics(), "python.alloc.events.dropped")[-1]
+
+
+# -- estimate mode ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("uninstall_after")
+def test_estimate_mode_on_the_wire(receiver: OTLPReceiver) -> None:
+    """Estimate mode's figures arrive under their own names, never live mode's."""
+    pipe = Pipeline(receiver, mode="estimate", metric_interval_ms=200, leak_grace_seconds=0.3,
+                    leak_min_bytes="1MiB")
+    kept: list[bytearray] = []
+    try:
+        with pipe.tracer.start_as_current_span("keeps"):
+            kept.extend(bytearray(900) for _ in range(8_000))  # about 7.3 MB kept
+        with pipe.tracer.start_as_current_span("holder"):
+            keep = [bytearray(900) for _ in range(4_000)]
+            receiver.wait_for(lambda: "holder" in latest_by(
+                receiver.metrics(), "python.alloc.live.estimate"), timeout=20)
+            del keep
+        pipe.flush()
+
+        def leak() -> list[tuple[ReceivedLogRecord, dict[str, Any]]]:
+            return [(r, attributes(r.log_record.attributes)) for r in receiver.log_records()
+                    if r.log_record.event_name == "alloc.leak_suspected"]
+
+        (record, leak_attrs), = receiver.wait_for(leak, timeout=20)
+        spans = receiver.wait_for(lambda: len(receiver.spans()) == 2 and receiver.spans())
+    finally:
+        pipe.shutdown()
+    attrs = {s.span.name: attributes(s.span.attributes) for s in spans}
+    truth = 8_000 * (900 + 57)  # bytearray(900): its object and its buffer
+    # About 90 KB is one standard deviation of this estimate at the 4 KiB mean.
+    assert abs(attrs["keeps"]["alloc.live_bytes_estimate"] - truth) < 800_000, attrs["keeps"]
+    for span_attrs in attrs.values():
+        assert "alloc.live_bytes" not in span_attrs and "alloc.peak_bytes" not in span_attrs
+    names = {m.metric.name for m in receiver.metrics()}
+    assert "python.alloc.live.estimate" in names
+    assert not names & {"python.alloc.live", "python.alloc.peak"}
+    assert leak_attrs["span.name"] == "keeps" and "alloc.live_blocks" not in leak_attrs
+    assert leak_attrs["alloc.live_bytes_estimate"] >= 1 << 20
+    assert "estimated" in record.log_record.body.string_value

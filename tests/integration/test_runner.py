@@ -106,6 +106,21 @@ def test_table_numbers_match_known_allocations(tmp_path: Path) -> None:
     assert parse_size(live) < 64 * 1024  # the 1 MiB buffers were freed within the span
 
 
+def test_estimate_mode_table_says_it_estimates(tmp_path: Path) -> None:
+    script = tmp_path / "known.py"
+    script.write_text(KNOWN)
+    res = run_cli("run", "--mode", "estimate", str(script))
+    assert res.returncode == 0, res.stderr
+    assert "(estimate mode," in res.stderr and "live at span end (estimated)" in res.stderr
+    rows = table_rows(res.stderr)
+    # A 256 KiB block is sampled for sure (p = 1 - exp(-64)) and counts its own
+    # size; the span's small objects may add a sample of about 4 KiB each.
+    *_, k_live = rows["keeps-256k"]
+    assert 5 * 256 * 1024 <= parse_size(k_live) <= 5 * 256 * 1024 * 1.10
+    *_, live = rows["one-mib"]
+    assert parse_size(live) < 64 * 1024
+
+
 def test_exit_code_is_passed_through(tmp_path: Path) -> None:
     script = tmp_path / "known.py"
     script.write_text(KNOWN)
@@ -165,6 +180,8 @@ def test_sigterm_is_passed_through(tmp_path: Path) -> None:
          "OTEL_TRACES_EXPORTER"),
         (["run", "examples/batch_job.py", "1"], {"OTEL_ALLOC_MAX_GROUPS": "-5"},
          "OTEL_ALLOC_MAX_GROUPS"),
+        (["run", "--mode", "estimate", "examples/batch_job.py", "1"],
+         {"OTEL_ALLOC_ESTIMATE_BYTES": "1B"}, "OTEL_ALLOC_ESTIMATE_BYTES"),
     ],
 )
 def test_bad_options_are_clear_errors(args: list[str], env: dict[str, str], message: str) -> None:

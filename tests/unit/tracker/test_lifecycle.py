@@ -196,7 +196,9 @@ def test_tracemalloc_started_after_install_we_stop_first(clean: None, helper: He
 
 
 @pytest.mark.parametrize("domain", [OBJ, MEM], ids=["obj", "mem"])
-@pytest.mark.parametrize(("first", "second"), [("counts", "live"), ("live", "counts")])
+@pytest.mark.parametrize(("first", "second"), [("counts", "live"), ("live", "counts"),
+                                               ("counts", "estimate"), ("estimate", "live"),
+                                               ("live", "estimate")])
 def test_hooks_kept_in_chain_count_right_in_the_other_mode(
         clean: None, helper: Helper, first: str, second: str, domain: int) -> None:
     """The MEM/OBJ hooks come in one copy per mode, and install puts in its

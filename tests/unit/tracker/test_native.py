@@ -36,7 +36,7 @@ FAMILY = [
 ]
 
 
-@pytest.fixture(params=["counts", "live"])
+@pytest.fixture(params=["counts", "live", "estimate"])
 def native_any(request: pytest.FixtureRequest) -> Iterator[str]:
     otel_alloc.install(request.param, native=True)
     try:

@@ -91,7 +91,7 @@ def _start_subinterpreters(count: int, seconds: float) -> tuple[list[threading.T
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["counts", "live"])
+@pytest.mark.parametrize("mode", ["counts", "live", "estimate"])
 def test_three_subinterpreters_beside_exact_groups(mode: str, helper: Helper) -> None:
     otel_alloc.install(mode)
     try:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -117,8 +117,18 @@ def _stacks_of(pid: int) -> str:
     return out.stdout[-20000:] + out.stderr[-2000:]
 
 
+@pytest.fixture(params=["live", "estimate"])
+def tracker_tables(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A tracker in each mode that keeps a pointer table."""
+    otel_alloc.install(request.param)
+    try:
+        yield request.param
+    finally:
+        otel_alloc.uninstall()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_child_starts_clean_and_keeps_working(tracker_live: None, helper: Helper) -> None:
+def test_fork_child_starts_clean_and_keeps_working(tracker_tables: str, helper: Helper) -> None:
     g = otel_alloc.Group()
     with g:
         ptrs = helper.alloc_many(RAW, 1 << 20, 4, keep=True)
