@@ -65,40 +65,45 @@ def helper(tmp_path_factory: pytest.TempPathFactory) -> Helper:
     return Helper(build_helper(tmp_path_factory.mktemp("native_helper")))
 
 
-@pytest.fixture
-def tracker_counts() -> Iterator[None]:
-    otel_alloc.install("counts")
+@contextmanager
+def installed(mode: str) -> Iterator[str]:
+    """The tracker installed in `mode` for the block, uninstalled after it."""
+    otel_alloc.install(mode)
     try:
-        yield
+        yield mode
     finally:
         otel_alloc.uninstall()
+
+
+@pytest.fixture
+def tracker_counts() -> Iterator[None]:
+    with installed("counts"):
+        yield
 
 
 @pytest.fixture
 def tracker_live() -> Iterator[None]:
-    otel_alloc.install("live")
-    try:
+    with installed("live"):
         yield
-    finally:
-        otel_alloc.uninstall()
 
 
 @pytest.fixture
 def tracker_estimate() -> Iterator[None]:
-    otel_alloc.install("estimate")
-    try:
+    with installed("estimate"):
         yield
-    finally:
-        otel_alloc.uninstall()
 
 
 @pytest.fixture(params=["counts", "live", "estimate"])
 def tracker_any(request: pytest.FixtureRequest) -> Iterator[str]:
-    otel_alloc.install(request.param)
-    try:
-        yield request.param
-    finally:
-        otel_alloc.uninstall()
+    with installed(request.param) as mode:
+        yield mode
+
+
+@pytest.fixture(params=["live", "estimate"])
+def tracker_tables(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A tracker in each mode that keeps a pointer table."""
+    with installed(request.param) as mode:
+        yield mode
 
 
 def delta(after: otel_alloc.Stats, before: otel_alloc.Stats) -> otel_alloc.Stats:

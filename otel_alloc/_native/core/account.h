@@ -90,6 +90,19 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
 }
 
+/* Add a block of `bytes` (or the bytes a sampled block stands for) to the
+   live figures of its group's counters gc and of its domain. */
+static inline __attribute__((always_inline)) void add_live(oa_ctr *gc, int domain, int64_t bytes)
+{
+    if (gil_free(domain)) {
+        oa_ctr_live_atomic(gc, bytes, 1);
+        oa_ctr_live_atomic(&g_proc[domain], bytes, 1);
+    } else {
+        oa_ctr_live_plain(gc, bytes, 1);
+        oa_ctr_live_plain(&g_proc[domain], bytes, 1);
+    }
+}
+
 /* Enter ptr in `domain`'s live table with its size and meta, adding one to
    its slot's tag counter `tag` (slot_tag, may be NULL): oa_ptable_put's
    result (1 with the entry it replaced, 0 new, -1 not stored). */
@@ -203,14 +216,7 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
             oa_sample_freed(ptr);
         charge_free(groups != NULL ? groups : group_table(), domain, old_size, old_meta);
     }
-    oa_ctr *gc = group_ctr(g, domain);
-    if (raw) {
-        oa_ctr_live_atomic(gc, (int64_t)size, 1);
-        oa_ctr_live_atomic(&g_proc[domain], (int64_t)size, 1);
-    } else {
-        oa_ctr_live_plain(gc, (int64_t)size, 1);
-        oa_ctr_live_plain(&g_proc[domain], (int64_t)size, 1);
-    }
+    add_live(group_ctr(g, domain), domain, (int64_t)size);
     if (raw) {
         oa_peak_update(&g->peak, group_live(g));
         oa_peak_update(&g_proc_peak, proc_live());

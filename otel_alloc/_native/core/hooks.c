@@ -160,60 +160,34 @@ static inline __attribute__((always_inline)) void estimate_free(int domain, void
 }
 
 /* malloc, calloc and free come in three copies per domain, one compiled
-   for each mode's OA_LIVE_* kind (gil_alloc in account.h); install puts in
-   its mode's. */
+   for each mode's OA_LIVE_* kind (gil_alloc in account.h) and named by its
+   suffix (none: counts, _live, _est); install puts in its mode's. */
+#define OA_GIL_MODE_HOOKS(name, domain, suffix, live, free_fn)                 \
+    static void *hook_##name##_malloc##suffix(void *ctx, size_t size)          \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_malloc(domain, size, live);                                 \
+    }                                                                          \
+    static void *hook_##name##_calloc##suffix(void *ctx, size_t nelem,         \
+                                              size_t elsize)                   \
+    {                                                                          \
+        (void)ctx;                                                             \
+        return gil_calloc(domain, nelem, elsize, live);                        \
+    }                                                                          \
+    static void hook_##name##_free##suffix(void *ctx, void *ptr)               \
+    {                                                                          \
+        (void)ctx;                                                             \
+        free_fn(domain, ptr);                                                  \
+    }
+
 #define OA_GIL_HOOKS(name, domain)                                             \
-    static void *hook_##name##_malloc(void *ctx, size_t size)                  \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_malloc(domain, size, OA_LIVE_NONE);                         \
-    }                                                                          \
-    static void *hook_##name##_calloc(void *ctx, size_t nelem, size_t elsize)  \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize, OA_LIVE_NONE);                \
-    }                                                                          \
-    static void *hook_##name##_malloc_live(void *ctx, size_t size)             \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_malloc(domain, size, OA_LIVE_EXACT);                        \
-    }                                                                          \
-    static void *hook_##name##_calloc_live(void *ctx, size_t nelem,            \
-                                           size_t elsize)                      \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize, OA_LIVE_EXACT);               \
-    }                                                                          \
-    static void *hook_##name##_malloc_est(void *ctx, size_t size)              \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_malloc(domain, size, OA_LIVE_SAMPLED);                      \
-    }                                                                          \
-    static void *hook_##name##_calloc_est(void *ctx, size_t nelem,             \
-                                          size_t elsize)                       \
-    {                                                                          \
-        (void)ctx;                                                             \
-        return gil_calloc(domain, nelem, elsize, OA_LIVE_SAMPLED);             \
-    }                                                                          \
+    OA_GIL_MODE_HOOKS(name, domain, , OA_LIVE_NONE, counts_free)               \
+    OA_GIL_MODE_HOOKS(name, domain, _live, OA_LIVE_EXACT, any_free)            \
+    OA_GIL_MODE_HOOKS(name, domain, _est, OA_LIVE_SAMPLED, estimate_free)      \
     static void *hook_##name##_realloc(void *ctx, void *ptr, size_t size)      \
     {                                                                          \
         (void)ctx;                                                             \
         return any_realloc(domain, ptr, size);                                 \
-    }                                                                          \
-    static void hook_##name##_free(void *ctx, void *ptr)                       \
-    {                                                                          \
-        (void)ctx;                                                             \
-        counts_free(domain, ptr);                                              \
-    }                                                                          \
-    static void hook_##name##_free_live(void *ctx, void *ptr)                  \
-    {                                                                          \
-        (void)ctx;                                                             \
-        any_free(domain, ptr);                                                 \
-    }                                                                          \
-    static void hook_##name##_free_est(void *ctx, void *ptr)                   \
-    {                                                                          \
-        (void)ctx;                                                             \
-        estimate_free(domain, ptr);                                            \
     }
 
 OA_GIL_HOOKS(mem, OA_DOMAIN_MEM)
@@ -274,33 +248,23 @@ static void hook_raw_free(void *ctx, void *ptr)
     any_free(OA_DOMAIN_RAW, ptr);
 }
 
+/* One mode's allocators, by domain: RAW's hooks serve every mode. */
+#define OA_MODE_ALLOCATORS(suffix)                                               \
+    {                                                                            \
+        [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc, \
+                           hook_raw_free},                                       \
+        [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc##suffix, hook_mem_calloc##suffix, \
+                           hook_mem_realloc, hook_mem_free##suffix},             \
+        [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc##suffix, hook_obj_calloc##suffix, \
+                           hook_obj_realloc, hook_obj_free##suffix},             \
+    }
+
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
 {
     static const PyMemAllocatorEx fns[3][3] = {
-        [OA_LIVE_NONE] = {
-            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
-                               hook_raw_free},
-            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc, hook_mem_calloc, hook_mem_realloc,
-                               hook_mem_free},
-            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc, hook_obj_calloc, hook_obj_realloc,
-                               hook_obj_free},
-        },
-        [OA_LIVE_EXACT] = {
-            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
-                               hook_raw_free},
-            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc_live, hook_mem_calloc_live,
-                               hook_mem_realloc, hook_mem_free_live},
-            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc_live, hook_obj_calloc_live,
-                               hook_obj_realloc, hook_obj_free_live},
-        },
-        [OA_LIVE_SAMPLED] = {
-            [OA_DOMAIN_RAW] = {NULL, hook_raw_malloc, hook_raw_calloc, hook_raw_realloc,
-                               hook_raw_free},
-            [OA_DOMAIN_MEM] = {NULL, hook_mem_malloc_est, hook_mem_calloc_est,
-                               hook_mem_realloc, hook_mem_free_est},
-            [OA_DOMAIN_OBJ] = {NULL, hook_obj_malloc_est, hook_obj_calloc_est,
-                               hook_obj_realloc, hook_obj_free_est},
-        },
+        [OA_LIVE_NONE] = OA_MODE_ALLOCATORS(),
+        [OA_LIVE_EXACT] = OA_MODE_ALLOCATORS(_live),
+        [OA_LIVE_SAMPLED] = OA_MODE_ALLOCATORS(_est),
     };
     *ours = fns[live >= OA_LIVE_NONE && live <= OA_LIVE_SAMPLED ? live : OA_LIVE_NONE][domain];
     ours->ctx = &g_hooks[domain];

@@ -44,14 +44,7 @@ int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, o
     }
     if (r == 1) /* a sampled block whose free was never seen */
         charge_free(groups, domain, old_size, old_meta);
-    oa_ctr *gc = group_ctr(g, domain);
-    if (raw) {
-        oa_ctr_live_atomic(gc, (int64_t)weight, 1);
-        oa_ctr_live_atomic(&g_proc[domain], (int64_t)weight, 1);
-    } else {
-        oa_ctr_live_plain(gc, (int64_t)weight, 1);
-        oa_ctr_live_plain(&g_proc[domain], (int64_t)weight, 1);
-    }
+    add_live(group_ctr(g, domain), domain, (int64_t)weight);
     if (rec != NULL)
         oa_ctr_live_plain(&rec->c, (int64_t)weight, 1);
     return 1;

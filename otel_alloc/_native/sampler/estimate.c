@@ -37,17 +37,8 @@ uint64_t oa_estimate_tick_slow(size_t size)
        generation, so a thread that sees the new generation sees that mean. */
     uint32_t gen = atomic_load_explicit(&g_est_gen, memory_order_acquire);
     uint64_t mean = atomic_load_explicit(&g_est_mean, memory_order_relaxed);
-    if (tls.est_gen != gen) {
-        /* A countdown left from another mean would skip or crowd samples:
-           this allocation starts a fresh one, and is sampled if it crosses
-           it (the countdown is memoryless, so this is the same law). */
-        tls.est_gen = gen;
-        tls.est_left = oa_draw_interval(mean) - (int64_t)size;
-        if (tls.est_left > 0)
-            return 0;
-    }
-    while (tls.est_left <= 0)
-        tls.est_left += oa_draw_interval(mean);
+    if (!oa_countdown_crossed(&tls.est_gen, &tls.est_left, gen, mean, size))
+        return 0;
     return weight_of(size, mean);
 }
 

@@ -39,6 +39,27 @@ static inline int64_t oa_draw_interval(uint64_t mean)
     return v >= 9.0e18 ? INT64_MAX : (int64_t)v + 1;
 }
 
+/* A countdown (*left, drawn under generation *drawn_gen) crossed zero, or
+   may have been drawn under another configuration than `gen` (mean
+   `mean`): refill it; 1 when the allocation of `size` bytes that got here
+   is sampled. A countdown left from another mean (up to many times this
+   one) would skip or crowd samples, so the thread's first allocation under
+   a configuration starts a fresh one and is sampled if it crosses it (the
+   countdown is memoryless: the same law). */
+static inline int oa_countdown_crossed(uint32_t *drawn_gen, int64_t *left, uint32_t gen,
+                                       uint64_t mean, size_t size)
+{
+    if (*drawn_gen != gen) {
+        *drawn_gen = gen;
+        *left = oa_draw_interval(mean) - (int64_t)size;
+        if (*left > 0)
+            return 0;
+    }
+    while (*left <= 0)
+        *left += oa_draw_interval(mean);
+    return 1;
+}
+
 #pragma GCC visibility pop
 
 #endif

@@ -64,18 +64,8 @@ int oa_sample_tick_slow(size_t size)
         tls.sample_left = INT64_MAX;
         return 0;
     }
-    if (tls.sample_gen != gen) {
-        /* This thread's first allocation under this configuration: a
-           countdown left from another mean (up to many times this one) would
-           skip what should be sampled now. This allocation starts a fresh
-           countdown and is sampled if it crosses it. */
-        tls.sample_gen = gen;
-        tls.sample_left = oa_draw_interval(mean) - (int64_t)size;
-        if (tls.sample_left > 0)
-            return 0;
-    }
-    while (tls.sample_left <= 0)
-        tls.sample_left += oa_draw_interval(mean);
+    if (!oa_countdown_crossed(&tls.sample_gen, &tls.sample_left, gen, mean, size))
+        return 0;
     return !t_paused;
 }
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -115,16 +115,6 @@ def _stacks_of(pid: int) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"(gdb failed: {exc})"
     return out.stdout[-20000:] + out.stderr[-2000:]
-
-
-@pytest.fixture(params=["live", "estimate"])
-def tracker_tables(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A tracker in each mode that keeps a pointer table."""
-    otel_alloc.install(request.param)
-    try:
-        yield request.param
-    finally:
-        otel_alloc.uninstall()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
