@@ -58,13 +58,14 @@ def uninstalled() -> Any:
 
 def test_estimate_mode_reports_estimates_and_says_so(uninstalled: None, helper: Helper) -> None:
     reader = InMemoryMetricReader()
+    meter_provider = MeterProvider([reader])
     logs = LogExporter()
     logger_provider = LoggerProvider()
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     spans = InMemorySpanExporter()
     sink = _Records()
     processor = AllocationSpanProcessor(
-        SimpleSpanProcessor(spans), mode="estimate", meter_provider=MeterProvider([reader]),
+        SimpleSpanProcessor(spans), mode="estimate", meter_provider=meter_provider,
         logger_provider=logger_provider, sinks=[sink], leak_min_bytes="1MiB",
         leak_grace_seconds=0.2, sample_bytes=0, span_summary_events=True)
     provider = TracerProvider()
@@ -106,6 +107,7 @@ def test_estimate_mode_reports_estimates_and_says_so(uninstalled: None, helper: 
         helper.free_many(OBJ, ptrs, N)
         provider.shutdown()
         logger_provider.shutdown()
+        meter_provider.shutdown()
 
 
 def test_bad_estimate_bytes_stops_the_processor_first(uninstalled: None) -> None:
