@@ -160,7 +160,8 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
                          (int64_t)f->native_bytes, f->live_bytes};
     /* Which of them apply: live and peak exactly in live mode, the estimate
        in estimate mode, native bytes in native mode. */
-    int wanted[7] = {1, 1, 1, live == 1, live == 1, f->native != 0, live == 2};
+    int exact = live == SP_LIVE_EXACT;
+    int wanted[7] = {1, 1, 1, exact, exact, f->native != 0, live == SP_LIVE_ESTIMATE};
     /* A leaf span's inclusive bytes are its bytes, and live mode's peak
        often equals them too: one int object serves every equal value. */
     PyObject *made[7] = {NULL};

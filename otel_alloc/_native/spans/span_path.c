@@ -197,6 +197,10 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "SpanPath callbacks must be callable");
         return NULL;
     }
+    if (live < SP_LIVE_NONE || live > SP_LIVE_ESTIMATE) {
+        PyErr_Format(PyExc_ValueError, "live must be 0, 1 or 2, not %d", live);
+        return NULL;
+    }
     SpanPath *self = (SpanPath *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -213,12 +217,8 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->wake = Py_NewRef(wake);
     self->live_end = Py_NewRef(live_end);
     self->with_figures = Py_NewRef(with_figures);
-    if (live < 0 || live > 2) {
-        PyErr_Format(PyExc_ValueError, "live must be 0, 1 or 2, not %d", live);
-        return NULL;
-    }
     self->live = live;
-    self->keep_from = live && keep_from >= 0 ? keep_from : -1;
+    self->keep_from = live != SP_LIVE_NONE && keep_from >= 0 ? keep_from : -1;
     self->serial = ++g_serial;
     self->note_thread = optional_callable(note_thread, "note_thread");
     if (self->note_thread == NULL && PyErr_Occurred())

@@ -28,7 +28,7 @@ typedef struct {
     PyObject *live_end;    /* (span, span_context, gid, figures) -> None: a kept group */
     PyObject *with_figures; /* (span, figures, live) -> a copy of span with attributes */
     PyObject *note_thread; /* () -> None, or NULL */
-    int live; /* how live bytes are kept: 0 not, 1 exactly, 2 estimated */
+    int live; /* how live bytes are kept: an SP_LIVE_* kind (spans.h) */
     long long keep_from; /* keep a group still holding this many live bytes (live mode); -1: never */
     int shutdown;
     long long overflow_open;

@@ -67,12 +67,15 @@ OA_HIDDEN PyObject *context_id(PyObject *ctx, int index);
    stale id. */
 OA_HIDDEN int span_end_core(PyObject *records, uint64_t gid, uint64_t parent, int last,
                             int64_t keep_from, PyObject *span, PyObject *ctx, oa_span_figures *f);
+/* How live bytes were kept, as the processor passes it (its LIVE_* kinds,
+   the tracker's OA_LIVE_* ones): not at all, exactly, or estimated. */
+enum { SP_LIVE_NONE = 0, SP_LIVE_EXACT = 1, SP_LIVE_ESTIMATE = 2 };
+
 /* Add the alloc.* attributes to an ended SDK span's own attributes (its
    BoundedAttributes, which the ReadableSpan every exporter gets shares),
    under their lock, within their limit: past it an alloc.* attribute is
    dropped and counted (in the mapping's `dropped` and *dropped), never one
-   of the app's evicted. `live`: how live bytes were kept (0 not, 1 exactly,
-   2 estimated: the tracker's OA_LIVE_* kinds), which says whether the live
+   of the app's evicted. `live` (an SP_LIVE_* kind) says whether the live
    and peak attributes or the live estimate are written. How many were
    added, or -1 (error cleared) when the span's attributes are not a
    BoundedAttributes. */

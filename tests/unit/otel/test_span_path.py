@@ -41,10 +41,10 @@ class _Direct(SpanProcessor):
         self.path.on_end(span)
 
 
-def _bare_path(records: Any, groups: dict[Any, int], failures: list[str]) -> Any:
+def _bare_path(records: Any, groups: dict[Any, int], failures: list[str], live: int = 0) -> Any:
     return _spanpath.SpanPath(
         groups=groups, holders={}, open={}, by_gid={}, records=records, next_on_start=None,
-        next_on_ending=None, next_on_end=None, live=False, overflowed=lambda: -1,
+        next_on_ending=None, next_on_end=None, live=live, overflowed=lambda: -1,
         failed=lambda where, error: failures.append(where), wake=lambda: None,
         live_end=lambda *args: None, with_figures=lambda s, f, live: s, note_thread=None)
 
@@ -244,6 +244,9 @@ def test_span_path_rejects_bad_arguments() -> None:
         _spanpath.SpanRecords(0)
     with pytest.raises(TypeError):
         _bare_path(object(), {}, [])
+    for live in (-1, 3):
+        with pytest.raises(ValueError, match="live must be 0, 1 or 2"):
+            _bare_path(_spanpath.SpanRecords(1), {}, [], live)
 
 
 def test_live_mode_keeps_only_groups_holding_enough_live_bytes(helper: Helper) -> None:
