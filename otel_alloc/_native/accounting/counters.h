@@ -22,6 +22,14 @@
 
 #define OA_RELAXED memory_order_relaxed
 
+/* What a mode keeps of the blocks it counts, and so how its counters read:
+   nothing (counts mode: allocated figures only), every block in the live
+   tables (live mode: live, freed and peaks exact), or a Poisson sample of
+   them standing for the rest (estimate mode: live bytes estimated). */
+#define OA_LIVE_NONE 0
+#define OA_LIVE_EXACT 1
+#define OA_LIVE_SAMPLED 2
+
 typedef struct {
     _Atomic uint64_t alloc_bytes;
     _Atomic uint64_t alloc_count;
@@ -101,13 +109,13 @@ static inline void oa_ctr_zero(oa_ctr *c)
     atomic_store_explicit(&c->unheld_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&c->unheld_count, 0, OA_RELAXED);
 }
-/* out += c. `live`: how the counters were kept (the OA_LIVE_* kinds of
-   core/hooks.h: 0 counts, 1 live, 2 estimate). In live mode freed is
-   allocated less live less unheld; in counts mode nothing is freed or
-   live; in estimate mode live bytes are the estimate and the rest stays 0
-   (sampled blocks are not blocks of the program, and allocated less an
-   estimate is no count of what was freed). Read while RAW or native hooks
-   run on other threads, an allocation counted but not yet entered as live
+/* out += c. `live`: how the counters were kept (an OA_LIVE_* kind). In
+   live mode freed is allocated less live less unheld; in counts mode
+   nothing is freed or live; in estimate mode live bytes are the estimate
+   and the rest stays 0 (sampled blocks are not blocks of the program, and
+   allocated less an estimate is no count of what was freed). Read while
+   RAW or native hooks run on other threads, an allocation counted but not
+   yet entered as live
    shows as freed for that moment, as a byte count updated before its block
    count always could. */
 static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
@@ -116,11 +124,11 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
     uint64_t alloc_count = atomic_load_explicit(&c->alloc_count, OA_RELAXED);
     out->alloc_bytes += alloc_bytes;
     out->alloc_count += alloc_count;
-    if (!live)
+    if (live == OA_LIVE_NONE)
         return;
     int64_t live_bytes = atomic_load_explicit(&c->live_bytes, OA_RELAXED);
     out->live_bytes += live_bytes;
-    if (live != 1)
+    if (live != OA_LIVE_EXACT)
         return;
     int64_t live_count = atomic_load_explicit(&c->live_count, OA_RELAXED);
     out->live_count += live_count;

@@ -13,7 +13,7 @@
 #pragma GCC visibility push(hidden)
 
 extern oa_ctr g_proc[4]; /* per domain: RAW, MEM, OBJ, native */
-/* How the figures were counted: the mode's OA_LIVE_* kind (core/hooks.h;
+/* How the figures were counted: the mode's OA_LIVE_* kind (counters.h;
    oa_ctr_sum reads live and freed figures by it). Set by install, kept
    after uninstall so the figures read the same. */
 extern _Atomic int g_figures_live;

@@ -248,8 +248,9 @@ int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, o
    `groups`: the group's, the domain's and the thread's (rec, may be NULL)
    counters, then in live mode the table (`live`: the mode's OA_LIVE_*
    kind; in estimate mode the table when its countdown crosses zero), then
-   sampling and the event threshold (UINT64_MAX: no events). In live mode meta_hi and tag are g's
-   group_meta_hi and group_tag (see track_live). The caller holds a RAW pin
+   sampling and the event threshold (UINT64_MAX: no events). In live mode
+   meta_hi and tag are g's group_meta_hi and group_tag (see track_live);
+   other modes pass 0 and NULL. The caller holds a RAW pin
    on g where one is needed. A MEM/OBJ caller, which holds the GIL (under
    which alone the group table is replaced), may pass NULL for `groups`: it
    is loaded on the rare paths that use it, and the common one saves the
@@ -315,10 +316,11 @@ void oa_gil_charge_cached(int domain, void *ptr, size_t size);
 /* A MEM/OBJ allocation (the GIL is held): from the cache, which also says
    whether counting is on and in which mode, else the full resolution.
    `fast_live` is a constant, the OA_LIVE_* kind of the mode this copy is
-   compiled for: another mode is charged out of line. Inlining live mode's table and peak work
-   into a hook that serves both made every hook save registers counts mode
-   does not need (callgrind, core workload: counts 1.087x -> 1.097x); a call
-   to it from there cost live mode as much (1.389x -> 1.412x). So install
+   compiled for: another mode is charged out of line. Inlining live mode's
+   table and peak work into a hook that serves both made every hook save
+   registers counts mode does not need (callgrind, core workload: counts
+   1.087x -> 1.097x); a call to it from there cost live mode as much
+   (1.389x -> 1.412x). So install
    puts in the hooks compiled for its mode (hooks.c), and a hook left in the
    chain from an install in another mode still counts right. */
 static inline __attribute__((always_inline)) void gil_alloc(int domain, void *ptr, size_t size,

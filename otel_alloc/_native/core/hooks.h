@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "../accounting/counters.h"
 #include "../support/ptable.h"
 #include "../api/tracker_api.h"
 #include "../support/spinlock.h"
@@ -25,12 +26,8 @@ typedef struct {
 
 extern _Atomic int g_mode;
 
-/* What a mode keeps of the blocks it counts, as the hooks are compiled for
-   it: nothing (counts), every block in the live tables (live), or a Poisson
-   sample of them standing for the rest (estimate). */
-#define OA_LIVE_NONE 0
-#define OA_LIVE_EXACT 1
-#define OA_LIVE_SAMPLED 2
+/* The OA_LIVE_* kind (accounting/counters.h) of `mode`, which the hooks
+   are compiled for. */
 static inline int oa_live_kind(int mode)
 {
     return mode == OA_MODE_LIVE ? OA_LIVE_EXACT : mode == OA_MODE_ESTIMATE ? OA_LIVE_SAMPLED

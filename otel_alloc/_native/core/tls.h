@@ -36,7 +36,7 @@ typedef struct {
     uint64_t attr_meta_hi;         /* live mode: the group's slot and generation bits
                                       of a table entry (group_meta_hi) */
     _Atomic int64_t *attr_tag;     /* live mode: the group's tag counter (group_tag) */
-    int attr_live;                 /* the mode's OA_LIVE_* kind (core/hooks.h) */
+    int attr_live;                 /* the mode's OA_LIVE_* kind (accounting/counters.h) */
     int fork_saved_guard; /* guard before the fork handler set it */
     int resolve_hold;     /* inside oa_reset_group_var: MEM/OBJ hooks reuse gid */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */

@@ -87,9 +87,9 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
     }
     uint64_t threshold = event_threshold();
     int live = oa_live_kind(mode);
-    /* Live and estimate modes: g's table-entry bits and tag, for this charge
-       and the cache. */
-    int entries = live && g != NULL;
+    /* Live mode: g's table-entry bits and tag, for this charge and the
+       cache (estimate mode's rare sampled block looks them up itself). */
+    int entries = live == OA_LIVE_EXACT && g != NULL;
     uint64_t meta_hi = entries ? group_meta_hi(groups, g) : 0;
     _Atomic int64_t *tag = entries ? group_tag(groups, g, 0) : NULL;
     if (cacheable) {
@@ -117,8 +117,8 @@ void oa_gil_charge_cached(int domain, void *ptr, size_t size)
         charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_EXACT,
                      tls.attr_meta_hi, tls.attr_tag, tls.attr_threshold, tls.rec);
     else if (tls.attr_live == OA_LIVE_SAMPLED)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_SAMPLED,
-                     tls.attr_meta_hi, tls.attr_tag, tls.attr_threshold, tls.rec);
+        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_SAMPLED, 0, NULL,
+                     tls.attr_threshold, tls.rec);
     else
         charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_NONE, 0, NULL,
                      tls.attr_threshold, tls.rec);
@@ -138,8 +138,9 @@ static void gil_free_alloc(int domain, void *ptr, size_t size)
     oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
     oa_sample_refresh();
     int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
-    charge_alloc(domain, ptr, size, groups, g, gid, live, live ? group_meta_hi(groups, g) : 0,
-                 live ? group_tag(groups, g, 1) : NULL, event_threshold(), thread_record());
+    int exact = live == OA_LIVE_EXACT;
+    charge_alloc(domain, ptr, size, groups, g, gid, live, exact ? group_meta_hi(groups, g) : 0,
+                 exact ? group_tag(groups, g, 1) : NULL, event_threshold(), thread_record());
     if (pinned)
         unpin_group(g);
 }
@@ -159,9 +160,9 @@ void oa_track_free(int domain, void *ptr)
 
 /* Charge the block a realloc returned (NULL: nothing) unless counting is
    disabled: MEM/OBJ through the fast path compiled for `live` (OA_LIVE_*),
-   the mode the realloc was accounted in (the generic oa_track_alloc would charge live
-   mode out of line, as "the other mode"); RAW and native as any of their
-   allocations. */
+   the mode the realloc was accounted in (the generic oa_track_alloc would
+   charge live mode out of line, as "the other mode"); RAW and native as any
+   of their allocations. */
 static inline __attribute__((always_inline)) void charge_realloc_result(int domain, void *p,
                                                                         size_t size, int live)
 {

@@ -262,19 +262,18 @@ slow:;
 }
 
 /* 0 when key is surely not in the table: no slot of its home group carries
-   its hash bits, and the group has an empty slot (so it is not marked, and
-   no key homed there lives past it). One group's control bytes and no
-   entry: estimate mode asks this on every MEM/OBJ free, of a table that
+   its hash bits, and the group is not marked (no key homed there lives past
+   it). Its control bytes, and its mark only when it has no empty slot, but
+   no entry: estimate mode asks this on every MEM/OBJ free, of a table that
    holds the sampled blocks alone, and looks further only on a 1. */
 static inline int oa_ptable_may_hold(const oa_ptable *t, uintptr_t key)
 {
     if (t->ctrl == NULL)
         return 0;
     uint64_t h = oa_hash_of(key);
-    oa_group_bits w = oa_group_load(t->ctrl, oa_home_group(h, t->cap / OA_GROUP));
-    /* Without an empty slot the group may be marked: the key may be past it
-       (its mark is not read here, to keep this to the control bytes). */
-    return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_match_empty(w) == 0;
+    size_t group = oa_home_group(h, t->cap / OA_GROUP);
+    oa_group_bits w = oa_group_load(t->ctrl, group);
+    return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_group_marked(t, group, oa_match_empty(w));
 }
 
 size_t oa_ptable_bytes(const oa_ptable *t);
