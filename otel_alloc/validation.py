@@ -78,13 +78,14 @@ MIN_SAMPLE_BYTES = 4096
 
 
 def size(name: str, value: int | str | None, env: str, default: int,
-         minimum: int = 0, *, zero: bool = False) -> int:
+         minimum: int = 0, *, zero: bool = False, maximum: int = MAX_SIZE) -> int:
     """Resolve a byte size: an integer, or a string like ``64MiB`` / ``1.5GB``.
 
-    With ``zero``, 0 (off) is accepted besides sizes from ``minimum`` up.
+    Sizes from ``minimum`` to ``maximum`` are accepted; with ``zero``, 0
+    (off) too.
     """
     accepted = (("0 (off) or " if zero else "")
-                + f"a byte size from {minimum} to {MAX_SIZE} (an integer, or a number with "
+                + f"a byte size from {minimum} to {maximum} (an integer, or a number with "
                 "B, KB, MB, GB, KiB, MiB, GiB)")
     setting, raw = (name, value) if value is not None else (env, env_value(env))
     if raw is None:
@@ -105,7 +106,7 @@ def size(name: str, value: int | str | None, env: str, default: int,
             raise ConfigError(setting, raw, accepted) from None
     else:
         raise ConfigError(setting, raw, accepted)
-    if (parsed < minimum and not (zero and parsed == 0)) or parsed > MAX_SIZE:
+    if (parsed < minimum and not (zero and parsed == 0)) or parsed > maximum:
         raise ConfigError(setting, raw, accepted)
     return parsed
 

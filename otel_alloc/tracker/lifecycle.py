@@ -125,15 +125,9 @@ def check_estimate_bytes(estimate_bytes: int | str | None = None) -> int:
         ConfigError: It is not a size from 64 B to 64 MiB.
 
     """
-    mean = config.size("estimate_bytes", estimate_bytes, "OTEL_ALLOC_ESTIMATE_BYTES",
-                       DEFAULT_ESTIMATE_BYTES, MIN_ESTIMATE_BYTES)
-    if mean > _binding.ESTIMATE_MEAN_MAX:
-        raise config.ConfigError(
-            "estimate_bytes" if estimate_bytes is not None else "OTEL_ALLOC_ESTIMATE_BYTES",
-            estimate_bytes if estimate_bytes is not None else config.env_value(
-                "OTEL_ALLOC_ESTIMATE_BYTES"),
-            f"a byte size from {MIN_ESTIMATE_BYTES} to {_binding.ESTIMATE_MEAN_MAX}")
-    return mean
+    return config.size("estimate_bytes", estimate_bytes, "OTEL_ALLOC_ESTIMATE_BYTES",
+                       DEFAULT_ESTIMATE_BYTES, MIN_ESTIMATE_BYTES,
+                       maximum=_binding.ESTIMATE_MEAN_MAX)
 
 
 def estimate_bytes() -> int:
