@@ -216,6 +216,7 @@ def exported_names() -> set[str]:
     meter.create_counter("python.alloc.native.allocated", unit="By").add(1, span)
     meter.create_histogram("python.alloc.span.size", unit="By").record(1, span)
     meter.create_up_down_counter("python.alloc.live", unit="By").add(1, span)
+    meter.create_up_down_counter("python.alloc.live.estimate", unit="By").add(1, span)
     meter.create_gauge("python.alloc.peak", unit="By").set(1)
     meter.create_counter("python.alloc.events").add(1, {"event.name": "e", **span})
     meter.create_counter("python.alloc.events.dropped").add(1)
@@ -233,6 +234,7 @@ def test_dashboard_metric_names_are_what_the_exporter_produces() -> None:
         "python_alloc_allocations_total",
         "python_alloc_span_size_bytes_bucket",
         "python_alloc_live_bytes",
+        "python_alloc_live_estimate_bytes",
         "python_alloc_peak_bytes",
         "python_alloc_events_total",
         "python_alloc_events_dropped_total",
