@@ -206,9 +206,14 @@ static inline oa_group *group_for_free(oa_group *groups, uint64_t meta, int raw,
     oa_group *g = &groups[slot];
     if (raw)
         *pinned = pin_group(groups, g);
-    /* State first, as in group_for_alloc. */
-    if (atomic_load_explicit(&g->state, memory_order_seq_cst) != OA_GROUP_FREE &&
-        (atomic_load_explicit(&g->gen, memory_order_seq_cst) & 0xFFFFu) == oa_meta_gen16(meta))
+    /* State first, as in group_for_alloc: sequentially consistent for a
+       RAW caller, whose pin must be seen before the state is read (pin_group).
+       Under the GIL, which every group change holds, relaxed loads do: they
+       also let the compiler keep the slot count it loaded above for the
+       caller's tag_slot (a seq_cst load made it load it again). */
+    memory_order order = raw ? memory_order_seq_cst : memory_order_relaxed;
+    if (atomic_load_explicit(&g->state, order) != OA_GROUP_FREE &&
+        (atomic_load_explicit(&g->gen, order) & 0xFFFFu) == oa_meta_gen16(meta))
         return g;
     if (*pinned) {
         unpin_group(g);

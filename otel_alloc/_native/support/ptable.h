@@ -165,8 +165,16 @@ static inline uint8_t oa_group_marked(const oa_ptable *t, size_t group, uint64_t
    which lookups step over and puts reuse. */
 static inline void oa_ptable_remove_marked(oa_ptable *t, size_t i, uint8_t marked)
 {
-    t->ctrl[i] = marked ? OA_CTRL_DELETED : OA_CTRL_EMPTY;
-    t->growth_left += (size_t)(marked ^ 1u);
+    /* Two branches, not one store of a computed byte and an add of !marked:
+       GCC paired that add with count's into one vector add through the
+       stack, 15 instructions on every live free where these take 5 (the
+       unmarked case is nearly every free). */
+    if (__builtin_expect(marked, 0)) {
+        t->ctrl[i] = OA_CTRL_DELETED;
+    } else {
+        t->ctrl[i] = OA_CTRL_EMPTY;
+        t->growth_left++;
+    }
     t->count--;
 }
 
