@@ -58,9 +58,11 @@ static inline void table_unlock(int domain)
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`,
    out of its table: its slot's tag counter goes down (pop_block left it),
    and it is charged to the group that allocated it, its domain and this
-   thread. */
+   thread (rec: thread_record(), may be NULL). Calls nothing on the GIL
+   path, where the live MEM/OBJ free hook inlines it. */
 static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
-                                                               uint64_t size, uint64_t meta)
+                                                               uint64_t size, uint64_t meta,
+                                                               oa_thread *rec)
 {
     int raw = gil_free(domain), pinned;
     /* The group first: with the GIL, tag_slot's bounds check then reuses
@@ -85,7 +87,6 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         }
         oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
     }
-    oa_thread *rec = thread_record();
     if (rec != NULL)
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
 }
@@ -179,7 +180,7 @@ static inline __attribute__((always_inline)) void track_free_block(int domain, v
     if (forget_block(&domain, ptr, &size, &meta, exact)) {
         if (meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
-        charge_free(group_table(), domain, size, meta);
+        charge_free(group_table(), domain, size, meta, thread_record());
     }
 }
 
@@ -214,7 +215,7 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
         atomic_fetch_add_explicit(&g_replaced, 1, OA_RELAXED);
         if (old_meta & OA_SAMPLED_FLAG)
             oa_sample_freed(ptr);
-        charge_free(groups != NULL ? groups : group_table(), domain, old_size, old_meta);
+        charge_free(groups != NULL ? groups : group_table(), domain, old_size, old_meta, rec);
     }
     add_live(group_ctr(g, domain), domain, (int64_t)size);
     if (raw) {

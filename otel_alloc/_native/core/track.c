@@ -43,7 +43,7 @@ int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, o
         return 0;
     }
     if (r == 1) /* a sampled block whose free was never seen */
-        charge_free(groups, domain, old_size, old_meta);
+        charge_free(groups, domain, old_size, old_meta, rec);
     add_live(group_ctr(g, domain), domain, (int64_t)weight);
     if (rec != NULL)
         oa_ctr_live_plain(&rec->c, (int64_t)weight, 1);
@@ -227,7 +227,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
         return NULL;
     }
     if (found)
-        charge_free(group_table(), odomain, osize, ometa);
+        charge_free(group_table(), odomain, osize, ometa, thread_record());
     charge_realloc_result(domain, p, size, live);
     return p;
 }

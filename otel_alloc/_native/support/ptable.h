@@ -224,16 +224,20 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
     return 0;
 }
 
-/* Remove key; 1 with its size and meta when found, 0 when absent. Inline
-   for the common cases: the key is in its home group, its size is in the
-   packed field and the table is not due to shrink; or the key is absent
-   and its home group has an empty slot. Its slot goes back to
-   empty, or to deleted when the group is marked overflowed (keys past it
-   are found by walking through it). Marked groups were a slow-path case
-   once: perf on the suite's service then put a tenth of the live free
-   hook's time in oa_ptable_pop_slow. */
-static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uintptr_t key,
-                                                               uint64_t *size, uint64_t *meta)
+/* The inline part of pop: 1 with key's size and meta when it was found
+   and removed, 0 when it is surely absent, -1 when ptable.c's general path
+   must answer (nothing changed). It answers the common cases: the key is
+   in its home group, its size is in the packed field and the table is not
+   due to shrink; or the key is absent and its home group has an empty
+   slot. Its slot goes back to empty, or to deleted when the group is
+   marked overflowed (keys past it are found by walking through it). Marked
+   groups were a slow-path case once: perf on the suite's service then put
+   a tenth of the live free hook's time in oa_ptable_pop_slow. A caller
+   that hands -1 on to a function of its own (the live MEM/OBJ free hook)
+   keeps that call, and the registers it saves, off its common path. */
+static inline __attribute__((always_inline)) int oa_ptable_pop_fast(oa_ptable *t, uintptr_t key,
+                                                                    uint64_t *size,
+                                                                    uint64_t *meta)
 {
     uint64_t h = oa_hash_of(key);
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
@@ -246,7 +250,7 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
             continue;
         uint64_t m = t->slots[i].meta;
         if (__builtin_expect((m & OA_SIZE_BIG) == OA_SIZE_BIG || t->count <= t->shrink_at, 0))
-            goto slow;
+            return -1;
         oa_ptable_remove_marked(t, i, oa_group_marked(t, group, empty));
         *size = m & OA_SIZE_BIG;
         *meta = m;
@@ -257,11 +261,19 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
        path, which looked at the group again, some 70 instructions each:
        78,812 of them in a 63-op json_loads run under callgrind, most in
        its first ops (objects made before install). */
-    if (!oa_group_marked(t, group, empty))
-        return 0;
-slow:;
+    return oa_group_marked(t, group, empty) ? -1 : 0;
+}
+
+/* Remove key; 1 with its size and meta when found, 0 when absent: the
+   inline part, then the general path when it cannot answer. */
+static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uintptr_t key,
+                                                               uint64_t *size, uint64_t *meta)
+{
+    int found = oa_ptable_pop_fast(t, key, size, meta);
+    if (__builtin_expect(found >= 0, 1))
+        return found;
     uint64_t slow_size, slow_meta;
-    int found = oa_ptable_pop_slow(t, key, &slow_size, &slow_meta);
+    found = oa_ptable_pop_slow(t, key, &slow_size, &slow_meta);
     if (found) {
         *size = slow_size;
         *meta = slow_meta;
