@@ -104,6 +104,43 @@ static inline __attribute__((always_inline)) void add_live(oa_ctr *gc, int domai
     }
 }
 
+/* Live mode: a block of `size` bytes of group g is in its table. It adds
+   to the live figures and raises the peaks of g, of its domain and of the
+   thread (rec, may be NULL). */
+static inline __attribute__((always_inline)) void count_live(oa_group *g, int domain,
+                                                              size_t size, oa_thread *rec)
+{
+    add_live(group_ctr(g, domain), domain, (int64_t)size);
+    if (gil_free(domain)) {
+        oa_peak_update(&g->peak, group_live(g));
+        oa_peak_update(&g_proc_peak, proc_live());
+    } else {
+        oa_peak_update_plain(&g->peak_gil, group_live(g));
+        oa_peak_update_plain(&g_proc_peak_gil, proc_live());
+    }
+    if (rec != NULL) {
+        oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
+        /* The thread's record: written by this thread alone. */
+        oa_peak_update_plain(&rec->peak, atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED));
+    }
+}
+
+/* The allocated figures of a block of `size` bytes: its group's counters
+   gc, its domain's, and its thread's (rec, may be NULL). */
+static inline __attribute__((always_inline)) void count_alloc(oa_ctr *gc, int domain, size_t size,
+                                                               oa_thread *rec)
+{
+    if (gil_free(domain)) {
+        oa_ctr_alloc_atomic(gc, size);
+        oa_ctr_alloc_atomic(&g_proc[domain], size);
+    } else {
+        oa_ctr_alloc_plain(gc, size);
+        oa_ctr_alloc_plain(&g_proc[domain], size);
+    }
+    if (rec != NULL)
+        oa_ctr_alloc_plain(&rec->c, size);
+}
+
 /* Enter ptr in `domain`'s live table with its size and meta, adding one to
    its slot's tag counter `tag` (slot_tag, may be NULL): oa_ptable_put's
    result (1 with the entry it replaced, 0 new, -1 not stored). */
@@ -195,7 +232,6 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
                                                              _Atomic int64_t *tag, int sampled,
                                                              oa_thread *rec)
 {
-    int raw = gil_free(domain);
     uint64_t meta = meta_hi | oa_meta_pack(size, 0, 0, sampled);
     uint64_t old_size = 0, old_meta = 0;
     int r = put_block(domain, ptr, size, meta, tag, &old_size, &old_meta);
@@ -217,19 +253,7 @@ static inline __attribute__((always_inline)) int track_live(int domain, void *pt
             oa_sample_freed(ptr);
         charge_free(groups != NULL ? groups : group_table(), domain, old_size, old_meta, rec);
     }
-    add_live(group_ctr(g, domain), domain, (int64_t)size);
-    if (raw) {
-        oa_peak_update(&g->peak, group_live(g));
-        oa_peak_update(&g_proc_peak, proc_live());
-    } else {
-        oa_peak_update_plain(&g->peak_gil, group_live(g));
-        oa_peak_update_plain(&g_proc_peak_gil, proc_live());
-    }
-    if (rec != NULL) {
-        oa_ctr_live_plain(&rec->c, (int64_t)size, 1);
-        /* The thread's record: written by this thread alone. */
-        oa_peak_update_plain(&rec->peak, atomic_load_explicit(&rec->c.live_bytes, OA_RELAXED));
-    }
+    count_live(g, domain, size, rec);
     return 1;
 }
 
@@ -264,16 +288,7 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
                                                                _Atomic int64_t *tag,
                                                                uint64_t threshold, oa_thread *rec)
 {
-    oa_ctr *gc = group_ctr(g, domain);
-    if (gil_free(domain)) {
-        oa_ctr_alloc_atomic(gc, size);
-        oa_ctr_alloc_atomic(&g_proc[domain], size);
-    } else {
-        oa_ctr_alloc_plain(gc, size);
-        oa_ctr_alloc_plain(&g_proc[domain], size);
-    }
-    if (rec != NULL)
-        oa_ctr_alloc_plain(&rec->c, size);
+    count_alloc(group_ctr(g, domain), domain, size, rec);
     /* The sampler's countdown (the decision is made in oa_charge_rest when
        it crosses zero). */
     tls.sample_left -= (int64_t)size;
@@ -339,6 +354,37 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
     else
         charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi,
                      tls.attr_tag, tls.attr_threshold, tls.rec);
+}
+
+/* Live mode's MEM/OBJ allocation when nothing in it calls out: the cache
+   answers in live mode, no sample or event is due, and the table's inline
+   put takes the block. 1 when it charged the block (or counting is off), 0
+   when it did nothing and gil_alloc must. A hook that hands 0 on to a
+   function of its own keeps every call, and the registers the calls would
+   make it save, off its common path. */
+static inline __attribute__((always_inline)) int live_alloc_fast(int domain, void *ptr,
+                                                                  size_t size)
+{
+    if (__builtin_expect(!attr_current(OA_TSTATE()), 0))
+        return 0;
+    oa_group *g = tls.attr_group;
+    if (g == NULL)
+        return 1;
+    /* The sampler's countdown, stored only once the block is charged. */
+    int64_t left = tls.sample_left - (int64_t)size;
+    if (__builtin_expect(tls.attr_live != OA_LIVE_EXACT || left <= 0 || size >= tls.attr_threshold,
+                         0))
+        return 0;
+    oa_ptable *t = table_of(domain);
+    uint64_t meta = tls.attr_meta_hi | oa_meta_pack(size, 0, 0, 0);
+    if (__builtin_expect(t->slots == NULL || !oa_ptable_put_fast(t, (uintptr_t)ptr, meta), 0))
+        return 0;
+    tls.sample_left = left;
+    tag_add(tls.attr_tag, 1, 0);
+    oa_thread *rec = tls.rec;
+    count_alloc(group_ctr(g, domain), domain, size, rec);
+    count_live(g, domain, size, rec);
+    return 1;
 }
 
 #pragma GCC visibility pop

@@ -184,23 +184,21 @@ static inline void oa_ptable_remove_at(oa_ptable *t, size_t i)
     oa_ptable_remove_marked(t, i, t->overflowed[i / OA_GROUP]);
 }
 
-/* Insert key with size and packed group. If key was present its previous size
-   and meta are returned through *old_size / *old_meta and 1 is returned;
-   0 when new; -1 when the table could not grow (entry not stored).
-
-   Inline, for the common case: the key is not in its home group, the group
-   has an empty slot (so it is not marked overflowed: a marked group gets no
-   empty slot back until the table is rebuilt, and the key is nowhere
-   else), the growth budget has room and the size fits the packed field.
-   As a call, put and pop spent a third of their instructions on the call
-   and on saving registers. Slots whose seven hash bits match are compared
-   here too: with ten entries in a group, one put in thirteen meets such a
-   slot, and callgrind on json_loads counted about 2,000 slow-path puts per
-   op when any match went to the slow path. */
-static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uintptr_t key,
-                                                               uint64_t size, uint64_t meta,
-                                                               uint64_t *old_size,
-                                                               uint64_t *old_meta)
+/* The inline part of put: 1 when key went in with `meta`, 0 when
+   ptable.c's general path must do it (nothing changed). It does the common
+   case: the key is not in its home group, the group has an empty slot (so
+   it is not marked overflowed: a marked group gets no empty slot back
+   until the table is rebuilt, and the key is nowhere else), the growth
+   budget has room and the size fits the packed field. As a call, put and
+   pop spent a third of their instructions on the call and on saving
+   registers. Slots whose seven hash bits match are compared here too: with
+   ten entries in a group, one put in thirteen meets such a slot, and
+   callgrind on json_loads counted about 2,000 slow-path puts per op when
+   any match went to the slow path. A caller that hands 0 on to a function
+   of its own (the live MEM/OBJ allocation hook) keeps that call off its
+   common path. */
+static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t, uintptr_t key,
+                                                                    uint64_t meta)
 {
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
@@ -210,10 +208,10 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
     uint64_t empty = oa_match_empty(w);
     if (__builtin_expect(empty == 0 || t->growth_left == 0 || (meta & OA_SIZE_BIG) == OA_SIZE_BIG,
                          0))
-        return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
+        return 0;
     for (uint64_t match = oa_match_h2(w, h2); match != 0; match &= match - 1) {
         if (__builtin_expect(t->slots[group * OA_GROUP + oa_mask_slot(match)].key == key, 0))
-            return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
+            return 0;
     }
     size_t i = group * OA_GROUP + oa_mask_slot(empty);
     t->ctrl[i] = (uint8_t)h2;
@@ -221,7 +219,21 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
     t->slots[i].meta = meta;
     t->growth_left--;
     t->count++;
-    return 0;
+    return 1;
+}
+
+/* Insert key with size and packed group. If key was present its previous size
+   and meta are returned through *old_size / *old_meta and 1 is returned;
+   0 when new; -1 when the table could not grow (entry not stored). The
+   inline part, then the general path. */
+static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uintptr_t key,
+                                                               uint64_t size, uint64_t meta,
+                                                               uint64_t *old_size,
+                                                               uint64_t *old_meta)
+{
+    if (__builtin_expect(oa_ptable_put_fast(t, key, meta), 1))
+        return 0;
+    return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
 }
 
 /* The inline part of pop: 1 with key's size and meta when it was found
