@@ -370,14 +370,18 @@ static inline __attribute__((always_inline)) int live_alloc_fast(int domain, voi
     oa_group *g = tls.attr_group;
     if (g == NULL)
         return 1;
-    /* The sampler's countdown, stored only once the block is charged. */
+    /* The sampler's countdown, stored only once the block is charged. One
+       compare leaves both an event and a size the packed entry cannot
+       hold (attr_fast_below) to the general path, so the entry is the
+       size itself, or'ed in, and put need not check it. */
     int64_t left = tls.sample_left - (int64_t)size;
-    if (__builtin_expect(tls.attr_live != OA_LIVE_EXACT || left <= 0 || size >= tls.attr_threshold,
+    if (__builtin_expect(tls.attr_live != OA_LIVE_EXACT || left <= 0 ||
+                             size >= tls.attr_fast_below,
                          0))
         return 0;
     oa_ptable *t = table_of(domain);
-    uint64_t meta = tls.attr_meta_hi | oa_meta_pack(size, 0, 0, 0);
-    if (__builtin_expect(t->slots == NULL || !oa_ptable_put_fast(t, (uintptr_t)ptr, meta), 0))
+    uint64_t meta = tls.attr_meta_hi | size;
+    if (__builtin_expect(t->slots == NULL || !oa_ptable_put_fast(t, (uintptr_t)ptr, meta, 1), 0))
         return 0;
     tls.sample_left = left;
     tag_add(tls.attr_tag, 1, 0);

@@ -33,6 +33,8 @@ typedef struct {
     void *ctx_ts;
     struct oa_group_s *attr_group; /* charged group; NULL: counting is off */
     uint64_t attr_threshold;       /* event threshold, UINT64_MAX when off */
+    uint64_t attr_fast_below;      /* live mode's fast path takes sizes below this:
+                                      the threshold, or OA_SIZE_BIG if lower */
     uint64_t attr_meta_hi;         /* live mode: the group's slot and generation bits
                                       of a table entry (group_meta_hi) */
     _Atomic int64_t *attr_tag;     /* live mode: the group's tag counter (group_tag) */

@@ -100,6 +100,7 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         tls.attr_group = g;
         tls.attr_live = live;
         tls.attr_threshold = threshold;
+        tls.attr_fast_below = threshold < OA_SIZE_BIG ? threshold : OA_SIZE_BIG;
         tls.attr_meta_hi = meta_hi;
         tls.attr_tag = tag;
         tls.attr_epoch = epoch;

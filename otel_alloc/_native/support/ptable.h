@@ -196,9 +196,10 @@ static inline void oa_ptable_remove_at(oa_ptable *t, size_t i)
    callgrind on json_loads counted about 2,000 slow-path puts per op when
    any match went to the slow path. A caller that hands 0 on to a function
    of its own (the live MEM/OBJ allocation hook) keeps that call off its
-   common path. */
+   common path. `fits`: a constant, 1 when the caller knows the size is
+   below OA_SIZE_BIG (meta's size field is not checked). */
 static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t, uintptr_t key,
-                                                                    uint64_t meta)
+                                                                    uint64_t meta, int fits)
 {
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
@@ -206,7 +207,8 @@ static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t
     oa_prefetch_entries(t, group);
     oa_group_bits w = oa_group_load(t->ctrl, group);
     uint64_t empty = oa_match_empty(w);
-    if (__builtin_expect(empty == 0 || t->growth_left == 0 || (meta & OA_SIZE_BIG) == OA_SIZE_BIG,
+    if (__builtin_expect(empty == 0 || t->growth_left == 0 ||
+                             (!fits && (meta & OA_SIZE_BIG) == OA_SIZE_BIG),
                          0))
         return 0;
     for (uint64_t match = oa_match_h2(w, h2); match != 0; match &= match - 1) {
@@ -231,7 +233,7 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
                                                                uint64_t *old_size,
                                                                uint64_t *old_meta)
 {
-    if (__builtin_expect(oa_ptable_put_fast(t, key, meta), 1))
+    if (__builtin_expect(oa_ptable_put_fast(t, key, meta, 0), 1))
         return 0;
     return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
 }

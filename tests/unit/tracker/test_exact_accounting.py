@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import otel_alloc
+from otel_alloc import tracker
 from tests.unit.conftest import DOMAINS, OBJ, RAW, Helper, charged, delta
 
 # 511/512/513 straddle pymalloc's small-object limit: above it pymalloc hands
@@ -32,6 +33,45 @@ def test_malloc_exact_bytes_and_count(tracker_any: str, helper: Helper, domain: 
         assert got.freed_count == n
         assert got.live_bytes == 0
         assert got.live_count == 0
+
+
+# A live-table entry packs sizes below 2**27 - 1 (128 MiB); larger blocks
+# are kept exactly beside the table, and the live MEM/OBJ hook's inline path
+# leaves them to the general one. Just below, at and just above that size.
+BEYOND_PACKED = [(1 << 27) - 2, (1 << 27) - 1, (1 << 27) + 5]
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+@pytest.mark.parametrize("size", BEYOND_PACKED)
+@pytest.mark.parametrize("events", ["events-off", "events-at-64MiB"])
+def test_sizes_beyond_the_packed_entry_stay_exact(tracker_any: str, helper: Helper, domain: int,
+                                                  size: int, events: str) -> None:
+    # With events at 64 MiB such blocks are events too; with events off,
+    # only their size sends them off the inline path.
+    tracker.set_threshold(0 if events == "events-off" else 64 << 20)
+    tracker.drain_events()
+    n = 2  # the pages are never touched: address space, not memory
+    lib, ffi = helper.module.lib, helper.ffi
+    kept = ffi.new("uintptr_t[]", n)  # made outside the measured window
+
+    def work(real: bool) -> None:
+        assert lib.h_alloc_many(domain, size, n if real else 0, kept) == 0
+
+    got = charged(work)
+    assert got.alloc_bytes == n * size
+    assert got.alloc_count == n
+    if tracker_any == "live":
+        assert got.live_bytes == n * size
+        assert got.live_count == n
+    helper.free_many(domain, kept, n)
+    # Allocated and freed with no Python code in between, read in C.
+    with otel_alloc.Group() as group:
+        measured = helper.alloc_measured(domain, size, n, group.id)
+    group.release()
+    freed = (n * size, n) if tracker_any == "live" else (0, 0)
+    assert measured == (n * size, n, *freed)
+    # Each block above the threshold is one event (charged() and the C loop).
+    assert len(tracker.drain_events()) == (2 * n if events == "events-at-64MiB" else 0)
 
 
 @pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
