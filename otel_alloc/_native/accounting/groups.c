@@ -233,6 +233,10 @@ int oa_group_release_gil_held(uint64_t gid)
     if (g != NULL) {
         oa_group *groups = group_table();
         uint32_t slot = (uint32_t)(g - groups);
+        /* Its MEM/OBJ entries still in the table are tagged from now on
+           (groups.h): exact, under the GIL, which every MEM/OBJ hook holds. */
+        plain_add_signed(&g->tagged_mem_obj,
+                         atomic_load_explicit(&g->mem_obj.live_count, OA_RELAXED));
         atomic_store_explicit(&g->state, OA_GROUP_FREE, memory_order_seq_cst);
         queue_push(&g_free_head, &g_free_tail, groups, slot);
         g_groups_open--;

@@ -39,7 +39,12 @@ typedef struct oa_group_s {
     _Atomic int noted; /* a sample or large-allocation event names this group */
     uint32_t next;     /* FIFO free-slot queue link */
     /* Live-table entries tagged with this slot, of any generation: kept
-       across reuses (see oa_group_new). MEM/OBJ under the GIL, RAW atomic. */
+       across reuses (see oa_group_new). RAW and native entries count from
+       their put (atomic). MEM/OBJ entries count from their group's
+       release, when the group's live count says how many it still has
+       (oa_group_release_gil_held), and a free takes one off only for an
+       entry of a released group: an open group's entries cost its hooks
+       nothing here. Under the GIL. */
     _Atomic int64_t tagged_mem_obj;
     _Atomic int64_t tagged_raw; /* RAW and native tables */
     /* RAW hooks charging this group right now: the slot is not reused (its
@@ -111,9 +116,11 @@ static inline _Atomic int64_t *slot_tag(oa_group *groups, uint32_t slot, int raw
     return raw ? &groups[slot].tagged_raw : &groups[slot].tagged_mem_obj;
 }
 
+/* The tag counter a put of one of g's entries adds to: RAW and native
+   only (MEM/OBJ entries are counted at their group's release). */
 static inline _Atomic int64_t *group_tag(oa_group *groups, oa_group *g, int raw)
 {
-    return slot_tag(groups, (uint32_t)(g - groups), raw);
+    return raw ? slot_tag(groups, (uint32_t)(g - groups), raw) : NULL;
 }
 
 /* Add delta to a tag counter (NULL: none). */

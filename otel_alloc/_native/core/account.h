@@ -56,8 +56,8 @@ static inline void table_unlock(int domain)
 }
 
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`,
-   out of its table: its slot's tag counter goes down (pop_block left it),
-   and it is charged to the group that allocated it, its domain and this
+   out of its table: its slot's tag counter goes down (pop_block left it;
+   for a MEM/OBJ entry only once its group is released), and it is charged to the group that allocated it, its domain and this
    thread (rec: thread_record(), may be NULL). Calls nothing on the GIL
    path, where the live MEM/OBJ free hook inlines it. */
 static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
@@ -65,11 +65,11 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
                                                                oa_thread *rec)
 {
     int raw = gil_free(domain), pinned;
-    /* The group first: with the GIL, tag_slot's bounds check then reuses
-       the slot count group_for_free loaded (the other way round, the tag's
-       store made the compiler load it again). */
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
-    tag_slot(groups, meta, -1, raw);
+    /* A MEM/OBJ entry is tagged only once its group is released (groups.h:
+       tagged_mem_obj), which is when group_for_free finds no group. */
+    if (raw || g == NULL)
+        tag_slot(groups, meta, -1, raw);
     if (raw) {
         if (g != NULL) {
             oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
@@ -222,9 +222,10 @@ static inline __attribute__((always_inline)) void track_free_block(int domain, v
 }
 
 /* Live mode: enter the block in its domain's table and add it to the live
-   figures and peaks. meta_hi and tag are g's group_meta_hi and group_tag
-   (groups.h), which the MEM/OBJ hooks keep in their attribution cache. 1
-   when it is in the table. `groups` may be NULL for a MEM/OBJ caller (see
+   figures and peaks. meta_hi is g's group_meta_hi (groups.h), which the
+   MEM/OBJ hooks keep in their attribution cache; tag its group_tag (NULL
+   for MEM/OBJ, whose entries are tagged at their group's release). 1 when
+   it is in the table. `groups` may be NULL for a MEM/OBJ caller (see
    charge_alloc). */
 static inline __attribute__((always_inline)) int track_live(int domain, void *ptr, size_t size,
                                                              oa_group *groups, oa_group *g,
@@ -352,8 +353,8 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
     if (__builtin_expect(tls.attr_live != fast_live, 0))
         oa_gil_charge_cached(domain, ptr, size);
     else
-        charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi,
-                     tls.attr_tag, tls.attr_threshold, tls.rec);
+        charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi, NULL,
+                     tls.attr_threshold, tls.rec);
 }
 
 /* Live mode's MEM/OBJ allocation when nothing in it calls out: the cache
@@ -384,7 +385,6 @@ static inline __attribute__((always_inline)) int live_alloc_fast(int domain, voi
     if (__builtin_expect(t->slots == NULL || !oa_ptable_put_fast(t, (uintptr_t)ptr, meta, 1), 0))
         return 0;
     tls.sample_left = left;
-    tag_add(tls.attr_tag, 1, 0);
     oa_thread *rec = tls.rec;
     count_alloc(group_ctr(g, domain), domain, size, rec);
     count_live(g, domain, size, rec);

@@ -37,7 +37,6 @@ typedef struct {
                                       the threshold, or OA_SIZE_BIG if lower */
     uint64_t attr_meta_hi;         /* live mode: the group's slot and generation bits
                                       of a table entry (group_meta_hi) */
-    _Atomic int64_t *attr_tag;     /* live mode: the group's tag counter (group_tag) */
     int attr_live;                 /* the mode's OA_LIVE_* kind (accounting/counters.h) */
     int fork_saved_guard; /* guard before the fork handler set it */
     int resolve_hold;     /* inside oa_reset_group_var: MEM/OBJ hooks reuse gid */

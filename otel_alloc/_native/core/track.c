@@ -87,11 +87,10 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
     }
     uint64_t threshold = event_threshold();
     int live = oa_live_kind(mode);
-    /* Live mode: g's table-entry bits and tag, for this charge and the
-       cache (estimate mode's rare sampled block looks them up itself). */
-    int entries = live == OA_LIVE_EXACT && g != NULL;
-    uint64_t meta_hi = entries ? group_meta_hi(groups, g) : 0;
-    _Atomic int64_t *tag = entries ? group_tag(groups, g, 0) : NULL;
+    /* Live mode: g's table-entry bits, for this charge and the cache
+       (estimate mode's rare sampled block looks them up itself). A MEM/OBJ
+       entry takes no tag when it goes in (groups.h). */
+    uint64_t meta_hi = live == OA_LIVE_EXACT && g != NULL ? group_meta_hi(groups, g) : 0;
     if (cacheable) {
         tls.ctx_ts = ts;
         tls.ctx_obj = oa_ts_context(ts);
@@ -102,13 +101,12 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         tls.attr_threshold = threshold;
         tls.attr_fast_below = threshold < OA_SIZE_BIG ? threshold : OA_SIZE_BIG;
         tls.attr_meta_hi = meta_hi;
-        tls.attr_tag = tag;
         tls.attr_epoch = epoch;
     } else {
         tls.attr_epoch = 0;
     }
     if (g != NULL)
-        charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, tag, threshold, tls.rec);
+        charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, NULL, threshold, tls.rec);
 }
 
 void oa_gil_charge_cached(int domain, void *ptr, size_t size)
@@ -116,7 +114,7 @@ void oa_gil_charge_cached(int domain, void *ptr, size_t size)
     oa_group *g = tls.attr_group;
     if (tls.attr_live == OA_LIVE_EXACT)
         charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_EXACT,
-                     tls.attr_meta_hi, tls.attr_tag, tls.attr_threshold, tls.rec);
+                     tls.attr_meta_hi, NULL, tls.attr_threshold, tls.rec);
     else if (tls.attr_live == OA_LIVE_SAMPLED)
         charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_SAMPLED, 0, NULL,
                      tls.attr_threshold, tls.rec);
