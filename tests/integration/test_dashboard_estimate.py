@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.support.dashboard import load_dashboard
 from tests.support.dashboard_eval import (
     evaluate,
@@ -23,13 +21,10 @@ from tests.support.dashboard_eval import (
     values_by_span,
     wait_for_scrape_after,
 )
-from tests.support.prometheus import MISSING_MESSAGE, PrometheusServer, prometheus_binary
+from tests.support.prometheus import PrometheusServer, needs_prometheus
 from tests.support.traced_app import TracedWebService
 
-pytestmark = [
-    pytest.mark.prometheus,
-    pytest.mark.skipif(prometheus_binary() is None, reason=MISSING_MESSAGE),
-]
+pytestmark = needs_prometheus()
 
 CACHE, ITEMS = "GET /cache", "GET /items"
 LEAK = "alloc.leak_suspected"

@@ -27,13 +27,10 @@ from tests.support.dashboard_eval import (
     values_by_span,
     wait_for_scrape_after,
 )
-from tests.support.prometheus import MISSING_MESSAGE, PrometheusServer, prometheus_binary
+from tests.support.prometheus import PrometheusServer, needs_prometheus
 from tests.support.traced_app import TracedWebService
 
-pytestmark = [
-    pytest.mark.prometheus,
-    pytest.mark.skipif(prometheus_binary() is None, reason=MISSING_MESSAGE),
-]
+pytestmark = needs_prometheus()
 
 MIB = 1 << 20
 REPORT, ITEMS, HEALTH, CACHE = "GET /report", "GET /items", "GET /health", "GET /cache"

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 DEFAULT_BINARY = "/usr/bin/prometheus"
 MISSING_MESSAGE = (
     "the prometheus binary was not found on PATH or at /usr/bin/prometheus; "
@@ -47,6 +49,12 @@ def prometheus_binary() -> str | None:
     if found:
         return found
     return DEFAULT_BINARY if Path(DEFAULT_BINARY).is_file() else None
+
+
+def needs_prometheus() -> list[pytest.MarkDecorator]:
+    """A test module's ``pytestmark``: marked ``prometheus``, skipped without the binary."""
+    return [pytest.mark.prometheus,
+            pytest.mark.skipif(prometheus_binary() is None, reason=MISSING_MESSAGE)]
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
