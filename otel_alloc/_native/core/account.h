@@ -57,9 +57,10 @@ static inline void table_unlock(int domain)
 
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`,
    out of its table: its slot's tag counter goes down (pop_block left it;
-   for a MEM/OBJ entry only once its group is released), and it is charged to the group that allocated it, its domain and this
-   thread (rec: thread_record(), may be NULL). Calls nothing on the GIL
-   path, where the live MEM/OBJ free hook inlines it. */
+   for a MEM/OBJ entry only once its group is released), and it is
+   charged to the group that allocated it, its domain and this thread (rec:
+   thread_record(), may be NULL). Calls nothing on the GIL path, where the
+   live MEM/OBJ free hook inlines it. */
 static inline __attribute__((always_inline)) void charge_free(oa_group *groups, int domain,
                                                                uint64_t size, uint64_t meta,
                                                                oa_thread *rec)

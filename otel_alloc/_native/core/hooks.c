@@ -51,7 +51,7 @@ oa_spin g_native_lock = OA_SPIN_INIT;
    end the hook's guard and return p. Out of line, with every call the
    charge may make (the cache's resolution, the table's general put, a
    sample, an event), so the hook saves only the registers its wrapped call
-   needs: three where it saved six (callgrind, json_loads). */
+   needs: four where it saved six (callgrind, json_loads). */
 static __attribute__((noinline)) void *live_alloc_rest(int domain, void *p, size_t size)
 {
     gil_alloc(domain, p, size, OA_LIVE_EXACT);
