@@ -19,7 +19,8 @@ from otel_alloc import validation as config
 from otel_alloc.profiling import text_reports as reports
 from otel_alloc.profiling.render import KINDS
 
-USAGE_RUN = ("otel-alloc run [--mode counts|live|estimate] [--[no-]native] [--table|--no-table] "
+USAGE_RUN = ("otel-alloc run [--mode counts|live|estimate] [--estimate-bytes SIZE] [--[no-]native] "
+             "[--table|--no-table] "
              "(-m module | script.py) [args]")
 
 
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                     "of allocations per span name at exit.")
     run.add_argument("--mode", choices=tracker.MODES, default=None,
                      help="tracker mode (default: OTEL_ALLOC_MODE, else counts)")
+    run.add_argument("--estimate-bytes", metavar="SIZE", default=None,
+                     help="estimate mode: mean bytes allocated between sampled blocks, 64B "
+                          "to 64MiB; smaller is closer and costs more (default: "
+                          "OTEL_ALLOC_ESTIMATE_BYTES, else 4KiB)")
     run.add_argument("--native", action=argparse.BooleanOptionalAction, default=None,
                      help="charge what extension modules and their libraries allocate with "
                           "malloc too (default: OTEL_ALLOC_NATIVE, else on)")
@@ -117,7 +122,8 @@ def _run(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     try:
         return run(RunOptions(target=target, args=args, module=module, mode=ns.mode,
                               native=ns.native, table=ns.table, profile_path=ns.profile,
-                              serve=ns.serve, shutdown_timeout=ns.shutdown_timeout))
+                              serve=ns.serve, shutdown_timeout=ns.shutdown_timeout,
+                              estimate_bytes=ns.estimate_bytes))
     except config.ConfigError as err:
         print(f"otel-alloc: {err}", file=sys.stderr)
         return 2

@@ -50,6 +50,9 @@ class RunOptions:
             ``OTEL_ALLOC_REPORT_ADDRESS``; off when unset).
         shutdown_timeout: Seconds the exit (or SIGTERM) may wait for
             telemetry to leave (default ``OTEL_ALLOC_SHUTDOWN_TIMEOUT``, else 5).
+        estimate_bytes: Estimate mode's mean bytes between sampled blocks
+            (``--estimate-bytes``; default ``OTEL_ALLOC_ESTIMATE_BYTES``, else
+            4 KiB). Given in another mode, it is an error.
     """
 
     target: str
@@ -62,15 +65,29 @@ class RunOptions:
     profile_path: str | None = None
     serve: str | None = None
     shutdown_timeout: float | None = None
+    estimate_bytes: str | None = None
 
 
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+
+def _estimate_bytes(opts: RunOptions) -> int | None:
+    """``--estimate-bytes``, validated and named as the flag; None when not given."""
+    if opts.estimate_bytes is None:
+        return None
+    mode = config.choice("--mode", opts.mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+    if mode != "estimate":
+        raise config.ConfigError(
+            "--estimate-bytes", opts.estimate_bytes,
+            f"--mode estimate with it (it sets estimate mode's sampling; the mode is {mode!r})")
+    return tracker.check_estimate_bytes(opts.estimate_bytes, setting="--estimate-bytes")
 
 
 def run(opts: RunOptions) -> int:
     """Run the program; returns its exit code (or re-raises its fatal signal)."""
     budget = config.number("shutdown_timeout", opts.shutdown_timeout,
                            "OTEL_ALLOC_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, 0.0, 300.0)
+    estimate_bytes = _estimate_bytes(opts)
     profile_path = opts.profile_path or config.env_value("OTEL_ALLOC_PROFILE_FILE")
     if profile_path:
         _check_writable("--profile" if opts.profile_path else "OTEL_ALLOC_PROFILE_FILE",
@@ -91,7 +108,8 @@ def run(opts: RunOptions) -> int:
                       "{installed!r}: pass `otel-alloc run --mode {wanted}` (or set "
                       "OTEL_ALLOC_MODE={wanted})")
     processor = AllocationSpanProcessor(
-        inner, mode=opts.mode, native=opts.native, meter_provider=providers.meter_provider,
+        inner, mode=opts.mode, native=opts.native, estimate_bytes=estimate_bytes,
+        meter_provider=providers.meter_provider,
         logger_provider=providers.logger_provider, sinks=[summary])
     providers.tracer_provider.add_span_processor(processor)
     set_global(providers)

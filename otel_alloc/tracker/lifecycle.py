@@ -115,8 +115,13 @@ def install(
     return name
 
 
-def check_estimate_bytes(estimate_bytes: int | str | None = None) -> int:
+def check_estimate_bytes(estimate_bytes: int | str | None = None, *,
+                         setting: str = "estimate_bytes") -> int:
     """Validate estimate mode's mean bytes between sampled blocks.
+
+    Args:
+        estimate_bytes: The mean, or None for ``OTEL_ALLOC_ESTIMATE_BYTES``.
+        setting: The name an error gives the argument (a CLI flag, say).
 
     Returns:
         The mean, from the argument or ``OTEL_ALLOC_ESTIMATE_BYTES``.
@@ -125,7 +130,7 @@ def check_estimate_bytes(estimate_bytes: int | str | None = None) -> int:
         ConfigError: It is not a size from 64 B to 64 MiB.
 
     """
-    return config.size("estimate_bytes", estimate_bytes, "OTEL_ALLOC_ESTIMATE_BYTES",
+    return config.size(setting, estimate_bytes, "OTEL_ALLOC_ESTIMATE_BYTES",
                        DEFAULT_ESTIMATE_BYTES, MIN_ESTIMATE_BYTES,
                        maximum=_binding.ESTIMATE_MEAN_MAX)
 

@@ -121,6 +121,17 @@ def test_estimate_mode_table_says_it_estimates(tmp_path: Path) -> None:
     assert parse_size(live) < 64 * 1024
 
 
+def test_estimate_bytes_flag_sets_the_mean(tmp_path: Path) -> None:
+    script = tmp_path / "mean.py"
+    script.write_text("from otel_alloc import tracker\nprint(tracker.estimate_bytes())\n")
+    res = run_cli("run", "--mode", "estimate", "--estimate-bytes", "1KiB", str(script),
+                  OTEL_ALLOC_ESTIMATE_BYTES="2KiB")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "1024"  # the flag over the variable
+    res = run_cli("run", "--mode", "estimate", str(script), OTEL_ALLOC_ESTIMATE_BYTES="2KiB")
+    assert res.stdout.strip() == "2048", res.stderr
+
+
 def test_exit_code_is_passed_through(tmp_path: Path) -> None:
     script = tmp_path / "known.py"
     script.write_text(KNOWN)
@@ -182,6 +193,10 @@ def test_sigterm_is_passed_through(tmp_path: Path) -> None:
          "OTEL_ALLOC_MAX_GROUPS"),
         (["run", "--mode", "estimate", "examples/batch_job.py", "1"],
          {"OTEL_ALLOC_ESTIMATE_BYTES": "1B"}, "OTEL_ALLOC_ESTIMATE_BYTES"),
+        (["run", "--mode", "estimate", "--estimate-bytes", "12", "examples/batch_job.py", "1"],
+         {}, "--estimate-bytes='12' is not valid: expected a byte size from 64 to 67108864"),
+        (["run", "--estimate-bytes", "1KiB", "examples/batch_job.py", "1"],
+         {"OTEL_ALLOC_MODE": "live"}, "expected --mode estimate with it"),
     ],
 )
 def test_bad_options_are_clear_errors(args: list[str], env: dict[str, str], message: str) -> None:
