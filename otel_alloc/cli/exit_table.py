@@ -126,9 +126,9 @@ class SummarySink:
 def memory_lines(stats: ProcessStats, native: bool) -> list[str]:
     """What the process's resident memory is and how much the figures explain.
 
-    One line for RSS, one for what the live figures account for (live mode
-    only: counts mode keeps no live figures); ``native`` tells whether native
-    mode was on.
+    One line for RSS, one for what the live figures account for (live mode,
+    or estimated in estimate mode: counts mode keeps no live figures);
+    ``native`` tells whether native mode was on.
     """
     if stats.rss_bytes is None or stats.rss_anon_bytes is None:
         return ["memory: resident size unknown (no /proc/self/statm)"]
@@ -136,14 +136,18 @@ def memory_lines(stats: ProcessStats, native: bool) -> list[str]:
              f"{format_bytes(stats.rss_anon_bytes)} not file-backed (heaps, arenas, stacks)"]
     if stats.python_live_bytes is None or stats.native_live_bytes is None or \
             stats.unexplained_bytes is None:
-        lines.append(f"  this mode keeps no exact live figures; otel_alloc itself uses "
+        lines.append(f"  this mode keeps no live figures; otel_alloc itself uses "
                      f"{format_bytes(stats.tracker_bytes)} (--mode live says what is covered)")
         return lines
     share = stats.covered_fraction or 0.0
+    # Estimates say so on every figure they feed.
+    about = "about " if stats.live_estimated else ""
     lines.append(
-        f"  explained {share:.0%}: Python objects {format_bytes(stats.python_live_bytes)}, "
-        f"native {format_bytes(stats.native_live_bytes)}, otel_alloc itself "
-        f"{format_bytes(stats.tracker_bytes)}; unexplained "
+        f"  explained {about}{share:.0%}"
+        + (" (estimated from a sample of the blocks)" if stats.live_estimated else "")
+        + f": Python objects {about}{format_bytes(stats.python_live_bytes)}, "
+        f"native {about}{format_bytes(stats.native_live_bytes)}, otel_alloc itself "
+        f"{format_bytes(stats.tracker_bytes)}; unexplained {about}"
         f"{format_bytes(stats.unexplained_bytes)} (allocated before install, allocator "
         f"overhead, stacks, mmap" + ("" if native else ", native code: --native")
         + ")")

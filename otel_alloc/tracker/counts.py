@@ -22,7 +22,7 @@ def process_stats() -> ProcessStats:
     Besides the figures of :class:`Stats`, says what the process's resident
     memory is and how much of it the live figures explain: Python objects,
     native allocations, the tracker's own memory, and the rest (see
-    :class:`ProcessStats`).
+    :class:`ProcessStats`; estimates in estimate mode).
     """
     # The figures last: what reading RSS allocates is then in them.
     rss, anon = _resident()
@@ -30,14 +30,16 @@ def process_stats() -> ProcessStats:
     native = _binding.domain_stats(_binding.DOMAIN_NATIVE)
     totals = _binding.process_stats()
     python_live = native_live = unexplained = None
-    if _binding.mode() == _binding.MODE_LIVE:
+    mode = _binding.mode()
+    if mode in (_binding.MODE_LIVE, _binding.MODE_ESTIMATE):
         native_live = native.live_bytes
         python_live = totals.live_bytes - native_live
         if anon is not None:
             unexplained = anon - python_live - native_live - tracker_bytes
     return ProcessStats(*totals, rss_bytes=rss, rss_anon_bytes=anon,
                         python_live_bytes=python_live, native_live_bytes=native_live,
-                        tracker_bytes=tracker_bytes, unexplained_bytes=unexplained)
+                        tracker_bytes=tracker_bytes, unexplained_bytes=unexplained,
+                        live_estimated=mode == _binding.MODE_ESTIMATE)
 
 
 def _resident() -> tuple[int | None, int | None]:

@@ -44,7 +44,8 @@ class ProcessStats(NamedTuple):
     much of it the live figures account for, so a user knows how much of
     their memory the tool covers. Read from ``/proc/self/statm`` (Linux);
     ``None`` where it cannot be read, and the live parts ``None`` in counts
-    mode, which keeps no live figures.
+    mode, which keeps no live figures. In estimate mode the live parts are
+    estimates (``live_estimated``), as ``live_bytes`` is.
 
     Attributes:
         rss_bytes: Resident memory of the process.
@@ -62,6 +63,8 @@ class ProcessStats(NamedTuple):
             allocations when native mode is off. Negative when allocated
             memory was never touched (not resident yet), as ``calloc`` of a
             large block often is.
+        live_estimated: The live parts (and ``live_bytes``) are estimates
+            from a sample of the blocks (estimate mode), not exact figures.
     """
 
     # The fields of Stats, in its order, repeated: a named tuple cannot
@@ -80,6 +83,7 @@ class ProcessStats(NamedTuple):
     native_live_bytes: int | None = None
     tracker_bytes: int = 0
     unexplained_bytes: int | None = None
+    live_estimated: bool = False
 
     @property
     def covered_fraction(self) -> float | None:

@@ -47,6 +47,21 @@ def test_native_charges_numpy_data_to_spans(tmp_path: Path, how: str) -> None:
     assert 32 * MIB <= parse_size(explained.group(3)) < 33 * MIB
 
 
+def test_estimate_mode_memory_line_says_it_estimates(tmp_path: Path) -> None:
+    script = tmp_path / "arrays.py"
+    script.write_text(ARRAYS)
+    done = run_cli("run", "--mode", "estimate", "--native", "--table", str(script))
+    assert done.returncode == 0, done.stderr
+    memory = _memory(done.stderr)
+    explained = re.search(r"explained about (\d+)% \(estimated from a sample of the blocks\): "
+                          r"Python objects about (.+?), native about (.+?), "
+                          r"otel_alloc itself (.+?); unexplained about", memory)
+    assert explained is not None, memory
+    # Each 8 MiB array is sampled for sure (p = 1 - exp(-2048)) and stands
+    # for its own size; other native blocks still alive add a little.
+    assert 32 * MIB <= parse_size(explained.group(3)) < 33 * MIB
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_without_native_the_table_says_how_to_see_native_code(tmp_path: Path, how: str) -> None:
     script = tmp_path / "arrays.py"

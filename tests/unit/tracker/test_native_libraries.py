@@ -266,7 +266,28 @@ def test_process_stats_say_how_much_of_rss_the_figures_explain(native_live: None
     # The new resident memory is explained: what is unexplained barely moves.
     assert abs(after.unexplained_bytes - before.unexplained_bytes) < 4 * 2**20
     assert after.covered_fraction is not None and 0 < after.covered_fraction <= 1
+    assert not after.live_estimated
     assert array.nbytes == N * 8
+
+
+def test_process_stats_in_estimate_mode_are_estimates() -> None:
+    otel_alloc.install("estimate", native=False)
+    try:
+        before = otel_alloc.process_stats()
+        kept = [bytes(2**20) for _ in range(40)]
+        after = otel_alloc.process_stats()
+    finally:
+        otel_alloc.uninstall()
+    assert before.live_estimated and after.live_estimated
+    assert before.python_live_bytes is not None and after.python_live_bytes is not None
+    assert after.native_live_bytes == 0 and after.unexplained_bytes is not None
+    # Each 1 MiB block is sampled for sure (p = 1 - exp(-256)) and stands for
+    # its own size. Sampled blocks from before that were freed meanwhile take
+    # their weights (a few KiB each) out; sampled small ones add theirs.
+    grown = after.python_live_bytes - before.python_live_bytes
+    assert 40 * 2**20 - 2**16 <= grown <= 40 * 2**20 + 2**20, grown
+    assert after.covered_fraction is not None and 0 < after.covered_fraction <= 1
+    assert len(kept) == 40
 
 
 def test_process_stats_in_counts_mode_have_no_live_parts() -> None:
@@ -279,6 +300,7 @@ def test_process_stats_in_counts_mode_have_no_live_parts() -> None:
     assert 0 < stats.rss_anon_bytes <= stats.rss_bytes
     assert stats.python_live_bytes is None and stats.unexplained_bytes is None
     assert stats.covered_fraction is None and stats.tracker_bytes > 0
+    assert not stats.live_estimated
 
 
 def test_process_stats_start_with_the_fields_of_stats() -> None:
