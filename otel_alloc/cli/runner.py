@@ -75,7 +75,7 @@ def _estimate_bytes(opts: RunOptions) -> int | None:
     """``--estimate-bytes``, validated and named as the flag; None when not given."""
     if opts.estimate_bytes is None:
         return None
-    mode = config.choice("--mode", opts.mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+    mode = tracker.resolve_mode(opts.mode, setting="--mode")
     if mode != "estimate":
         raise config.ConfigError(
             "--estimate-bytes", opts.estimate_bytes,

@@ -120,7 +120,7 @@ def install_tracker(mode: str | None, max_groups: int | None, threshold_bytes: i
     # or variable) and otherwise leaves the tracker as it is.
     tracker.install(installed, native=native)
     if mode is not None:
-        wanted = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", tracker.MODES)
+        wanted = tracker.resolve_mode(mode)
         if wanted != installed:
             raise ModeConflictError(installed, wanted)
     if threshold_bytes is not None:

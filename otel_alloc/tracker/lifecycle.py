@@ -80,7 +80,7 @@ def install(
             could not patch a library.
 
     """
-    name = config.choice("mode", mode, "OTEL_ALLOC_MODE", "counts", MODES)
+    name = resolve_mode(mode)
     groups, capacity = check_install_settings(max_groups=max_groups,
                                               event_capacity=event_capacity)
     threshold = config.size("threshold_bytes", threshold_bytes, "OTEL_ALLOC_THRESHOLD_BYTES",
@@ -113,6 +113,20 @@ def install(
         raise TrackerError(f"otel_alloc install failed (code {rc})")
     _binding.set_thread_group(group_of_value(_binding.GROUP_VAR.get()))
     return name
+
+
+def resolve_mode(mode: str | None = None, *, setting: str = "mode") -> str:
+    """The tracker mode ``mode`` names, else ``OTEL_ALLOC_MODE``, else ``"counts"``.
+
+    Args:
+        mode: ``"counts"``, ``"live"``, ``"estimate"`` or None.
+        setting: The name an error gives the argument (a CLI flag, say).
+
+    Raises:
+        ConfigError: It is none of :data:`MODES`.
+
+    """
+    return config.choice(setting, mode, "OTEL_ALLOC_MODE", "counts", MODES)
 
 
 def check_estimate_bytes(estimate_bytes: int | str | None = None, *,
