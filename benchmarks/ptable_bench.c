@@ -205,9 +205,9 @@ static uint64_t ops_since_sample;
 
 static void sample_bytes(void)
 {
-    if (table.count < 10000)
+    if (oa_ptable_entries(&table) < 10000)
         return;
-    double b = (double)oa_ptable_bytes(&table) / (double)table.count;
+    double b = (double)oa_ptable_bytes(&table) / (double)oa_ptable_entries(&table);
     bytes_sum += b;
     bytes_samples++;
     if (b > bytes_max)
@@ -273,7 +273,7 @@ int main(int argc, char **argv)
     block stack[256];
     uint32_t depth = 0;
 
-    if (oa_ptable_init(&table) != 0)
+    if (oa_ptable_init(&table, 1) != 0)
         return 1;
     /* Start-up: the long-lived heap, with some start-up garbage. */
     for (uint32_t i = 0; i < nlong; i++) {
@@ -331,7 +331,7 @@ int main(int argc, char **argv)
     }
     printf("puts %llu (replaced %llu) pops %llu live %zu cap %zu bytes %zu\n",
            (unsigned long long)nput, (unsigned long long)nput_replaced,
-           (unsigned long long)npop, table.count, table.cap, oa_ptable_bytes(&table));
+           (unsigned long long)npop, oa_ptable_entries(&table), table.cap, oa_ptable_bytes(&table));
     printf("bytes per live block: mean %.2f max %.2f (%llu samples)\n",
            bytes_sum / (double)bytes_samples, bytes_max, (unsigned long long)bytes_samples);
     oa_ptable_destroy(&table);

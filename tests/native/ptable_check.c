@@ -110,7 +110,7 @@ static uintptr_t fresh_key(void)
     default:
         do
             k = (uintptr_t)rnd();
-        while (k == 0);
+        while (k <= OA_NEAR_NONE); /* 0 and 1 are no block's address */
     }
     if (nkeys == capkeys) {
         capkeys = capkeys ? capkeys * 2 : 4096;
@@ -210,8 +210,8 @@ static void check_marks(oa_ptable *t)
 
 static void check_all(oa_ptable *t)
 {
-    if (t->count != ref_count)
-        FAIL("count %zu, reference %zu", t->count, ref_count);
+    if (oa_ptable_entries(t) != ref_count)
+        FAIL("count %zu, reference %zu", oa_ptable_entries(t), ref_count);
     check_marks(t);
     /* Every live key is found with its value (pop and put back). */
     for (size_t b = 0; b < REF_BUCKETS; b++) {
@@ -223,19 +223,20 @@ static void check_all(oa_ptable *t)
                 FAIL("live key %#lx could not be put back", (unsigned long)n->key);
         }
     }
-    if (t->count != ref_count)
-        FAIL("count %zu after check, reference %zu", t->count, ref_count);
+    if (oa_ptable_entries(t) != ref_count)
+        FAIL("count %zu after check, reference %zu", oa_ptable_entries(t), ref_count);
 }
 
 static void check_budget(oa_ptable *t)
 {
     /* Growing never takes the table past 32 bytes of slots per live block
-       (the big list aside). Shrinking waits for 1/4 load, so the bound is
-       checked only while the table grows. */
+       (the big list and the nursery's fixed pages aside). Shrinking waits
+       for 1/4 load, so the bound is checked only while the table grows. */
     static size_t last_cap;
-    size_t slot_bytes = oa_ptable_bytes(t) - t->capbig * sizeof(oa_big);
-    if (t->cap > last_cap && t->count >= 4096 && slot_bytes > 32 * (t->count + 1))
-        FAIL("%zu bytes for %zu live blocks", slot_bytes, t->count);
+    size_t near_bytes = t->near_mask != 0 ? OA_NEAR * sizeof(oa_entry) : 0;
+    size_t slot_bytes = oa_ptable_bytes(t) - t->capbig * sizeof(oa_big) - near_bytes;
+    if (t->cap > last_cap && oa_ptable_entries(t) >= 4096 && slot_bytes > 32 * (oa_ptable_entries(t) + 1))
+        FAIL("%zu bytes for %zu live blocks", slot_bytes, oa_ptable_entries(t));
     last_cap = t->cap;
 }
 
@@ -252,10 +253,10 @@ static uintptr_t key_with_hash(uint64_t h)
 /* Live entries that overfill a few groups of a minimum-size table mark
    them in every rebuild; churn through those groups must not rebuild the
    table again and again (it once did, on every put). */
-static void check_crowded_groups(void)
+static void check_crowded_groups(int nursery)
 {
     oa_ptable t;
-    if (oa_ptable_init(&t) != 0)
+    if (oa_ptable_init(&t, nursery) != 0)
         FAIL("init");
     size_t ngroups = t.cap / 16 > 0 ? t.cap / 16 : 1;
     uint64_t span = UINT64_MAX / ngroups; /* hashes of one home group (16-wide groups) */
@@ -263,14 +264,16 @@ static void check_crowded_groups(void)
     /* 40 keys homed in each of the first 12 groups: 480 entries. */
     for (uint64_t g = 0; g < 12; g++) {
         for (uint64_t j = 0; j < 40; j++) {
-            uintptr_t key = key_with_hash(g * span + j * (span / 64) + (j << 32));
+            /* + 1: a low hash bit, so no key is 0 (the table's empty
+               nursery entry; no block has address 0). */
+            uintptr_t key = key_with_hash(g * span + j * (span / 64) + (j << 32) + 1);
             if (oa_ptable_put(&t, key, 16, oa_meta_pack(16, 2, 1, 0), &os, &om) != 0)
                 FAIL("crowded put");
         }
     }
     uint64_t before = t.rebuilds;
     for (uint64_t i = 0; i < 200000; i++) {
-        uintptr_t key = key_with_hash((i % 12) * span + 41 * (span / 64) + ((i % 97) << 32));
+        uintptr_t key = key_with_hash((i % 12) * span + 41 * (span / 64) + ((i % 97) << 32) + 1);
         if (oa_ptable_put(&t, key, 32, oa_meta_pack(32, 3, 1, 0), &os, &om) != 0)
             FAIL("churn put");
         if (oa_ptable_pop(&t, key, &s, &m) != 1 || s != 32)
@@ -286,8 +289,10 @@ int main(int argc, char **argv)
 {
     rng = argc > 1 ? strtoull(argv[1], NULL, 0) : 1;
     long rounds = argc > 2 ? strtol(argv[2], NULL, 0) : 40;
+    /* 1: the table has a nursery (live mode's), 0: not (estimate mode's). */
+    int nursery = argc > 3 ? (int)strtol(argv[3], NULL, 0) : 1;
     oa_ptable t;
-    if (oa_ptable_init(&t) != 0)
+    if (oa_ptable_init(&t, nursery) != 0)
         FAIL("init");
     for (long round = 0; round < rounds; round++) {
         int phase = (int)below(5);
@@ -333,18 +338,18 @@ int main(int argc, char **argv)
         }
     }
     check_all(&t);
-    if (t.count != 0 || t.nbig != 0)
-        FAIL("%zu entries, %zu big sizes left", t.count, t.nbig);
+    if (oa_ptable_entries(&t) != 0 || t.nbig != 0)
+        FAIL("%zu entries, %zu big sizes left", oa_ptable_entries(&t), t.nbig);
     /* A clear keeps the capacity; a batch of puts and pops shrinks it. */
     nkeys = 0;
     for (int i = 0; i < 10000; i++, ops++)
         do_put(&t, fresh_key());
     for (size_t i = 0; i < nkeys; i++, ops++)
         do_pop(&t, keys[i]);
-    if (t.count != 0 || t.cap > 4096)
-        FAIL("%zu entries, capacity %zu after draining", t.count, t.cap);
+    if (oa_ptable_entries(&t) != 0 || t.cap > 4096)
+        FAIL("%zu entries, capacity %zu after draining", oa_ptable_entries(&t), t.cap);
     oa_ptable_destroy(&t);
-    check_crowded_groups();
+    check_crowded_groups(nursery);
     printf("ok %ld ops\n", ops);
     return 0;
 }

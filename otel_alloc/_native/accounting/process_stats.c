@@ -81,13 +81,13 @@ void oa_memory_usage(oa_memory *out)
     PyGILState_STATE gil = PyGILState_Ensure();
     out->table_bytes = oa_ptable_bytes(&g_mem_obj_table);
     out->table_capacity = g_mem_obj_table.cap;
-    out->live_blocks = g_mem_obj_table.count;
+    out->live_blocks = oa_ptable_entries(&g_mem_obj_table);
     for (int i = 0; i < OA_N_LOCKED_DOMAINS; i++) {
         int d = OA_LOCKED_DOMAINS[i];
         oa_spin_lock(lock_of(d));
         out->table_bytes += oa_ptable_bytes(table_of(d));
         out->table_capacity += table_of(d)->cap;
-        out->live_blocks += table_of(d)->count;
+        out->live_blocks += oa_ptable_entries(table_of(d));
         oa_spin_unlock(lock_of(d));
     }
     PyGILState_Release(gil);

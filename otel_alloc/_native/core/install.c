@@ -122,17 +122,20 @@ static void drop_tables(void)
     }
 }
 
-static int setup_tables(void)
+/* `nursery`: live mode, where the tables hold every block and most are
+   freed young (ptable.h); estimate mode's hold a sample, which most frees
+   only ask about. */
+static int setup_tables(int nursery)
 {
     drop_tables();
-    if (oa_ptable_init(&g_mem_obj_table) != 0)
+    if (oa_ptable_init(&g_mem_obj_table, nursery) != 0)
         return -1;
     /* The tables of the hooks that run without the GIL are made first and
        swapped in under their locks. */
     for (int i = 0; i < OA_N_LOCKED_DOMAINS; i++) {
         int d = OA_LOCKED_DOMAINS[i];
         oa_ptable fresh;
-        if (oa_ptable_init(&fresh) != 0) {
+        if (oa_ptable_init(&fresh, nursery) != 0) {
             drop_tables();
             return -1;
         }
@@ -161,7 +164,7 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
         goto done;
     }
     if (setup_groups(max_groups) != 0 || setup_ring(event_capacity) != 0 ||
-        (oa_mode_sees_frees(mode) && setup_tables() != 0)) {
+        (oa_mode_sees_frees(mode) && setup_tables(mode == OA_MODE_LIVE) != 0)) {
         rc = OA_ERR_NOMEM;
         goto done;
     }

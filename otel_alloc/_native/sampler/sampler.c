@@ -135,7 +135,7 @@ int oa_sampler_configure(uint64_t mean_bytes, uint32_t max_depth, uint32_t capac
     oa_stacks_set_depth(max_depth);
     int rc = OA_OK;
     oa_spin_lock(&g_sample_lock);
-    if (g_sampled.slots == NULL && oa_ptable_init(&g_sampled) != 0)
+    if (g_sampled.slots == NULL && oa_ptable_init(&g_sampled, 0) != 0)
         rc = OA_ERR_NOMEM;
     else
         oa_ptable_clear(&g_sampled);

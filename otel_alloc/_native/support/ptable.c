@@ -72,11 +72,28 @@ static void unmap_table(oa_entry *slots, size_t cap)
         munmap(slots, mapping_bytes(cap));
 }
 
-int oa_ptable_init(oa_ptable *t)
+oa_entry oa_ptable_no_near = {OA_NEAR_NONE, 0};
+
+/* The nursery's pages (mapped, like the slots, and for the same reasons):
+   apart from the slots, which a rebuild maps anew. */
+#define OA_NEAR_BYTES (OA_NEAR * sizeof(oa_entry))
+
+int oa_ptable_init(oa_ptable *t, int nursery)
 {
     memset(t, 0, sizeof(*t));
-    if (map_table(t, OA_PTABLE_MIN_CAP) != 0)
+    t->near = &oa_ptable_no_near;
+    if (nursery) {
+        void *p = mmap(NULL, OA_NEAR_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (p == MAP_FAILED)
+            return -1;
+        t->near = (oa_entry *)p; /* mapped pages come zeroed: every entry free */
+        t->near_mask = OA_NEAR - 1;
+    }
+    if (map_table(t, OA_PTABLE_MIN_CAP) != 0) {
+        oa_ptable_destroy(t);
         return -1;
+    }
     set_limits(t);
     return 0;
 }
@@ -84,6 +101,8 @@ int oa_ptable_init(oa_ptable *t)
 void oa_ptable_destroy(oa_ptable *t)
 {
     unmap_table(t->slots, t->cap);
+    if (t->near_mask != 0)
+        munmap(t->near, OA_NEAR_BYTES);
     free(t->bigs);
     memset(t, 0, sizeof(*t));
 }
@@ -98,12 +117,16 @@ void oa_ptable_clear(oa_ptable *t)
     t->flagged_at_build = 0;
     t->count = 0;
     t->nbig = 0;
+    if (t->near_mask != 0)
+        memset(t->near, 0, OA_NEAR_BYTES);
+    t->near_count = 0;
     set_limits(t);
 }
 
 size_t oa_ptable_bytes(const oa_ptable *t)
 {
-    return mapping_bytes(t->cap) + t->capbig * sizeof(oa_big);
+    size_t near_bytes = t->near_mask != 0 ? OA_NEAR_BYTES : 0;
+    return mapping_bytes(t->cap) + near_bytes + t->capbig * sizeof(oa_big);
 }
 
 /* Mark a group that a put went past without finding a free slot. */
@@ -139,19 +162,22 @@ static void place(oa_ptable *t, uintptr_t key, uint64_t meta)
     t->slots[i].meta = meta;
 }
 
-/* Move every live entry into a fresh table of new_cap slots (dropping the
-   deleted ones). -1, the old table kept, when the pages cannot be had. */
+/* Move every live entry of the slots into fresh slots of new_cap (dropping
+   the deleted ones); the nursery stays as it is. -1, the old slots kept,
+   when the pages cannot be had. The table is remapped in place: a copy of
+   the struct would put the nursery's KiB on the stack of a hook. */
 OA_COLD static int rebuild(oa_ptable *t, size_t new_cap)
 {
-    oa_ptable fresh = *t;
-    if (map_table(&fresh, new_cap) != 0)
+    oa_entry *old_slots = t->slots;
+    const uint8_t *old_ctrl = t->ctrl;
+    size_t old_cap = t->cap;
+    if (map_table(t, new_cap) != 0)
         return -1;
-    for (size_t i = 0; i < t->cap; i++) {
-        if (!(t->ctrl[i] & 0x80u))
-            place(&fresh, t->slots[i].key, t->slots[i].meta);
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!(old_ctrl[i] & 0x80u))
+            place(t, old_slots[i].key, old_slots[i].meta);
     }
-    unmap_table(t->slots, t->cap);
-    *t = fresh;
+    unmap_table(old_slots, old_cap);
     t->flagged_at_build = t->nflagged;
     t->rebuilds++;
     set_limits(t);
@@ -236,20 +262,57 @@ static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
     return 1;
 }
 
-/* Every put the inline fast path does not finish (ptable.h): the key may
-   be in its home group or past it, the home group may have no empty slot,
-   the growth budget may be spent, the size may need the big list. The key
-   can only lie in its home group or past marked groups: the walk checks
-   those, then the entry goes in the first free slot from the home group on
-   (groups passed without one are marked). */
+/* Enter key, known to be in neither the slots nor the nursery, in the
+   first free slot from its home group on (groups passed without one are
+   marked), or in the big list too when its size needs it. 0, or -1 when
+   the table could not grow. */
+static int insert_slots(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                        int may_rebuild_crowded)
+{
+    uint64_t h = oa_hash_of(key);
+    size_t ngroups = t->cap / OA_GROUP;
+    /* Marked groups only make walks longer until a rebuild clears them:
+       once one group in eight has been marked since the last rebuild,
+       rebuild now (the same size, or larger when the live entries need
+       it). Marks the rebuild itself sets come from live entries and would
+       come back: they do not count, or a table whose entries crowd some
+       groups would rebuild on every put (seen under ThreadSanitizer's
+       allocator, whose addresses filled a minimum-size table's groups). */
+    int crowded = may_rebuild_crowded && t->nflagged - t->flagged_at_build > ngroups / 8;
+    size_t i = crowded ? 0 : free_slot_from(t, oa_home_group(h, ngroups));
+    int takes_empty = !crowded && t->ctrl[i] == OA_CTRL_EMPTY;
+    if (crowded || (takes_empty && t->growth_left == 0)) {
+        if (rebuild(t, cap_for(t->count + 1)) != 0)
+            return -1;
+        /* Once: keys that crowd one place even in a fresh table (not
+           pointers, say) must not rebuild on every put. */
+        return insert_slots(t, key, size, meta, 0);
+    }
+    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0)
+        return -1;
+    t->growth_left -= (size_t)takes_empty;
+    t->ctrl[i] = (uint8_t)oa_h2_of(h);
+    t->slots[i].key = key;
+    t->slots[i].meta = meta;
+    t->count++;
+    return 0;
+}
+
+/* Every put the inline fast path does not finish (ptable.h), its nursery
+   entry checked by oa_ptable_put_slow: the key may be in its home group or
+   past it, the home group may have no empty slot, the growth budget may be
+   spent, the size may need the big list, the nursery entry's key may have
+   to move to the slots. The key can only lie in its home group or past
+   marked groups: the walk checks those. Then, when its size fits the
+   packed field, it takes its nursery entry (whose key moves to the slots);
+   else it goes to the slots itself. */
 static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
-                    uint64_t *old_size, uint64_t *old_meta, int may_rebuild_crowded)
+                    uint64_t *old_size, uint64_t *old_meta)
 {
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
     size_t ngroups = t->cap / OA_GROUP;
-    size_t home = oa_home_group(h, ngroups);
-    size_t group = home;
+    size_t group = oa_home_group(h, ngroups);
     for (;;) {
         oa_group_bits w = oa_group_load(t->ctrl, group);
         for (uint64_t m = oa_match_h2(w, h2); m != 0; m &= m - 1) {
@@ -261,30 +324,17 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
             break;
         group = next_group(group, ngroups);
     }
-    /* Marked groups only make walks longer until a rebuild clears them:
-       once one group in eight has been marked since the last rebuild,
-       rebuild now (the same size, or larger when the live entries need
-       it). Marks the rebuild itself sets come from live entries and would
-       come back: they do not count, or a table whose entries crowd some
-       groups would rebuild on every put (seen under ThreadSanitizer's
-       allocator, whose addresses filled a minimum-size table's groups). */
-    int crowded = may_rebuild_crowded && t->nflagged - t->flagged_at_build > ngroups / 8;
-    size_t i = crowded ? 0 : free_slot_from(t, home);
-    int takes_empty = !crowded && t->ctrl[i] == OA_CTRL_EMPTY;
-    if (crowded || (takes_empty && t->growth_left == 0)) {
-        if (rebuild(t, cap_for(t->count + 1)) != 0)
+    oa_entry *near = oa_near_of(t, h);
+    if (near->key == OA_NEAR_NONE || (meta & OA_SIZE_BIG) == OA_SIZE_BIG)
+        return insert_slots(t, key, size, meta, 1);
+    if (near->key != 0) {
+        if (insert_slots(t, near->key, near->meta & OA_SIZE_BIG, near->meta, 1) != 0)
             return -1;
-        /* Once: keys that crowd one place even in a fresh table (not
-           pointers, say) must not rebuild on every put. */
-        return put_walk(t, key, size, meta, old_size, old_meta, 0);
+        t->near_count--;
     }
-    if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0)
-        return -1;
-    t->growth_left -= (size_t)takes_empty;
-    t->ctrl[i] = (uint8_t)h2;
-    t->slots[i].key = key;
-    t->slots[i].meta = meta;
-    t->count++;
+    near->key = key;
+    near->meta = meta;
+    t->near_count++;
     return 0;
 }
 
@@ -294,12 +344,25 @@ int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta
     /* A destroyed table (no slots) stays empty rather than regrow. */
     if (t->slots == NULL)
         return -1;
-    return put_walk(t, key, size, meta, old_size, old_meta, 1);
+    oa_entry *near = oa_near_of(t, oa_hash_of(key));
+    if (near->key == key) {
+        /* Put twice (see replace): the nursery never holds a size too big
+           for the packed field, so such a size moves to the slots. */
+        *old_meta = near->meta;
+        *old_size = near->meta & OA_SIZE_BIG;
+        if ((meta & OA_SIZE_BIG) != OA_SIZE_BIG) {
+            near->meta = meta;
+            return 1;
+        }
+        (void)oa_near_take(t, near);
+        return insert_slots(t, key, size, meta, 1) < 0 ? -1 : 1;
+    }
+    return put_walk(t, key, size, meta, old_size, old_meta);
 }
 
 /* Every pop the inline fast path does not finish: the key past its home
    group (behind marked groups), absent, huge, or its removal due to shrink
-   the table. */
+   the table. The fast path has looked in the nursery already. */
 int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *meta)
 {
     if (t->count == 0)

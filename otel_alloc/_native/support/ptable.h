@@ -13,6 +13,17 @@
  * rebuilt. put and pop are inline for the common case (the home group
  * answers) and call ptable.c for the rest.
  *
+ * In front of the slots sits a nursery: OA_NEAR entries, one per value of
+ * some of the hash's top bits, in pages of its own. A new key always takes
+ * its nursery entry; the key there before moves to the slots. Most of a Python
+ * program's blocks die young, and pymalloc hands the block freed last out
+ * first, so most pops find their key there: one compare in a few KiB that
+ * mostly stay in the cache, where a pop from the slots misses the cache twice on
+ * a large table (its control bytes, then its entry). A put still reads
+ * its home group's control bytes, which say that the key is not in the
+ * slots (so a key is never in both places, and a key put twice is still
+ * found and replaced), but writes no entry there.
+ *
  * The table is rebuilt at 3/4 use (live entries and deleted slots) to 7/12
  * load, and to that load again when live entries fall below 1/4 of the
  * slots: 17 bytes per slot (16 of entry, one control byte) and a byte per
@@ -23,7 +34,9 @@
  * malloc, so it does not change the program's heap (ptable.c says why). The
  * rare list of huge blocks comes from libc. The table is not synchronised:
  * callers hold the lock (or the GIL) that owns it, and call put and pop
- * only on a table that has slots (initialised, not destroyed).
+ * only on a table that has slots (initialised, not destroyed), with keys
+ * that are not 0 or 1 (a free nursery entry's key, and OA_NEAR_NONE: no
+ * block is at either address).
  */
 #ifndef OA_PTABLE_H
 #define OA_PTABLE_H
@@ -54,6 +67,16 @@ typedef struct {
     uint64_t meta;
 } oa_entry;
 
+/* The nursery's entries, for a table that has one (a power of two, at most
+   2^(64 - OA_NEAR_SHIFT)). */
+#define OA_NEAR_BITS 12
+#define OA_NEAR (1u << OA_NEAR_BITS)
+/* The hash bits that pick a nursery entry start here (then masked). */
+#define OA_NEAR_SHIFT 52
+/* The key of a table's one nursery entry when it has no nursery: never
+   free, never a block's address. */
+#define OA_NEAR_NONE ((uintptr_t)1)
+
 typedef struct {
     uintptr_t key;
     uint64_t size;
@@ -62,10 +85,13 @@ typedef struct {
 typedef struct {
     oa_entry *slots;
     uint8_t *ctrl;      /* cap control bytes, in the same mapping after the slots */
+    oa_entry *near;     /* the nursery: a key 0 is a free entry (see above) */
+    uint64_t near_mask; /* its entries less one (0: no nursery, `near` is a
+                           single entry that is never free) */
     uint8_t *overflowed; /* per group, after the control bytes: 1 when a key whose
                             probe started at or before it lives past it */
     size_t cap;         /* a multiple of the group size (OA_GROUP) */
-    size_t count;       /* live entries */
+    size_t count;       /* live entries in the slots (the nursery's apart) */
     size_t growth_left; /* empty slots a put may still take before a rebuild */
     size_t shrink_at;   /* count below which pop rebuilds smaller (1/4 load) */
     size_t nflagged;    /* groups marked overflowed */
@@ -74,7 +100,12 @@ typedef struct {
     oa_big *bigs;
     size_t nbig;
     size_t capbig;
+    size_t near_count;  /* live entries in the nursery */
 } oa_ptable;
+
+/* `near` of every table without a nursery: its key is OA_NEAR_NONE, and
+   nothing writes it. */
+extern oa_entry oa_ptable_no_near;
 
 /* Packing helpers. */
 static inline uint64_t oa_meta_pack(uint64_t size, uint32_t slot, uint64_t gen, int sampled)
@@ -92,8 +123,11 @@ static inline uint16_t oa_meta_gen16(uint64_t meta)
     return (uint16_t)(meta >> OA_GEN_SHIFT);
 }
 
-/* Returns 0 on success, -1 when memory for the table could not be had. */
-int oa_ptable_init(oa_ptable *t);
+/* `nursery`: 1 for a table with a nursery (OA_NEAR entries, mapped with
+   the table), 0 without (a table that holds few of the blocks it is asked
+   about, like estimate mode's sample). Returns 0 on success, -1 when memory
+   for the table could not be had. */
+int oa_ptable_init(oa_ptable *t, int nursery);
 void oa_ptable_destroy(oa_ptable *t);
 /* Forget every entry, keep the capacity (used in a forked child). */
 void oa_ptable_clear(oa_ptable *t);
@@ -184,43 +218,72 @@ static inline void oa_ptable_remove_at(oa_ptable *t, size_t i)
     oa_ptable_remove_marked(t, i, t->overflowed[i / OA_GROUP]);
 }
 
+/* The nursery entry of hash h: the top bits of the Fibonacci hash, which
+   spread neighbouring addresses (one pymalloc pool's blocks) apart. */
+static inline oa_entry *oa_near_of(oa_ptable *t, uint64_t h)
+{
+    return &t->near[(h >> OA_NEAR_SHIFT) & t->near_mask];
+}
+
+/* Live entries, the nursery's included. */
+static inline size_t oa_ptable_entries(const oa_ptable *t)
+{
+    return t->count + t->near_count;
+}
+
 /* The inline part of put: 1 when key went in with `meta`, 0 when
-   ptable.c's general path must do it (nothing changed). It does the common
-   case: the key is not in its home group, the group has an empty slot (so
+   ptable.c's general path must do it (nothing changed). The key takes its
+   nursery entry; the key there before, if any, moves to an empty slot of
+   its home group. It does the common case: the key is neither in its
+   nursery entry nor in its home group, that group has an empty slot (so
    it is not marked overflowed: a marked group gets no empty slot back
-   until the table is rebuilt, and the key is nowhere else), the growth
-   budget has room and the size fits the packed field. As a call, put and
-   pop spent a third of their instructions on the call and on saving
-   registers. Slots whose seven hash bits match are compared here too: with
-   ten entries in a group, one put in thirteen meets such a slot, and
-   callgrind on json_loads counted about 2,000 slow-path puts per op when
-   any match went to the slow path. A caller that hands 0 on to a function
-   of its own (the live MEM/OBJ allocation hook) keeps that call off its
-   common path. `fits`: a constant, 1 when the caller knows the size is
-   below OA_SIZE_BIG (meta's size field is not checked). */
+   until the table is rebuilt, and the key is nowhere else), the moving
+   key's home group has an empty slot and the growth budget room, and the
+   size fits the packed field. Only the home group's control bytes are
+   read to know the key is absent; its entries, only for slots whose seven
+   hash bits match (with ten entries in a group, one put in thirteen meets
+   such a slot, and callgrind on json_loads counted about 2,000 slow-path
+   puts per op when any match went to the slow path). A caller that hands
+   0 on to a function of its own (the live MEM/OBJ allocation hook) keeps
+   that call off its common path. `fits`: a constant, 1 when the caller
+   knows the size is below OA_SIZE_BIG (meta's size field is not
+   checked). A table without a nursery takes the general path for every
+   put: estimate mode's, which puts only the sampled blocks. */
 static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t, uintptr_t key,
                                                                     uint64_t meta, int fits)
 {
     uint64_t h = oa_hash_of(key);
-    uint64_t h2 = oa_h2_of(h);
-    size_t group = oa_home_group(h, t->cap / OA_GROUP);
-    oa_prefetch_entries(t, group);
+    oa_entry *near = oa_near_of(t, h);
+    uintptr_t near_key = near->key;
+    size_t ngroups = t->cap / OA_GROUP;
+    size_t group = oa_home_group(h, ngroups);
     oa_group_bits w = oa_group_load(t->ctrl, group);
-    uint64_t empty = oa_match_empty(w);
-    if (__builtin_expect(empty == 0 || t->growth_left == 0 ||
+    if (__builtin_expect(oa_match_empty(w) == 0 || near_key == key ||
+                             near_key == OA_NEAR_NONE ||
                              (!fits && (meta & OA_SIZE_BIG) == OA_SIZE_BIG),
                          0))
         return 0;
-    for (uint64_t match = oa_match_h2(w, h2); match != 0; match &= match - 1) {
+    for (uint64_t match = oa_match_h2(w, oa_h2_of(h)); match != 0; match &= match - 1) {
         if (__builtin_expect(t->slots[group * OA_GROUP + oa_mask_slot(match)].key == key, 0))
             return 0;
     }
-    size_t i = group * OA_GROUP + oa_mask_slot(empty);
-    t->ctrl[i] = (uint8_t)h2;
-    t->slots[i].key = key;
-    t->slots[i].meta = meta;
-    t->growth_left--;
-    t->count++;
+    if (near_key != 0) {
+        /* The nursery entry's key moves to the slots. */
+        uint64_t moved_h = oa_hash_of(near_key);
+        size_t moved_group = oa_home_group(moved_h, ngroups);
+        uint64_t empty = oa_match_empty(oa_group_load(t->ctrl, moved_group));
+        if (__builtin_expect(empty == 0 || t->growth_left == 0, 0))
+            return 0;
+        size_t i = moved_group * OA_GROUP + oa_mask_slot(empty);
+        t->ctrl[i] = (uint8_t)oa_h2_of(moved_h);
+        t->slots[i] = *near;
+        t->growth_left--;
+        t->count++;
+    } else {
+        t->near_count++;
+    }
+    near->key = key;
+    near->meta = meta;
     return 1;
 }
 
@@ -238,22 +301,39 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
     return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
 }
 
+/* Take key's entry out of its nursery entry `near` (ptable.c too). */
+static inline uint64_t oa_near_take(oa_ptable *t, oa_entry *near)
+{
+    near->key = 0;
+    t->near_count--;
+    return near->meta;
+}
+
 /* The inline part of pop: 1 with key's size and meta when it was found
    and removed, 0 when it is surely absent, -1 when ptable.c's general path
    must answer (nothing changed). It answers the common cases: the key is
-   in its home group, its size is in the packed field and the table is not
-   due to shrink; or the key is absent and its home group has an empty
-   slot. Its slot goes back to empty, or to deleted when the group is
-   marked overflowed (keys past it are found by walking through it). Marked
-   groups were a slow-path case once: perf on the suite's service then put
-   a tenth of the live free hook's time in oa_ptable_pop_slow. A caller
-   that hands -1 on to a function of its own (the live MEM/OBJ free hook)
-   keeps that call, and the registers it saves, off its common path. */
+   in its nursery entry (no size there is too big for the packed field);
+   the key is in its home group, its size is in the packed field and the
+   table is not due to shrink; or the key is absent and its home group has
+   an empty slot. A slot goes back to empty, or to deleted when the group
+   is marked overflowed (keys past it are found by walking through it).
+   Marked groups were a slow-path case once: perf on the suite's service
+   then put a tenth of the live free hook's time in oa_ptable_pop_slow. A
+   caller that hands -1 on to a function of its own (the live MEM/OBJ free
+   hook) keeps that call, and the registers it saves, off its common
+   path. */
 static inline __attribute__((always_inline)) int oa_ptable_pop_fast(oa_ptable *t, uintptr_t key,
                                                                     uint64_t *size,
                                                                     uint64_t *meta)
 {
     uint64_t h = oa_hash_of(key);
+    oa_entry *near = oa_near_of(t, h);
+    if (__builtin_expect(near->key == key, 1)) {
+        uint64_t m = oa_near_take(t, near);
+        *size = m & OA_SIZE_BIG;
+        *meta = m;
+        return 1;
+    }
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
     oa_prefetch_entries(t, group);
     oa_group_bits w = oa_group_load(t->ctrl, group);
@@ -295,16 +375,18 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
     return found;
 }
 
-/* 0 when key is surely not in the table: no slot of its home group carries
-   its hash bits, and the group is not marked (no key homed there lives past
+/* 0 when key is surely not in the table: it is not in its nursery entry,
+   no slot of its home group carries its hash bits, and the group is not marked (no key homed there lives past
    it). Its control bytes, and its mark only when it has no empty slot, but
    no entry: estimate mode asks this on every MEM/OBJ free, of a table that
    holds the sampled blocks alone, and looks further only on a 1. */
-static inline int oa_ptable_may_hold(const oa_ptable *t, uintptr_t key)
+static inline int oa_ptable_may_hold(oa_ptable *t, uintptr_t key)
 {
     if (t->ctrl == NULL)
         return 0;
     uint64_t h = oa_hash_of(key);
+    if (oa_near_of(t, h)->key == key)
+        return 1;
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
     oa_group_bits w = oa_group_load(t->ctrl, group);
     return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_group_marked(t, group, oa_match_empty(w));

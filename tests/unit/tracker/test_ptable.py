@@ -4,8 +4,9 @@ tests/native/ptable_check.c drives the table with random puts and pops of
 pymalloc-like, malloc-like (any alignment) and arbitrary keys, replaced and
 missing keys, huge sizes kept in the side list, growth, deleted slots and the
 rebuilds that drop them, shrinking and clear, and compares every answer with a
-plain chained hash map. It also checks that growing keeps within 32 bytes per
-live block.
+plain chained hash map, on a table with the nursery in front of its slots
+(live mode's) and one without (estimate mode's). It also checks that growing
+keeps within 32 bytes per live block (the nursery's fixed pages aside).
 
 The table compares a group's control bytes sixteen at a time with SSE2 and
 eight at a time in a 64-bit word elsewhere; both are built and checked here.
@@ -60,8 +61,10 @@ def checker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return exe
 
 
+@pytest.mark.parametrize("nursery", [1, 0], ids=["nursery", "no-nursery"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_ptable_matches_reference(checker: Path, seed: int) -> None:
-    r = subprocess.run([str(checker), str(seed), "30"], capture_output=True, text=True, timeout=120)
+def test_ptable_matches_reference(checker: Path, seed: int, nursery: int) -> None:
+    r = subprocess.run([str(checker), str(seed), "30", str(nursery)], capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok ")
