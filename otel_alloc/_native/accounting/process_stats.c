@@ -20,7 +20,7 @@ _Atomic int g_figures_live;
 _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
     g_stale_raw, g_subinterp_allocs, g_subinterp_bytes, g_rehooks;
-_Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj; /* under the GIL */
+_Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj, g_released_free_bytes_gil; /* under the GIL */
 
 void zero_figures(int live)
 {
@@ -32,6 +32,7 @@ void zero_figures(int live)
     _Atomic uint64_t *counters[] = {&g_groups_dropped, &g_events_dropped, &g_untracked_raw,
                                     &g_tracking_failures, &g_replaced, &g_released_free_bytes,
                                     &g_threads_dropped, &g_stale_raw, &g_untracked_mem_obj, &g_stale_mem_obj,
+                                    &g_released_free_bytes_gil,
                                     &g_subinterp_allocs, &g_subinterp_bytes, &g_rehooks};
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         atomic_store_explicit(counters[i], 0, OA_RELAXED);
@@ -114,7 +115,8 @@ void oa_counters_get(oa_counters *out)
                            atomic_load_explicit(&g_untracked_mem_obj, OA_RELAXED);
     out->tracking_failures = atomic_load_explicit(&g_tracking_failures, OA_RELAXED);
     out->replaced_blocks = atomic_load_explicit(&g_replaced, OA_RELAXED);
-    out->released_group_free_bytes = atomic_load_explicit(&g_released_free_bytes, OA_RELAXED);
+    out->released_group_free_bytes = atomic_load_explicit(&g_released_free_bytes, OA_RELAXED) +
+                                      atomic_load_explicit(&g_released_free_bytes_gil, OA_RELAXED);
     out->threads_dropped = atomic_load_explicit(&g_threads_dropped, OA_RELAXED);
     out->stale_group_allocs = atomic_load_explicit(&g_stale_raw, OA_RELAXED) +
                               atomic_load_explicit(&g_stale_mem_obj, OA_RELAXED);

@@ -84,7 +84,7 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         if (g != NULL) {
             oa_ctr_live_plain(&g->mem_obj, -(int64_t)size, -1);
         } else {
-            atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
+            plain_inc(&g_released_free_bytes_gil, size);
         }
         oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
     }

@@ -14,20 +14,25 @@
  * answers) and call ptable.c for the rest.
  *
  * In front of the slots sits a nursery: OA_NEAR entries, one per value of
- * some of the hash's top bits, in pages of its own. A new key always takes
- * its nursery entry; the key there before moves to the slots. Most of a Python
- * program's blocks die young, and pymalloc hands the block freed last out
- * first, so most pops find their key there: one compare in a few KiB that
- * mostly stay in the cache, where a pop from the slots misses the cache twice on
- * a large table (its control bytes, then its entry). A put still reads
- * its home group's control bytes, which say that the key is not in the
- * slots (so a key is never in both places, and a key put twice is still
- * found and replaced), but writes no entry there.
+ * twelve of the hash's top bits, in pages of its own. A new key always
+ * takes its nursery entry, and the key there before moves to the slots.
+ * Most of a Python program's blocks die young, and pymalloc hands the block
+ * freed last out first, so most pops find their key there: one compare in
+ * 64 KiB that stay in the cache, where a pop from the slots misses it twice
+ * on a large table (the control bytes, then the entry). On the suite's
+ * service 95.5 % of the MEM/OBJ frees did, and only one put in twenty moved
+ * a key to the slots. A put still reads its home group's control bytes, to
+ * know the key is not in the slots: a key is never in both places, and a
+ * key put twice is found and replaced at once. Rejected: a nursery entry
+ * kept by the key that took it first until that key is popped. The
+ * objects a program makes at start-up took them for good: 3 % of the
+ * service's frees found their key there.
  *
  * The table is rebuilt at 3/4 use (live entries and deleted slots) to 7/12
  * load, and to that load again when live entries fall below 1/4 of the
  * slots: 17 bytes per slot (16 of entry, one control byte) and a byte per
- * group of sixteen, so 23 to 30 bytes per live block while it grows.
+ * group of sixteen, so 23 to 30 bytes per live block while it grows, and
+ * the nursery's fixed 64 KiB.
  *
  * The slots are pages mapped for the table alone (mmap), never from a PyMem
  * domain, so the table's own bookkeeping is never traced, and never from
