@@ -213,10 +213,13 @@ static void check_all(oa_ptable *t)
     if (oa_ptable_entries(t) != ref_count)
         FAIL("count %zu, reference %zu", oa_ptable_entries(t), ref_count);
     check_marks(t);
-    /* Every live key is found with its value (pop and put back). */
+    /* Every live key is found with its value (pop and put back), and a
+       table without a nursery never says a live key is surely absent. */
     for (size_t b = 0; b < REF_BUCKETS; b++) {
         for (ref_node *n = ref[b]; n != NULL; n = n->next) {
             uint64_t s, m, os, om;
+            if (t->near_mask == 0 && !oa_ptable_may_hold(t, n->key))
+                FAIL("may_hold denies live key %#lx", (unsigned long)n->key);
             if (oa_ptable_pop(t, n->key, &s, &m) != 1 || m != n->meta || s != expected_size(n))
                 FAIL("live key %#lx lost", (unsigned long)n->key);
             if (oa_ptable_put(t, n->key, n->size, n->meta, &os, &om) != 0)

@@ -164,8 +164,7 @@ static void place(oa_ptable *t, uintptr_t key, uint64_t meta)
 
 /* Move every live entry of the slots into fresh slots of new_cap (dropping
    the deleted ones); the nursery stays as it is. -1, the old slots kept,
-   when the pages cannot be had. The table is remapped in place: a copy of
-   the struct would put the nursery's KiB on the stack of a hook. */
+   when the pages cannot be had (map_table changes nothing then). */
 OA_COLD static int rebuild(oa_ptable *t, size_t new_cap)
 {
     oa_entry *old_slots = t->slots;

@@ -252,8 +252,8 @@ static inline size_t oa_ptable_entries(const oa_ptable *t)
    0 on to a function of its own (the live MEM/OBJ allocation hook) keeps
    that call off its common path. `fits`: a constant, 1 when the caller
    knows the size is below OA_SIZE_BIG (meta's size field is not
-   checked). A table without a nursery takes the general path for every
-   put: estimate mode's, which puts only the sampled blocks. */
+   checked). For a table with a nursery (put_home_fast is the one without:
+   a table without a nursery sends every put here to the general path). */
 static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t, uintptr_t key,
                                                                     uint64_t meta, int fits)
 {
@@ -292,6 +292,35 @@ static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t
     return 1;
 }
 
+/* oa_ptable_put_fast for a table without a nursery (which sends every put
+   to the general path): the key takes an empty slot of its home group.
+   Apart, not a constant argument of oa_ptable_put_fast: GCC then gave
+   live mode's allocation hook a register and a stack frame more. */
+static inline __attribute__((always_inline)) int put_home_fast(oa_ptable *t, uintptr_t key,
+                                                               uint64_t meta)
+{
+    uint64_t h = oa_hash_of(key);
+    uint64_t h2 = oa_h2_of(h);
+    size_t group = oa_home_group(h, t->cap / OA_GROUP);
+    oa_group_bits w = oa_group_load(t->ctrl, group);
+    uint64_t empty = oa_match_empty(w);
+    if (__builtin_expect(empty == 0 || t->growth_left == 0 ||
+                             (meta & OA_SIZE_BIG) == OA_SIZE_BIG,
+                         0))
+        return 0;
+    for (uint64_t match = oa_match_h2(w, h2); match != 0; match &= match - 1) {
+        if (__builtin_expect(t->slots[group * OA_GROUP + oa_mask_slot(match)].key == key, 0))
+            return 0;
+    }
+    size_t i = group * OA_GROUP + oa_mask_slot(empty);
+    t->ctrl[i] = (uint8_t)h2;
+    t->slots[i].key = key;
+    t->slots[i].meta = meta;
+    t->growth_left--;
+    t->count++;
+    return 1;
+}
+
 /* Insert key with size and packed group. If key was present its previous size
    and meta are returned through *old_size / *old_meta and 1 is returned;
    0 when new; -1 when the table could not grow (entry not stored). The
@@ -301,7 +330,8 @@ static inline __attribute__((always_inline)) int oa_ptable_put(oa_ptable *t, uin
                                                                uint64_t *old_size,
                                                                uint64_t *old_meta)
 {
-    if (__builtin_expect(oa_ptable_put_fast(t, key, meta, 0), 1))
+    int stored = t->near_mask != 0 ? oa_ptable_put_fast(t, key, meta, 0) : put_home_fast(t, key, meta);
+    if (__builtin_expect(stored, 1))
         return 0;
     return oa_ptable_put_slow_copy(t, key, size, meta, old_size, old_meta);
 }
@@ -380,18 +410,20 @@ static inline __attribute__((always_inline)) int oa_ptable_pop(oa_ptable *t, uin
     return found;
 }
 
-/* 0 when key is surely not in the table: it is not in its nursery entry,
-   no slot of its home group carries its hash bits, and the group is not marked (no key homed there lives past
-   it). Its control bytes, and its mark only when it has no empty slot, but
-   no entry: estimate mode asks this on every MEM/OBJ free, of a table that
-   holds the sampled blocks alone, and looks further only on a 1. */
-static inline int oa_ptable_may_hold(oa_ptable *t, uintptr_t key)
+/* For a table without a nursery: 0 when key is surely not in it, that is
+   no slot of its home group carries its hash bits and the group is not
+   marked (no key homed there lives past it). Its control bytes, and its
+   mark only when it has no empty slot, but no entry: estimate mode asks
+   this on every MEM/OBJ free, of a table that holds the sampled blocks
+   alone, and looks further only on a 1. Such a table has no nursery, and
+   this does not look for one: reading the nursery entry, or even the
+   count that says it is empty, added two to seven instructions a free
+   (callgrind, json_loads, estimate 1.157x -> 1.166x and 1.174x). */
+static inline int oa_ptable_may_hold(const oa_ptable *t, uintptr_t key)
 {
     if (t->ctrl == NULL)
         return 0;
     uint64_t h = oa_hash_of(key);
-    if (oa_near_of(t, h)->key == key)
-        return 1;
     size_t group = oa_home_group(h, t->cap / OA_GROUP);
     oa_group_bits w = oa_group_load(t->ctrl, group);
     return oa_match_h2(w, oa_h2_of(h)) != 0 || oa_group_marked(t, group, oa_match_empty(w));
