@@ -297,16 +297,11 @@ static int insert_slots(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t met
     return 0;
 }
 
-/* Every put the inline fast path does not finish (ptable.h), its nursery
-   entry checked by oa_ptable_put_slow: the key may be in its home group or
-   past it, the home group may have no empty slot, the growth budget may be
-   spent, the size may need the big list, the nursery entry's key may have
-   to move to the slots. The key can only lie in its home group or past
-   marked groups: the walk checks those. Then, when its size fits the
-   packed field, it takes its nursery entry (whose key moves to the slots);
-   else it goes to the slots itself. */
-static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
-                    uint64_t *old_size, uint64_t *old_meta)
+#define OA_NOT_FOUND SIZE_MAX
+
+/* The slot that holds key, or OA_NOT_FOUND. It can only lie in its home
+   group or past marked groups: the walk checks those. */
+static size_t find_slot(const oa_ptable *t, uintptr_t key)
 {
     uint64_t h = oa_hash_of(key);
     uint64_t h2 = oa_h2_of(h);
@@ -317,13 +312,28 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
         for (uint64_t m = oa_match_h2(w, h2); m != 0; m &= m - 1) {
             size_t i = group * OA_GROUP + oa_mask_slot(m);
             if (t->slots[i].key == key)
-                return replace(t, i, size, meta, old_size, old_meta);
+                return i;
         }
         if (!oa_group_marked(t, group, oa_match_empty(w)))
-            break;
+            return OA_NOT_FOUND;
         group = next_group(group, ngroups);
     }
-    oa_entry *near = oa_near_of(t, h);
+}
+
+/* Every put the inline fast path does not finish (ptable.h), its nursery
+   entry checked by oa_ptable_put_slow: the key may be in its home group or
+   past it, the home group may have no empty slot, the growth budget may be
+   spent, the size may need the big list, the nursery entry's key may have
+   to move to the slots. A key found in the slots is replaced there; else,
+   when its size fits the packed field, it takes its nursery entry (whose
+   key moves to the slots), or goes to the slots itself. */
+static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
+                    uint64_t *old_size, uint64_t *old_meta)
+{
+    size_t found = find_slot(t, key);
+    if (found != OA_NOT_FOUND)
+        return replace(t, found, size, meta, old_size, old_meta);
+    oa_entry *near = oa_near_of(t, oa_hash_of(key));
     if (near->key == OA_NEAR_NONE || (meta & OA_SIZE_BIG) == OA_SIZE_BIG)
         return insert_slots(t, key, size, meta, 1);
     if (near->key != 0) {
@@ -366,19 +376,6 @@ int oa_ptable_pop_slow(oa_ptable *t, uintptr_t key, uint64_t *size, uint64_t *me
 {
     if (t->count == 0)
         return 0;
-    uint64_t h = oa_hash_of(key);
-    uint64_t h2 = oa_h2_of(h);
-    size_t ngroups = t->cap / OA_GROUP;
-    size_t group = oa_home_group(h, ngroups);
-    for (;;) {
-        oa_group_bits w = oa_group_load(t->ctrl, group);
-        for (uint64_t m = oa_match_h2(w, h2); m != 0; m &= m - 1) {
-            size_t i = group * OA_GROUP + oa_mask_slot(m);
-            if (t->slots[i].key == key)
-                return take(t, i, size, meta);
-        }
-        if (!oa_group_marked(t, group, oa_match_empty(w)))
-            return 0;
-        group = next_group(group, ngroups);
-    }
+    size_t found = find_slot(t, key);
+    return found != OA_NOT_FOUND ? take(t, found, size, meta) : 0;
 }
