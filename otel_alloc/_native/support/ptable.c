@@ -297,8 +297,6 @@ static int insert_slots(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t met
     return 0;
 }
 
-#define OA_NOT_FOUND SIZE_MAX
-
 /* The slot that holds key, or OA_NOT_FOUND. It can only lie in its home
    group or past marked groups: the walk checks those. */
 static size_t find_slot(const oa_ptable *t, uintptr_t key)
@@ -309,11 +307,9 @@ static size_t find_slot(const oa_ptable *t, uintptr_t key)
     size_t group = oa_home_group(h, ngroups);
     for (;;) {
         oa_group_bits w = oa_group_load(t->ctrl, group);
-        for (uint64_t m = oa_match_h2(w, h2); m != 0; m &= m - 1) {
-            size_t i = group * OA_GROUP + oa_mask_slot(m);
-            if (t->slots[i].key == key)
-                return i;
-        }
+        size_t i = oa_group_find(t, group, w, h2, key);
+        if (i != OA_NOT_FOUND)
+            return i;
         if (!oa_group_marked(t, group, oa_match_empty(w)))
             return OA_NOT_FOUND;
         group = next_group(group, ngroups);
