@@ -4,8 +4,8 @@
  * exits non-zero with a message on the first disagreement.
  *
  * Keys mix the shapes the table meets: pymalloc-like (16-byte aligned, packed
- * in 16 KiB pools), malloc-like with any alignment (odd and 8-aligned too),
- * and arbitrary 64-bit values. A small key universe forces replaced puts and
+ * in 16 KiB pools), malloc-like at any even address (2- and 8-aligned too),
+ * and arbitrary even 64-bit values. A small key universe forces replaced puts and
  * pops of absent keys; phases of mass insertion and mass removal drive the
  * table through growth, tombstone rebuilds and shrinking.
  */
@@ -103,14 +103,15 @@ static uintptr_t fresh_key(void)
         pool_next += 16 * (1 + below(4));
         break;
     case 2:
-        /* malloc-like, any alignment. */
-        malloc_next += 1 + below(64);
+        /* malloc-like, any even address (the table's keys are even: an
+           odd one is a popped nursery entry's). */
+        malloc_next += 2 * (1 + below(32));
         k = malloc_next;
         break;
     default:
         do
-            k = (uintptr_t)rnd();
-        while (k <= OA_NEAR_NONE); /* 0 and 1 are no block's address */
+            k = (uintptr_t)rnd() & ~OA_NEAR_POPPED;
+        while (k == 0); /* no block's address */
     }
     if (nkeys == capkeys) {
         capkeys = capkeys ? capkeys * 2 : 4096;
@@ -243,14 +244,17 @@ static void check_budget(oa_ptable *t)
     last_cap = t->cap;
 }
 
-/* Keys whose hash (key * phi, ptable_group.h) is exactly h: h times the
-   inverse of phi modulo 2^64. */
+/* A key whose hash (key * phi, ptable_group.h) is h with its lowest bit
+   cleared and its next set: h times the inverse of phi modulo 2^64. phi is
+   odd, so the key is even, like the hash, and not 0 (the table's keys are
+   even and not 0). The bits changed pick neither the home group nor the
+   seven hash bits. */
 static uintptr_t key_with_hash(uint64_t h)
 {
     uint64_t phi = UINT64_C(0x9E3779B97F4A7C15), inv = phi;
     for (int i = 0; i < 6; i++)
         inv *= 2 - phi * inv;
-    return (uintptr_t)(h * inv);
+    return (uintptr_t)(((h & ~UINT64_C(1)) | 2) * inv);
 }
 
 /* Live entries that overfill a few groups of a minimum-size table mark
@@ -267,16 +271,14 @@ static void check_crowded_groups(int nursery)
     /* 40 keys homed in each of the first 12 groups: 480 entries. */
     for (uint64_t g = 0; g < 12; g++) {
         for (uint64_t j = 0; j < 40; j++) {
-            /* + 1: a low hash bit, so no key is 0 (the table's empty
-               nursery entry; no block has address 0). */
-            uintptr_t key = key_with_hash(g * span + j * (span / 64) + (j << 32) + 1);
+            uintptr_t key = key_with_hash(g * span + j * (span / 64) + (j << 32));
             if (oa_ptable_put(&t, key, 16, oa_meta_pack(16, 2, 1, 0), &os, &om) != 0)
                 FAIL("crowded put");
         }
     }
     uint64_t before = t.rebuilds;
     for (uint64_t i = 0; i < 200000; i++) {
-        uintptr_t key = key_with_hash((i % 12) * span + 41 * (span / 64) + ((i % 97) << 32) + 1);
+        uintptr_t key = key_with_hash((i % 12) * span + 41 * (span / 64) + ((i % 97) << 32));
         if (oa_ptable_put(&t, key, 32, oa_meta_pack(32, 3, 1, 0), &os, &om) != 0)
             FAIL("churn put");
         if (oa_ptable_pop(&t, key, &s, &m) != 1 || s != 32)
@@ -285,6 +287,36 @@ static void check_crowded_groups(int nursery)
     if (t.rebuilds - before > 4)
         FAIL("%llu rebuilds over 200000 puts into crowded groups",
              (unsigned long long)(t.rebuilds - before));
+    oa_ptable_destroy(&t);
+}
+
+/* A key popped from its nursery entry and put again: put back in place;
+   put with a size too big for the entry, it goes to the slots and a third
+   put still finds and replaces it (the entry no longer says it is in no
+   slot); popped from the slots, it leaves nothing behind. */
+static void check_popped_entries(int nursery)
+{
+    oa_ptable t;
+    if (oa_ptable_init(&t, nursery) != 0)
+        FAIL("init");
+    uintptr_t key = UINT64_C(0x7f0000001230);
+    uint64_t os = 0, om = 0, s = 0, m = 0, big = OA_SIZE_BIG + 5;
+    for (int round = 0; round < 3; round++) {
+        if (oa_ptable_put(&t, key, 48, oa_meta_pack(48, 2, 1, 0), &os, &om) != 0)
+            FAIL("put of a popped key: not new");
+        if (oa_ptable_pop(&t, key, &s, &m) != 1 || s != 48)
+            FAIL("pop after a put of a popped key");
+    }
+    if (oa_ptable_put(&t, key, big, oa_meta_pack(big, 2, 1, 0), &os, &om) != 0)
+        FAIL("big put of a popped key: not new");
+    if (oa_ptable_put(&t, key, 64, oa_meta_pack(64, 3, 1, 0), &os, &om) != 1 || os != big)
+        FAIL("put twice after a big put of a popped key: not replaced");
+    if (oa_ptable_entries(&t) != 1)
+        FAIL("%zu entries after a replacement", oa_ptable_entries(&t));
+    if (oa_ptable_pop(&t, key, &s, &m) != 1 || s != 64 || oa_ptable_pop(&t, key, &s, &m) != 0)
+        FAIL("pop of the replaced key");
+    if (oa_ptable_entries(&t) != 0 || t.nbig != 0)
+        FAIL("%zu entries, %zu big sizes left", oa_ptable_entries(&t), t.nbig);
     oa_ptable_destroy(&t);
 }
 
@@ -353,6 +385,7 @@ int main(int argc, char **argv)
         FAIL("%zu entries, capacity %zu after draining", oa_ptable_entries(&t), t.cap);
     oa_ptable_destroy(&t);
     check_crowded_groups(nursery);
+    check_popped_entries(nursery);
     printf("ok %ld ops\n", ops);
     return 0;
 }

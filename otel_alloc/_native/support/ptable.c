@@ -332,7 +332,7 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
     oa_entry *near = oa_near_of(t, oa_hash_of(key));
     if (near->key == OA_NEAR_NONE || (meta & OA_SIZE_BIG) == OA_SIZE_BIG)
         return insert_slots(t, key, size, meta, 1);
-    if (near->key != 0) {
+    if (near->key != 0 && !(near->key & OA_NEAR_POPPED)) {
         if (insert_slots(t, near->key, near->meta & OA_SIZE_BIG, near->meta, 1) != 0)
             return -1;
         t->near_count--;
@@ -359,9 +359,14 @@ int oa_ptable_put_slow(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta
             near->meta = meta;
             return 1;
         }
-        (void)oa_near_take(t, near);
+        (void)oa_near_take(t, near, 0);
         return insert_slots(t, key, size, meta, 1) < 0 ? -1 : 1;
     }
+    /* The one put of a key popped from its nursery entry that may go to
+       the slots (a size too big for the entry): the entry must no longer
+       say the key is in no slot. */
+    if (near->key == (key | OA_NEAR_POPPED))
+        near->key = 0;
     return put_walk(t, key, size, meta, old_size, old_meta);
 }
 

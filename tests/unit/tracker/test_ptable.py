@@ -1,7 +1,7 @@
 """The live pointer table (ptable.c) against a reference map, in C.
 
 tests/native/ptable_check.c drives the table with random puts and pops of
-pymalloc-like, malloc-like (any alignment) and arbitrary keys, replaced and
+pymalloc-like, malloc-like (any even address) and arbitrary even keys, replaced and
 missing keys, huge sizes kept in the side list, growth, deleted slots and the
 rebuilds that drop them, shrinking and clear, and compares every answer with a
 plain chained hash map, on a table with the nursery in front of its slots
