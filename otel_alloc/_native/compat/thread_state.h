@@ -6,16 +6,16 @@
  *
  *   OA_TSTATE()            the calling thread's state, NULL when it has none,
  *                          without the fatal error PyThreadState_Get raises
- *   oa_ts_context(ts)      the contextvars.Context the thread is running in
  *   oa_ts_context_ver(ts)  a number CPython changes whenever the thread enters
  *                          or leaves a context (Context.run, asyncio steps)
  *   oa_ts_id(ts)           the thread state's unique id (thread states are
  *                          reused at the same address)
  *   oa_ts_interp(ts)       the interpreter the thread state belongs to
  *
- * Together they key the hooks' per-thread cache of the current group: a
- * context switch changes the context or its version, so the cached group is
- * never read for another context.
+ * Together they key the hooks' per-thread cache of the current group, as
+ * they key CPython's own ContextVar cache: a switch to another context
+ * changes the version, so the cached group is never read for another
+ * context.
  */
 #ifndef OA_COMPAT_THREAD_STATE_H
 #define OA_COMPAT_THREAD_STATE_H
@@ -73,11 +73,6 @@ static inline int oa_holds_gil(void)
 static inline PyInterpreterState *oa_ts_interp(PyThreadState *ts)
 {
     return ts->interp;
-}
-
-static inline void *oa_ts_context(PyThreadState *ts)
-{
-    return ts->context;
 }
 
 static inline uint64_t oa_ts_context_ver(PyThreadState *ts)

@@ -315,13 +315,20 @@ static inline uint64_t event_threshold(void)
 
 /* Whether this thread's attribution cache (tls.h) answers for thread state
    ts: nothing was bumped since it was filled, and ts is the thread state it
-   was filled under, in the same context at the same version (a context
-   switch, or a ContextVar set in this context, changes one of them). */
+   was filled under (the same address and id: thread states are reused) at
+   the same context version. Entering or leaving a context (Context.run, an
+   asyncio step, a greenlet switch) bumps the version: CPython's own
+   ContextVar cache is keyed by the thread state's id and that version
+   alone, so whatever swaps a thread's context must bump it. A set of the
+   group variable within one context changes neither; it goes through
+   oa_set_thread_group, which drops the cache. The context object is not
+   compared: its load and compare were three of the MEM/OBJ hook's some
+   sixty instructions. */
 static inline int attr_current(PyThreadState *ts)
 {
     return tls.attr_epoch == atomic_load_explicit(&g_attr_epoch, memory_order_acquire) &&
-           (void *)ts == tls.ctx_ts && oa_ts_context(ts) == tls.ctx_obj &&
-           oa_ts_context_ver(ts) == tls.ctx_ver && oa_ts_id(ts) == tls.ctx_tsid;
+           (void *)ts == tls.ctx_ts && oa_ts_context_ver(ts) == tls.ctx_ver &&
+           oa_ts_id(ts) == tls.ctx_tsid;
 }
 
 /* A MEM/OBJ allocation when the cache does not answer (track.c): resolves

@@ -24,12 +24,11 @@ typedef struct {
     oa_thread *rec;
     /* The MEM/OBJ hooks' attribution cache (core/hooks.c): what the last
        full resolution found, current while attr_epoch equals g_attr_epoch
-       and the thread state, its context object and context version are
-       the ones resolved under. 0 in attr_epoch: invalid. */
+       and the thread state (address and id) and its context version are
+       the ones resolved under (attr_current). 0 in attr_epoch: invalid. */
     uint64_t attr_epoch;
     uint64_t ctx_ver;
     uint64_t ctx_tsid;
-    void *ctx_obj;
     void *ctx_ts;
     struct oa_group_s *attr_group; /* charged group; NULL: counting is off */
     uint64_t attr_threshold;       /* event threshold, UINT64_MAX when off */

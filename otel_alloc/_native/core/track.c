@@ -93,7 +93,6 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
     uint64_t meta_hi = live == OA_LIVE_EXACT && g != NULL ? group_meta_hi(groups, g) : 0;
     if (cacheable) {
         tls.ctx_ts = ts;
-        tls.ctx_obj = oa_ts_context(ts);
         tls.ctx_ver = oa_ts_context_ver(ts);
         tls.ctx_tsid = oa_ts_id(ts);
         tls.attr_group = g;
