@@ -32,10 +32,9 @@
  * clears the mark first), so the put of the same address, which pymalloc
  * makes soon after its free, skips the control bytes: on the suite's
  * service their load had 27 % of live mode's allocation-hook samples.
- * Rejected: a nursery entry
- * kept by the key that took it first until that key is popped. The
- * objects a program makes at start-up took them for good: 3 % of the
- * service's frees found their key there.
+ * Rejected: a nursery entry kept by the key that took it first until that
+ * key is popped. The objects a program makes at start-up took them for
+ * good: 3 % of the service's frees found their key there.
  *
  * The table is rebuilt at 3/4 use (live entries and deleted slots) to 7/12
  * load, and to that load again when live entries fall below 1/4 of the
