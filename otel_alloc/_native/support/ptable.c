@@ -332,7 +332,7 @@ static int put_walk(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t meta,
     oa_entry *near = oa_near_of(t, oa_hash_of(key));
     if (near->key == OA_NEAR_NONE || (meta & OA_SIZE_BIG) == OA_SIZE_BIG)
         return insert_slots(t, key, size, meta, 1);
-    if (near->key != 0 && !(near->key & OA_NEAR_POPPED)) {
+    if (oa_near_holds(near->key)) {
         if (insert_slots(t, near->key, near->meta & OA_SIZE_BIG, near->meta, 1) != 0)
             return -1;
         t->near_count--;

@@ -94,6 +94,13 @@ typedef struct {
    free, and its key was in no slot when popped (see above). */
 #define OA_NEAR_POPPED ((uintptr_t)1)
 
+/* Whether a nursery entry's key is a block's (not free: neither 0 nor
+   marked popped). Not for OA_NEAR_NONE, which callers rule out first. */
+static inline int oa_near_holds(uintptr_t near_key)
+{
+    return near_key != 0 && !(near_key & OA_NEAR_POPPED);
+}
+
 typedef struct {
     uintptr_t key;
     uint64_t size;
@@ -310,7 +317,7 @@ static inline __attribute__((always_inline)) int oa_ptable_put_fast(oa_ptable *t
         if (__builtin_expect(t->slots[group * OA_GROUP + oa_mask_slot(match)].key == key, 0))
             return 0;
     }
-    if (near_key != 0 && !(near_key & OA_NEAR_POPPED)) {
+    if (oa_near_holds(near_key)) {
         /* The nursery entry's key moves to the slots. */
         uint64_t moved_h = oa_hash_of(near_key);
         size_t moved_group = oa_home_group(moved_h, ngroups);
