@@ -107,6 +107,13 @@ def install(
         rc = _binding.ALREADY if rc == _binding.OK else rc
     if rc == _binding.ERR_MODE_CONFLICT:
         raise ModeConflictError(installed_mode() or "?", name)
+    if rc == _binding.ERR_KEPT_HOOK:
+        raise TrackerError(
+            f"otel_alloc cannot install mode {name!r}: the hooks of an earlier 'counts' "
+            "install are still wrapped by another allocation hook (tracemalloc, say) that "
+            "was started after it, and counts mode's hooks pass frees by, which mode "
+            f"{name!r} must see. Stop that tool first (tracemalloc.stop()), or install "
+            "'counts'")
     if rc == _binding.ERR_NOMEM:
         raise MemoryError("otel_alloc could not allocate its tables")
     if rc not in (_binding.OK, _binding.ALREADY):

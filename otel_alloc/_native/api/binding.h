@@ -34,6 +34,8 @@
 #define OA_ERR_BAD_ARGUMENT -5
 #define OA_ERR_STALE_GROUP -6
 #define OA_ERR_NATIVE -7
+/* install: a counts-mode hook kept in another tool's chain cannot see frees */
+#define OA_ERR_KEPT_HOOK -8
 
 /* Reserved group ids. */
 #define OA_GROUP_NONE 0

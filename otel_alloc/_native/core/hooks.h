@@ -122,10 +122,12 @@ void *oa_track_realloc_mem(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 void *oa_track_realloc_obj(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
 /* Our allocator for `domain` (hooks.c) compiled for `live` (OA_LIVE_*): its
-   functions, ctx &g_hooks[domain]. */
+   functions, ctx &g_hooks[domain]; in counts mode, the free and ctx of the
+   allocator it wraps (prev_of(domain), which must be set). */
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours);
-/* Whether alloc is one of our hooks of `domain` (any mode's copy). */
-int oa_is_our_allocator(int domain, const PyMemAllocatorEx *alloc);
+/* The OA_LIVE_* kind of alloc when it is one of our allocators of `domain`,
+   else -1. */
+int oa_hook_kind(int domain, const PyMemAllocatorEx *alloc);
 
 #pragma GCC visibility pop
 

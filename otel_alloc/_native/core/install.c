@@ -19,6 +19,7 @@
 
 oa_hook g_hooks[3];
 static int g_hooked[3]; /* our hook of that domain is (believed) in the chain */
+static int g_hooked_kind[3]; /* the OA_LIVE_* kind of that hook's copy */
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -76,6 +77,18 @@ static PyMemAllocatorEx g_raw_prevs[OA_RAW_PREVS];
 static int g_raw_prev_next;
 const PyMemAllocatorEx *_Atomic g_raw_prev = &g_raw_prevs[0];
 
+/* Put our hook of `domain` compiled for `live` in the chain's top place, in
+   front of prev_of(domain): wrapping it, or replacing our own copy of
+   another mode that is there. */
+static void put_on_top(int domain, int live)
+{
+    PyMemAllocatorEx ours;
+    oa_hook_allocator(domain, live, &ours);
+    PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
+    g_hooked[domain] = 1;
+    g_hooked_kind[domain] = live;
+}
+
 /* Put our hook of `domain` in front of the allocator in place now. A thread
    still inside a hook from an earlier install may be reading what it calls
    on to: it is written only when it changes, which is never in the usual
@@ -97,17 +110,29 @@ static void wrap_domain(int domain, int live)
             g_hooks[domain].prev = cur;
         }
     }
-    PyMemAllocatorEx ours;
-    oa_hook_allocator(domain, live, &ours);
-    PyMem_SetAllocator((PyMemAllocatorDomain)domain, &ours);
-    g_hooked[domain] = 1;
+    put_on_top(domain, live);
 }
 
 static int hook_on_top(int domain)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
-    return oa_is_our_allocator(domain, &cur);
+    return oa_hook_kind(domain, &cur) >= 0;
+}
+
+/* Whether a domain's hook kept in another tool's chain from an earlier
+   install (uninstall could not take it out) passes frees by, being counts
+   mode's copy (oa_hook_allocator), where `mode` must see them: wrapping
+   again would make our hook call itself through the other tool, and
+   reusing it would miss every free. */
+static int kept_hook_blind_to_frees(int mode)
+{
+    if (!oa_mode_sees_frees(mode))
+        return 0;
+    for (int d = 0; d < 3; d++)
+        if (g_hooked[d] && g_hooked_kind[d] == OA_LIVE_NONE && !hook_on_top(d) && probe(d))
+            return 1;
+    return 0;
 }
 
 static void drop_tables(void)
@@ -163,6 +188,10 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
         rc = current == mode ? OA_ALREADY : OA_ERR_MODE_CONFLICT;
         goto done;
     }
+    if (kept_hook_blind_to_frees(mode)) {
+        rc = OA_ERR_KEPT_HOOK;
+        goto done;
+    }
     if (setup_groups(max_groups) != 0 || setup_ring(event_capacity) != 0 ||
         (oa_mode_sees_frees(mode) && setup_tables(mode == OA_MODE_LIVE) != 0)) {
         rc = OA_ERR_NOMEM;
@@ -176,10 +205,14 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
 
     for (int d = 0; d < 3; d++) {
         /* Still in the chain from an earlier install (left as a pass-through
-           under another tool's hook): reuse it; wrapping again would make our
-           hook call itself through the other tool. */
-        if (g_hooked[d] && probe(d))
+           under another tool's hook, which may have put it back on top since):
+           replaced by this mode's copy on top, else reused; wrapping again
+           would make our hook call itself through the other tool. */
+        if (g_hooked[d] && probe(d)) {
+            if (hook_on_top(d))
+                put_on_top(d, oa_live_kind(mode));
             continue;
+        }
         wrap_domain(d, oa_live_kind(mode));
     }
     atomic_store_explicit(&g_enabled, 1, OA_RELAXED);

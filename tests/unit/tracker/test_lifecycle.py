@@ -195,10 +195,25 @@ def test_tracemalloc_started_after_install_we_stop_first(clean: None, helper: He
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
 
 
+def _counts_exactly_in(second: str, domain: int, helper: Helper) -> None:
+    """The tracker, installed in mode ``second``, counts ``domain`` exactly."""
+    kept: list[object] = []
+    held = charged(lambda real: kept.append(
+        helper.alloc_many(domain, 48, 100 if real else 0, keep=True)))
+    # 100 blocks of 48 bytes, and the handle array grown by 100 pointers.
+    assert (held.alloc_bytes, held.alloc_count) == (4800 + 800, 100)
+    churned = charged(lambda real: helper.alloc_many(domain, 48, 100 if real else 0))
+    assert (churned.alloc_bytes, churned.alloc_count) == (4800, 100)
+    if second == "live":
+        assert (held.live_bytes, held.live_count) == (5600, 100)
+        assert (churned.live_bytes, churned.freed_bytes, churned.freed_count) == (0, 4800, 100)
+    for ptrs in kept:
+        helper.free_many(domain, ptrs, len(ptrs))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("domain", [OBJ, MEM], ids=["obj", "mem"])
-@pytest.mark.parametrize(("first", "second"), [("counts", "live"), ("live", "counts"),
-                                               ("counts", "estimate"), ("estimate", "live"),
-                                               ("live", "estimate")])
+@pytest.mark.parametrize(("first", "second"), [("live", "counts"), ("estimate", "live"),
+                                               ("live", "estimate"), ("estimate", "counts")])
 def test_hooks_kept_in_chain_count_right_in_the_other_mode(
         clean: None, helper: Helper, first: str, second: str, domain: int) -> None:
     """The MEM/OBJ hooks come in one copy per mode, and install puts in its
@@ -213,18 +228,32 @@ def test_hooks_kept_in_chain_count_right_in_the_other_mode(
     # again, and no longer adding its own trace entries to the counts.
     tracemalloc.stop()
     assert all(s["on_top"] for s in otel_alloc.hook_status().values())
-    kept: list[object] = []
-    held = charged(lambda real: kept.append(
-        helper.alloc_many(domain, 48, 100 if real else 0, keep=True)))
-    # 100 blocks of 48 bytes, and the handle array grown by 100 pointers.
-    assert (held.alloc_bytes, held.alloc_count) == (4800 + 800, 100)
-    churned = charged(lambda real: helper.alloc_many(domain, 48, 100 if real else 0))
-    assert (churned.alloc_bytes, churned.alloc_count) == (4800, 100)
-    if second == "live":
-        assert (held.live_bytes, held.live_count) == (5600, 100)
-        assert (churned.live_bytes, churned.freed_bytes, churned.freed_count) == (0, 4800, 100)
-    for ptrs in kept:
-        helper.free_many(domain, ptrs, len(ptrs))  # type: ignore[arg-type]
+    _counts_exactly_in(second, domain, helper)
+    otel_alloc.uninstall()
+    assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
+
+
+@pytest.mark.parametrize("domain", [OBJ, MEM], ids=["obj", "mem"])
+@pytest.mark.parametrize("second", ["live", "estimate"])
+def test_kept_counts_hooks_refuse_a_mode_that_sees_frees(
+        clean: None, helper: Helper, second: str, domain: int) -> None:
+    """Counts mode's allocator passes frees straight to the one it wraps. Kept
+    in tracemalloc's chain, it cannot serve a mode that must see them: that
+    install is refused, changing nothing; once tracemalloc gives our hooks
+    the top place back, the same install puts in its own mode's copy."""
+    otel_alloc.install("counts")
+    tracemalloc.start(1)
+    otel_alloc.uninstall()
+    with pytest.raises(otel_alloc.TrackerError, match="pass frees by"):
+        otel_alloc.install(second)
+    assert otel_alloc.installed_mode() is None
+    otel_alloc.install("counts")  # counts mode may reuse it
+    assert 7000 <= _counted(helper) < 7000 + 4096
+    otel_alloc.uninstall()
+    tracemalloc.stop()  # our counts hooks on top again, still in the chain
+    assert all(s["on_top"] for s in otel_alloc.hook_status().values())
+    otel_alloc.install(second)
+    _counts_exactly_in(second, domain, helper)
     otel_alloc.uninstall()
     assert not any(s["in_chain"] for s in otel_alloc.hook_status().values())
 
