@@ -334,15 +334,18 @@ static void hook_raw_free(void *ctx, void *ptr)
 #define OA_FREE_HOOK(fn) fn
 #define OA_NO_FREE_HOOK(fn) NULL
 
-/* Counts mode needs nothing of a free, so its allocator's free and ctx are
-   those of the allocator it wraps: every free goes straight there, one
-   indirect call and five instructions less a free (callgrind: counts mode
-   on json_loads 1.0864x -> 1.0753x). Our hooks ignore their ctx (each
-   calls prev_of(domain)), so RAW's pairing of a ctx and a function read
-   across a PyMem_SetAllocator (see the RAW hooks) stays harmless. The
-   cost: such an allocator kept in another tool's chain after uninstall
-   cannot serve a later install in a mode that sees frees (install.c
-   refuses that install). */
+/* Counts mode needs nothing of a free, so its allocator's free is that of
+   the allocator it wraps: every free goes straight there, one indirect
+   call and five instructions less a free (callgrind: counts mode on
+   json_loads 1.0864x -> 1.0753x). The cost: such an allocator kept in
+   another tool's chain after uninstall cannot serve a later install in a
+   mode that sees frees (install.c refuses that install).
+   The ctx of every mode's allocator is the wrapped one's too. Our hooks
+   ignore theirs (each calls prev_of(domain)), so whichever ctx a RAW caller
+   pairs with whichever function across a PyMem_SetAllocator (see the RAW
+   hooks), from our allocator or the one it wraps, is a right pair: with a
+   ctx of our own, the wrapped free could be called with it while install
+   replaced one mode's copy by another's. */
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
 {
     static const PyMemAllocatorEx fns[3][3] = {
@@ -350,13 +353,11 @@ void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours)
         [OA_LIVE_EXACT] = OA_MODE_ALLOCATORS(_live, OA_FREE_HOOK),
         [OA_LIVE_SAMPLED] = OA_MODE_ALLOCATORS(_est, OA_FREE_HOOK),
     };
+    const PyMemAllocatorEx *prev = prev_of(domain);
     *ours = fns[live >= OA_LIVE_NONE && live <= OA_LIVE_SAMPLED ? live : OA_LIVE_NONE][domain];
-    ours->ctx = &g_hooks[domain];
-    if (ours->free == NULL) {
-        const PyMemAllocatorEx *prev = prev_of(domain);
-        ours->ctx = prev->ctx;
+    ours->ctx = prev->ctx;
+    if (ours->free == NULL)
         ours->free = prev->free;
-    }
 }
 
 int oa_hook_kind(int domain, const PyMemAllocatorEx *alloc)
@@ -364,8 +365,8 @@ int oa_hook_kind(int domain, const PyMemAllocatorEx *alloc)
     for (int live = OA_LIVE_NONE; live <= OA_LIVE_SAMPLED; live++) {
         PyMemAllocatorEx ours;
         oa_hook_allocator(domain, live, &ours);
-        /* The malloc alone: counts mode's ctx is not ours, and no other
-           allocator has our functions. */
+        /* The malloc alone: the ctx is not ours, and no other allocator
+           has our functions. */
         if (alloc->malloc == ours.malloc)
             return live;
     }

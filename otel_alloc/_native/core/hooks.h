@@ -21,7 +21,6 @@
 typedef struct {
     PyMemAllocatorEx prev; /* MEM/OBJ: the allocator we wrapped, always called
                               (RAW's is g_raw_prev, below; use prev_of) */
-    int domain;
 } oa_hook;
 
 extern _Atomic int g_mode;
@@ -51,7 +50,7 @@ extern oa_spin g_raw_lock;
 extern oa_ptable g_native_table;  /* native blocks, guarded by g_native_lock */
 extern oa_spin g_native_lock;
 
-extern oa_hook g_hooks[3]; /* the hooks' ctx, one per domain (install.c) */
+extern oa_hook g_hooks[3]; /* per domain: what the MEM/OBJ hooks wrap (install.c) */
 
 /* The allocator the RAW hooks wrap. RAW hooks run without the GIL, so a
    thread may be inside one while install wraps a chain another tool
@@ -122,8 +121,8 @@ void *oa_track_realloc_mem(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 void *oa_track_realloc_obj(oa_realloc_fn fn, void *ctx, void *ptr, size_t size);
 
 /* Our allocator for `domain` (hooks.c) compiled for `live` (OA_LIVE_*): its
-   functions, ctx &g_hooks[domain]; in counts mode, the free and ctx of the
-   allocator it wraps (prev_of(domain), which must be set). */
+   functions with the ctx of the allocator it wraps (prev_of(domain), which
+   must be set), and in counts mode that allocator's free. */
 void oa_hook_allocator(int domain, int live, PyMemAllocatorEx *ours);
 /* The OA_LIVE_* kind of alloc when it is one of our allocators of `domain`,
    else -1. */

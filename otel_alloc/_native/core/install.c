@@ -98,8 +98,6 @@ static void wrap_domain(int domain, int live)
 {
     PyMemAllocatorEx cur;
     PyMem_GetAllocator((PyMemAllocatorDomain)domain, &cur);
-    if (g_hooks[domain].domain != domain)
-        g_hooks[domain].domain = domain;
     if (memcmp(&cur, prev_of(domain), sizeof(cur)) != 0) {
         if (domain == OA_DOMAIN_RAW) {
             g_raw_prev_next = (g_raw_prev_next + 1) % OA_RAW_PREVS;
