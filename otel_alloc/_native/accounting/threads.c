@@ -35,6 +35,7 @@ void thread_exit(void *arg)
     atomic_store_explicit(&rec->alive, 0, OA_RELAXED);
     tls.rec = NULL;
     tls.no_record = 1;
+    tls.attr_epoch = 0; /* the attribution cache takes a record for granted */
 }
 
 void zero_thread(oa_thread *rec)

@@ -314,9 +314,11 @@ static inline uint64_t event_threshold(void)
 }
 
 /* Whether this thread's attribution cache (tls.h) answers for thread state
-   ts: nothing was bumped since it was filled, and ts is the thread state it
-   was filled under (the same address and id: thread states are reused) at
-   the same context version. Entering or leaving a context (Context.run, an
+   ts in a hook compiled for OA_LIVE_* kind `live`: it was filled in a mode
+   of that kind and nothing was bumped since (one compare of the epoch, which
+   carries the kind), and ts is the thread state it was filled under (the
+   same address and id: thread states are reused) at the same context
+   version. Entering or leaving a context (Context.run, an
    asyncio step, a greenlet switch) bumps the version: CPython's own
    ContextVar cache is keyed by the thread state's id and that version
    alone, so whatever swaps a thread's context must bump it. A set of the
@@ -324,9 +326,10 @@ static inline uint64_t event_threshold(void)
    oa_set_thread_group, which drops the cache. The context object is not
    compared: its load and compare were three of the MEM/OBJ hook's some
    sixty instructions. */
-static inline int attr_current(PyThreadState *ts)
+static inline int attr_current(PyThreadState *ts, int live)
 {
-    return tls.attr_epoch == atomic_load_explicit(&g_attr_epoch, memory_order_acquire) &&
+    return tls.attr_epoch ==
+               atomic_load_explicit(&g_attr_epoch, memory_order_acquire) + (uint64_t)live &&
            (void *)ts == tls.ctx_ts && oa_ts_context_ver(ts) == tls.ctx_ver &&
            oa_ts_id(ts) == tls.ctx_tsid;
 }
@@ -335,13 +338,23 @@ static inline int attr_current(PyThreadState *ts)
    in full, charges, and fills the cache when the answer may be reused. */
 void oa_gil_alloc_slow(int domain, void *ptr, size_t size);
 
-/* A cached MEM/OBJ allocation in whichever mode the cache says (track.c). */
-void oa_gil_charge_cached(int domain, void *ptr, size_t size);
+/* The thread's record where the cache answered: the cache is filled only
+   for a thread with one (track.c), and thread_exit drops it with the
+   record, so the counters' checks for NULL fold away. */
+static inline __attribute__((always_inline)) oa_thread *cached_rec(void)
+{
+    oa_thread *rec = tls.rec;
+    if (rec == NULL)
+        __builtin_unreachable();
+    return rec;
+}
 
 /* A MEM/OBJ allocation (the GIL is held): from the cache, which also says
    whether counting is on and in which mode, else the full resolution.
    `fast_live` is a constant, the OA_LIVE_* kind of the mode this copy is
-   compiled for: another mode is charged out of line. Inlining live mode's
+   compiled for: under another mode the cache never answers it (its epoch
+   carries the installed mode's kind), so such a copy, kept in the chain
+   under another tool, resolves in full on each allocation. Inlining live mode's
    table and peak work into a hook that serves both made every hook save
    registers counts mode does not need (callgrind, core workload: counts
    1.087x -> 1.097x); a call to it from there cost live mode as much
@@ -351,18 +364,15 @@ void oa_gil_charge_cached(int domain, void *ptr, size_t size);
 static inline __attribute__((always_inline)) void gil_alloc(int domain, void *ptr, size_t size,
                                                             int fast_live)
 {
-    if (__builtin_expect(!attr_current(OA_TSTATE()), 0)) {
+    if (__builtin_expect(!attr_current(OA_TSTATE(), fast_live), 0)) {
         oa_gil_alloc_slow(domain, ptr, size);
         return;
     }
     oa_group *g = tls.attr_group;
     if (g == NULL)
         return;
-    if (__builtin_expect(tls.attr_live != fast_live, 0))
-        oa_gil_charge_cached(domain, ptr, size);
-    else
-        charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi, NULL,
-                     tls.attr_threshold, tls.rec);
+    charge_alloc(domain, ptr, size, NULL, g, tls.gid, fast_live, tls.attr_meta_hi, NULL,
+                 tls.attr_threshold, cached_rec());
 }
 
 /* Live mode's MEM/OBJ allocation when nothing in it calls out: the cache
@@ -374,7 +384,7 @@ static inline __attribute__((always_inline)) void gil_alloc(int domain, void *pt
 static inline __attribute__((always_inline)) int live_alloc_fast(int domain, void *ptr,
                                                                   size_t size)
 {
-    if (__builtin_expect(!attr_current(OA_TSTATE()), 0))
+    if (__builtin_expect(!attr_current(OA_TSTATE(), OA_LIVE_EXACT), 0))
         return 0;
     oa_group *g = tls.attr_group;
     if (g == NULL)
@@ -384,16 +394,14 @@ static inline __attribute__((always_inline)) int live_alloc_fast(int domain, voi
        hold (attr_fast_below) to the general path, so the entry is the
        size itself, or'ed in, and put need not check it. */
     int64_t left = tls.sample_left - (int64_t)size;
-    if (__builtin_expect(tls.attr_live != OA_LIVE_EXACT || left <= 0 ||
-                             size >= tls.attr_fast_below,
-                         0))
+    if (__builtin_expect(left <= 0 || size >= tls.attr_fast_below, 0))
         return 0;
     oa_ptable *t = table_of(domain);
     uint64_t meta = tls.attr_meta_hi | size;
     if (__builtin_expect(t->slots == NULL || !oa_ptable_put_fast(t, (uintptr_t)ptr, meta, 1), 0))
         return 0;
     tls.sample_left = left;
-    oa_thread *rec = tls.rec;
+    oa_thread *rec = cached_rec();
     count_alloc(group_ctr(g, domain), domain, size, rec);
     count_live(g, domain, size, rec);
     return 1;

@@ -28,7 +28,7 @@ __thread oa_tls tls __attribute__((tls_model("initial-exec")));
 _Atomic int g_mode;
 _Atomic int g_enabled;
 _Atomic uint64_t g_threshold;
-_Atomic uint64_t g_attr_epoch = 1;
+_Atomic uint64_t g_attr_epoch = OA_EPOCH_STEP;
 
 PyInterpreterState *g_main_interp;
 

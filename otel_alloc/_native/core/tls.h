@@ -23,9 +23,12 @@ typedef struct {
     uint64_t gid;   /* group resolved by the last MEM/OBJ hook, used by RAW */
     oa_thread *rec;
     /* The MEM/OBJ hooks' attribution cache (core/hooks.c): what the last
-       full resolution found, current while attr_epoch equals g_attr_epoch
-       and the thread state (address and id) and its context version are
-       the ones resolved under (attr_current). 0 in attr_epoch: invalid. */
+       full resolution found, current for a hook compiled for the OA_LIVE_*
+       kind k while attr_epoch equals g_attr_epoch + k (filled with the
+       installed mode's kind) and the thread state (address and id) and its
+       context version are the ones resolved under (attr_current). Filled
+       only for a thread with a record (tls.rec), or with attr_group NULL.
+       0 in attr_epoch: invalid. */
     uint64_t attr_epoch;
     uint64_t ctx_ver;
     uint64_t ctx_tsid;
@@ -36,7 +39,6 @@ typedef struct {
                                       the threshold, or OA_SIZE_BIG if lower */
     uint64_t attr_meta_hi;         /* live mode: the group's slot and generation bits
                                       of a table entry (group_meta_hi) */
-    int attr_live;                 /* the mode's OA_LIVE_* kind (accounting/counters.h) */
     int fork_saved_guard; /* guard before the fork handler set it */
     int resolve_hold;     /* inside oa_reset_group_var: MEM/OBJ hooks reuse gid */
     int in_subinterp;     /* the last MEM/OBJ hook ran in a subinterpreter */
@@ -56,11 +58,15 @@ extern __thread oa_tls tls __attribute__((tls_model("initial-exec")));
    would resolve besides the thread's context: install and uninstall,
    enabling, the threshold, the sampler's configuration, a group closing or
    being released, fork. A thread's cache from an earlier epoch is stale.
-   Never 0 once bumped, so 0 marks a thread's cache invalid. */
+   It steps by OA_EPOCH_STEP, so a cache's epoch can carry the OA_LIVE_*
+   kind of the mode it was filled in (an epoch plus 0, 1 or 2), and a hook
+   compiled for one kind compares with one add what took a load and a test
+   of the cached kind besides. Never 0, so 0 marks a cache invalid. */
+#define OA_EPOCH_STEP 4
 extern _Atomic uint64_t g_attr_epoch;
 static inline void oa_attr_epoch_bump(void)
 {
-    atomic_fetch_add_explicit(&g_attr_epoch, 1, memory_order_release);
+    atomic_fetch_add_explicit(&g_attr_epoch, OA_EPOCH_STEP, memory_order_release);
 }
 
 #pragma GCC visibility pop

@@ -83,7 +83,10 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         if (g == &groups[0] && (gid & OA_SLOT_MASK) != 0)
             cacheable = 0;
         oa_sample_refresh();
-        (void)thread_record(); /* the fast path reads tls.rec directly */
+        /* The cached path takes the record for granted (cached_rec): a
+           thread without one (the registry full) resolves in full. */
+        if (thread_record() == NULL)
+            cacheable = 0;
     }
     uint64_t threshold = event_threshold();
     int live = oa_live_kind(mode);
@@ -96,30 +99,15 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         tls.ctx_ver = oa_ts_context_ver(ts);
         tls.ctx_tsid = oa_ts_id(ts);
         tls.attr_group = g;
-        tls.attr_live = live;
         tls.attr_threshold = threshold;
         tls.attr_fast_below = threshold < OA_SIZE_BIG ? threshold : OA_SIZE_BIG;
         tls.attr_meta_hi = meta_hi;
-        tls.attr_epoch = epoch;
+        tls.attr_epoch = epoch + (uint64_t)live;
     } else {
         tls.attr_epoch = 0;
     }
     if (g != NULL)
         charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, NULL, threshold, tls.rec);
-}
-
-void oa_gil_charge_cached(int domain, void *ptr, size_t size)
-{
-    oa_group *g = tls.attr_group;
-    if (tls.attr_live == OA_LIVE_EXACT)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_EXACT,
-                     tls.attr_meta_hi, NULL, tls.attr_threshold, tls.rec);
-    else if (tls.attr_live == OA_LIVE_SAMPLED)
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_SAMPLED, 0, NULL,
-                     tls.attr_threshold, tls.rec);
-    else
-        charge_alloc(domain, ptr, size, group_table(), g, tls.gid, OA_LIVE_NONE, 0, NULL,
-                     tls.attr_threshold, tls.rec);
 }
 
 /* RAW and native allocations: no GIL, so the group is the one this
