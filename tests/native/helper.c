@@ -350,3 +350,29 @@ void h_peak_release(void)
     h_free_many(h_peak_domain, h_peak_blocks + h_peak_first, h_peak_end - h_peak_first);
     h_peak_first = h_peak_end = 0;
 }
+
+/* The allocators of the three PyMem domains when h_allocators_snapshot ran. */
+static PyMemAllocatorEx h_snapshot[3];
+
+/* Remember each domain's allocator (GIL held: cffi releases it). */
+void h_allocators_snapshot(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    for (int d = 0; d < 3; d++)
+        PyMem_GetAllocator((PyMemAllocatorDomain)d, &h_snapshot[d]);
+    PyGILState_Release(gil);
+}
+
+/* Which functions of `domain`'s allocator now differ from the snapshot's:
+   bit 0 ctx, 1 malloc, 2 calloc, 3 realloc, 4 free. */
+int h_allocator_changes(int domain)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyMemAllocatorEx now;
+    PyMem_GetAllocator((PyMemAllocatorDomain)domain, &now);
+    PyGILState_Release(gil);
+    const PyMemAllocatorEx *then = &h_snapshot[domain];
+    return (now.ctx != then->ctx) | (now.malloc != then->malloc) << 1 |
+           (now.calloc != then->calloc) << 2 | (now.realloc != then->realloc) << 3 |
+           (now.free != then->free) << 4;
+}

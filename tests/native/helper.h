@@ -21,3 +21,5 @@ int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *de
 int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta);
 int h_peak_sequence(int domain, size_t size, int n1, int k, int n2, int keep);
 void h_peak_release(void);
+void h_allocators_snapshot(void);
+int h_allocator_changes(int domain);

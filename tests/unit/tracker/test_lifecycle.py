@@ -130,6 +130,30 @@ def test_frees_accounted_while_disabled(clean: None, helper: Helper) -> None:
     otel_alloc.enable()
 
 
+# Which parts of a domain's allocator install changed (helper.c): bits for
+# ctx, malloc, calloc, realloc and free.
+CTX, MALLOC, CALLOC, REALLOC, FREE = 1, 2, 4, 8, 16
+
+
+@pytest.mark.parametrize("mode", ["counts", "live", "estimate"])
+def test_allocator_install_puts_in_passes_ctx_and_counts_mode_frees(
+        clean: None, helper: Helper, mode: str) -> None:
+    """Every mode's allocator carries the wrapped allocator's ctx (our hooks
+    ignore theirs, so any ctx a RAW caller pairs with any function is a right
+    pair); counts mode's carries its free too, so a free never enters the
+    tracker; live and estimate modes hook frees."""
+    lib = helper.module.lib
+    lib.h_allocators_snapshot()
+    otel_alloc.install(mode)
+    try:
+        wrapped = MALLOC | CALLOC | REALLOC | (0 if mode == "counts" else FREE)
+        assert [lib.h_allocator_changes(d) for d in (RAW, MEM, OBJ)] == [wrapped] * 3
+        assert _counted(helper) == 7000
+    finally:
+        otel_alloc.uninstall()
+    assert [lib.h_allocator_changes(d) for d in (RAW, MEM, OBJ)] == [0, 0, 0]
+
+
 def test_reinstall_other_mode_after_uninstall(clean: None, helper: Helper) -> None:
     otel_alloc.install("counts")
     otel_alloc.uninstall()
