@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 NO_STACK = ("<no Python frame>", "", 0)
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One Python frame: function (qualified name), file and line."""
+class Frame(NamedTuple):
+    """One Python frame: function (qualified name), file and line.
+
+    (A named tuple: every sampled allocation looks its cell up by a stack of
+    frames, and a tuple hashes in C where a frozen dataclass calls Python.)
+    """
 
     function: str
     filename: str
@@ -61,11 +65,15 @@ def settle(value: float) -> float:
 Key = tuple[tuple[Frame, ...], str, str]  # (stack innermost first, span name, thread)
 
 
-@dataclass
-class _Live:
+class _Live(NamedTuple):
     key: Key
     weight_bytes: float
     weight_count: float
+
+
+# What Profile.record takes: (sample id, key, weight bytes, weight count) for
+# a sampled allocation, (sample id, None, 0.0, 0.0) for the free of one.
+Entry = tuple[int, Key | None, float, float]
 
 
 @dataclass
@@ -91,26 +99,40 @@ class Profile:
     def add_sample(self, sample_id: int, stack: tuple[Frame, ...], span: str, thread: str,
                    weight_bytes: float, weight_count: float) -> None:
         """Add one sampled allocation."""
-        key = (stack, span, thread)
-        with self._lock:
-            cell = self.cells.get(key)
-            if cell is None:
-                cell = self.cells[key] = SiteStats()
-            cell.alloc_bytes += weight_bytes
-            cell.alloc_count += weight_count
-            cell.samples += 1
-            if self.live and len(self._live_samples) < self.max_live_samples:
-                self._live_samples[sample_id] = _Live(key, weight_bytes, weight_count)
+        self.record([(sample_id, (stack, span, thread), weight_bytes, weight_count)])
 
     def free_sample(self, sample_id: int) -> None:
         """A sampled block was freed (live mode)."""
+        self.record([(sample_id, None, 0.0, 0.0)])
+
+    def record(self, entries: Iterable[Entry]) -> None:
+        """Add sampled allocations and frees, in their order, under one lock.
+
+        Args:
+            entries: ``(sample id, (stack, span, thread), weight bytes,
+                weight count)`` for an allocation; ``(sample id, None, 0.0,
+                0.0)`` for the free of a sampled block (counted in live mode
+                only, against the cell its allocation went to).
+        """
+        cells = self.cells
+        live = self._live_samples
         with self._lock:
-            entry = self._live_samples.pop(sample_id, None)
-            if entry is None:
-                return
-            cell = self.cells[entry.key]
-            cell.freed_bytes += entry.weight_bytes
-            cell.freed_count += entry.weight_count
+            for sample_id, key, weight_bytes, weight_count in entries:
+                if key is None:
+                    entry = live.pop(sample_id, None)
+                    if entry is not None:
+                        freed = cells[entry.key]
+                        freed.freed_bytes += entry.weight_bytes
+                        freed.freed_count += entry.weight_count
+                    continue
+                cell = cells.get(key)
+                if cell is None:
+                    cell = cells[key] = SiteStats()
+                cell.alloc_bytes += weight_bytes
+                cell.alloc_count += weight_count
+                cell.samples += 1
+                if self.live and len(live) < self.max_live_samples:
+                    live[sample_id] = _Live(key, weight_bytes, weight_count)
 
     def snapshot(self) -> dict[Key, SiteStats]:
         """A copy of the cells, safe to read while sampling goes on."""

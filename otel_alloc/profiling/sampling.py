@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 from otel_alloc import validation as config
 from otel_alloc.profiling import scope
-from otel_alloc.profiling.profile import NO_STACK, Frame, Profile
+from otel_alloc.profiling.profile import NO_STACK, Entry, Frame, Profile
 from otel_alloc.tracker import sampler as native_sampler
+from otel_alloc.tracker.stats import RawSample
 
 DEFAULT_SAMPLE_BYTES = 512 * 1024
 DEFAULT_DEPTH = 32
@@ -110,22 +111,45 @@ class SampleCollector:
         with self._lock, native_sampler.paused():
             while total < limit:
                 batch = native_sampler.drain_samples(min(DRAIN_BATCH, limit - total))
-                for s in batch:
-                    if s.kind == native_sampler.SAMPLE_FREE:
-                        self.profile.free_sample(s.id)
-                        continue
-                    stack = self._stack(s.stack)
-                    thread = self._thread(s.native_thread_id)
-                    if stack is None or scope.is_own_thread(thread) or \
-                            scope.is_own_thread_id(s.native_thread_id):
-                        continue  # the tracer's own work, not the program's
-                    wb, wc = weights(s.size, s.mean)
-                    self.profile.add_sample(s.id, stack, self._span(s.group), thread, wb, wc)
+                self.profile.record(self._entries(batch))
                 total += len(batch)
                 if len(batch) < DRAIN_BATCH:
                     break
                 time.sleep(0)  # releases the GIL: the program runs between batches
         return total
+
+    def _entries(self, batch: list[RawSample]) -> list[Entry]:
+        """The profile's entries for a batch of samples, the tracer's own left out.
+
+        A batch comes from few threads and spans: their labels and names are
+        looked up once per batch (a name cannot change within one).
+        """
+        entries: list[Entry] = []
+        stacks = self._stacks
+        threads: dict[int, str | None] = {}  # native id -> label, None: the tracer's
+        spans: dict[int, str] = {}
+        for s in batch:
+            if s.kind == native_sampler.SAMPLE_FREE:
+                entries.append((s.id, None, 0.0, 0.0))
+                continue
+            stack = stacks[s.stack] if s.stack in stacks else self._stack(s.stack)
+            if stack is None:
+                continue  # the tracer's own work
+            native_id = s.native_thread_id
+            if native_id in threads:
+                thread = threads[native_id]
+            else:
+                thread = threads[native_id] = self._thread(native_id)
+                if scope.is_own_thread(thread) or scope.is_own_thread_id(native_id):
+                    threads[native_id] = thread = None
+            if thread is None:
+                continue  # a thread of the tracer's
+            span = spans.get(s.group)
+            if span is None:
+                span = spans[s.group] = self._span(s.group)
+            wb, wc = weights(s.size, s.mean)
+            entries.append((s.id, (stack, span, thread), wb, wc))
+        return entries
 
     def add_resolver(self, span_of: Callable[[int], str | None]) -> None:
         """Name spans of groups with ``span_of`` (gid -> span name or None)."""

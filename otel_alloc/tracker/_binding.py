@@ -259,8 +259,9 @@ def drain_samples(max_samples: int = 4096) -> list[RawSample]:
     with _SAMPLE_LOCK:
         out = _SAMPLE_BUF
         n = lib.oa_drain_samples(out, min(max_samples, len(out)))
-        return [RawSample(out[i].id, out[i].kind, out[i].stack, out[i].group, out[i].native_id,
-                          out[i].size, out[i].mean, out[i].domain) for i in range(n)]
+        # One struct cdata per record (out[i].field made one per field).
+        return [RawSample(e.id, e.kind, e.stack, e.group, e.native_id, e.size, e.mean, e.domain)
+                for e in ffi.unpack(out, n)]
 
 
 def sampler_pause_thread(paused: bool) -> None:

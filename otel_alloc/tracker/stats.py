@@ -196,9 +196,12 @@ class AllocEvent:
     domain: int
 
 
-@dataclass(frozen=True)
-class RawSample:
-    """One record from the native sampler (an allocation, or a sampled block's free)."""
+class RawSample(NamedTuple):
+    """One record from the native sampler (an allocation, or a sampled block's free).
+
+    (A named tuple: the watch thread drains hundreds a second, and a frozen
+    dataclass took longer to build than the collector took to file it.)
+    """
 
     id: int
     kind: int

@@ -18,7 +18,7 @@ from otel_alloc import AllocationSpanProcessor
 from otel_alloc.profiling import sampling
 from otel_alloc.profiling.flamegraph import collapsed, html_page, parse_collapsed
 from otel_alloc.profiling.flamegraph import stacks as flame_stacks
-from otel_alloc.profiling.profile import Profile
+from otel_alloc.profiling.profile import Frame, Profile
 from otel_alloc.profiling.render import render_report
 from otel_alloc.profiling.report_server import ReportServer, parse_address
 from otel_alloc.profiling.text_reports import grouped, top_sites
@@ -74,6 +74,25 @@ def test_weights_are_unbiased() -> None:
         wb, wc = sampling.weights(size, MEAN)
         assert wb * p == pytest.approx(size)
         assert wc * p == pytest.approx(1.0)
+
+
+def test_profile_records_allocations_and_frees_in_their_order() -> None:
+    """One drained batch holds allocations and frees in the order they were
+    made: a free nets its own allocation's weights from that allocation's
+    cell, and a free whose allocation is not in the profile changes nothing."""
+    prof = Profile(sample_bytes=MEAN, live=True)
+    site = ((Frame("f", "app.py", 3),), "GET /", "MainThread (1)")
+    other = ((Frame("g", "app.py", 7),), "GET /", "MainThread (1)")
+    prof.record([(1, site, 1000.0, 2.0), (2, other, 500.0, 1.0), (1, None, 0.0, 0.0),
+                 (3, None, 0.0, 0.0), (3, site, 250.0, 1.0), (1, None, 0.0, 0.0)])
+    cells = prof.snapshot()
+    assert (cells[site].alloc_bytes, cells[site].alloc_count, cells[site].samples) == (
+        1250.0, 3.0, 2)
+    assert (cells[site].freed_bytes, cells[site].freed_count) == (1000.0, 2.0)
+    assert cells[site].live_bytes == 250.0 and cells[other].live_bytes == 500.0
+    # Frames are tuples to hash, and keys built from equal frames are one cell.
+    prof.add_sample(4, (Frame("f", "app.py", 3),), "GET /", "MainThread (1)", 10.0, 1.0)
+    assert len(prof.snapshot()) == 2 and prof.snapshot()[site].samples == 3
 
 
 def test_known_sites_come_out_on_top(traced: tuple[AllocationSpanProcessor, TracerProvider]
