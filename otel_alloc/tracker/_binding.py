@@ -259,7 +259,8 @@ def drain_samples(max_samples: int = 4096) -> list[RawSample]:
     with _SAMPLE_LOCK:
         out = _SAMPLE_BUF
         n = lib.oa_drain_samples(out, min(max_samples, len(out)))
-        # One struct cdata per record (out[i].field made one per field).
+        # One struct view per record (out[i].field made one per field), read
+        # here, under the lock that keeps the next drain out of the buffer.
         return [RawSample(e.id, e.kind, e.stack, e.group, e.native_id, e.size, e.mean, e.domain)
                 for e in ffi.unpack(out, n)]
 
