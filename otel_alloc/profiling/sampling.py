@@ -125,23 +125,18 @@ class SampleCollector:
         looked up once per batch (a name cannot change within one).
         """
         entries: list[Entry] = []
-        stacks = self._stacks
         threads: dict[int, str | None] = {}  # native id -> label, None: the tracer's
         spans: dict[int, str] = {}
         for s in batch:
             if s.kind == native_sampler.SAMPLE_FREE:
                 entries.append((s.id, None, 0.0, 0.0))
                 continue
-            stack = stacks[s.stack] if s.stack in stacks else self._stack(s.stack)
+            stack = self._stack(s.stack)
             if stack is None:
                 continue  # the tracer's own work
-            native_id = s.native_thread_id
-            if native_id in threads:
-                thread = threads[native_id]
-            else:
-                thread = threads[native_id] = self._thread(native_id)
-                if scope.is_own_thread(thread) or scope.is_own_thread_id(native_id):
-                    threads[native_id] = thread = None
+            if s.native_thread_id not in threads:
+                threads[s.native_thread_id] = self._program_thread(s.native_thread_id)
+            thread = threads[s.native_thread_id]
             if thread is None:
                 continue  # a thread of the tracer's
             span = spans.get(s.group)
@@ -182,6 +177,13 @@ class SampleCollector:
             frames.append(frame)
         stack = self._stacks[stack_id] = scope.program_stack(tuple(frames))
         return stack
+
+    def _program_thread(self, native_id: int) -> str | None:
+        """The thread's label, or None for a thread of the tracer's."""
+        label = self._thread(native_id)
+        if scope.is_own_thread(label) or scope.is_own_thread_id(native_id):
+            return None
+        return label
 
     def _thread(self, native_id: int) -> str:
         name = self._threads.get(native_id)
