@@ -2,8 +2,10 @@
 # Installs everything the tests need and runs them (what CI runs).
 #
 #   scripts/test.sh            full run: lint, types, whole suite on CPython 3.11,
-#                              unit suite on 3.10, 3.12, 3.13, 3.14 and 3.15 (a
-#                              missing one fails the run), lowest supported SDK
+#                              then two lanes side by side: the unit suite under
+#                              ASan+UBSan; the unit suite on 3.10, 3.12, 3.13,
+#                              3.14 and 3.15 (a missing one fails the run) and
+#                              the lowest and newest checked SDK
 #
 # OTEL_ALLOC_SKIP_PYTHONS="3.14 3.15" skips those interpreters (local use
 # only; CI never sets it). OTEL_ALLOC_QUICK=1 stops after the main suite.
@@ -102,12 +104,26 @@ if [ "${OTEL_ALLOC_QUICK:-0}" = 1 ]; then
     exit 0
 fi
 
-log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer"
-PYTHON="$(cd "$VENV" && pwd)/bin/python" bash tests/native/run_sanitizers.sh asan
+# What follows runs in two lanes once everything is installed: the ASan+UBSan
+# suite in the background (it builds and runs a copy of the tree of its own),
+# the unit suite on every other interpreter and the SDK suites in the
+# foreground. Each pytest run gets a temporary directory of its own. The
+# installs come first and one at a time: editable installs into one tree
+# must not overlap.
+lanes=$(mktemp -d)
+asan_pid=
+# On any way out, the background lane (its own process group, by setsid)
+# goes too.
+end_lanes() {
+    if [ -n "$asan_pid" ]; then kill -- -"$asan_pid" 2>/dev/null || true; fi
+    rm -rf "$lanes"
+}
+trap end_lanes EXIT
 
-log "unit suite on every other supported CPython (${OTHER_PYTHONS})"
+log "installing the other supported CPythons (${OTHER_PYTHONS}) and SDKs"
 unset OTEL_ALLOC_REQUIRE_NATIVE_LIBS  # NumPy and friends have no wheels for every version
 missing=()
+ready=()   # "version exe" of each interpreter whose unit suite runs
 for v in $OTHER_PYTHONS; do
     if [[ " ${OTEL_ALLOC_SKIP_PYTHONS:-} " == *" $v "* ]]; then
         echo "python$v: skipped (OTEL_ALLOC_SKIP_PYTHONS)"
@@ -117,7 +133,7 @@ for v in $OTHER_PYTHONS; do
     prefix=$(dirname "$(dirname "$(dirname "$exe")")")
     venv=".venv-$v"
     [ -x "$venv/bin/python" ] || make_venv "$exe" "$venv"
-    log "python$v ($exe)"
+    echo "python$v: $exe"
     # Debian's builds keep pyconfig.h apart from the other headers; the tests
     # compile a native helper too.
     CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" "$venv/bin/python" -m pip install -q -e '.[test]'
@@ -129,8 +145,7 @@ for v in $OTHER_PYTHONS; do
     "$venv/bin/python" -m pip install -q --only-binary=:all: "${libs[@]}" \
         || "$venv/bin/python" -m pip install -q --only-binary=:all: "${libs[0]}" \
         || echo "python$v: no NumPy wheel; its native-library tests are skipped"
-    CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" \
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
+    ready+=("$v $exe")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "FAILED: no interpreter for python ${missing[*]} (set OTEL_ALLOC_SKIP_PYTHONS to opt out locally)" >&2
@@ -141,14 +156,46 @@ fi
 # wrapping form only) and the first that calls _on_ending (every setup), and
 # the size histogram's batch path, which reads SDK internals: exact against
 # one record per size, or the one-by-one fallback, on each.
-for sdk in "$SDK_MIN:0.56b0" "1.40.0:0.61b0"; do
+SDKS=("$SDK_MIN:0.56b0" "1.40.0:0.61b0")
+for sdk in "${SDKS[@]}"; do
     version=${sdk%%:*}
-    log "opentelemetry-sdk $version"
     venv=".venv-sdk-$version"
     [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e . pytest "opentelemetry-sdk==$version" \
         "opentelemetry-api==$version" "opentelemetry-instrumentation==${sdk##*:}"
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/otel/test_processor.py \
-        tests/unit/otel/test_setups.py tests/unit/otel/test_histogram_bulk.py
 done
+
+log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer (in the background)"
+PYTHON="$(cd "$VENV" && pwd)/bin/python" setsid bash tests/native/run_sanitizers.sh asan \
+    --basetemp="$lanes/asan-tmp" >"$lanes/asan.log" 2>&1 &
+asan_pid=$!
+
+for entry in "${ready[@]}"; do
+    v=${entry%% *}
+    exe=${entry#* }
+    prefix=$(dirname "$(dirname "$(dirname "$exe")")")
+    log "unit suite on python$v ($exe)"
+    CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" ".venv-$v/bin/python" -m pytest -q \
+        -p no:cacheprovider --basetemp="$lanes/tmp-$v" tests/unit \
+        || { echo "FAILED: unit suite on python$v" >&2; exit 1; }
+done
+
+for sdk in "${SDKS[@]}"; do
+    version=${sdk%%:*}
+    log "opentelemetry-sdk $version"
+    ".venv-sdk-$version/bin/python" -m pytest -q -p no:cacheprovider \
+        --basetemp="$lanes/tmp-sdk-$version" tests/unit/otel/test_processor.py \
+        tests/unit/otel/test_setups.py tests/unit/otel/test_histogram_bulk.py \
+        || { echo "FAILED: opentelemetry-sdk $version" >&2; exit 1; }
+done
+
+asan_rc=0
+wait "$asan_pid" || asan_rc=$?
+asan_pid=
+log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer (its log)"
+cat "$lanes/asan.log"
+if [ "$asan_rc" -ne 0 ]; then
+    echo "FAILED: the ASan+UBSan suite, exit $asan_rc" >&2
+    exit "$asan_rc"
+fi
