@@ -126,6 +126,31 @@ def test_realloc_grow_and_shrink(tracker_any: str, helper: Helper, domain: int,
         helper.free(domain, kept[i])
 
 
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+def test_failed_realloc_keeps_the_block_charged_to_its_group(tracker_live: None,
+                                                             helper: Helper,
+                                                             domain: int) -> None:
+    # The old block leaves the table before the realloc call (its address
+    # may be reused once the call returns) and goes back in when the call
+    # fails: its group still holds it, and its free is charged there once.
+    size, impossible = 300, 1 << 62  # more than any address space maps
+    group = otel_alloc.Group()
+    with group:
+        ptr = helper.malloc(domain, size)
+    held = group.stats()
+    assert helper.realloc(domain, ptr, impossible) == 0
+    after_failure = group.stats()
+    assert after_failure.live_bytes == held.live_bytes
+    assert after_failure.freed_count == held.freed_count
+    assert after_failure.alloc_count == held.alloc_count
+    helper.free(domain, ptr)
+    got = delta(group.stats(), held)
+    assert got.freed_bytes == size
+    assert got.freed_count == 1
+    assert got.live_bytes == -size
+    assert otel_alloc.counters().tracking_failures == 0
+
+
 def _free_elsewhere(helper: Helper, domain: int, n: int, size: int,
                     in_thread: bool) -> otel_alloc.Stats:
     """Allocate n blocks under one group, free them under another (or in
