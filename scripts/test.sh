@@ -42,6 +42,9 @@ find_python() {
     esac
 }
 
+# The prefix that interpreter $1 is installed under (its headers are there).
+prefix_of() { dirname "$(dirname "$(dirname "$1")")"; }
+
 # A venv with pip for interpreter $1 at $2 (Debian's builds come without
 # ensurepip: pip is installed from its wheel).
 make_venv() {
@@ -130,7 +133,7 @@ for v in $OTHER_PYTHONS; do
         continue
     fi
     exe=$(find_python "$v") || { echo "python$v: not found" >&2; missing+=("$v"); continue; }
-    prefix=$(dirname "$(dirname "$(dirname "$exe")")")
+    prefix=$(prefix_of "$exe")
     venv=".venv-$v"
     [ -x "$venv/bin/python" ] || make_venv "$exe" "$venv"
     echo "python$v: $exe"
@@ -174,7 +177,7 @@ asan_pid=$!
 for entry in "${ready[@]}"; do
     v=${entry%% *}
     exe=${entry#* }
-    prefix=$(dirname "$(dirname "$(dirname "$exe")")")
+    prefix=$(prefix_of "$exe")
     log "unit suite on python$v ($exe)"
     CFLAGS="-I$prefix/usr/include ${CFLAGS:-}" ".venv-$v/bin/python" -m pytest -q \
         -p no:cacheprovider --basetemp="$lanes/tmp-$v" tests/unit \
