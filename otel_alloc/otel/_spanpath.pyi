@@ -69,6 +69,7 @@ class SpanPath:
         with_figures: Callable[[Any, Any, bool], Any],
         note_thread: Callable[[], None] | None,
         keep_from: int = ...,
+        attributes: bool = ...,
     ) -> None: ...
     shutdown: bool
     overflow_open: int

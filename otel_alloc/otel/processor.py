@@ -73,7 +73,7 @@ class AllocationSpanProcessor(SpanProcessor):
     Args:
         span_processor: The processor (usually a ``BatchSpanProcessor``) that
             receives every span, ended spans with ``alloc.*`` attributes added.
-            ``None``: no span attributes, only metrics, events and sinks.
+            ``None``: beside the export processor (attributes need SDK 1.40+).
         mode: Tracker mode when this processor installs it (``"counts"``,
             ``"live"`` or ``"estimate"``); default ``OTEL_ALLOC_MODE``, else
             ``"counts"``.
@@ -98,8 +98,9 @@ class AllocationSpanProcessor(SpanProcessor):
         **settings: Any field of :class:`~otel_alloc.otel.settings.Settings`
             (``stale_span_seconds``, ``max_span_names``, ``span_threshold_bytes``,
             ``leak_grace_seconds``, ``leak_min_bytes``, ``max_retained_spans``,
-            ``span_summary_events``, ``metrics``, ``events``, ``sample_bytes``:
-            mean bytes between sampled allocation sites, 0 for none;
+            ``span_summary_events``, ``span_attributes`` (off: no ``alloc.*``
+            span attributes), ``metrics``, ``events``, ``sample_bytes``: mean
+            bytes between sampled allocation sites, 0 for none;
             ``span_size_sample_rate``: the fraction of spans whose bytes go
             into the ``python.alloc.span.size`` histogram, 1 for all).
     """
@@ -173,11 +174,12 @@ class AllocationSpanProcessor(SpanProcessor):
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
             note_thread=self._collector.note_thread if self._collector is not None else None,
-            keep_from=keep_from)
+            keep_from=keep_from, attributes=self.settings.span_attributes)
         self.on_start = self._path.on_start  # type: ignore[method-assign]
         self.on_end = self._path.on_end  # type: ignore[method-assign]
         self._on_ending = self._path.on_ending  # type: ignore[method-assign]
-        if not sdk_compat.SDK_CALLS_ON_ENDING and span_processor is None:
+        if (not sdk_compat.SDK_CALLS_ON_ENDING and span_processor is None
+                and self.settings.span_attributes):
             sdk_compat.warn_no_attribute_route()
         self._shutdown = False
         self.spans_reclaimed = 0
@@ -291,8 +293,7 @@ class AllocationSpanProcessor(SpanProcessor):
         self.spans_reclaimed += len(stale)
         return bool(stale)
 
-    def _live_end(self, span: ReadableSpan, ctx: SpanContext, gid: int,
-                  figures: Figures) -> None:
+    def _live_end(self, span: ReadableSpan, ctx: SpanContext, gid: int, figures: Figures) -> None:
         """A span ended holding enough live bytes (or their estimate): watch its group."""
         record = make_record(span.name, ctx.trace_id, ctx.span_id, gid, *figures[:5],
                              span.start_time or 0, span.end_time or 0, figures[7],

@@ -28,6 +28,7 @@ class Settings:
     leak_min_bytes: int
     max_retained_spans: int
     span_summary_events: bool
+    span_attributes: bool
     metrics: bool
     events: bool
     sample_bytes: int
@@ -44,6 +45,7 @@ class Settings:
         leak_min_bytes: int | str | None = None,
         max_retained_spans: int | None = None,
         span_summary_events: bool | None = None,
+        span_attributes: bool | None = None,
         metrics: bool | None = None,
         events: bool | None = None,
         sample_bytes: int | str | None = None,
@@ -67,6 +69,8 @@ class Settings:
                 1024, 0, 1_000_000),
             span_summary_events=config.flag(
                 "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
+            span_attributes=config.flag(
+                "span_attributes", span_attributes, "OTEL_ALLOC_SPAN_ATTRIBUTES", True),
             metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
             sample_bytes=config.sample_bytes(

@@ -79,3 +79,38 @@ def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
     ratios = re.findall(r"^  core +(\w+) +[\d,]+  (\d+\.\d{4})x untraced$", proc.stdout, re.M)
     assert [name for name, _ in ratios] == ["untraced", "counts"], proc.stdout
     assert float(ratios[0][1]) == 1.0 and float(ratios[1][1]) > 1.0
+
+
+SERVICE_CALLGRIND = ROOT / "benchmarks" / "service_callgrind.py"
+
+
+def test_service_callgrind_refuses_bad_names_and_sizes() -> None:
+    for args, needle in ((["--variants", "counts,fast"], "--variants: fast not accepted"),
+                         (["--small", "9", "--large", "3"], "--small/--large")):
+        proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)
+
+
+def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind not installed")
+    if "san" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("a sanitizer runtime is preloaded: valgrind cannot run under it")
+    sys.path.insert(0, str(SUITE.parent))
+    try:
+        from suite_service import missing
+    finally:
+        sys.path.remove(str(SUITE.parent))
+    if (why := missing()) is not None:
+        pytest.skip(why)
+    proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), "--variants",
+                           "counts-noattr", "--small", "1", "--large", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^  (\S+) +([\d,]+) +([\d,]+) +([\d,]+)  (\d+\.\d{4})x$", proc.stdout,
+                      re.M)
+    assert [r[0] for r in rows] == ["otel", "counts-noattr"], proc.stdout
+    # One request minus none: the export thread's batches and the collector
+    # move a pair this small by several per cent either way.
+    assert float(rows[0][4]) == 1.0 and 0.5 < float(rows[1][4]) < 2.0

@@ -171,7 +171,7 @@ PyObject *sp_on_ending(SpanPath *self, PyObject *span)
         int r = end_group(self, span, &f);
         if (r < 0)
             sp_failed(self, "_on_ending");
-        else if (r == END_FIGURES &&
+        else if (r == END_FIGURES && self->attributes &&
                  write_span_attributes(span, &f, self->live, &self->attributes_dropped) < 0)
             self->attributes_unwritable++;
     }
@@ -192,7 +192,7 @@ PyObject *sp_on_end(SpanPath *self, PyObject *span)
         int r = end_group(self, span, &f);
         if (r < 0) {
             sp_failed(self, "on_end");
-        } else if (r == END_FIGURES && self->next_on_end != NULL) {
+        } else if (r == END_FIGURES && self->attributes && self->next_on_end != NULL) {
             PyObject *figures = figures_tuple(&f, 0);
             PyObject *live = PyLong_FromLong(self->live);
             if (figures != NULL && live != NULL) {

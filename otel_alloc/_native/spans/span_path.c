@@ -179,17 +179,18 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"groups", "holders", "open", "by_gid", "records", "next_on_start",
                              "next_on_ending", "next_on_end", "live", "overflowed", "failed",
                              "wake", "live_end", "with_figures", "note_thread", "keep_from",
-                             NULL};
+                             "attributes", NULL};
     PyObject *groups, *holders, *open, *by_gid, *records, *next_start, *next_ending, *next_end,
         *overflowed, *failed_cb, *wake, *live_end, *with_figures, *note_thread;
     int live;
     long long keep_from = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|L:SpanPath", kwlist,
+    int attributes = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|Lp:SpanPath", kwlist,
                                      &PyDict_Type, &groups, &PyDict_Type, &holders,
                                      &PyDict_Type, &open, &PyDict_Type, &by_gid,
                                      &SpanRecordsType, &records, &next_start, &next_ending,
                                      &next_end, &live, &overflowed, &failed_cb, &wake, &live_end,
-                                     &with_figures, &note_thread, &keep_from))
+                                     &with_figures, &note_thread, &keep_from, &attributes))
         return NULL;
     if (!PyCallable_Check(overflowed) || !PyCallable_Check(failed_cb) ||
         !PyCallable_Check(wake) || !PyCallable_Check(live_end) ||
@@ -218,6 +219,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->live_end = Py_NewRef(live_end);
     self->with_figures = Py_NewRef(with_figures);
     self->live = live;
+    self->attributes = attributes;
     self->keep_from = live != SP_LIVE_NONE && keep_from >= 0 ? keep_from : -1;
     self->serial = ++g_serial;
     self->note_thread = optional_callable(note_thread, "note_thread");

@@ -29,6 +29,7 @@ typedef struct {
     PyObject *with_figures; /* (span, figures, live) -> a copy of span with attributes */
     PyObject *note_thread; /* () -> None, or NULL */
     int live; /* how live bytes are kept: an SP_LIVE_* kind (spans.h) */
+    int attributes; /* 1: ended spans get their alloc.* attributes; 0: they are left alone */
     long long keep_from; /* keep a group still holding this many live bytes (live mode); -1: never */
     int shutdown;
     long long overflow_open;

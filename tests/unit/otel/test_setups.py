@@ -231,3 +231,55 @@ def test_old_sdk_beside_exporter_warns_once(tracker_counts: None, monkeypatch: p
     warnings = [r.getMessage() for r in caplog.records if "_on_ending" in r.getMessage()]
     assert len(warnings) == 1
     assert "AllocationSpanProcessor(BatchSpanProcessor(exporter))" in warnings[0]
+
+
+SETUP_FORMS = ("wrap", "beside-first", "beside-last")
+
+
+@pytest.mark.parametrize("mode", ["counts", "live"])
+@pytest.mark.parametrize("form", SETUP_FORMS)
+def test_span_attributes_off_leaves_spans_alone_and_keeps_metrics(
+        helper: Helper, mode: str, form: str) -> None:
+    """``span_attributes=False``: no ``alloc.*`` attribute on any exported
+    span, in every form, while the span's bytes still reach the metrics."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    otel_alloc.install(mode)
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    exporter = InMemorySpanExporter()
+    export = SimpleSpanProcessor(exporter)
+    processor = AllocationSpanProcessor(export if form == "wrap" else None,
+                                        span_attributes=False, meter_provider=meters)
+    provider = TracerProvider()
+    order = {"wrap": [processor], "beside-first": [processor, export],
+             "beside-last": [export, processor]}[form]
+    for p in order:
+        provider.add_span_processor(p)
+    try:
+        with provider.get_tracer("t").start_as_current_span("work", attributes={"app": 1}):
+            helper.alloc_many(OBJ, 1000, 100)
+        provider.force_flush()
+        (span,) = exporter.get_finished_spans()
+        assert _attrs(span) == {"app": 1}
+        meters.force_flush()
+        data = reader.get_metrics_data()
+        points = [p for rm in data.resource_metrics for sm in rm.scope_metrics
+                  for m in sm.metrics if m.name == "python.alloc.allocated"
+                  for p in m.data.data_points if p.attributes.get("span.name") == "work"]
+        assert len(points) == 1 and 100_000 <= points[0].value < 100_000 + 16_384
+    finally:
+        provider.shutdown()
+        meters.shutdown()
+        otel_alloc.uninstall()
+
+
+def test_span_attributes_off_is_no_reason_to_warn_of_an_old_sdk(
+        tracker_counts: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sdk_compat, "SDK_CALLS_ON_ENDING", False)
+    monkeypatch.setattr(sdk_compat, "_route_warned", False)
+    with caplog.at_level(logging.WARNING, logger="otel_alloc"):
+        AllocationSpanProcessor(span_attributes=False).shutdown()
+    assert not [r for r in caplog.records if "_on_ending" in r.getMessage()]

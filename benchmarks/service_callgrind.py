@@ -1,0 +1,147 @@
+"""The suite's service request by request under callgrind: which thread pays what.
+
+The suite's ``service`` item measures requests per second under ``wrk``; this
+counts the instructions one request costs, split between the thread that
+serves it and the others (above all the ``BatchSpanProcessor``'s worker,
+which encodes every ended span for OTLP/HTTP). It builds the same app as
+``service_app.py`` (FastAPI, OpenTelemetry's instrumentation, OTLP/HTTP to a
+local receiver, a MeterProvider, the allocation processor with every span in
+the size histogram) and drives it in-process through ASGI, without sockets
+for the requests, so a run is deterministic. For each variant it runs
+``--small`` and ``--large`` requests under ``valgrind --tool=callgrind
+--separate-threads=yes`` (``PYTHONHASHSEED=0``) and takes the difference, so
+start-up, imports and the final flush cancel out. Usage::
+
+    python benchmarks/service_callgrind.py [--variants otel,counts,live,counts-noattr,live-noattr]
+        [--small 100 --large 400]
+
+``-noattr`` runs the variant with ``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the
+processor does everything else, but ended spans carry no ``alloc.*``
+attributes for the exporter to encode. Needs ``valgrind``; takes about
+half a minute per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("otel", "counts", "live", "counts-noattr", "live-noattr")
+WARM_UP = 50
+SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+         "scheme": "http", "path": "/orders/4711", "raw_path": b"/orders/4711",
+         "query_string": b"limit=20", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+
+
+def child(variant: str, requests: int) -> None:
+    """One measured run (inside valgrind): warm up, then ``requests`` requests."""
+    sys.path.insert(0, str(HERE))
+    import service_app
+    from suite_service import Receiver
+
+    receiver = Receiver()
+    app = service_app.build_app()
+    tracer_provider, meter_provider, count = service_app.telemetry(
+        variant.removesuffix("-noattr"), receiver.endpoint, app)
+
+    async def one() -> None:
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await app(dict(SCOPE), receive, send)
+        if sent[0].get("status") != 200:
+            raise RuntimeError(f"the service answered {sent[0]}")
+
+    async def serve(n: int) -> None:
+        for _ in range(n):
+            await one()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(serve(WARM_UP))
+    loop.run_until_complete(serve(requests))
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+    receiver.close()
+    if count.ended != 3 * (WARM_UP + requests):
+        raise RuntimeError(f"{count.ended} spans ended for {WARM_UP + requests} requests")
+
+
+def _thread_totals(out: Path) -> tuple[int, int]:
+    """(serving thread, all other threads) instructions of a separate-threads run."""
+    sys.path.insert(0, str(HERE))
+    from callgrind_ratios import _totals
+
+    main, every = _totals(out)
+    return main, every - main
+
+
+def instructions(variant: str, requests: int) -> tuple[int, int]:
+    """(serving thread, other threads) instructions of one child run."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if variant.endswith("-noattr"):
+        env["OTEL_ALLOC_SPAN_ATTRIBUTES"] = "false"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}", sys.executable, __file__, "--child", variant,
+             "--requests", str(requests)],
+            capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"callgrind run of {variant} failed (exit {proc.returncode}):\n"
+                             f"{proc.stderr[-2000:]}")
+        return _thread_totals(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--small", type=int, default=100)
+    parser.add_argument("--large", type=int, default=400)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.requests)
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        raise SystemExit(f"--variants: {','.join(bad) or repr(args.variants)} not accepted; "
+                         f"accepted: {', '.join(VARIANTS)}")
+    if not 0 < args.small < args.large:
+        raise SystemExit(f"--small/--large: need 0 < small < large, got {args.small}/{args.large}")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not installed (apt-get install -y valgrind)")
+    if "otel" not in variants:
+        variants.insert(0, "otel")
+    n = args.large - args.small
+    print(f"callgrind instructions a request, {args.large} minus {args.small} requests, "
+          f"PYTHONHASHSEED=0, Python {sys.version.split()[0]}")
+    print(f"  {'variant':14} {'serving':>11} {'other':>11} {'total':>11}  total / otel")
+    per_request = {}
+    for v in variants:
+        big, few = instructions(v, args.large), instructions(v, args.small)
+        per_request[v] = ((big[0] - few[0]) / n, (big[1] - few[1]) / n)
+        serving, other = per_request[v]
+        base = sum(per_request["otel"])
+        print(f"  {v:14} {serving:>11,.0f} {other:>11,.0f} {serving + other:>11,.0f}  "
+              f"{(serving + other) / base:.4f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
