@@ -58,20 +58,34 @@ def test_suite_smoke_prints_one_table_that_parses() -> None:
 CALLGRIND = ROOT / "benchmarks" / "callgrind_ratios.py"
 
 
-def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
-    for args, needle in ((["--workloads", "nope"], "--workloads: nope not accepted"),
-                         (["--variants", "counts,fast"], "--variants: fast not accepted"),
-                         (["--small", "9", "--large", "3"], "--small/--large")):
-        proc = subprocess.run([sys.executable, str(CALLGRIND), *args], capture_output=True,
-                              text=True, timeout=60)
-        assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)
+# Options every callgrind script refuses, and what its error must say.
+BAD_OPTIONS: tuple[tuple[list[str], str], ...] = (
+    (["--variants", "counts,fast"], "--variants: fast not accepted"),
+    (["--small", "9", "--large", "3"], "--small/--large"),
+)
 
 
-def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
+def _skip_without_valgrind() -> None:
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed")
     if "san" in os.environ.get("LD_PRELOAD", ""):
         pytest.skip("a sanitizer runtime is preloaded: valgrind cannot run under it")
+
+
+def _assert_refused(script: Path, cases: tuple[tuple[list[str], str], ...]) -> None:
+    for args, needle in cases:
+        proc = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)
+
+
+def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
+    _assert_refused(CALLGRIND, ((["--workloads", "nope"], "--workloads: nope not accepted"),
+                                *BAD_OPTIONS))
+
+
+def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
+    _skip_without_valgrind()
     proc = subprocess.run([sys.executable, str(CALLGRIND), "--variants", "counts",
                            "--small", "1", "--large", "2"], capture_output=True, text=True,
                           timeout=600)
@@ -85,18 +99,11 @@ SERVICE_CALLGRIND = ROOT / "benchmarks" / "service_callgrind.py"
 
 
 def test_service_callgrind_refuses_bad_names_and_sizes() -> None:
-    for args, needle in ((["--variants", "counts,fast"], "--variants: fast not accepted"),
-                         (["--small", "9", "--large", "3"], "--small/--large")):
-        proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), *args],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode != 0 and needle in proc.stderr, (args, proc.stderr)
+    _assert_refused(SERVICE_CALLGRIND, BAD_OPTIONS)
 
 
 def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
-    if shutil.which("valgrind") is None:
-        pytest.skip("valgrind not installed")
-    if "san" in os.environ.get("LD_PRELOAD", ""):
-        pytest.skip("a sanitizer runtime is preloaded: valgrind cannot run under it")
+    _skip_without_valgrind()
     sys.path.insert(0, str(SUITE.parent))
     try:
         from suite_service import missing
