@@ -33,6 +33,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the suite's modules, when imported from elsewhere
+
+from callgrind_ratios import _totals  # noqa: E402
+
 VARIANTS = ("otel", "counts", "live", "counts-noattr", "live-noattr")
 WARM_UP = 50
 SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
@@ -43,7 +47,6 @@ SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "met
 
 def child(variant: str, requests: int) -> None:
     """One measured run (inside valgrind): warm up, then ``requests`` requests."""
-    sys.path.insert(0, str(HERE))
     import service_app
     from suite_service import Receiver
 
@@ -81,9 +84,6 @@ def child(variant: str, requests: int) -> None:
 
 def _thread_totals(out: Path) -> tuple[int, int]:
     """(serving thread, all other threads) instructions of a separate-threads run."""
-    sys.path.insert(0, str(HERE))
-    from callgrind_ratios import _totals
-
     main, every = _totals(out)
     return main, every - main
 
