@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,17 @@ from tests.native.build import build_helper
 
 RAW, MEM, OBJ = 0, 1, 2
 DOMAINS = {"raw": RAW, "mem": MEM, "obj": OBJ}
+
+
+def other_allocator() -> str | None:
+    """Why glibc's malloc is not the one in use (a sanitizer, valgrind), or None."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "asan" in preload or "tsan" in preload:
+        return "a sanitizer's allocator"
+    with open("/proc/self/maps") as maps:
+        if "vgpreload" in maps.read():
+            return "valgrind's allocator"
+    return None
 
 
 @dataclass

@@ -26,6 +26,8 @@ import sys
 
 import pytest
 
+from tests.unit.conftest import other_allocator
+
 CHILD = r"""
 import ctypes, json
 import otel_alloc
@@ -55,22 +57,11 @@ print(json.dumps({"table_growth": table1 - table0, "heap_growth": heap1 - heap0}
 """
 
 
-def _under_another_allocator() -> str | None:
-    """Why glibc's malloc is not the one in use (a sanitizer, valgrind), or None."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    if "asan" in preload or "tsan" in preload:
-        return "a sanitizer's allocator"
-    with open("/proc/self/maps") as maps:
-        if "vgpreload" in maps.read():
-            return "valgrind's allocator"
-    return None
-
-
 def test_table_growth_does_not_touch_the_programs_heap() -> None:
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "mallinfo2"):
         pytest.skip("this C library has no mallinfo2 (glibc 2.33+)")
-    other = _under_another_allocator()
+    other = other_allocator()
     if other is not None:
         pytest.skip(f"glibc's heap figures mean nothing under {other}")
     if os.environ.get("PYTHONMALLOC", "pymalloc") not in ("pymalloc", "pymalloc_debug"):
@@ -132,7 +123,7 @@ print(json.dumps({"failures": failures, "regrown_failures": regrown,
 
 
 def test_blocks_the_table_cannot_hold_keep_the_figures_exact() -> None:
-    if _under_another_allocator() == "a sanitizer's allocator":
+    if other_allocator() == "a sanitizer's allocator":
         pytest.skip("a sanitizer's shadow memory does not fit under an address-space limit")
     out = subprocess.run([sys.executable, "-c", UNHELD_CHILD], capture_output=True, text=True,
                          timeout=300, check=True)
