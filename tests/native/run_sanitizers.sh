@@ -23,6 +23,10 @@
 # stopping the run (the failed-realloc tests ask for one). Runs twice:
 # with pymalloc, and with PYTHONMALLOC=malloc so that Python's own blocks also
 # get ASan redzones (the hooks then wrap the malloc-backed allocators).
+# GCC 12's libasan locks nothing of its own allocator around fork(): a test
+# that forks while another thread allocates keeps that thread out of malloc
+# at the fork itself under a sanitizer (tests/unit/conftest.py,
+# other_allocator), or the child can hang on the sanitizer's lock.
 #
 # valgrind: PYTHONMALLOC=malloc so pymalloc's arena tricks do not confuse
 # memcheck; tests/native/valgrind.supp hides CPython 3.11's own false
