@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Memory-error checks of the native code (otel_alloc/_native/*.c): the core
-# suite (tests/unit) under AddressSanitizer + UndefinedBehaviorSanitizer, and
-# under valgrind memcheck.
+# suite (tests/unit) under AddressSanitizer + UndefinedBehaviorSanitizer,
+# under ThreadSanitizer, and under valgrind memcheck.
 #
 # Usage:
-#   tests/native/run_sanitizers.sh [asan|valgrind|all] [extra pytest args...]
+#   tests/native/run_sanitizers.sh [asan|tsan|valgrind|all] [extra pytest args...]
 #
 # Environment:
 #   PYTHON          interpreter with cffi and pytest (default: .venv/bin/python)
@@ -28,6 +28,13 @@
 # at the fork itself under a sanitizer (tests/unit/conftest.py,
 # other_allocator), or the child can hang on the sanitizer's lock.
 #
+# TSan: both extensions built with -fsanitize=thread (counters.h then keeps
+# its C atomics instead of the x86-64 add to memory, which TSan cannot see);
+# the python binary is not instrumented, so libtsan is preloaded and sees
+# CPython's GIL only as the pthread mutex and condition variable it is made
+# of, which is the synchronisation the hooks rely on. Every report fails
+# the run.
+#
 # valgrind: PYTHONMALLOC=malloc so pymalloc's arena tricks do not confuse
 # memcheck; tests/native/valgrind.supp hides CPython 3.11's own false
 # positives (see that file). --fair-sched keeps the spinlock/thread tests from
@@ -38,8 +45,8 @@ set -euo pipefail
 MODE="${1:-all}"
 if [[ $# -gt 0 ]]; then shift; fi
 case "$MODE" in
-    asan|valgrind|all) ;;
-    *) echo "usage: $0 [asan|valgrind|all] [pytest args...]" >&2; exit 2 ;;
+    asan|tsan|valgrind|all) ;;
+    *) echo "usage: $0 [asan|tsan|valgrind|all] [pytest args...]" >&2; exit 2 ;;
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -153,6 +160,45 @@ run_asan() {
     done
 }
 
+run_tsan() {
+    local dest="$WORK/tsan"
+    log "TSan build in $dest"
+    copy_tree "$dest"
+    build_ext "$dest" "-g -O1 -fsanitize=thread -fno-omit-frame-pointer" "-fsanitize=thread"
+    local so syms
+    for so in "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so; do
+        syms="$(nm -D "$so")"
+        if ! grep -q __tsan_func_entry <<<"$syms"; then
+            echo "TSan build of $so is not instrumented" >&2
+            exit 1
+        fi
+    done
+    local env_tsan=(
+        "LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
+        "TSAN_OPTIONS=halt_on_error=0:die_after_fork=0:allocator_may_return_null=1:log_path=$WORK/tsan-log"
+    )
+    check_import "$dest" "${env_tsan[@]}"
+    log "TSan: pytest ${PYTEST_ARGS[*]:2}"
+    local rc=0
+    (cd "$dest" && env "${env_tsan[@]}" "$PY" "${PYTEST_ARGS[@]}") || rc=$?
+    local reports
+    # As under ASan, the one line allowed is the warning for an allocation
+    # the sanitizer returned NULL for (allocator_may_return_null).
+    reports="$(cat "$WORK"/tsan-log.* 2>/dev/null \
+        | grep -v '^==[0-9]*==WARNING: ThreadSanitizer failed to allocate 0x[0-9a-f]* bytes$' \
+        || true)"
+    if [[ -n "$reports" ]]; then
+        printf '%s\n' "$reports" >&2
+        echo "TSan reported $(grep -c 'ThreadSanitizer' <<<"$reports") lines naming ThreadSanitizer" >&2
+        exit 1
+    fi
+    if [[ $rc -ne 0 ]]; then
+        echo "pytest failed under TSan, exit $rc" >&2
+        exit "$rc"
+    fi
+    echo "TSan: no reports"
+}
+
 run_valgrind() {
     local dest="$WORK/plain"
     log "plain build for valgrind in $dest"
@@ -199,7 +245,7 @@ run_valgrind() {
 check_repo_build() {
     local so
     so="$(ls "$ROOT"/otel_alloc/tracker/_tracker*.so 2>/dev/null | head -n 1 || true)"
-    if [[ -z "$so" ]] || grep -q '__asan\|__ubsan' <<<"$(nm -D "$so")"; then
+    if [[ -z "$so" ]] || grep -q '__asan\|__ubsan\|__tsan' <<<"$(nm -D "$so")"; then
         log "restoring the normal editable build"
         (cd "$ROOT" && env -u CFLAGS -u LDFLAGS "$PY" -m pip install -e . -q)
     fi
@@ -207,6 +253,7 @@ check_repo_build() {
 }
 
 if [[ "$MODE" == asan || "$MODE" == all ]]; then run_asan; fi
+if [[ "$MODE" == tsan || "$MODE" == all ]]; then run_tsan; fi
 if [[ "$MODE" == valgrind || "$MODE" == all ]]; then run_valgrind; fi
 check_repo_build
 log "all checks passed"
