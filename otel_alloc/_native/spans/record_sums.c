@@ -90,7 +90,10 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
     if (n == 0)
         return PyList_New(0);
     PyObject *out = NULL, *where = PyDict_New(); /* name -> index into sums */
-    name_sum *sums = calloc((size_t)n, sizeof(name_sum));
+    /* Grown with the names seen, not sized for n of them: a batch has few
+       names, and n sums (192 KiB for 4096) would be mapped afresh each time. */
+    Py_ssize_t sums_cap = n < 16 ? n : 16;
+    name_sum *sums = calloc((size_t)sums_cap, sizeof(name_sum));
     Py_ssize_t nsums = 0;
     if (where == NULL || sums == NULL)
         goto done;
@@ -107,6 +110,18 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
             Py_DECREF(name);
             goto done;
         } else {
+            if (nsums == sums_cap) {
+                Py_ssize_t cap = sums_cap * 2 < n ? sums_cap * 2 : n;
+                name_sum *grown = realloc(sums, (size_t)cap * sizeof(name_sum));
+                if (grown == NULL) {
+                    Py_DECREF(name);
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                memset(grown + sums_cap, 0, (size_t)(cap - sums_cap) * sizeof(name_sum));
+                sums = grown;
+                sums_cap = cap;
+            }
             k = nsums;
             PyObject *kobj = PyLong_FromSsize_t(k);
             sums[k].sizes = PyList_New(0);
