@@ -323,7 +323,8 @@ static inline uint64_t event_threshold(void)
    ContextVar cache is keyed by the thread state's id and that version
    alone, so whatever swaps a thread's context must bump it. A set of the
    group variable within one context changes neither; it goes through
-   oa_set_thread_group, which drops the cache. The context object is not
+   oa_set_thread_group, which points the cache at the new group (or drops
+   it when the id is not an open group's). The context object is not
    compared: its load and compare were three of the MEM/OBJ hook's some
    sixty instructions. */
 static inline int attr_current(PyThreadState *ts, int live)
