@@ -83,6 +83,7 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         if (g == &groups[0] && (gid & OA_SLOT_MASK) != 0)
             cacheable = 0;
         oa_sample_refresh();
+        oa_estimate_refresh();
         /* The cached path takes the record for granted (cached_rec): a
            thread without one (the registry full) resolves in full. */
         if (thread_record() == NULL)
@@ -123,6 +124,7 @@ static void gil_free_alloc(int domain, void *ptr, size_t size)
     int pinned;
     oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
     oa_sample_refresh();
+    oa_estimate_refresh();
     int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
     int exact = live == OA_LIVE_EXACT;
     charge_alloc(domain, ptr, size, groups, g, gid, live, exact ? group_meta_hi(groups, g) : 0,

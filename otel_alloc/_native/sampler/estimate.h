@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/tls.h"
+
 #pragma GCC visibility push(hidden)
 
 extern _Atomic uint64_t g_est_mean;
@@ -26,6 +28,19 @@ uint64_t oa_estimate_tick_slow(size_t size);
 
 /* Threads draw afresh on their next allocation (install, configuration). */
 void oa_estimate_restart(void);
+
+/* Drop this thread's countdown when it was drawn under another
+   configuration, so the next allocation draws afresh under the current
+   mean. Without it a countdown drawn under a larger mean ran on after a
+   reinstall with a smaller one, and the blocks it passed over were never
+   sampled: the estimate came out low by about the old mean (a 6-sigma
+   miss in test_estimate.py under ASan in CI). Called where
+   oa_sample_refresh is. */
+static inline void oa_estimate_refresh(void)
+{
+    if (tls.est_gen != atomic_load_explicit(&g_est_gen, memory_order_relaxed))
+        tls.est_left = 0;
+}
 
 #pragma GCC visibility pop
 

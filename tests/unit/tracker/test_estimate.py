@@ -175,3 +175,33 @@ def test_a_smaller_mean_gives_a_closer_estimate(helper: Helper) -> None:
             group.release()
         finally:
             otel_alloc.uninstall()
+
+
+@pytest.mark.parametrize("domain", [OBJ, RAW], ids=["OBJ", "RAW"])
+def test_a_countdown_drawn_under_an_earlier_mean_is_not_kept(helper: Helper,
+                                                             domain: int) -> None:
+    """After a reinstall with a smaller mean, the thread draws afresh.
+
+    A countdown drawn under a 64 MiB mean (the largest) is longer than the
+    2 MB below with probability 0.97. Were it kept, the blocks it passed
+    over would never be sampled and the estimate would come out about 0.
+    """
+    n, size, mean = 20_000, 100, 256
+    otel_alloc.install("estimate", estimate_bytes=64 << 20)
+    try:
+        group = otel_alloc.Group()
+        helper.free_many(domain, _keep(helper, group, domain, size, 100), 100)
+        group.release()
+    finally:
+        otel_alloc.uninstall()
+    otel_alloc.install("estimate", estimate_bytes=mean)
+    try:
+        group = otel_alloc.Group()
+        with gc_paused():
+            ptrs = _keep(helper, group, domain, size, n)
+            error = group.stats().live_bytes - n * size
+        assert abs(error) < 6 * _sd(n * size, size, mean) + 4 * mean, error
+        helper.free_many(domain, ptrs, n)
+        group.release()
+    finally:
+        otel_alloc.uninstall()
