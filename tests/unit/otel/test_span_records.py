@@ -1,12 +1,20 @@
-"""The ended-span queue (``_spanpath.SpanRecords``): order, many names, a take within a take."""
+"""The ended-span queue (``_spanpath.SpanRecords``): bounds, order, sums per name, sampled
+sizes, the recent-span index, sinks, and a take within a take."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 import otel_alloc
+from otel_alloc import AllocationSpanProcessor, tracker
 from otel_alloc.otel import _spanpath
-from tests.unit.otel.test_span_path import _bare_path, _Direct, _tracer
+from otel_alloc.otel import context_follower as attribution
+from tests.unit.conftest import OBJ, Helper
+from tests.unit.otel.span_path_helpers import DirectProcessor, bare_span_path, tracer_for
 
 
 def _names(whole: list[tuple[Any, ...]]) -> list[str]:
@@ -19,7 +27,7 @@ def test_order_holds_across_partial_takes_wraps_and_drains() -> None:
     otel_alloc.install("counts")
     try:
         records = _spanpath.SpanRecords(5)
-        tracer = _tracer(_Direct(_bare_path(records, {}, [])))
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
         made = 0
 
         def end_spans(n: int) -> None:
@@ -52,7 +60,7 @@ def test_a_batch_of_many_names_sums_each_name() -> None:
     otel_alloc.install("counts")
     try:
         records = _spanpath.SpanRecords(1000)
-        tracer = _tracer(_Direct(_bare_path(records, {}, [])))
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
         names = [f"n{i}" for i in range(40)]
         for _ in range(3):
             for name in names:
@@ -87,7 +95,7 @@ def test_a_take_that_runs_while_another_is_making_its_objects() -> None:
     otel_alloc.install("counts")
     try:
         records = _spanpath.SpanRecords(10)
-        tracer = _tracer(_Direct(_bare_path(records, {}, [])))
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
         first = _TakesOnHash("first")
         for name in (first, "second", "third", "fourth"):
             with tracer.start_as_current_span(name):
@@ -109,5 +117,200 @@ def test_a_take_that_runs_while_another_is_making_its_objects() -> None:
         with tracer.start_as_current_span("fifth"):
             pass
         assert _names(records.take(10, True)[1]) == ["fifth"]
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_record_queue_is_bounded_and_ordered() -> None:
+    otel_alloc.install("counts")
+    try:
+        records = _spanpath.SpanRecords(3)
+        groups: dict[Any, int] = {}
+        failures: list[str] = []
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, groups, failures)))
+        ids = []
+        for i in range(5):
+            with tracer.start_as_current_span(f"s{i}") as span:
+                ids.append(span.get_span_context().span_id)
+        assert len(records) == 3
+        assert records.dropped == 2
+        sums, whole = records.take(100, True)
+        assert [r[0] for r in whole] == ["s0", "s1", "s2"]
+        assert [r[2] for r in whole] == ids[:3]
+        assert [s[0] for s in sums] == ["s0", "s1", "s2"]
+        assert len(records) == 0 and records.take(100, True) == ([], [])
+        # A span whose group id went stale (released) queues nothing.
+        with tracer.start_as_current_span("stale") as span:
+            tracker.release_group(groups[span])
+        assert len(records) == 0
+        assert failures == []
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_take_sums_per_name_with_the_largest_span_first(helper: Helper) -> None:
+    otel_alloc.install("counts")
+    try:
+        records = _spanpath.SpanRecords(100)
+        # The runtime-context stand-in charges a span's allocations to the
+        # group it finds in the registry.
+        attribution.install_context_hook()
+        registry = attribution.span_registry()
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, registry, [])))
+        sizes = {"a": [1000, 5000, 3000], "b": [2000]}
+        largest: dict[str, int] = {}
+        for _ in range(3):  # first calls pay for one-time set-up (SDK, cffi)
+            with tracer.start_as_current_span("a"):
+                helper.alloc_many(OBJ, 8, 1)
+        records.take(100)
+        for name, each in (("a", 1000), ("b", 2000), ("a", 5000), ("a", 3000)):
+            with tracer.start_as_current_span(name) as span:
+                helper.alloc_many(OBJ, each, 1)
+            if each == max(sizes[name]):
+                largest[name] = span.get_span_context().span_id
+        sums, whole = records.take(100, False, 4000)
+        by_name = {s[0]: s for s in sums}
+        assert set(by_name) == {"a", "b"}
+        name, total, count, trace_id, span_id, each_bytes, native_bytes = by_name["a"]
+        assert native_bytes == 0  # the helper allocates through PyMem only
+        assert len(each_bytes) == 3 and each_bytes[0] == max(each_bytes)
+        assert total == sum(each_bytes) and count >= 3
+        # Each span: its exact size plus the little the SDK allocates while it is current.
+        for got, want in zip(sorted(each_bytes), sorted(sizes["a"]), strict=True):
+            assert want <= got < want + 512
+        assert span_id == largest["a"] and trace_id != 0
+        assert by_name["b"][4] == largest["b"]
+        # Whole records: only spans of at least the threshold (4000 bytes).
+        assert [(r[0], r[2]) for r in whole] == [("a", largest["a"])]
+        assert records.take(100, False, 0) == ([], [])
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_recently_ended_spans_by_group_id(helper: Helper) -> None:
+    """Ended spans that an event or sample names are remembered, the last `recent` of them.
+
+    Here every other span makes one allocation over the event threshold; the
+    queue (10 records) is full almost at once, which does not matter.
+    """
+    otel_alloc.install("counts", threshold_bytes="64KiB")
+    try:
+        records = _spanpath.SpanRecords(10, recent=64)
+        attribution.install_context_hook()
+        groups = attribution.span_registry()
+        noted: list[tuple[int, str, int]] = []
+        quiet: list[int] = []
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, groups, [])))
+        for i in range(1000):  # many evictions: exercises deletion from the index
+            with tracer.start_as_current_span(f"s{i}") as span:
+                gid = groups[span]
+                if i % 2 == 0:
+                    helper.alloc_many(OBJ, 100_000, 1)
+            if i % 2 == 0:
+                noted.append((gid, f"s{i}", span.get_span_context().span_id))
+            else:
+                quiet.append(gid)
+        assert records.dropped > 900
+        assert records.recent == 64
+        for gid, name, span_id in noted[-64:]:
+            found = records.lookup(gid)
+            assert found is not None and found[0] == name and found[2] == span_id
+        assert all(records.lookup(gid) is None for gid, _, _ in noted[:-64])
+        assert all(records.lookup(gid) is None for gid in quiet)
+        assert records.lookup(0) is None
+        records.clear()
+        assert records.recent == 0 and records.lookup(noted[-1][0]) is None
+        assert len(records) == 0
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_records_reach_sinks(helper: Helper) -> None:
+    otel_alloc.install("counts")
+    try:
+        seen: list[Any] = []
+
+        class Sink:
+            def on_span(self, record: Any) -> None:
+                seen.append(record)
+
+            def shutdown(self) -> None:
+                pass
+
+        processor = AllocationSpanProcessor(SimpleSpanProcessor(InMemorySpanExporter()),
+                                            sinks=[Sink()])
+        tracer = tracer_for(processor)
+        with tracer.start_as_current_span("measured"):
+            helper.alloc_many(OBJ, 1000, 20)
+        processor.force_flush()
+        (record,) = [r for r in seen if r.name == "measured"]
+        assert record.bytes >= 20_000
+        assert record.span_id != 0 and record.trace_id != 0
+        assert processor.records_dropped == 0
+        processor.shutdown()
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_take_samples_span_sizes_at_a_rate_and_keeps_sums_exact(helper: Helper) -> None:
+    otel_alloc.install("counts")
+    try:
+        records = _spanpath.SpanRecords(5000)
+        tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
+
+        def spans(n: int) -> None:
+            for _ in range(n):
+                with tracer.start_as_current_span("s"):
+                    pass
+
+        spans(2000)
+        (everything,), _ = records.take(5000)
+        assert len(everything[5]) == 2000
+        spans(2000)
+        (none,), _ = records.take(5000, rate=0.0)
+        assert none[5] == [] and none[2] == everything[2]  # same allocations counted
+        spans(2000)
+        (some,), _ = records.take(5000, rate=0.25)
+        assert 400 <= len(some[5]) <= 600  # 500 expected; this is over 6 sigma wide
+        assert some[1] == everything[1] and some[2] == everything[2]
+        with pytest.raises(ValueError, match="rate"):
+            records.take(1, rate=1.5)
+    finally:
+        otel_alloc.uninstall()
+
+
+def test_span_size_sample_rate_reaches_the_histogram(helper: Helper) -> None:
+    """With a real MeterProvider: rate 0 records no histogram point, counters stay exact."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    def run(rate: float) -> tuple[int, int]:
+        reader = InMemoryMetricReader()
+        processor = AllocationSpanProcessor(
+            meter_provider=MeterProvider(metric_readers=[reader]), span_size_sample_rate=rate,
+            events=False, sample_bytes=0)
+        tracer = tracer_for(processor)
+        for _ in range(50):
+            with tracer.start_as_current_span("sized"):
+                helper.alloc_many(OBJ, 1000, 4)
+        processor.force_flush()
+        data = reader.get_metrics_data()
+        assert data is not None
+        found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+                 for m in sm.metrics}
+        allocated = sum(p.value for p in found["python.alloc.allocated"].data.data_points)
+        size = found.get("python.alloc.span.size")
+        count = sum(p.count for p in size.data.data_points) if size is not None else 0
+        processor.shutdown()
+        return count, allocated
+
+    otel_alloc.install("counts")
+    try:
+        count, allocated = run(1.0)
+        assert count == 50 and allocated >= 50 * 4000
+        count, allocated = run(0.0)
+        assert count == 0 and allocated >= 50 * 4000
+        with pytest.raises(otel_alloc.ConfigError, match=r"span_size_sample_rate.*<= 1"):
+            AllocationSpanProcessor(span_size_sample_rate=2)
     finally:
         otel_alloc.uninstall()
