@@ -166,6 +166,17 @@ static inline void unpin_group(oa_group *g)
     atomic_fetch_sub_explicit(&g->raw_pins, 1, memory_order_release);
 }
 
+/* Whether slot `g` holds the open group `gid` names. State first: a reuse
+   stores the new generation before it publishes OPEN, so an OPEN seen here
+   comes with that generation. Read the other way round, a slot reused
+   between the two loads passed as the old group (CI caught one such RAW
+   block charged to a group nobody entered). */
+static inline int group_is_open(const oa_group *g, uint64_t gid)
+{
+    return atomic_load_explicit(&g->state, memory_order_seq_cst) == OA_GROUP_OPEN &&
+           atomic_load_explicit(&g->gen, memory_order_seq_cst) == (gid >> OA_SLOT_BITS);
+}
+
 /* The group an allocation under `gid` is charged to: the open group itself,
    or group 0 (no group) for an unknown, closed or recycled id. A RAW caller
    gets it pinned (*pinned = 1) and unpins it when done charging. */
@@ -179,13 +190,7 @@ static inline oa_group *group_for_alloc(oa_group *groups, uint64_t gid, int raw,
         oa_group *g = &groups[slot];
         if (raw)
             *pinned = pin_group(groups, g);
-        /* State first: a reuse stores the new generation before it publishes
-           OPEN, so an OPEN seen here comes with that generation. Read the
-           other way round, a slot reused between the two loads passed as
-           the old group (CI caught one such RAW block charged to a group
-           nobody entered). */
-        if (atomic_load_explicit(&g->state, memory_order_seq_cst) == OA_GROUP_OPEN &&
-            atomic_load_explicit(&g->gen, memory_order_seq_cst) == (gid >> OA_SLOT_BITS))
+        if (group_is_open(g, gid))
             return g;
         if (*pinned) {
             unpin_group(g);
@@ -213,7 +218,7 @@ static inline oa_group *group_for_free(oa_group *groups, uint64_t meta, int raw,
     oa_group *g = &groups[slot];
     if (raw)
         *pinned = pin_group(groups, g);
-    /* State first, as in group_for_alloc: sequentially consistent for a
+    /* State first, as in group_is_open: sequentially consistent for a
        RAW caller, whose pin must be seen before the state is read (pin_group).
        Under the GIL, which every group change holds, relaxed loads do: they
        also let the compiler keep the slot count it loaded above for the

@@ -52,8 +52,7 @@ static int cache_takes_group(uint64_t group)
         if (slot < OA_FIRST_USER_SLOT || slot >= table_slots(groups))
             return 0;
         g = &groups[slot];
-        if (atomic_load_explicit(&g->state, memory_order_seq_cst) != OA_GROUP_OPEN ||
-            atomic_load_explicit(&g->gen, memory_order_seq_cst) != (group >> OA_SLOT_BITS))
+        if (!group_is_open(g, group))
             return 0;
     }
     tls.attr_group = g;
