@@ -110,6 +110,32 @@ check_import() {
     done
 }
 
+# Fail unless both extensions in DEST export SYMBOL, the mark of a build
+# instrumented by sanitizer NAME.
+check_instrumented() {
+    local dest="$1" symbol="$2" name="$3" so syms
+    for so in "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so; do
+        # Captured first: with pipefail, grep -q closing the pipe early would
+        # fail nm with SIGPIPE.
+        syms="$(nm -D "$so")"
+        if ! grep -q "$symbol" <<<"$syms"; then
+            echo "$name build of $so is not instrumented" >&2
+            exit 1
+        fi
+    done
+}
+
+# What the sanitizer SANITIZER wrote to the report files given (a forked
+# child writes its own), less the one line allowed: its warning for an
+# allocation it returned NULL for (allocator_may_return_null).
+sanitizer_reports() {
+    local sanitizer="$1"
+    shift
+    cat "$@" 2>/dev/null \
+        | grep -v "^==[0-9]*==WARNING: $sanitizer failed to allocate 0x[0-9a-f]* bytes\$" \
+        || true
+}
+
 run_asan() {
     local dest="$WORK/asan"
     log "ASan+UBSan build in $dest"
@@ -117,17 +143,7 @@ run_asan() {
     build_ext "$dest" \
         "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
         "-fsanitize=address,undefined"
-    local so
-    for so in "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so; do
-        # Captured first: with pipefail, grep -q closing the pipe early would
-        # fail nm with SIGPIPE.
-        local syms
-        syms="$(nm -D "$so")"
-        if ! grep -q __asan_report <<<"$syms"; then
-            echo "ASan build of $so is not instrumented" >&2
-            exit 1
-        fi
-    done
+    check_instrumented "$dest" __asan_report ASan
     local libasan
     libasan="$(gcc -print-file-name=libasan.so)"
     local env_common=(
@@ -140,13 +156,9 @@ run_asan() {
     for alloc in pymalloc malloc; do
         log "ASan+UBSan: pytest ${PYTEST_ARGS[*]:2} (PYTHONMALLOC=$alloc)"
         (cd "$dest" && env "${env_common[@]}" "PYTHONMALLOC=$alloc" "$PY" "${PYTEST_ARGS[@]}") || rc=$?
-        # Reports go to files (pytest would capture stderr); a forked child
-        # writes its own file. The one line allowed there is ASan's warning
-        # for an allocation it returned NULL for (allocator_may_return_null).
+        # Reports go to files: pytest would capture stderr.
         local reports
-        reports="$(cat "$WORK"/asan-log.* "$WORK"/ubsan-log.* 2>/dev/null \
-            | grep -v '^==[0-9]*==WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]* bytes$' \
-            || true)"
+        reports="$(sanitizer_reports AddressSanitizer "$WORK"/asan-log.* "$WORK"/ubsan-log.*)"
         if [[ -n "$reports" ]]; then
             printf '%s\n' "$reports" >&2
             echo "ASan/UBSan reported errors (PYTHONMALLOC=$alloc)" >&2
@@ -165,14 +177,7 @@ run_tsan() {
     log "TSan build in $dest"
     copy_tree "$dest"
     build_ext "$dest" "-g -O1 -fsanitize=thread -fno-omit-frame-pointer" "-fsanitize=thread"
-    local so syms
-    for so in "$dest"/otel_alloc/tracker/_tracker*.so "$dest"/otel_alloc/otel/_spanpath*.so; do
-        syms="$(nm -D "$so")"
-        if ! grep -q __tsan_func_entry <<<"$syms"; then
-            echo "TSan build of $so is not instrumented" >&2
-            exit 1
-        fi
-    done
+    check_instrumented "$dest" __tsan_func_entry TSan
     local env_tsan=(
         "LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
         "TSAN_OPTIONS=halt_on_error=0:die_after_fork=0:allocator_may_return_null=1:log_path=$WORK/tsan-log"
@@ -182,11 +187,7 @@ run_tsan() {
     local rc=0
     (cd "$dest" && env "${env_tsan[@]}" "$PY" "${PYTEST_ARGS[@]}") || rc=$?
     local reports
-    # As under ASan, the one line allowed is the warning for an allocation
-    # the sanitizer returned NULL for (allocator_may_return_null).
-    reports="$(cat "$WORK"/tsan-log.* 2>/dev/null \
-        | grep -v '^==[0-9]*==WARNING: ThreadSanitizer failed to allocate 0x[0-9a-f]* bytes$' \
-        || true)"
+    reports="$(sanitizer_reports ThreadSanitizer "$WORK"/tsan-log.*)"
     if [[ -n "$reports" ]]; then
         printf '%s\n' "$reports" >&2
         echo "TSan reported $(grep -c 'ThreadSanitizer' <<<"$reports") lines naming ThreadSanitizer" >&2
