@@ -119,6 +119,10 @@ def free_threaded_build() -> bool:
     return bool(lib.oa_free_threaded_build())
 
 
+def tstate_direct() -> bool:
+    return bool(lib.oa_tstate_direct())
+
+
 def set_threshold(threshold: int) -> None:
     lib.oa_set_threshold(threshold)
 

@@ -117,6 +117,10 @@ int oa_native_enabled(void);
 uint64_t oa_native_patched_slots(void);
 int oa_is_enabled(void);
 int oa_free_threaded_build(void);
+/* 1 when the hooks read the thread state without calling the interpreter:
+   always before 3.12; from 3.12 once an install found its thread-local
+   (compat/tstate_slot.c). */
+int oa_tstate_direct(void);
 void oa_set_threshold(uint64_t threshold);
 /* Estimate mode: the mean bytes between sampled blocks (the weight a small
    sampled block stands for). Takes effect at each thread's next draw; the

@@ -8,15 +8,15 @@
  * counting hook). The hooks load the pointer themselves through
  * oa_tstate_current (thread_state.h), whose address needs the runtime's
  * internal layout: Py_BUILD_CORE is confined to this file. From 3.12 the
- * current thread state is a thread-local of the interpreter's and the hooks
- * call the API.
+ * current thread state is a thread-local of the interpreter's, read through
+ * its address (compat/tstate_slot.c).
  */
 #define Py_BUILD_CORE 1
 #include <Python.h>
 
 #include "thread_state.h"
 
-#if !OA_TSTATE_BY_CALL
+#if !OA_TSTATE_BY_SLOT
 #include "internal/pycore_runtime.h"
 
 /* The same relaxed load _PyRuntimeState_GetThreadState does. */

@@ -1,8 +1,8 @@
 /*
  * The thread-state fields the MEM/OBJ hooks read, per CPython version.
  *
- * With frames.c and runtime.c this is the only place that reads CPython
- * internals: a new CPython version changes these files and nothing else.
+ * With frames.c, runtime.c and tstate_slot.c this is the only place that
+ * reads CPython internals: a new CPython version changes these files and nothing else.
  *
  *   OA_TSTATE()            the calling thread's state, NULL when it has none,
  *                          without the fatal error PyThreadState_Get raises
@@ -25,18 +25,34 @@
 
 #include <stdint.h>
 
-#if PY_VERSION_HEX >= 0x030D0000
-#define OA_TSTATE_BY_CALL 1
-#define OA_TSTATE() PyThreadState_GetUnchecked()
-#elif PY_VERSION_HEX >= 0x030C0000
-#define OA_TSTATE_BY_CALL 1
-#define OA_TSTATE() _PyThreadState_UncheckedGet()
+#if PY_VERSION_HEX >= 0x030C0000
+/* 3.12+: the interpreter's thread-local, read through its address, which
+   each thread finds on its first hook (compat/tstate_slot.c); NULL there
+   when it cannot be found, and the API is called. */
+#define OA_TSTATE_BY_SLOT 1
+#pragma GCC visibility push(hidden)
+extern __thread PyThreadState **oa_tstate_slot __attribute__((tls_model("initial-exec")));
+/* Under the GIL, before the hooks go in: finds the variable from the API's
+   code and checks it against the API. 1 when the hooks will read it. */
+int oa_tstate_slot_init(void);
+int oa_tstate_slot_found(void);
+/* A thread's first read: finds its address (or calls the API). */
+PyThreadState *oa_tstate_first(void);
+#pragma GCC visibility pop
+static inline PyThreadState *oa_tstate(void)
+{
+    PyThreadState **slot = oa_tstate_slot;
+    if (__builtin_expect(slot != NULL, 1))
+        return *slot;
+    return oa_tstate_first();
+}
+#define OA_TSTATE() oa_tstate()
 #else
 /* 3.10, 3.11: the pointer _PyThreadState_UncheckedGet loads, read without
    the call (compat/runtime.c). */
 #include <stdatomic.h>
 #include <stdint.h>
-#define OA_TSTATE_BY_CALL 0
+#define OA_TSTATE_BY_SLOT 0
 extern _Atomic(uintptr_t) *const oa_tstate_current __attribute__((visibility("hidden")));
 #define OA_TSTATE()                                                                        \
     ((PyThreadState *)atomic_load_explicit(oa_tstate_current, memory_order_relaxed))

@@ -11,6 +11,7 @@
 #include "../accounting/process_stats.h"
 #include "../accounting/threads.h"
 #include "../api/tracker_api.h"
+#include "../compat/thread_state.h"
 #include "../sampler/estimate.h"
 #include "../sampler/sampler.h"
 #include "../native/native_hooks.h"
@@ -43,6 +44,15 @@ static int free_threaded(void)
 int oa_free_threaded_build(void)
 {
     return free_threaded();
+}
+
+int oa_tstate_direct(void)
+{
+#if OA_TSTATE_BY_SLOT
+    return oa_tstate_slot_found();
+#else
+    return 1;
+#endif
 }
 
 /* Whether our hook of `domain` is reached by an allocation made through the
@@ -198,6 +208,9 @@ int oa_install(int mode, uint32_t max_groups, uint64_t threshold, uint32_t event
     zero_figures(oa_live_kind(mode));
     oa_estimate_restart();
     g_main_interp = PyInterpreterState_Main();
+#if OA_TSTATE_BY_SLOT
+    oa_tstate_slot_init(); /* before the hooks: they read what it finds */
+#endif
     atomic_store_explicit(&g_threshold, threshold, OA_RELAXED);
     tls.gid = 0;
 
