@@ -123,6 +123,10 @@ def tstate_direct() -> bool:
     return bool(lib.oa_tstate_direct())
 
 
+def tstate_agrees() -> int:
+    return int(lib.oa_tstate_agrees())
+
+
 def set_threshold(threshold: int) -> None:
     lib.oa_set_threshold(threshold)
 

@@ -121,6 +121,10 @@ int oa_free_threaded_build(void);
    always before 3.12; from 3.12 once an install found its thread-local
    (compat/tstate_slot.c). */
 int oa_tstate_direct(void);
+/* What the hooks read as the calling thread's state, against the API's
+   answer: 2 the same and read directly, 1 the same through the API, 0
+   another state. */
+int oa_tstate_agrees(void);
 void oa_set_threshold(uint64_t threshold);
 /* Estimate mode: the mean bytes between sampled blocks (the weight a small
    sampled block stands for). Takes effect at each thread's next draw; the

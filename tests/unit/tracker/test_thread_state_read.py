@@ -19,7 +19,7 @@ import pytest
 
 import otel_alloc
 from otel_alloc.tracker import _binding
-from tests.unit.conftest import MEM, OBJ, Helper, charged, gc_paused, installed
+from tests.unit.conftest import MEM, OBJ, Helper, charged, installed
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12) or platform.machine() != "x86_64"
@@ -32,6 +32,37 @@ def test_install_finds_the_thread_state_variable() -> None:
     # does not recognise still works, through the API call.
     with installed("counts"):
         assert _binding.tstate_direct()
+
+
+def test_every_thread_reads_its_own_state_directly() -> None:
+    """The main thread, one started before install, and eight after.
+
+    2: what a hook reads is the state the API gives that thread, read
+    without calling it (1 would be through the API, 0 another thread's).
+    """
+    found: dict[str, int] = {}
+    go = threading.Event()
+
+    def older() -> None:
+        go.wait(10)
+        found["older"] = _binding.tstate_agrees()
+
+    def newer(name: str) -> None:
+        found[name] = _binding.tstate_agrees()
+
+    before = threading.Thread(target=older)
+    before.start()
+    with installed("counts"):
+        expected = 2 if _binding.tstate_direct() else 1
+        found["main"] = _binding.tstate_agrees()
+        go.set()
+        before.join(10)
+        after = [threading.Thread(target=newer, args=(f"new{i}",)) for i in range(8)]
+        for t in after:
+            t.start()
+        for t in after:
+            t.join(10)
+    assert found == {name: expected for name in ("main", "older", *(f"new{i}" for i in range(8)))}
 
 
 @pytest.mark.parametrize("mode", ["counts", "live"])
@@ -62,41 +93,38 @@ def test_a_thread_started_before_install_is_charged_exactly(mode: str,
 
 
 def test_threads_each_read_their_own_state(tracker_live: None, helper: Helper) -> None:
-    """Eight threads measured at once: each one's group gets exactly its blocks.
+    """Eight threads at once, each in its own group, the GIL handed over often.
 
-    Each thread allocates blocks of its own size while the others run, with
-    the GIL handed over every microsecond, so a hook that read another
-    thread's state (and charged its group) would change a count or a byte
-    total. The loop counts with small ints: on 3.14 a range iterator comes
-    from a free list the threads share, so whether one is allocated inside
-    a thread's window depends on the other threads.
+    Each thread's blocks are counted in C before and after each batch with
+    nothing in between, so the figures are exact whatever the interpreter
+    allocates for itself meanwhile (free lists shared between threads make
+    that vary); a hook that read another thread's state would charge that
+    thread's group, and this one's batch would come out short.
     """
     start = threading.Barrier(8)
-    results: dict[int, otel_alloc.Stats] = {}
+    results: dict[int, tuple[int, ...]] = {}
 
     def worker(i: int) -> None:
-        def work(real: bool) -> None:
-            n = 0
-            while n < 20:
-                n += 1
-                if real:
-                    helper.alloc_many(OBJ, 16 * (i + 1), 50)
-
-        work(True)  # first calls, outside the measurement
+        size = 16 * (i + 1)
+        group = otel_alloc.Group()
+        totals = [0, 0, 0, 0]
         start.wait(10)
-        results[i] = charged(work)
+        with group:
+            for _ in range(20):
+                batch = helper.alloc_measured(OBJ, size, 50, group.id)
+                totals = [a + b for a, b in zip(totals, batch, strict=True)]
+        group.release()
+        results[i] = tuple(totals)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        with gc_paused():  # each worker's charged() leaves it off, as it found it
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(30)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
     finally:
         sys.setswitchinterval(interval)
-    assert sorted(results) == list(range(8))
-    for i, stats in results.items():
-        assert (stats.alloc_count, stats.alloc_bytes) == (1000, 1000 * 16 * (i + 1))
+    assert {i: results.get(i) for i in range(8)} == {
+        i: (1000 * 16 * (i + 1), 1000, 1000 * 16 * (i + 1), 1000) for i in range(8)}
