@@ -220,7 +220,7 @@ int oa_group_close_gil_held(uint64_t gid)
         atomic_store_explicit(&g->state, OA_GROUP_CLOSED, OA_RELAXED);
     oa_spin_unlock(&g_groups_lock);
     if (g != NULL)
-        oa_attr_epoch_bump(); /* threads that cached this group re-resolve */
+        oa_attr_epoch_bump_for_group(gid); /* threads that cached it re-resolve */
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;
 }
 
@@ -240,7 +240,7 @@ int oa_group_release_gil_held(uint64_t gid)
         atomic_store_explicit(&g->state, OA_GROUP_FREE, memory_order_seq_cst);
         queue_push(&g_free_head, &g_free_tail, groups, slot);
         g_groups_open--;
-        oa_attr_epoch_bump();
+        oa_attr_epoch_bump_for_group(gid);
     }
     oa_spin_unlock(&g_groups_lock);
     return g != NULL ? OA_OK : OA_ERR_STALE_GROUP;

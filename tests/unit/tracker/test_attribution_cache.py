@@ -110,3 +110,59 @@ def test_reinstall_in_another_mode_is_seen_by_a_cached_thread(helper: Helper) ->
             assert live - h.stats().live_bytes == 1280
         finally:
             otel_alloc.uninstall()
+
+
+def test_ending_a_child_group_leaves_the_parent_charged_exactly(tracker_any: str,
+                                                               helper: Helper) -> None:
+    """A span's end: its group is closed and released after its context is left.
+
+    The thread's cache then answers for the parent and moves to the new
+    epoch instead of resolving again (core/tls.h); the parent's figures and
+    the closed child's must both stay exact.
+    """
+    parent, child = otel_alloc.Group(), otel_alloc.Group()
+    with parent:
+        helper.alloc_many(OBJ, 64, 10)
+        with child:
+            assert helper.alloc_measured(OBJ, 64, 10, child.id)[:2] == (640, 10)
+        child.close()
+        assert helper.alloc_measured(OBJ, 100, 10, parent.id)[:2] == (1000, 10)
+        assert helper.alloc_measured(MEM, 300, 10, parent.id)[:2] == (3000, 10)
+        child.release()
+        got = helper.alloc_measured(OBJ, 200, 10, parent.id)
+        if tracker_any == "live":
+            assert got == (2000, 10, 2000, 10)
+        else:
+            assert got[:2] == (2000, 10)
+        # The group the cache answers for, closed by this thread: no more charges.
+        parent.close()
+        assert helper.alloc_measured(OBJ, 100, 10, parent.id)[:2] == (0, 0)
+    parent.release()
+
+
+def test_a_group_ended_by_another_thread_makes_this_one_resolve(tracker_counts: None,
+                                                                helper: Helper) -> None:
+    """Only the ending thread's own cache keeps its epoch; others re-resolve."""
+    g = otel_alloc.Group()
+    other = otel_alloc.Group()
+    filled, ended = threading.Event(), threading.Event()
+    after: list[tuple[int, ...]] = []
+
+    def worker() -> None:
+        with g:
+            helper.alloc_many(OBJ, 64, 10)
+            filled.set()
+            ended.wait(10)
+            after.append(helper.alloc_measured(OBJ, 64, 10, g.id)[:2])
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert filled.wait(10)
+    with other:
+        helper.alloc_many(OBJ, 64, 10)  # this thread's cache answers for `other`
+    g.close()  # not this thread's cached group: its own cache moves on
+    ended.set()
+    t.join(10)
+    assert after == [(0, 0)]
+    g.release()
+    other.release()
