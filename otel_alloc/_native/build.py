@@ -35,6 +35,7 @@ TRACKER_SOURCES = [
         "sampler/stacks.c",
         "compat/frames.c",
         "compat/runtime.c",
+        "compat/tstate_code.c",
         "compat/tstate_slot.c",
         "native/elf_patch.c",
         "native/native_hooks.c",

@@ -127,6 +127,12 @@ def tstate_agrees() -> int:
     return int(lib.oa_tstate_agrees())
 
 
+def tstate_code_form(code: bytes) -> tuple[int, int]:
+    value = ffi.new("int64_t *")
+    form = lib.oa_tstate_code_form(code, len(code), value)
+    return int(form), int(value[0])
+
+
 def set_threshold(threshold: int) -> None:
     lib.oa_set_threshold(threshold)
 

@@ -125,6 +125,10 @@ int oa_tstate_direct(void);
    answer: 2 the same and read directly, 1 the same through the API, 0
    another state. */
 int oa_tstate_agrees(void);
+/* Which form of thread-state getter `len` bytes of x86-64 code are (0 none,
+   1 local-exec, 2 initial-exec, 3 general-dynamic, 4 a PLT entry), and the
+   offset or position it gives in *value (compat/tstate_code.h). For tests. */
+int oa_tstate_code_form(const unsigned char *code, uint32_t len, int64_t *value);
 void oa_set_threshold(uint64_t threshold);
 /* Estimate mode: the mean bytes between sampled blocks (the weight a small
    sampled block stands for). Takes effect at each thread's next draw; the

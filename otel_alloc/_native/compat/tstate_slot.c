@@ -11,8 +11,8 @@
  * with a shared libpython, where it also calls __tls_get_addr.
  *
  * So, on x86-64, oa_tstate_slot_init reads the API function's machine code
- * once, recognises the three ways a compiler emits that one load, and works
- * out where the variable is; each thread then keeps the variable's address
+ * once, recognises the three ways a compiler emits that one load
+ * (tstate_code.c), and works out where the variable is; each thread then keeps the variable's address
  * in oa_tstate_slot (thread_state.h), and a hook reads the thread state
  * through it with one load. The address is checked before it is trusted:
  * the value there must be the API's answer. Any other code, architecture or
@@ -25,9 +25,10 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
-#include <string.h>
 
+#include "../api/tracker_api.h"
 #include "thread_state.h"
+#include "tstate_code.h"
 
 #if OA_TSTATE_BY_SLOT
 
@@ -43,6 +44,9 @@ static void *g_tls_index;      /* SLOT_TLS_INDEX: the argument of __tls_get_addr
 #if defined(__x86_64__) && defined(__linux__)
 extern void *__tls_get_addr(void *);
 
+/* Bytes of the getter read: more than any form it matches. */
+#define GETTER_BYTES 64
+
 static inline uintptr_t thread_pointer(void)
 {
     uintptr_t tp;
@@ -50,67 +54,31 @@ static inline uintptr_t thread_pointer(void)
     return tp;
 }
 
-static int32_t read_i32(const unsigned char *at)
-{
-    int32_t v;
-    memcpy(&v, at, sizeof v);
-    return v;
-}
-
-/* Whether the code at *at starts with `bytes`; moves *at past them if so. */
-static int take(const unsigned char **at, const char *bytes, size_t n)
-{
-    if (memcmp(*at, bytes, n) != 0)
-        return 0;
-    *at += n;
-    return 1;
-}
-
-/* Recognises the API function's body: the SLOT_* kind, with g_tp_offset or
-   g_tls_index set. */
+/* The SLOT_* kind of the getter at `code`, with g_tp_offset or g_tls_index
+   set: what tstate_code.c recognised, with the GOT entries it points at
+   read. A PLT entry (a non-PIE executable's canonical address of the
+   function) is followed once. */
 static int parse_getter(const unsigned char *code)
 {
-    const unsigned char *at = code;
-    take(&at, "\xf3\x0f\x1e\xfa", 4); /* endbr64, under -fcf-protection */
-    /* A PLT entry (the address of a function a non-PIE executable calls):
-       jmp *got(%rip), to where the GOT entry points. */
-    if (take(&at, "\xff\x25", 2) || take(&at, "\xf2\xff\x25", 3)) {
-        const void *const *got = (const void *const *)(const void *)(at + 4 + read_i32(at));
-        at = (const unsigned char *)*got;
-        take(&at, "\xf3\x0f\x1e\xfa", 4);
+    int64_t value;
+    int form = oa_ts_code_parse(code, GETTER_BYTES, &value);
+    if (form == OA_TS_CODE_PLT) {
+        code = *(const unsigned char *const *)(const void *)(code + value);
+        form = oa_ts_code_parse(code, GETTER_BYTES, &value);
     }
-
-    /* Local-exec, the variable in the executable:
-         mov %fs:disp32, %rax ; ret */
-    if (take(&at, "\x64\x48\x8b\x04\x25", 5)) {
-        int32_t disp = read_i32(at);
-        if (at[4] != 0xc3)
-            return 0;
-        g_tp_offset = disp;
+    switch (form) {
+    case OA_TS_CODE_TP_OFFSET:
+        g_tp_offset = (intptr_t)value;
         return SLOT_TP_OFFSET;
-    }
-    /* Initial-exec, the variable in a shared libpython:
-         mov off@GOTTPOFF(%rip), %rax ; mov %fs:(%rax), %rax ; ret */
-    if (take(&at, "\x48\x8b\x05", 3)) {
-        const unsigned char *next = at + 4;
-        const int64_t *got = (const int64_t *)(const void *)(next + read_i32(at));
-        if (memcmp(next, "\x64\x48\x8b\x00\xc3", 5) != 0)
-            return 0;
-        g_tp_offset = (intptr_t)*got;
+    case OA_TS_CODE_GOT_TP:
+        g_tp_offset = (intptr_t)*(const int64_t *)(const void *)(code + value);
         return SLOT_TP_OFFSET;
-    }
-    /* General-dynamic, the variable in a shared libpython:
-         [sub $8, %rsp] ; data16 lea idx@TLSGD(%rip), %rdi ;
-         data16 data16 rex.W call __tls_get_addr ; mov (%rax), %rax */
-    take(&at, "\x48\x83\xec\x08", 4);
-    if (take(&at, "\x66\x48\x8d\x3d", 4)) {
-        const unsigned char *next = at + 4;
-        if (memcmp(next, "\x66\x66\x48\xe8", 4) != 0 || memcmp(next + 8, "\x48\x8b\x00", 3) != 0)
-            return 0;
-        g_tls_index = (void *)(uintptr_t)(next + read_i32(at));
+    case OA_TS_CODE_TLS_INDEX:
+        g_tls_index = (void *)(uintptr_t)(code + value);
         return SLOT_TLS_INDEX;
+    default:
+        return SLOT_NONE;
     }
-    return SLOT_NONE;
 }
 
 static PyThreadState **slot_of_this_thread(int kind)
@@ -181,3 +149,38 @@ PyThreadState *oa_tstate_first(void)
 }
 
 #endif
+
+/* ---------------------------------------------- what the tests ask (binding.h) */
+
+int oa_tstate_direct(void)
+{
+#if OA_TSTATE_BY_SLOT
+    return oa_tstate_slot_found();
+#else
+    return 1;
+#endif
+}
+
+int oa_tstate_code_form(const unsigned char *code, uint32_t len, int64_t *value)
+{
+    int64_t ignored;
+    if (code == NULL)
+        return OA_TS_CODE_NONE;
+    return oa_ts_code_parse(code, len, value != NULL ? value : &ignored);
+}
+
+int oa_tstate_agrees(void)
+{
+    /* cffi calls this without the GIL; the hooks' read is compared with
+       the API's while the thread holds it, as a MEM/OBJ hook runs. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyThreadState *read = OA_TSTATE();
+#if OA_TSTATE_BY_SLOT
+    int direct = oa_tstate_slot != NULL;
+#else
+    int direct = 1;
+#endif
+    int agrees = read != NULL && read == PyThreadState_Get() ? 1 + direct : 0;
+    PyGILState_Release(gil);
+    return agrees;
+}

@@ -46,31 +46,6 @@ int oa_free_threaded_build(void)
     return free_threaded();
 }
 
-int oa_tstate_direct(void)
-{
-#if OA_TSTATE_BY_SLOT
-    return oa_tstate_slot_found();
-#else
-    return 1;
-#endif
-}
-
-int oa_tstate_agrees(void)
-{
-    /* cffi calls this without the GIL; the hooks' read is compared with
-       the API's while the thread holds it, as a MEM/OBJ hook runs. */
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyThreadState *read = OA_TSTATE();
-#if OA_TSTATE_BY_SLOT
-    int direct = oa_tstate_slot != NULL;
-#else
-    int direct = 1;
-#endif
-    int agrees = read != NULL && read == PyThreadState_Get() ? 1 + direct : 0;
-    PyGILState_Release(gil);
-    return agrees;
-}
-
 /* Whether our hook of `domain` is reached by an allocation made through the
    domain's public API: proves we are in the chain even under other tools. */
 static int probe(int domain)

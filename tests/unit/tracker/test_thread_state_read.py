@@ -65,6 +65,58 @@ def test_every_thread_reads_its_own_state_directly() -> None:
     assert found == {name: expected for name in ("main", "older", *(f"new{i}" for i in range(8)))}
 
 
+# The getter's first bytes in the builds the CI runs (read from the
+# binaries), and the forms no build here has: tstate_code.c's cases.
+_REAL_GETTERS = {
+    # pyenv 3.12.1, shared libpython: sub $8,%rsp; lea idx(%rip),%rdi;
+    # call __tls_get_addr; mov (%rax),%rax
+    "3.12 general-dynamic": ("4883ec0866488d3df4c92600666648e8dc10e3ff488b004883c408c3",
+                             (3, 12 + 0x26C9F4)),
+    "3.13 general-dynamic": ("4883ec0866488d3d147b2500666648e87c4fdfff488b004883c408c3",
+                             (3, 12 + 0x257B14)),
+    # Debian's 3.14 and 3.15, linked into the executable: mov %fs:-24,%rax
+    "3.14 local-exec": ("f30f1efa64488b0425e8ffffffc3", (1, -24)),
+    "3.15 local-exec": ("f30f1efa64488b0425e0ffffffc3", (1, -32)),
+}
+_OTHER_GETTERS = {
+    "local-exec, no endbr64": ("64488b0425f0ffffffc3", (1, -16)),
+    "local-exec, frame pointer": ("554889e564488b0425f0ffffff5dc3", (1, -16)),
+    "initial-exec": ("488b051000000064488b00c3", (2, 7 + 0x10)),
+    "initial-exec, endbr64 and frame pointer": ("f30f1efa554889e5488b05f0ffffff64488b005dc3",
+                                                (2, 15 - 0x10)),
+    "general-dynamic, frame pointer": ("554889e566488d3d00010000666648e800000000488b005dc3",
+                                       (3, 12 + 0x100)),
+    "PLT entry": ("ff2500100000", (4, 6 + 0x1000)),
+    "PLT entry, endbr64, bnd jmp": ("f30f1efaf2ff25fcffffff", (4, 11 - 4)),
+}
+_NOT_GETTERS = {
+    "frame pointer without its pop": "554889e564488b0425f0ffffffc3",
+    "local-exec into another register": "64488b1425e8ffffffc3",
+    "load then more work": "64488b0425e8ffffff4885c0c3",
+    "initial-exec without the TLS load": "488b051000000048c3",
+    "general-dynamic, another call": "4883ec0866488d3df4c92600e8dc10e3ff488b00c3",
+    "a call to the API instead": "e900000000",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("name", sorted({**_REAL_GETTERS, **_OTHER_GETTERS}))
+def test_getter_forms_are_recognised(name: str) -> None:
+    code, expected = {**_REAL_GETTERS, **_OTHER_GETTERS}[name]
+    assert _binding.tstate_code_form(bytes.fromhex(code)) == expected
+    # Cut short anywhere: nothing, or (once every byte it checks is there)
+    # the same answer; never a form read from past the end.
+    whole = bytes.fromhex(code)
+    answers = {_binding.tstate_code_form(whole[:cut]) for cut in range(len(whole))}
+    assert answers <= {(0, 0), expected}
+    assert (0, 0) in answers
+
+
+@pytest.mark.parametrize("name", sorted(_NOT_GETTERS))
+def test_other_code_is_not_taken_for_a_getter(name: str) -> None:
+    assert _binding.tstate_code_form(bytes.fromhex(_NOT_GETTERS[name])) == (0, 0)
+
+
 @pytest.mark.parametrize("mode", ["counts", "live"])
 def test_a_thread_started_before_install_is_charged_exactly(mode: str,
                                                             helper: Helper) -> None:
