@@ -6,9 +6,14 @@
   C-API extension that reaches the tracker only through its C API capsule.
 """
 
+from pathlib import Path
+
 from setuptools import Extension, setup
 
 SPANS = "otel_alloc/_native/spans"
+# Every header of the native tree: a change to one rebuilds the extension
+# (distutils otherwise recompiles only sources newer than their objects).
+HEADERS = sorted(str(p) for p in Path("otel_alloc/_native").rglob("*.h"))
 
 setup(
     cffi_modules=["otel_alloc/_native/build.py:ffibuilder"],
@@ -24,6 +29,7 @@ setup(
                 f"{SPANS}/span_path.c",
                 f"{SPANS}/span_finish.c",
             ],
+            depends=HEADERS,
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
                                 "-Werror=implicit-function-declaration"],
         ),

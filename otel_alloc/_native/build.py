@@ -46,12 +46,17 @@ COMPILE_ARGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror=implicit-funct
                 "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers"]
 
+# Every header of the native tree: a change to one rebuilds the tracker
+# (distutils otherwise recompiles only sources newer than their objects).
+HEADERS = sorted(f"{ROOT}/{p.relative_to(HERE)}" for p in HERE.rglob("*.h"))
+
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "api" / "binding.h").read_text())
 ffibuilder.set_source(
     "otel_alloc.tracker._tracker",
     '#include "api/tracker_api.h"\n',
     sources=TRACKER_SOURCES,
+    depends=HEADERS,
     libraries=["m", "dl"],
     include_dirs=[ROOT],
     # PyMemAllocatorEx is hidden by the limited API that cffi selects by default.
