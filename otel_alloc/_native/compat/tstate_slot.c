@@ -12,9 +12,9 @@
  *
  * So, on x86-64, oa_tstate_slot_init reads the API function's machine code
  * once, recognises the three ways a compiler emits that one load
- * (tstate_code.c), and works out where the variable is; each thread then keeps the variable's address
- * in oa_tstate_slot (thread_state.h), and a hook reads the thread state
- * through it with one load. The address is checked before it is trusted:
+ * (tstate_code.c), and works out where the variable is; each thread then
+ * keeps the variable's address in oa_tstate_slot (thread_state.h), and a
+ * hook reads the thread state through it with two loads and a test. The address is checked before it is trusted:
  * the value there must be the API's answer. Any other code, architecture or
  * a failed check leaves oa_tstate_slot NULL and the hooks call the API, as
  * before. What counts as a match is exact bytes, so a CPython build that
@@ -64,6 +64,8 @@ static int parse_getter(const unsigned char *code)
     int form = oa_ts_code_parse(code, GETTER_BYTES, &value);
     if (form == OA_TS_CODE_PLT) {
         code = *(const unsigned char *const *)(const void *)(code + value);
+        if (code == NULL)
+            return SLOT_NONE;
         form = oa_ts_code_parse(code, GETTER_BYTES, &value);
     }
     switch (form) {
