@@ -14,10 +14,10 @@
  * once, recognises the three ways a compiler emits that one load
  * (tstate_code.c), and works out where the variable is; each thread then
  * keeps the variable's address in oa_tstate_slot (thread_state.h), and a
- * hook reads the thread state through it with two loads and a test. The address is checked before it is trusted:
- * the value there must be the API's answer. Any other code, architecture or
- * a failed check leaves oa_tstate_slot NULL and the hooks call the API, as
- * before. What counts as a match is exact bytes, so a CPython build that
+ * hook reads the thread state through it with two loads and a test. The
+ * address is checked before it is trusted: the value there must be the
+ * API's answer. Any other code, architecture or a failed check leaves
+ * oa_tstate_slot NULL and the hooks call the API, as before. What counts as a match is exact bytes, so a CPython build that
  * emits something else falls back rather than misreads.
  */
 #define PY_SSIZE_T_CLEAN
@@ -105,28 +105,21 @@ static PyThreadState **slot_of_this_thread(int kind)
 }
 #endif
 
-static PyThreadState *api_tstate(void)
-{
+/* The API getter, called and read as code. */
 #if PY_VERSION_HEX >= 0x030D0000
-    return PyThreadState_GetUnchecked();
+#define API_GETTER PyThreadState_GetUnchecked
 #else
-    return _PyThreadState_UncheckedGet();
+#define API_GETTER _PyThreadState_UncheckedGet
 #endif
-}
 
 int oa_tstate_slot_init(void)
 {
     if (atomic_load_explicit(&g_slot_kind, memory_order_acquire) != SLOT_NONE)
         return 1;
-    PyThreadState *api = api_tstate();
+    PyThreadState *api = API_GETTER();
     if (api == NULL)
         return 0;
-#if PY_VERSION_HEX >= 0x030D0000
-    const unsigned char *code = (const unsigned char *)(uintptr_t)&PyThreadState_GetUnchecked;
-#else
-    const unsigned char *code = (const unsigned char *)(uintptr_t)&_PyThreadState_UncheckedGet;
-#endif
-    int kind = parse_getter(code);
+    int kind = parse_getter((const unsigned char *)(uintptr_t)&API_GETTER);
     PyThreadState **slot = slot_of_this_thread(kind);
     if (slot == NULL || *slot != api)
         return 0;
@@ -145,7 +138,7 @@ PyThreadState *oa_tstate_first(void)
     PyThreadState **slot =
         slot_of_this_thread(atomic_load_explicit(&g_slot_kind, memory_order_acquire));
     if (slot == NULL)
-        return api_tstate();
+        return API_GETTER();
     oa_tstate_slot = slot;
     return *slot;
 }

@@ -9,6 +9,8 @@
 #include "../api/tracker_api.h"
 #include "tls.h"
 
+_Static_assert(OA_LIVE_SAMPLED < OA_EPOCH_KINDS, "an epoch carries every OA_LIVE_* kind");
+
 PyObject *g_group_var;
 
 PyObject *oa_group_var(void)
@@ -37,8 +39,8 @@ PyObject *oa_group_var(void)
    right, not the GIL. */
 static int cache_takes_group(uint64_t group)
 {
-    uint64_t kind = tls.attr_epoch - atomic_load_explicit(&g_attr_epoch, memory_order_acquire);
-    if (tls.attr_epoch == 0 || kind > OA_LIVE_SAMPLED || tls.resolve_hold || tls.probing)
+    uint64_t kind;
+    if (!oa_attr_cache_at(atomic_load_explicit(&g_attr_epoch, memory_order_acquire), &kind))
         return 0;
     if (tls.attr_group == NULL)
         return 1; /* counting is off: no group is charged, whichever id is set */

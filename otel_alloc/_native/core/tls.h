@@ -69,6 +69,19 @@ static inline void oa_attr_epoch_bump(void)
     atomic_fetch_add_explicit(&g_attr_epoch, OA_EPOCH_STEP, memory_order_release);
 }
 
+/* The OA_LIVE_* kinds an epoch can carry (0, 1, 2). */
+#define OA_EPOCH_KINDS 3
+_Static_assert(OA_EPOCH_KINDS <= OA_EPOCH_STEP, "an epoch's kinds fit in one step");
+
+/* Whether this thread's attribution cache was filled at `epoch` (its
+   OA_LIVE_* kind in *kind) and may be changed in place: not while
+   oa_reset_group_var or install's probe runs on this thread. */
+static inline int oa_attr_cache_at(uint64_t epoch, uint64_t *kind)
+{
+    *kind = tls.attr_epoch - epoch;
+    return tls.attr_epoch != 0 && *kind < OA_EPOCH_KINDS && !tls.resolve_hold && !tls.probing;
+}
+
 /* The bump for closing or releasing group `gid`, under the GIL. Only a
    cache that answers for `gid` is wrong after it; the calling thread's own,
    if it was current just before the bump and answers for another group,
@@ -82,8 +95,8 @@ static inline void oa_attr_epoch_bump_for_group(uint64_t gid)
 {
     uint64_t before =
         atomic_fetch_add_explicit(&g_attr_epoch, OA_EPOCH_STEP, memory_order_release);
-    if (tls.attr_epoch != 0 && tls.attr_epoch - before < OA_EPOCH_STEP && tls.gid != gid &&
-        !tls.resolve_hold && !tls.probing)
+    uint64_t kind;
+    if (oa_attr_cache_at(before, &kind) && tls.gid != gid)
         tls.attr_epoch += OA_EPOCH_STEP;
 }
 

@@ -5,8 +5,9 @@ address install finds from the API's own code (compat/tstate_slot.c); each
 thread then learns the address on its first hook. These tests check that the
 address is found on the interpreters this project tests, and that what the
 hooks read through it is the calling thread's state: in a thread that
-existed before install (its first hook finds the address), in threads made
-after, and across a subinterpreter switch on one thread.
+existed before install (its first hook finds the address) and in threads
+made after (subinterpreters: test_subinterpreters.py). The byte forms the
+finder recognises are fed to it directly (compat/tstate_code.c).
 """
 
 from __future__ import annotations
