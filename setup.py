@@ -26,6 +26,7 @@ setup(
                 f"{SPANS}/span_end.c",
                 f"{SPANS}/span_records.c",
                 f"{SPANS}/record_sums.c",
+                f"{SPANS}/record_ints.c",
                 f"{SPANS}/span_path.c",
                 f"{SPANS}/span_finish.c",
             ],

@@ -52,16 +52,16 @@ PyObject *record_tuple(const span_record *r)
 {
     PyObject *items[12] = {
         name_of(r),
-        or_zero(r->trace_id),
-        or_zero(r->span_id),
+        record_int(&r->ints, RI_TRACE_ID),
+        record_int(&r->ints, RI_SPAN_ID),
         PyLong_FromUnsignedLongLong(r->gid),
         PyLong_FromUnsignedLongLong(r->f.alloc_bytes),
         PyLong_FromUnsignedLongLong(r->f.alloc_count),
         PyLong_FromUnsignedLongLong(r->f.inclusive_bytes),
         PyLong_FromLongLong(r->f.live_bytes),
         PyLong_FromLongLong(r->f.peak_bytes),
-        or_zero(r->start),
-        or_zero(r->end),
+        record_int(&r->ints, RI_START),
+        record_int(&r->ints, RI_END),
         r->f.native ? PyLong_FromUnsignedLongLong(r->f.native_bytes) : Py_NewRef(Py_None),
     };
     return tuple_of(items, 12);
@@ -168,8 +168,8 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
             name_of(big),
             PyLong_FromUnsignedLongLong(sums[k].bytes),
             PyLong_FromUnsignedLongLong(sums[k].count),
-            or_zero(big->trace_id),
-            or_zero(big->span_id),
+            record_int(&big->ints, RI_TRACE_ID),
+            record_int(&big->ints, RI_SPAN_ID),
             Py_NewRef(sums[k].sizes),
             PyLong_FromUnsignedLongLong(sums[k].native_bytes),
         };

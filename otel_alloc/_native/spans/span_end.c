@@ -165,7 +165,7 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
     /* A leaf span's inclusive bytes are its bytes, and live mode's peak
        often equals them too: one int object serves every equal value. */
     PyObject *made[7] = {NULL};
-    int lost = 0;
+    int lost = 0, exact_dict = PyDict_CheckExact(d);
     written = 0;
     for (int i = 0; i < 7; i++) {
         if (!wanted[i])
@@ -185,7 +185,10 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         if (v == NULL)
             v = PyLong_FromLongLong(values[i]);
         made[i] = v;
-        if (v == NULL || PyDict_SetItem(d, key, v) < 0)
+        /* A dict subclass (the OrderedDict older SDKs switch to at their
+           limit) keeps its own order: PyDict_SetItem would add a key its
+           iteration, and so every exporter, never sees. */
+        if (v == NULL || (exact_dict ? PyDict_SetItem(d, key, v) : PyObject_SetItem(d, key, v)) < 0)
             lost++;
         else
             written++;

@@ -5,14 +5,12 @@
 #ifndef OA_SPAN_RECORD_H
 #define OA_SPAN_RECORD_H
 
+#include "record_ints.h"
 #include "spans.h"
 
 typedef struct {
-    PyObject *name;     /* str, or NULL */
-    PyObject *trace_id; /* int, or NULL */
-    PyObject *span_id;  /* int, or NULL */
-    PyObject *start;    /* int, None or NULL */
-    PyObject *end;
+    PyObject *name; /* str, or NULL */
+    record_ints ints; /* trace and span id, start and end time */
     uint64_t gid;
     oa_span_figures f;
 } span_record;

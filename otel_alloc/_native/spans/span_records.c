@@ -13,7 +13,8 @@
  *    one comes. Spans nothing names are not kept: remembering every span
  *    cost more per span (cache misses) than the rest of the span end.
  *
- * Both hold only strings and ints (never GC-tracked objects). As Python
+ * Both hold only strings and ints (never GC-tracked objects); the queue
+ * holds a span's ids and times as C integers (record_ints.h). As Python
  * tuples in a deque and a dict, the same bookkeeping made young collections
  * run every few hundred spans and cost the watch thread more than the
  * metrics it fed.
@@ -52,10 +53,7 @@ typedef struct {
 static void clear_record(span_record *r)
 {
     Py_CLEAR(r->name);
-    Py_CLEAR(r->trace_id);
-    Py_CLEAR(r->span_id);
-    Py_CLEAR(r->start);
-    Py_CLEAR(r->end);
+    record_ints_clear(&r->ints);
 }
 
 /* ------------------------------------------------ recently ended spans */
@@ -162,10 +160,7 @@ void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f, PyOb
     r->gid = gid;
     r->f = *f;
     r->name = Py_XNewRef(name);
-    r->trace_id = Py_XNewRef(trace_id);
-    r->span_id = Py_XNewRef(span_id);
-    r->start = Py_XNewRef(start);
-    r->end = Py_XNewRef(end);
+    record_ints_set(&r->ints, trace_id, span_id, start, end);
     self->len++;
 }
 

@@ -8,6 +8,7 @@
  *   span_records.c      SpanRecords: ended spans queued for the watch thread, and
  *                       the recently ended ones by group id
  *   record_sums.c       what SpanRecords.take() returns: tuples, sums per span name
+ *   record_ints.c       a queued record's ids and times as C integers
  *   span_path.c         SpanPath: on_start, its type (span_path.h)
  *   span_finish.c       SpanPath: _on_ending and on_end
  *

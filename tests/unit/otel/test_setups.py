@@ -168,6 +168,26 @@ def test_attribute_limit_is_respected_and_drops_counted(tracker_counts: None, or
 
 
 @needs_on_ending
+def test_attributes_reach_an_ordered_mapping_in_order(tracker_counts: None) -> None:
+    """Older SDKs turn a span's attribute dict into an OrderedDict at their
+    limit; keys added there with the plain-dict call were counted by len()
+    but never iterated, so no exporter saw them."""
+    from collections import OrderedDict
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(AllocationSpanProcessor(SimpleSpanProcessor(exporter)))
+    with provider.get_tracer("t").start_as_current_span("ordered") as span:
+        span.set_attribute("app.a", 1)
+        span._attributes._dict = OrderedDict(span._attributes._dict)  # type: ignore[attr-defined]
+    (done,) = exporter.get_finished_spans()
+    keys = list(done.attributes or {})
+    assert keys[0] == "app.a" and {"alloc.bytes", "alloc.count"} <= set(keys)
+    assert len(keys) == len(done.attributes or {})
+    provider.shutdown()
+
+
+@needs_on_ending
 def test_several_providers_in_one_process(tracker_counts: None, helper: Helper) -> None:
     exporters = [InMemorySpanExporter(), InMemorySpanExporter()]
     providers = []

@@ -1,0 +1,125 @@
+/*
+ * A queued span record's ids and times as C integers: see record_ints.h.
+ */
+#include "record_ints.h"
+
+/* v as an unsigned 128-bit int; 0 when it is not an int in [0, 2**128)
+   (error cleared). Python 3.13 made the byte conversion public. */
+static int u128_of(PyObject *v, uint64_t *hi, uint64_t *lo)
+{
+    unsigned char buf[16];
+    if (!PyLong_Check(v))
+        return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t need = PyLong_AsNativeBytes(v, buf, sizeof(buf),
+                                           Py_ASNATIVEBYTES_LITTLE_ENDIAN |
+                                               Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
+                                               Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    int ok = need >= 0 && need <= (Py_ssize_t)sizeof(buf);
+#else
+    int ok = _PyLong_AsByteArray((PyLongObject *)v, buf, sizeof(buf), 1, 0) == 0;
+#endif
+    if (!ok) {
+        PyErr_Clear();
+        return 0;
+    }
+    uint64_t parts[2] = {0, 0};
+    for (int i = 0; i < 16; i++)
+        parts[i / 8] |= (uint64_t)buf[i] << (8 * (i % 8));
+    *lo = parts[0];
+    *hi = parts[1];
+    return 1;
+}
+
+static PyObject *u128_to_int(uint64_t hi, uint64_t lo)
+{
+    if (hi == 0)
+        return PyLong_FromUnsignedLongLong(lo);
+    unsigned char buf[16];
+    for (int i = 0; i < 16; i++)
+        buf[i] = (unsigned char)((i < 8 ? lo : hi) >> (8 * (i % 8)));
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(buf, sizeof(buf), Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    return _PyLong_FromByteArray(buf, sizeof(buf), 1, 0);
+#endif
+}
+
+/* An unsigned 64-bit id; 0 when v is not an int in range (error cleared). */
+static int u64_of(PyObject *v, uint64_t *out)
+{
+    if (!PyLong_Check(v))
+        return 0;
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* A time in ns: None (not ended, or not started) reads as 0 as it always
+   has; 0 when v is neither None nor an int in range (error cleared). */
+static int time_of(PyObject *v, int64_t *out)
+{
+    if (v == Py_None) {
+        *out = 0;
+        return 1;
+    }
+    if (!PyLong_Check(v))
+        return 0;
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+void record_ints_set(record_ints *ri, PyObject *trace_id, PyObject *span_id, PyObject *start,
+                     PyObject *end)
+{
+    ri->trace_hi = ri->trace_lo = ri->span_id = 0;
+    ri->start = ri->end = 0;
+    ri->odd = NULL;
+    /* NULL (unreadable) is 0 in every field, which it reads as anyway. */
+    int fits = (trace_id == NULL || u128_of(trace_id, &ri->trace_hi, &ri->trace_lo)) &
+               (span_id == NULL || u64_of(span_id, &ri->span_id)) &
+               (start == NULL || time_of(start, &ri->start)) &
+               (end == NULL || time_of(end, &ri->end));
+    if (fits)
+        return;
+    PyObject *items[4] = {trace_id, span_id, start, end};
+    ri->odd = PyTuple_New(4);
+    if (ri->odd == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (int i = 0; i < 4; i++)
+        PyTuple_SET_ITEM(ri->odd, i, Py_NewRef(items[i] != NULL ? items[i] : Py_None));
+}
+
+void record_ints_clear(record_ints *ri)
+{
+    Py_CLEAR(ri->odd);
+}
+
+PyObject *record_int(const record_ints *ri, int which)
+{
+    if (ri->odd != NULL) {
+        PyObject *v = PyTuple_GET_ITEM(ri->odd, which);
+        return v != Py_None ? Py_NewRef(v) : PyLong_FromLong(0);
+    }
+    switch (which) {
+    case RI_TRACE_ID:
+        return u128_to_int(ri->trace_hi, ri->trace_lo);
+    case RI_SPAN_ID:
+        return PyLong_FromUnsignedLongLong(ri->span_id);
+    case RI_START:
+        return PyLong_FromLongLong(ri->start);
+    default:
+        return PyLong_FromLongLong(ri->end);
+    }
+}
