@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Mapping
 from time import time_ns
 from typing import Any
@@ -80,31 +79,41 @@ class SizeRecorder:
         self._histogram = histogram
         self.bulk_batches = 0  # batches that took the bulk path (tests, diagnostics)
 
-    def record(self, sizes: list[int], attributes: Mapping[str, str],
+    def record(self, sizes: Mapping[int, int], attributes: Mapping[str, str],
                context: Context | None) -> None:
-        """Record every size in ``sizes`` with ``attributes``.
+        """Record every counted size with ``attributes``.
 
-        The first size is recorded with ``context`` (its exemplar's span),
-        the others with the calling thread's context, as a loop of
-        ``Histogram.record`` calls would.
+        Args:
+            sizes: How many spans had each size (``{size: spans}``). The
+                first key's size is recorded once with ``context`` (its
+                exemplar's span), every other span with the calling thread's
+                context, as a loop of ``Histogram.record`` calls would.
+            attributes: The data point's attributes.
+            context: The context of the span the first size belongs to.
         """
         if not sizes:
             return
         record = self._histogram.record
-        record(sizes[0], attributes, context=context)
-        rest = sizes[1:]
+        first = next(iter(sizes))
+        record(first, attributes, context=context)
+        rest = dict(sizes)
+        if rest[first] > 1:
+            rest[first] -= 1
+        else:
+            del rest[first]
         if not rest:
             return
-        targets = self._bulk_targets(rest[0], attributes)
+        targets = self._bulk_targets(next(iter(rest)), attributes)
         if targets is None:
-            for size in rest:
-                record(size, attributes)
+            for size, spans in rest.items():
+                for _ in range(spans):
+                    record(size, attributes)
             return
         self.bulk_batches += 1
-        counts = Counter(rest)
-        total, low, high = sum(rest), min(rest), max(rest)
+        total = sum(size * spans for size, spans in rest.items())
+        low, high = min(rest), max(rest)
         for target in targets:
-            _add(target, counts, total, low, high)
+            _add(target, rest, total, low, high)
 
     def _bulk_targets(self, size: int, attributes: Mapping[str, str]) -> list[Any] | None:
         """Each view's aggregation for ``attributes``, or None to record one by one.
@@ -175,7 +184,7 @@ class _Locked:
         self.attributes = attributes
 
 
-def _add(target: Any, counts: Counter[int], total: int, low: int, high: int) -> None:
+def _add(target: Any, counts: Mapping[int, int], total: int, low: int, high: int) -> None:
     """What ``aggregate`` does for each counted size, done once for them all."""
     if isinstance(target, _Locked):
         with target.vim._lock:

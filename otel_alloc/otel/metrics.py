@@ -16,11 +16,11 @@ from otel_alloc.otel.histogram_bulk import SizeRecorder
 from otel_alloc.otel.span_records import LIVE_ESTIMATE, LIVE_EXACT
 
 # One span name's ended spans in a batch, summed natively (SpanRecords.take):
-# (name, bytes, allocations, trace id, span id, each span's bytes). Bytes and
-# allocations cover every span; the sizes those span_size_sample_rate keeps,
-# the largest first, whose ids are given (else the largest span's); of the
-# bytes, those native code allocated.
-NameSums = tuple[str, int, int, int, int, list[int], int]
+# (name, bytes, allocations, trace id, span id, sizes, native bytes). Bytes and
+# allocations cover every span; sizes counts the spans span_size_sample_rate
+# keeps per size ({size: spans}), the largest first, whose ids are given (else
+# the largest span's); of the bytes, those native code allocated.
+NameSums = tuple[str, int, int, int, int, dict[int, int], int]
 
 
 def span_context(trace_id: int, span_id: int) -> Context:

@@ -67,13 +67,83 @@ PyObject *record_tuple(const span_record *r)
     return tuple_of(items, 12);
 }
 
+/* How many of a name's sampled spans had one size. */
+typedef struct {
+    uint64_t size;
+    uint64_t count; /* 0: a free slot */
+} size_count;
+
 /* One span name's sums over the records taken. */
 typedef struct {
     uint64_t bytes, count, native_bytes;
     Py_ssize_t largest; /* index into the taken records: the largest span */
-    Py_ssize_t shown;   /* the largest span whose size is in `sizes`, or -1 */
-    PyObject *sizes;    /* list of the spans' bytes (those sampled), the largest first */
+    Py_ssize_t shown;   /* the largest span whose size was sampled, or -1 */
+    /* The sampled sizes, counted per size (open addressing, at most half
+       full). A list of every size made an int object per span, then the
+       histogram counted equal ones again: most of the watch thread's time
+       per span, and in live mode as many more entries in the live-block
+       table while the batch was being recorded. */
+    size_count *slots;
+    uint32_t cap, used;
 } name_sum;
+
+static inline uint32_t size_home(uint64_t size, uint32_t cap)
+{
+    return (uint32_t)((size * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (cap - 1);
+}
+
+/* One more span of `size` in s's counts; -1 when out of memory. */
+static int count_size(name_sum *s, uint64_t size)
+{
+    if (2 * (s->used + 1) > s->cap) {
+        uint32_t cap = s->cap ? 2 * s->cap : 8;
+        size_count *grown = calloc(cap, sizeof(size_count));
+        if (grown == NULL)
+            return -1;
+        for (uint32_t i = 0; i < s->cap; i++) {
+            if (s->slots[i].count == 0)
+                continue;
+            uint32_t j = size_home(s->slots[i].size, cap);
+            while (grown[j].count != 0)
+                j = (j + 1) & (cap - 1);
+            grown[j] = s->slots[i];
+        }
+        free(s->slots);
+        s->slots = grown;
+        s->cap = cap;
+    }
+    uint32_t j = size_home(size, s->cap);
+    while (s->slots[j].count != 0 && s->slots[j].size != size)
+        j = (j + 1) & (s->cap - 1);
+    if (s->slots[j].count == 0) {
+        s->slots[j].size = size;
+        s->used++;
+    }
+    s->slots[j].count++;
+    return 0;
+}
+
+/* s's counts as a dict {size: spans}, the exemplar's size (`first`) first. */
+static PyObject *size_dict(const name_sum *s, uint64_t first)
+{
+    PyObject *d = PyDict_New();
+    for (int pass = 0; pass < 2 && d != NULL && s->used > 0; pass++) {
+        for (uint32_t i = 0; i < s->cap; i++) {
+            const size_count *c = &s->slots[i];
+            if (c->count == 0 || (c->size == first) != (pass == 0))
+                continue;
+            PyObject *k = PyLong_FromUnsignedLongLong(c->size);
+            PyObject *v = PyLong_FromUnsignedLongLong(c->count);
+            if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0)
+                Py_CLEAR(d);
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            if (d == NULL)
+                break;
+        }
+    }
+    return d;
+}
 
 /* Uniform in [0, 1) from the queue's own generator state. */
 static double uniform(uint64_t *state)
@@ -82,9 +152,10 @@ static double uniform(uint64_t *state)
 }
 
 /* Sum the taken records per span name into (name, bytes, count, trace_id,
-   span_id, sizes) tuples. Bytes and count cover every record; each span's
-   bytes go into sizes with probability `rate` (all of them at 1). Trace and
-   span id are those of the largest span in sizes (else the largest). */
+   span_id, sizes, native_bytes) tuples. Bytes and count cover every record;
+   each span's bytes are counted in sizes ({size: spans}) with probability
+   `rate` (all of them at 1). Trace and span id are those of the largest
+   span in sizes (else the largest), and its size is sizes' first key. */
 PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *rng)
 {
     if (n == 0)
@@ -124,11 +195,10 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
             }
             k = nsums;
             PyObject *kobj = PyLong_FromSsize_t(k);
-            sums[k].sizes = PyList_New(0);
             sums[k].largest = i;
             sums[k].shown = -1;
-            nsums++; /* from here on its list is released below */
-            if (kobj == NULL || sums[k].sizes == NULL || PyDict_SetItem(where, name, kobj) < 0) {
+            nsums++; /* from here on its counts are released below */
+            if (kobj == NULL || PyDict_SetItem(where, name, kobj) < 0) {
                 Py_XDECREF(kobj);
                 Py_DECREF(name);
                 goto done;
@@ -145,21 +215,12 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
             s->largest = i;
         if (rate < 1.0 && !(rate > 0.0 && uniform(rng) < rate))
             continue;
-        PyObject *bobj = PyLong_FromUnsignedLongLong(b);
-        if (bobj == NULL || PyList_Append(s->sizes, bobj) < 0) {
-            Py_XDECREF(bobj);
+        if (count_size(s, b) < 0) {
+            PyErr_NoMemory();
             goto done;
         }
-        Py_DECREF(bobj);
-        if (s->shown < 0 || b > taken[s->shown].f.alloc_bytes) {
-            /* The largest goes first: it is the point that carries the exemplar. */
-            Py_ssize_t last = PyList_GET_SIZE(s->sizes) - 1;
-            PyObject **items = ((PyListObject *)s->sizes)->ob_item;
-            PyObject *tmp = items[0];
-            items[0] = items[last];
-            items[last] = tmp;
-            s->shown = i;
-        }
+        if (s->shown < 0 || b > taken[s->shown].f.alloc_bytes)
+            s->shown = i; /* the largest sampled: the point that carries the exemplar */
     }
     out = PyList_New(nsums);
     for (Py_ssize_t k = 0; k < nsums && out != NULL; k++) {
@@ -170,7 +231,7 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
             PyLong_FromUnsignedLongLong(sums[k].count),
             record_int(&big->ints, RI_TRACE_ID),
             record_int(&big->ints, RI_SPAN_ID),
-            Py_NewRef(sums[k].sizes),
+            size_dict(&sums[k], sums[k].shown >= 0 ? big->f.alloc_bytes : 0),
             PyLong_FromUnsignedLongLong(sums[k].native_bytes),
         };
         PyObject *t = tuple_of(items, 7);
@@ -182,7 +243,7 @@ PyObject *sums_by_name(span_record *taken, Py_ssize_t n, double rate, uint64_t *
 done:
     if (sums != NULL) {
         for (Py_ssize_t k = 0; k < nsums; k++)
-            Py_XDECREF(sums[k].sizes);
+            free(sums[k].slots);
         free(sums);
     }
     Py_XDECREF(where);

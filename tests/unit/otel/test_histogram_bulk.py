@@ -73,13 +73,24 @@ def _pair(**provider_args: Any) -> tuple[list[InMemoryMetricReader], list[Any]]:
     return readers, histograms  # type: ignore[return-value]
 
 
-def _each(sizes: list[int], attrs: dict[str, str], ctx: Any,
+def _each(sizes: dict[int, int], attrs: dict[str, str], ctx: Any,
           record: Callable[..., None]) -> None:
-    """What the processor did before the bulk path: one record per size."""
+    """What the processor did before the bulk path: one record per span, the
+    first size with the exemplar's context, the others in the mapping's order."""
     if sizes:
-        record(sizes[0], attrs, context=ctx)
-        for size in sizes[1:]:
-            record(size, attrs)
+        first = next(iter(sizes))
+        record(first, attrs, context=ctx)
+        for size, spans in sizes.items():
+            for _ in range(spans - (size == first)):
+                record(size, attrs)
+
+
+def _counted(sizes: list[int]) -> dict[int, int]:
+    """``sizes`` as SpanRecords.take() hands them on: spans per size, the first one first."""
+    counts: dict[int, int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return counts
 
 
 def _compare(batches: list[tuple[list[int], dict[str, str]]], *, expect_bulk: bool,
@@ -88,8 +99,8 @@ def _compare(batches: list[tuple[list[int], dict[str, str]]], *, expect_bulk: bo
     recorder = SizeRecorder(bulk)
     ctx = span_context(0xABC, 0xDEF)
     for i, (sizes, attrs) in enumerate(batches):
-        _each(sizes, attrs, ctx, one_by_one.record)
-        recorder.record(sizes, attrs, ctx)
+        _each(_counted(sizes), attrs, ctx, one_by_one.record)
+        recorder.record(_counted(sizes), attrs, ctx)
         if i % 3 == 2:  # collections between batches (delta resets, cumulative keeps)
             _same(readers, exemplars)
     _same(readers, exemplars)

@@ -3,6 +3,7 @@ sizes, the recent-span index, sinks, and a take within a take."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, ClassVar
 
 import pytest
@@ -66,9 +67,9 @@ def test_a_batch_of_many_names_sums_each_name() -> None:
     assert [s[0] for s in sums] == names  # first seen first
     for name, total, count, _trace, _span, sizes, _native in sums:
         mine = [r for r in whole if r[0] == name]
-        assert len(mine) == 3 and len(sizes) == 3
+        assert len(mine) == 3 and sum(sizes.values()) == 3
         assert total == sum(r[4] for r in mine) and count == sum(r[5] for r in mine)
-        assert sorted(sizes) == sorted(r[4] for r in mine)
+        assert sizes == Counter(r[4] for r in mine)
 
 
 class _TakesOnHash(str):
@@ -160,7 +161,8 @@ def test_take_sums_per_name_with_the_largest_span_first(helper: Helper) -> None:
     assert set(by_name) == {"a", "b"}
     name, total, count, trace_id, span_id, each_bytes, native_bytes = by_name["a"]
     assert native_bytes == 0  # the helper allocates through PyMem only
-    assert len(each_bytes) == 3 and each_bytes[0] == max(each_bytes)
+    # {size: spans}, the largest (the exemplar's) first.
+    assert list(each_bytes.values()) == [1, 1, 1] and next(iter(each_bytes)) == max(each_bytes)
     assert total == sum(each_bytes) and count >= 3
     # Each span: its exact size plus the little the SDK allocates while it is current.
     for got, want in zip(sorted(each_bytes), sorted(sizes["a"]), strict=True):
@@ -246,13 +248,13 @@ def test_take_samples_span_sizes_at_a_rate_and_keeps_sums_exact(helper: Helper) 
 
     spans(2000)
     (everything,), _ = records.take(5000)
-    assert len(everything[5]) == 2000
+    assert sum(everything[5].values()) == 2000
     spans(2000)
     (none,), _ = records.take(5000, rate=0.0)
-    assert none[5] == [] and none[2] == everything[2]  # same allocations counted
+    assert none[5] == {} and none[2] == everything[2]  # same allocations counted
     spans(2000)
     (some,), _ = records.take(5000, rate=0.25)
-    assert 400 <= len(some[5]) <= 600  # 500 expected; this is over 6 sigma wide
+    assert 400 <= sum(some[5].values()) <= 600  # 500 expected; this is over 6 sigma wide
     assert some[1] == everything[1] and some[2] == everything[2]
     with pytest.raises(ValueError, match="rate"):
         records.take(1, rate=1.5)
