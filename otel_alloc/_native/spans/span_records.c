@@ -344,9 +344,10 @@ static PyMethodDef sr_methods[] = {
     {"take", (PyCFunction)(void (*)(void))sr_take, METH_VARARGS | METH_KEYWORDS,
      "take(max_records, full=False, threshold=0, rate=1.0): remove up to max_records\n"
      "records, oldest first. Returns (sums, records): per span name (name, bytes,\n"
-     "count, trace_id, span_id, sizes), bytes and count over every span, sizes the\n"
-     "bytes of each span kept with probability rate (the largest first, whose ids\n"
-     "are given; else the largest span's ids); and the whole records, all of them\n"
+     "count, trace_id, span_id, sizes, native_bytes), bytes and count over every\n"
+     "span, sizes {bytes: spans} over the spans kept with probability rate (the\n"
+     "largest first, whose ids are given; else the largest span's ids); and the\n"
+     "whole records, all of them\n"
      "when full is set, else those of at least threshold bytes (none for 0)."},
     {"lookup", (PyCFunction)sr_lookup, METH_O,
      "(name, trace_id, span_id) of a recently ended span's group id, or None."},
