@@ -347,8 +347,8 @@ static PyMethodDef sr_methods[] = {
      "count, trace_id, span_id, sizes, native_bytes), bytes and count over every\n"
      "span, sizes {bytes: spans} over the spans kept with probability rate (the\n"
      "largest first, whose ids are given; else the largest span's ids); and the\n"
-     "whole records, all of them\n"
-     "when full is set, else those of at least threshold bytes (none for 0)."},
+     "whole records, all of them when full is set, else those of at least\n"
+     "threshold bytes (none for 0)."},
     {"lookup", (PyCFunction)sr_lookup, METH_O,
      "(name, trace_id, span_id) of a recently ended span's group id, or None."},
     {"clear", (PyCFunction)sr_clear, METH_NOARGS,
