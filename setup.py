@@ -33,10 +33,10 @@ setup(
             depends=HEADERS,
             # -fno-plt: the span path calls the interpreter's API some fifty
             # times a span, each through a PLT stub otherwise. Callgrind, the
-            # suite's `spans` loop on 3.11 (1,000 spans): counts mode 640
-            # fewer instructions and 50 fewer instruction-cache misses a span,
-            # live mode 23 fewer misses. (On the tracker too it cost live mode
-            # 140 more misses a span: not there.)
+            # suite's `spans` loop on 3.11 (1,000 spans, three runs each):
+            # counts mode about 200 fewer instructions and 38 fewer
+            # instruction-cache misses a span, live mode 220 and 55. (On the
+            # tracker too it gave live mode 170 more misses a span: not there.)
             extra_compile_args=["-std=gnu11", "-O2", "-fno-plt", "-Wall", "-Wextra",
                                 "-Werror=implicit-function-declaration"],
         ),
