@@ -17,8 +17,9 @@
  * hook reads the thread state through it with two loads and a test. The
  * address is checked before it is trusted: the value there must be the
  * API's answer. Any other code, architecture or a failed check leaves
- * oa_tstate_slot NULL and the hooks call the API, as before. What counts as a match is exact bytes, so a CPython build that
- * emits something else falls back rather than misreads.
+ * oa_tstate_slot NULL and the hooks call the API, as before. What counts
+ * as a match is exact bytes, so a CPython build that emits something else
+ * falls back rather than misreads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

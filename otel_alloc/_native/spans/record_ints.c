@@ -3,6 +3,8 @@
  */
 #include "record_ints.h"
 
+#include "span_record.h"
+
 /* v as an unsigned 128-bit int; 0 when it is not an int in [0, 2**128)
    (error cleared). Python 3.13 made the byte conversion public. */
 static int u128_of(PyObject *v, uint64_t *hi, uint64_t *lo)
@@ -108,10 +110,8 @@ void record_ints_clear(record_ints *ri)
 
 PyObject *record_int(const record_ints *ri, int which)
 {
-    if (ri->odd != NULL) {
-        PyObject *v = PyTuple_GET_ITEM(ri->odd, which);
-        return v != Py_None ? Py_NewRef(v) : PyLong_FromLong(0);
-    }
+    if (ri->odd != NULL)
+        return or_zero(PyTuple_GET_ITEM(ri->odd, which)); /* None: unreadable */
     switch (which) {
     case RI_TRACE_ID:
         return u128_to_int(ri->trace_hi, ri->trace_lo);
