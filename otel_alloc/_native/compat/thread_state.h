@@ -1,9 +1,9 @@
 /*
  * The thread-state fields the MEM/OBJ hooks read, per CPython version.
  *
- * With frames.c, runtime.c and tstate_slot.c this is the only place that
- * reads CPython internals: a new CPython version changes these files and
- * nothing else.
+ * With frames.c, runtime.c, tstate_slot.c and long_value.h this is the only
+ * place that reads CPython internals: a new CPython version changes these
+ * files and nothing else.
  *
  *   OA_TSTATE()            the calling thread's state, NULL when it has none,
  *                          without the fatal error PyThreadState_Get raises

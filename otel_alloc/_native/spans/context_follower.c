@@ -124,11 +124,15 @@ static PyObject *set_binding(ContextFollower *self, PyObject *context)
         PyErr_Clear();
         gid = Py_NewRef(self->zero);
     }
-    PyObject *binding = PyTuple_Pack(2, gid, context);
+    /* PyTuple_Pack's varargs walk was six code lines of the interpreter a
+       span that nothing else of the span's path runs. */
+    PyObject *binding = PyTuple_New(2);
     if (binding == NULL) {
         Py_DECREF(gid);
         return NULL;
     }
+    PyTuple_SET_ITEM(binding, 0, Py_NewRef(gid));
+    PyTuple_SET_ITEM(binding, 1, Py_NewRef(context));
     PyObject *token = PyContextVar_Set(self->group_var, binding);
     Py_DECREF(binding);
     if (token != NULL)

@@ -3,34 +3,13 @@
  */
 #include "record_ints.h"
 
+#include "../compat/long_value.h"
 #include "span_record.h"
 
-/* v as an unsigned 128-bit int; 0 when it is not an int in [0, 2**128)
-   (error cleared). Python 3.13 made the byte conversion public. */
+/* v as an unsigned 128-bit int; 0 when it is not an int in [0, 2**128). */
 static int u128_of(PyObject *v, uint64_t *hi, uint64_t *lo)
 {
-    unsigned char buf[16];
-    if (!PyLong_Check(v))
-        return 0;
-#if PY_VERSION_HEX >= 0x030D0000
-    Py_ssize_t need = PyLong_AsNativeBytes(v, buf, sizeof(buf),
-                                           Py_ASNATIVEBYTES_LITTLE_ENDIAN |
-                                               Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
-                                               Py_ASNATIVEBYTES_REJECT_NEGATIVE);
-    int ok = need >= 0 && need <= (Py_ssize_t)sizeof(buf);
-#else
-    int ok = _PyLong_AsByteArray((PyLongObject *)v, buf, sizeof(buf), 1, 0) == 0;
-#endif
-    if (!ok) {
-        PyErr_Clear();
-        return 0;
-    }
-    uint64_t parts[2] = {0, 0};
-    for (int i = 0; i < 16; i++)
-        parts[i / 8] |= (uint64_t)buf[i] << (8 * (i % 8));
-    *lo = parts[0];
-    *hi = parts[1];
-    return 1;
+    return PyLong_Check(v) && oa_long_u128(v, hi, lo);
 }
 
 static PyObject *u128_to_int(uint64_t hi, uint64_t lo)
@@ -47,36 +26,25 @@ static PyObject *u128_to_int(uint64_t hi, uint64_t lo)
 #endif
 }
 
-/* An unsigned 64-bit id; 0 when v is not an int in range (error cleared). */
+/* An unsigned 64-bit id; 0 when v is not an int in range. */
 static int u64_of(PyObject *v, uint64_t *out)
 {
-    if (!PyLong_Check(v))
-        return 0;
-    unsigned long long x = PyLong_AsUnsignedLongLong(v);
-    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = x;
-    return 1;
+    uint64_t hi;
+    return u128_of(v, &hi, out) && hi == 0;
 }
 
 /* A time in ns: None (not ended, or not started) reads as 0 as it always
-   has; 0 when v is neither None nor an int in range (error cleared). */
+   has; 0 when v is neither None nor an int in [0, 2**63). */
 static int time_of(PyObject *v, int64_t *out)
 {
+    uint64_t hi, lo;
     if (v == Py_None) {
         *out = 0;
         return 1;
     }
-    if (!PyLong_Check(v))
+    if (!u128_of(v, &hi, &lo) || hi != 0 || lo > INT64_MAX)
         return 0;
-    long long x = PyLong_AsLongLong(v);
-    if (x == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = x;
+    *out = (int64_t)lo;
     return 1;
 }
 

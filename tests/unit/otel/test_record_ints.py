@@ -3,6 +3,7 @@ out of range too, and held as values, not as references to the span's own int ob
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -61,6 +62,35 @@ def test_ids_and_times_come_back_exact_at_every_width() -> None:
     sums, whole = records.take(100, True)
     assert [tuple(r[1:3]) + tuple(r[9:11]) for r in whole] == [_as_recorded(s) for s in spans]
     assert [(s[3], s[4]) for s in sums] == [_as_recorded(s)[:2] for s in spans]
+
+
+class SubInt(int):
+    """An int subclass: same digits, another type."""
+
+
+@pytest.mark.usefixtures("tracker_counts")
+def test_every_bit_length_round_trips() -> None:
+    """The ids are read from the int's digits (compat/long_value.h): every
+    bit length up to and past the C ranges, each digit boundary, patterns
+    with only the top or only the bottom bits set, and int subclasses, come
+    back exactly as the span had them."""
+    rng = random.Random(18)
+    trace_ids: list[int] = []
+    span_ids: list[int] = []
+    for bits in range(0, 131):
+        for value in (2**bits - 1, 2**bits, rng.getrandbits(bits) | (1 << max(bits - 1, 0)),
+                      (2**bits - 1) ^ ((2**max(bits - 31, 0)) - 1)):
+            trace_ids.append(value)
+            span_ids.append(value if value < 2**64 else value % 2**64)
+    trace_ids[-1] = SubInt(2**127 + 3)
+    span_ids[-1] = SubInt(2**63 + 5)
+    times = [(i, i + 1) for i in range(len(trace_ids))]
+    times[-2] = (SubInt(10**18), 10**18 + 9)
+    records = _spanpath.SpanRecords(len(times))
+    spans = _queue(records, trace_ids, span_ids, times)
+    _, whole = records.take(len(times), True)
+    assert [tuple(r[1:3]) + tuple(r[9:11]) for r in whole] == [_as_recorded(s) for s in spans]
+    assert len(whole) == len(times)
 
 
 @pytest.mark.usefixtures("tracker_counts")
