@@ -131,7 +131,8 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
     result = END_NO_FIGURES;
     if (rc != 0)
         goto done;
-    if (f->events_pending) {
+    /* Large-allocation events are waiting, or the queue is long. */
+    if (f->events_pending || records_wake_due(self->records)) {
         PyObject *r = PyObject_CallNoArgs(self->wake);
         if (r == NULL) {
             result = -1;

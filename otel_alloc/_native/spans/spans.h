@@ -86,6 +86,9 @@ OA_HIDDEN int write_span_attributes(PyObject *span, const oa_span_figures *f, in
 OA_HIDDEN void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f,
                            PyObject *name, PyObject *trace_id, PyObject *span_id,
                            PyObject *start, PyObject *end);
+/* 1 once when the queue has grown long enough that the watch thread should
+   take it now (the span path then wakes it), else 0. */
+OA_HIDDEN int records_wake_due(PyObject *records);
 /* A tuple of n new references; on a NULL among them, all are released. */
 OA_HIDDEN PyObject *tuple_of(PyObject **items, int n);
 /* (bytes, count, inclusive, live, peak, events_pending, attributes_set). */

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -31,10 +32,11 @@ class DirectProcessor(SpanProcessor):
         self.path.on_end(span)
 
 
-def bare_span_path(records: Any, groups: dict[Any, int], failures: list[str], live: int = 0) -> Any:
+def bare_span_path(records: Any, groups: dict[Any, int], failures: list[str], live: int = 0,
+                   wake: Callable[[], object] = lambda: None) -> Any:
     """A SpanPath with no processor around it; failures are appended to ``failures``."""
     return _spanpath.SpanPath(
         groups=groups, holders={}, open={}, by_gid={}, records=records, next_on_start=None,
         next_on_ending=None, next_on_end=None, live=live, overflowed=lambda: -1,
-        failed=lambda where, error: failures.append(where), wake=lambda: None,
+        failed=lambda where, error: failures.append(where), wake=wake,
         live_end=lambda *args: None, with_figures=lambda s, f, live: s, note_thread=None)

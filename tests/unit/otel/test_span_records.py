@@ -114,6 +114,34 @@ def test_a_take_that_runs_while_another_is_making_its_objects() -> None:
 
 
 @pytest.mark.usefixtures("tracker_counts")
+def test_a_long_queue_wakes_the_watch_thread_once() -> None:
+    """At 2,048 queued records the span path asks for the watch thread (left
+    to its timer, the queue walked megabytes of fresh pages); once per time
+    the queue grows to that length, not on every span after it."""
+    records = _spanpath.SpanRecords(10_000)
+    wakes: list[int] = []
+    failures: list[str] = []
+    tracer = tracer_for(DirectProcessor(bare_span_path(
+        records, {}, failures, wake=lambda: wakes.append(len(records)))))
+
+    def end(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("s"):
+                pass
+
+    end(2047)
+    assert wakes == []
+    end(1)
+    assert wakes == [2048]
+    end(3000)
+    assert wakes == [2048]
+    records.take(10_000, False)
+    end(2048)
+    assert wakes == [2048, 2048]
+    assert failures == []
+
+
+@pytest.mark.usefixtures("tracker_counts")
 def test_record_queue_is_bounded_and_ordered() -> None:
     records = _spanpath.SpanRecords(3)
     groups: dict[Any, int] = {}
