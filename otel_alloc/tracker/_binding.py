@@ -283,10 +283,21 @@ def sampler_pause_thread(paused: bool) -> None:
     lib.oa_sampler_pause_thread(1 if paused else 0)
 
 
-def stack_frames(stack: int, max_frames: int = 128) -> list[int]:
-    out = ffi.new("uint32_t[]", max_frames)
-    n = lib.oa_stack_frames(stack, out, max_frames)
-    return [out[i] for i in range(n)]
+_FRAMES_MAX = 128
+_FRAMES_BUF = ffi.new("uint32_t[]", _FRAMES_MAX)
+_FRAMES_LOCK = threading.Lock()
+
+
+def stack_frames(stack: int, max_frames: int = _FRAMES_MAX) -> list[int]:
+    # A new stack's frames, read as the sample drain meets it: one buffer
+    # kept for it and one unpack (a new buffer and an item read per frame
+    # were most of a new stack's cost to the drain).
+    if max_frames > _FRAMES_MAX:
+        out = ffi.new("uint32_t[]", max_frames)
+        return list(ffi.unpack(out, lib.oa_stack_frames(stack, out, max_frames)))
+    with _FRAMES_LOCK:
+        n = lib.oa_stack_frames(stack, _FRAMES_BUF, max_frames)
+        return list(ffi.unpack(_FRAMES_BUF, n))
 
 
 def frame_info(frame: int) -> tuple[str, str, int] | None:

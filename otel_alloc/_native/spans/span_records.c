@@ -51,13 +51,17 @@ typedef struct {
     int wake_due;   /* the queue just reached WAKE_AT records (records_wake_due) */
 } SpanRecords;
 
-/* A queue this long asks for the watch thread (records_wake_due): 2,048
-   records are 268 KiB. Left to its timer (up to half a second), the
-   watch thread found the suite's `spans` loop 20,000 records behind, some
-   2.7 MiB of the ring written for the first time: about 700 page faults
-   and as many cold cache lines a run, where a queue drained at this
-   length keeps writing the same pages (take() restarts it at the front). */
-#define WAKE_AT 2048
+/* A queue this long asks for the watch thread (records_wake_due): 8,192
+   records are 1.05 MiB. Left to its timer (up to half a second), the
+   watch thread found the suite's `spans` loop 20,000 records behind: 2.7
+   MiB of the ring written for the first time, about 700 page faults a run
+   (the ring's pages stay with the process once touched). Woken at this
+   length it keeps writing the first 1 MiB (take() restarts the queue at
+   the front): about 410 faults. Each wake is a watch tick, and each tick
+   hands the GIL back and forth with the program some five to ten times
+   (its cffi calls release it): waking at 2,048 records took about 130
+   faults but 115 of those hand-offs a loop, at 8,192 about 55. */
+#define WAKE_AT 8192
 
 static void clear_record(span_record *r)
 {
@@ -353,6 +357,11 @@ static PyObject *sr_get_capacity(SpanRecords *self, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(self->capacity);
 }
 
+static PyObject *sr_get_wake_at(SpanRecords *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(WAKE_AT);
+}
+
 static PyObject *sr_get_recent(SpanRecords *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLong(self->recent_len);
@@ -379,6 +388,8 @@ static PyGetSetDef sr_getset[] = {
      NULL},
     {"capacity", (getter)sr_get_capacity, NULL, "Most records queued at once.", NULL},
     {"recent", (getter)sr_get_recent, NULL, "Recently ended spans remembered.", NULL},
+    {"wake_at", (getter)sr_get_wake_at, NULL,
+     "Queue length at which the span path wakes the watch thread.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -115,10 +115,12 @@ def test_a_take_that_runs_while_another_is_making_its_objects() -> None:
 
 @pytest.mark.usefixtures("tracker_counts")
 def test_a_long_queue_wakes_the_watch_thread_once() -> None:
-    """At 2,048 queued records the span path asks for the watch thread (left
-    to its timer, the queue walked megabytes of fresh pages); once per time
-    the queue grows to that length, not on every span after it."""
-    records = _spanpath.SpanRecords(10_000)
+    """At ``wake_at`` (8,192) queued records the span path asks for the watch
+    thread (left to its timer, the queue walked megabytes of fresh pages);
+    once per time the queue grows to that length, not on every span after it."""
+    records = _spanpath.SpanRecords(20_000)
+    wake_at = records.wake_at
+    assert wake_at == 8192
     wakes: list[int] = []
     failures: list[str] = []
     tracer = tracer_for(DirectProcessor(bare_span_path(
@@ -129,15 +131,15 @@ def test_a_long_queue_wakes_the_watch_thread_once() -> None:
             with tracer.start_as_current_span("s"):
                 pass
 
-    end(2047)
+    end(wake_at - 1)
     assert wakes == []
     end(1)
-    assert wakes == [2048]
+    assert wakes == [wake_at]
     end(3000)
-    assert wakes == [2048]
-    records.take(10_000, False)
-    end(2048)
-    assert wakes == [2048, 2048]
+    assert wakes == [wake_at]
+    records.take(20_000, False)
+    end(wake_at)
+    assert wakes == [wake_at, wake_at]
     assert failures == []
 
 
