@@ -127,11 +127,14 @@ class SampleCollector:
         entries: list[Entry] = []
         threads: dict[int, str | None] = {}  # native id -> label, None: the tracer's
         spans: dict[int, str] = {}
+        stacks = self._stacks
+        self._resolve_stacks({s.stack for s in batch
+                              if s.kind != native_sampler.SAMPLE_FREE and s.stack not in stacks})
         for s in batch:
             if s.kind == native_sampler.SAMPLE_FREE:
                 entries.append((s.id, None, 0.0, 0.0))
                 continue
-            stack = self._stack(s.stack)
+            stack = stacks[s.stack]
             if stack is None:
                 continue  # the tracer's own work
             if s.native_thread_id not in threads:
@@ -164,19 +167,24 @@ class SampleCollector:
                 return name
         return NO_SPAN
 
-    def _stack(self, stack_id: int) -> tuple[Frame, ...] | None:
-        if stack_id in self._stacks:
-            return self._stacks[stack_id]
-        frames = []
-        for fid in native_sampler.stack_frames(stack_id):
-            frame = self._frames.get(fid)
-            if frame is None:
-                info = native_sampler.frame_info(fid)
-                frame = Frame(*info) if info else Frame(*NO_STACK)
-                self._frames[fid] = frame
-            frames.append(frame)
-        stack = self._stacks[stack_id] = scope.program_stack(tuple(frames))
-        return stack
+    def _resolve_stacks(self, new: set[int]) -> None:
+        """Resolve stacks met for the first time, all of a batch's at once.
+
+        Two calls into the tracker for the batch (each releases the GIL, and
+        the tracker takes it back inside to read its tables) where one for
+        each stack and for each new frame made two hand-overs of the GIL
+        with the program apiece.
+        """
+        if not new:
+            return
+        stack_ids = list(new)
+        frame_ids = native_sampler.stacks_frames(stack_ids)
+        unknown = list({fid for fids in frame_ids for fid in fids} - self._frames.keys())
+        for fid, info in zip(unknown, native_sampler.frames_info(unknown), strict=True):
+            self._frames[fid] = Frame(*info) if info else Frame(*NO_STACK)
+        for stack_id, fids in zip(stack_ids, frame_ids, strict=True):
+            frames = tuple(self._frames[fid] for fid in fids)
+            self._stacks[stack_id] = scope.program_stack(frames)
 
     def _program_thread(self, native_id: int) -> str | None:
         """The thread's label, or None for a thread of the tracer's."""

@@ -10,6 +10,7 @@ capsule (for the span-path extension) on the compiled module.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import fields
 from typing import Any
@@ -298,6 +299,37 @@ def stack_frames(stack: int, max_frames: int = _FRAMES_MAX) -> list[int]:
     with _FRAMES_LOCK:
         n = lib.oa_stack_frames(stack, _FRAMES_BUF, max_frames)
         return list(ffi.unpack(_FRAMES_BUF, n))
+
+
+def stacks_frames(stacks: Sequence[int], max_frames: int = _FRAMES_MAX) -> list[list[int]]:
+    """The frame ids of each of ``stacks``, innermost first, in one call.
+
+    A drain batch's new stacks together: every call releases the GIL, and
+    the tracker takes it back inside to read its stack table, so one call a
+    stack was two hand-overs with the program a stack.
+    """
+    n = len(stacks)
+    if n == 0:
+        return []
+    ids = ffi.new("uint32_t[]", list(stacks))
+    out = ffi.new("uint32_t[]", n * max_frames)
+    depths = ffi.new("int[]", n)
+    lib.oa_stacks_frames(ids, n, out, max_frames, depths)
+    return [list(ffi.unpack(out + i * max_frames, depths[i])) for i in range(n)]
+
+
+def frames_info(frames: Sequence[int]) -> list[tuple[str, str, int] | None]:
+    """``frame_info`` of each of ``frames`` in one call (None for an unknown id)."""
+    n = len(frames)
+    if n == 0:
+        return []
+    ids = ffi.new("uint32_t[]", list(frames))
+    out = ffi.new("oa_frame_info[]", n)
+    lib.oa_frames_get(ids, n, out)
+    return [None if out[i].function == ffi.NULL else
+            (ffi.string(out[i].function).decode("utf-8", "replace"),
+             ffi.string(out[i].filename).decode("utf-8", "replace"), int(out[i].line))
+            for i in range(n)]
 
 
 def frame_info(frame: int) -> tuple[str, str, int] | None:

@@ -19,11 +19,13 @@ from otel_alloc.tracker._binding import (
     STACK_NONE,
     drain_samples,
     frame_info,
+    frames_info,
     sampler_configure,
     sampler_mean,
     sampler_pause_thread,
     sampler_stats,
     stack_frames,
+    stacks_frames,
 )
 
 
@@ -51,10 +53,12 @@ __all__ = [
     "STACK_NONE",
     "drain_samples",
     "frame_info",
+    "frames_info",
     "paused",
     "sampler_configure",
     "sampler_mean",
     "sampler_pause_thread",
     "sampler_stats",
     "stack_frames",
+    "stacks_frames",
 ]

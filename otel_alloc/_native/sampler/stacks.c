@@ -320,6 +320,48 @@ int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames)
     return n;
 }
 
+int oa_stacks_frames(const uint32_t *stacks, int n, uint32_t *frames, int max_frames,
+                     int *depths)
+{
+    if (n < 0 || max_frames < 0)
+        return OA_ERR_BAD_ARGUMENT;
+    /* One GIL hand-over for all of a drain batch's new stacks: a cffi call
+       releases the GIL, and taking it back here waits for the program. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    for (int i = 0; i < n; i++) {
+        uint32_t *out = frames + (size_t)i * (size_t)max_frames;
+        int depth = 0;
+        if (stacks[i] >= 2 && stacks[i] < g_nstacks) {
+            oa_stack_rec *s = &g_stacks[stacks[i]];
+            for (; depth < (int)s->depth && depth < max_frames; depth++)
+                out[depth] = g_pool[s->offset + (uint32_t)depth];
+        }
+        depths[i] = depth;
+    }
+    PyGILState_Release(gil);
+    return OA_OK;
+}
+
+int oa_frames_get(const uint32_t *frames, int n, oa_frame_info *out)
+{
+    if (n < 0)
+        return OA_ERR_BAD_ARGUMENT;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    for (int i = 0; i < n; i++) {
+        uint32_t frame = frames[i];
+        if (frame < g_nframes) {
+            out[i].function = g_frames[frame].function ? g_frames[frame].function : "?";
+            out[i].filename = g_frames[frame].filename ? g_frames[frame].filename : "?";
+            out[i].line = g_frames[frame].line;
+        } else {
+            out[i].function = out[i].filename = NULL; /* not a frame id */
+            out[i].line = 0;
+        }
+    }
+    PyGILState_Release(gil);
+    return OA_OK;
+}
+
 int oa_frame_get(uint32_t frame, oa_frame_info *out)
 {
     PyGILState_STATE gil = PyGILState_Ensure();

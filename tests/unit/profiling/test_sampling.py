@@ -326,6 +326,38 @@ def test_sites_seen_before_keep_their_own_lines() -> None:
     assert len(inner) == 6
 
 
+def test_stacks_and_frames_resolve_alike_one_at_a_time_and_together() -> None:
+    """The drain resolves a batch's new stacks and frames in one call each
+    (stacks_frames, frames_info): the same frames, in the same order, as one
+    call per stack and per frame, and nothing for ids that name none."""
+    otel_alloc.install("counts")
+    try:
+        sampling.configure(4096, max_depth=8, capacity=1 << 16)
+        _sampled_stacks()
+        _two_sites()
+        stack_ids = []
+        for _ in range(64):
+            batch = native_sampler.drain_samples(4096)
+            stack_ids += [s.stack for s in batch if s.kind == native_sampler.SAMPLE_ALLOC]
+            if len(batch) < 4096:
+                break
+    finally:
+        sampling.configure(0)
+        otel_alloc.uninstall()
+    ids = [*sorted(set(stack_ids)), native_sampler.STACK_NONE, 2**32 - 1]
+    assert len(ids) >= 4
+    together = native_sampler.stacks_frames(ids)
+    assert together == [native_sampler.stack_frames(i) for i in ids]
+    assert together[-1] == [] and together[-2] == []
+    assert any(len(frames) >= 2 for frames in together)
+    frame_ids = [*sorted({f for frames in together for f in frames}), 2**32 - 1]
+    infos = native_sampler.frames_info(frame_ids)
+    assert infos == [native_sampler.frame_info(f) for f in frame_ids]
+    assert infos[-1] is None and all(info is not None for info in infos[:-1])
+    assert (_name(_two_sites.__code__), __file__) in {info[:2] for info in infos if info}
+    assert native_sampler.stacks_frames([]) == [] and native_sampler.frames_info([]) == []
+
+
 def test_reconfiguring_redraws_every_threads_countdown() -> None:
     """A countdown drawn for a huge mean must not outlive a switch to a small one."""
     otel_alloc.install("counts")
