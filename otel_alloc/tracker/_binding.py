@@ -285,20 +285,11 @@ def sampler_pause_thread(paused: bool) -> None:
 
 
 _FRAMES_MAX = 128
-_FRAMES_BUF = ffi.new("uint32_t[]", _FRAMES_MAX)
-_FRAMES_LOCK = threading.Lock()
 
 
 def stack_frames(stack: int, max_frames: int = _FRAMES_MAX) -> list[int]:
-    # A new stack's frames, read as the sample drain meets it: one buffer
-    # kept for it and one unpack (a new buffer and an item read per frame
-    # were most of a new stack's cost to the drain).
-    if max_frames > _FRAMES_MAX:
-        out = ffi.new("uint32_t[]", max_frames)
-        return list(ffi.unpack(out, lib.oa_stack_frames(stack, out, max_frames)))
-    with _FRAMES_LOCK:
-        n = lib.oa_stack_frames(stack, _FRAMES_BUF, max_frames)
-        return list(ffi.unpack(_FRAMES_BUF, n))
+    """The frame ids of one interned stack, innermost first."""
+    return stacks_frames([stack], max_frames)[0]
 
 
 def stacks_frames(stacks: Sequence[int], max_frames: int = _FRAMES_MAX) -> list[list[int]]:
@@ -333,11 +324,8 @@ def frames_info(frames: Sequence[int]) -> list[tuple[str, str, int] | None]:
 
 
 def frame_info(frame: int) -> tuple[str, str, int] | None:
-    out = ffi.new("oa_frame_info *")
-    if lib.oa_frame_get(frame, out) != lib.OA_OK:
-        return None
-    return (ffi.string(out.function).decode("utf-8", "replace"),
-            ffi.string(out.filename).decode("utf-8", "replace"), int(out.line))
+    """(function, file, line) of one frame id, or None for an unknown id."""
+    return frames_info([frame])[0]
 
 
 def sampler_stats() -> dict[str, int]:

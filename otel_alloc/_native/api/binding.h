@@ -210,12 +210,13 @@ uint64_t oa_sampler_mean(void);
 int oa_drain_samples(oa_sample *out, int max_samples);
 /* Nonzero: allocations of the calling thread are not sampled (nests). */
 void oa_sampler_pause_thread(int paused);
-int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames);
-int oa_frame_get(uint32_t frame, oa_frame_info *out);
-/* The same for n stacks or frames in one call (one GIL hand-over for a
-   drain batch): stack i's frames at frames[i * max_frames], its depth in
-   depths[i] (0 for an unknown id); frame i's info in out[i], NULL strings
-   for an unknown id. OA_OK, or bad argument for a negative count. */
+/* The frames of n interned stacks, and what n frames are, in one call each
+   (a cffi call releases the GIL and these take it back to read the
+   tables, so a drain batch's new stacks cost one hand-over, not one per
+   stack): stack i's frame ids at frames[i * max_frames], innermost first,
+   its depth in depths[i] (0 for an unknown id); frame i's info in out[i],
+   NULL strings for an unknown id. OA_OK, or bad argument for a negative
+   count. */
 int oa_stacks_frames(const uint32_t *stacks, int n, uint32_t *frames, int max_frames,
                      int *depths);
 int oa_frames_get(const uint32_t *frames, int n, oa_frame_info *out);

@@ -307,19 +307,6 @@ uint32_t oa_capture_stack(void)
     return intern_stack(ids, depth);
 }
 
-int oa_stack_frames(uint32_t stack, uint32_t *frames, int max_frames)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int n = 0;
-    if (stack >= 2 && stack < g_nstacks) {
-        oa_stack_rec *s = &g_stacks[stack];
-        for (; n < (int)s->depth && n < max_frames; n++)
-            frames[n] = g_pool[s->offset + (uint32_t)n];
-    }
-    PyGILState_Release(gil);
-    return n;
-}
-
 int oa_stacks_frames(const uint32_t *stacks, int n, uint32_t *frames, int max_frames,
                      int *depths)
 {
@@ -350,6 +337,7 @@ int oa_frames_get(const uint32_t *frames, int n, oa_frame_info *out)
     for (int i = 0; i < n; i++) {
         uint32_t frame = frames[i];
         if (frame < g_nframes) {
+            /* The strings live as long as the process: safe to hand out. */
             out[i].function = g_frames[frame].function ? g_frames[frame].function : "?";
             out[i].filename = g_frames[frame].filename ? g_frames[frame].filename : "?";
             out[i].line = g_frames[frame].line;
@@ -360,21 +348,6 @@ int oa_frames_get(const uint32_t *frames, int n, oa_frame_info *out)
     }
     PyGILState_Release(gil);
     return OA_OK;
-}
-
-int oa_frame_get(uint32_t frame, oa_frame_info *out)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int rc = OA_ERR_BAD_ARGUMENT;
-    if (frame < g_nframes) {
-        /* The strings live as long as the process: safe to hand out. */
-        out->function = g_frames[frame].function ? g_frames[frame].function : "?";
-        out->filename = g_frames[frame].filename ? g_frames[frame].filename : "?";
-        out->line = g_frames[frame].line;
-        rc = OA_OK;
-    }
-    PyGILState_Release(gil);
-    return rc;
 }
 
 void oa_stacks_set_depth(uint32_t depth)
