@@ -144,6 +144,11 @@ def collect(plan: Plan) -> list[Series]:
                         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                             result = {"error": str(exc)}
                         shown.append(f"{variant} {_record(series, variant, result, 'rps')}")
+                        if "na" not in result:
+                            for figure in ("cpu_ms", "serving_cpu_ms"):
+                                value = result.get(figure)
+                                series.add_extra(figure, variant, float(value) if isinstance(
+                                    value, (int, float)) and value > 0 else None)
                         _service_checks(series, variant, result)
                 else:
                     for variant in _variants(series, VARIANTS, round_no, no_memray):

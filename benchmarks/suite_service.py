@@ -4,11 +4,20 @@ The receiver (a thread of the suite's process) accepts OTLP/HTTP posts,
 answers an empty ``Export*ServiceResponse`` and keeps only the last metrics
 request, decoded after the server has stopped to check that the size
 histogram holds every span the server ended.
+
+Beside requests per second, each run reports the server's CPU time a request
+over the measured ``wrk`` run, all its threads together and the serving
+thread alone (from ``/proc/<pid>/task/*/schedstat``, nanoseconds). The
+server is GIL-bound: its threads together use about one CPU whatever the
+variant, so throughput follows CPU time a request, and the split shows what
+runs off the serving thread (above all the ``BatchSpanProcessor``'s worker
+encoding spans for OTLP) that the serving thread still waits for.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -113,8 +122,46 @@ def _wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 60.0) -
     return False
 
 
-def wrk(port: int, seconds: float) -> float:
-    """Requests per second that ``wrk`` got from the server over ``seconds``."""
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """CPU time so far of each thread of process ``pid``, in ns, by thread id.
+
+    From each thread's ``schedstat`` (time on a CPU, in ns); where the kernel
+    has none, from ``stat``'s user and system clock ticks. Empty when
+    ``/proc`` cannot be read. A thread that exits between two readings takes
+    its time with it; the server's threads live as long as it does.
+    """
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    times: dict[int, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for tid in tids:
+        task = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{task}/schedstat") as f:
+                times[int(tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            try:
+                with open(f"{task}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                times[int(tid)] = (int(fields[11]) + int(fields[12])) * tick_ns
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+    return times
+
+
+def wrk_counts(out: str) -> tuple[float, int]:
+    """Requests per second and requests completed, from ``wrk``'s report."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"^\s*(\d+) requests in ", out, re.M)
+    if rate is None or done is None:
+        raise RuntimeError(f"no Requests/sec or request count in wrk's output:\n{out}")
+    return float(rate.group(1)), int(done.group(1))
+
+
+def wrk(port: int, seconds: float) -> tuple[float, int]:
+    """Requests per second that ``wrk`` got from the server over ``seconds``, and how many."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s",
          f"http://127.0.0.1:{port}{PATH}"],
@@ -125,10 +172,7 @@ def wrk(port: int, seconds: float) -> float:
         failed = [line.strip() for line in out.splitlines()
                   if "Non-2xx" in line or "Socket" in line]
         raise RuntimeError("wrk saw failed requests: " + "; ".join(failed))
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if found is None:
-        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
-    return float(found.group(1))
+    return wrk_counts(out)
 
 
 def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, object]:
@@ -146,7 +190,9 @@ def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, objec
                 return dict(json.loads(lines[-1]))
             raise RuntimeError(f"service {variant} did not start:\n{err[-3000:]}")
         wrk(port, 1)  # warm up
-        rps = wrk(port, seconds)
+        before = thread_cpu_ns(proc.pid)
+        rps, requests = wrk(port, seconds)
+        after = thread_cpu_ns(proc.pid)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -156,6 +202,10 @@ def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, objec
     if proc.returncode != 0:
         raise RuntimeError(f"service {variant} exited {proc.returncode}:\n{err[-3000:]}")
     result: dict[str, object] = {"rps": rps, **json.loads(out.strip().splitlines()[-1])}
+    if requests and proc.pid in after:
+        used = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
+        result["cpu_ms"] = sum(used.values()) / 1e6 / requests
+        result["serving_cpu_ms"] = used[proc.pid] / 1e6 / requests
     result["posts"] = dict(receiver.posts)
     if receiver.last_metrics:
         result["histogram"] = receiver.histogram_count()

@@ -32,10 +32,23 @@ class Series:
     errors: dict[str, list[str]] = field(default_factory=dict)  # variant -> failed runs
     skipped: str | None = None  # the whole item: why
     notes: list[str] = field(default_factory=list)
+    # Other per-round figures by name (the service: "cpu_ms", "serving_cpu_ms"),
+    # then variant, aligned with ``values`` round by round (None: not measured).
+    extras: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
     def add(self, variant: str, value: float | None) -> None:
         """Record one round's value for ``variant``."""
         self.values.setdefault(variant, []).append(value)
+
+    def add_extra(self, name: str, variant: str, value: float | None) -> None:
+        """Record one round's figure ``name`` for ``variant`` (call once per :meth:`add`)."""
+        self.extras.setdefault(name, {}).setdefault(variant, []).append(value)
+
+    def extra_ratios(self, name: str, variant: str) -> list[float]:
+        """Per-round ratios of figure ``name`` of ``variant`` to the baseline's."""
+        figures = self.extras.get(name, {})
+        pairs = zip(figures.get(self.baseline, []), figures.get(variant, []), strict=False)
+        return [m / b for b, m in pairs if b and m]
 
     def ratios(self, variant: str, over: str | None = None) -> list[float]:
         """Per-round cost ratios of ``variant`` to ``over`` (default: the baseline).
@@ -98,6 +111,30 @@ def baseline_text(series: Series) -> str:
     return f"{label}, {med:.2f} s"
 
 
+def cpu_note(series: Series) -> str | None:
+    """The service's CPU time a request, by variant, as a note (None: not measured).
+
+    Medians of rounds: the baseline's milliseconds, then each variant's ratio
+    to it (a cost: higher is slower), for all the server's threads and, in
+    brackets, the serving thread alone.
+    """
+    every = series.extras.get("cpu_ms", {})
+    base = [v for v in every.get(series.baseline, []) if v]
+    serving = [v for v in series.extras.get("serving_cpu_ms", {}).get(series.baseline, []) if v]
+    if not base or not serving:
+        return None
+    parts = [f"{series.baseline} {statistics.median(base):.3f} ms "
+             f"(serving thread {statistics.median(serving):.3f} ms)"]
+    for variant in COLUMNS:
+        all_threads = series.extra_ratios("cpu_ms", variant)
+        alone = series.extra_ratios("serving_cpu_ms", variant)
+        if all_threads and alone:
+            parts.append(f"{TITLES[variant]} {statistics.median(all_threads):.2f}x "
+                         f"({statistics.median(alone):.2f}x)")
+    return ("server CPU time a request, all threads (serving thread), medians of rounds: "
+            + ", ".join(parts))
+
+
 def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
     """The table with its header and notes; also the numbers of passes and failures."""
     lines = list(header)
@@ -117,6 +154,8 @@ def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
                 passed += ok is True
                 failed += ok is False
         lines.append("| " + " | ".join([series.item, *cells]) + " |")
+        cpu = cpu_note(series)
+        notes += [f"{series.item}: {cpu}"] if cpu else []
         notes += [f"{series.item}: {note}" for note in series.notes]
         notes += [f"{series.item} {v}: {len(errs)} of {len(series.values.get(v, []))} runs "
                   f"failed, last: {errs[-1]}" for v, errs in series.errors.items()]

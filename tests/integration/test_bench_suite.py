@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,3 +122,62 @@ def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
     # One request minus none: the export thread's batches and the collector
     # move a pair this small by several per cent either way.
     assert float(rows[0][4]) == 1.0 and 0.5 < float(rows[1][4]) < 2.0
+
+
+def _suite_module(name: str):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(SUITE.parent))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(SUITE.parent))
+
+
+WRK_REPORT = """Running 5s test @ http://127.0.0.1:40211/orders/4711?limit=20
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     9.12ms    1.30ms  30.21ms   91.05%
+    Req/Sec   879.41     40.12   950.00     74.00%
+  4398 requests in 5.00s, 2.05MB read
+Requests/sec:    878.95
+Transfer/sec:    419.21KB
+"""
+
+
+def test_wrk_report_gives_rate_and_requests_or_an_error() -> None:
+    suite_service = _suite_module("suite_service")
+    assert suite_service.wrk_counts(WRK_REPORT) == (878.95, 4398)
+    with pytest.raises(RuntimeError, match="request count"):
+        suite_service.wrk_counts(WRK_REPORT.replace("4398 requests in", "4398 in"))
+
+
+def test_thread_cpu_time_follows_the_thread_that_spends_it() -> None:
+    suite_service = _suite_module("suite_service")
+    pid = os.getpid()
+    before = suite_service.thread_cpu_ns(pid)
+    assert threading.get_native_id() in before
+    spent = time.thread_time()
+    while time.thread_time() - spent < 0.05:  # 50 ms of this thread's CPU, however long it takes
+        pass
+    after = suite_service.thread_cpu_ns(pid)
+    mine = threading.get_native_id()
+    # schedstat counts in ns; a kernel without it falls back to 10 ms ticks.
+    assert 0.03e9 <= after[mine] - before[mine] <= 5e9, (before[mine], after[mine])
+    assert suite_service.thread_cpu_ns(2**22 + 7) == {}  # no such process
+
+
+def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
+    suite_table = _suite_module("suite_table")
+    series = suite_table.Series("service", "what", "otel", throughput=True)
+    assert suite_table.cpu_note(series) is None
+    for variant, every, serving in (("otel", [1.0, 2.0, 1.2], [0.8, 1.6, 1.0]),
+                                    ("counts", [1.1, 2.4, None], [0.84, 1.6, None])):
+        for a, b in zip(every, serving, strict=True):
+            series.add(variant, 800.0)
+            series.add_extra("cpu_ms", variant, a)
+            series.add_extra("serving_cpu_ms", variant, b)
+    note = suite_table.cpu_note(series)
+    # Rounds pair up; the third has no counts figure. Ratios 1.1 and 1.2, 1.05 and 1.0.
+    assert note == ("server CPU time a request, all threads (serving thread), medians of "
+                    "rounds: otel 1.200 ms (serving thread 1.000 ms), counts 1.15x (1.02x)")
+    text, _, _ = suite_table.render([series], [])
+    assert "- service: server CPU time a request" in text
