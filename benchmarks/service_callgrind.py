@@ -12,7 +12,8 @@ for the requests, so a run is deterministic. For each variant it runs
 --separate-threads=yes`` (``PYTHONHASHSEED=0``) and takes the difference, so
 start-up, imports and the final flush cancel out. Usage::
 
-    python benchmarks/service_callgrind.py [--variants otel,counts,live,estimate,counts-noattr,live-noattr]
+    python benchmarks/service_callgrind.py
+        [--variants otel,counts,live,estimate,counts-noattr,live-noattr]
         [--small 100 --large 400]
 
 ``-noattr`` runs the variant with ``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the

@@ -209,11 +209,36 @@ static void check_marks(oa_ptable *t)
     }
 }
 
+/* A table without a nursery: each filter bucket counts exactly the live
+   keys whose hash falls in it, unless it reached OA_FILTER_FULL, which
+   stays (then it counts at least that many once). A table with a nursery
+   has no filter. */
+static void check_filter(oa_ptable *t)
+{
+    if (t->near_mask != 0) {
+        if (t->filter != NULL)
+            FAIL("a table with a nursery has a filter");
+        return;
+    }
+    static uint32_t expected[OA_FILTER];
+    memset(expected, 0, sizeof(expected));
+    for (size_t b = 0; b < REF_BUCKETS; b++) {
+        for (ref_node *n = ref[b]; n != NULL; n = n->next)
+            expected[oa_hash_of(n->key) >> (64 - OA_FILTER_BITS)]++;
+    }
+    for (size_t b = 0; b < OA_FILTER; b++) {
+        if (t->filter[b] != OA_FILTER_FULL && t->filter[b] != expected[b])
+            FAIL("filter bucket %zu counts %u keys, the table holds %u", b,
+                 (unsigned)t->filter[b], (unsigned)expected[b]);
+    }
+}
+
 static void check_all(oa_ptable *t)
 {
     if (oa_ptable_entries(t) != ref_count)
         FAIL("count %zu, reference %zu", oa_ptable_entries(t), ref_count);
     check_marks(t);
+    check_filter(t);
     /* Every live key is found with its value (pop and put back), and a
        table without a nursery never says a live key is surely absent. */
     for (size_t b = 0; b < REF_BUCKETS; b++) {
@@ -234,11 +259,14 @@ static void check_all(oa_ptable *t)
 static void check_budget(oa_ptable *t)
 {
     /* Growing never takes the table past 32 bytes of slots per live block
-       (the big list and the nursery's fixed pages aside). Shrinking waits
-       for 1/4 load, so the bound is checked only while the table grows. */
+       (the big list, the nursery's fixed pages and the filter's aside).
+       Shrinking waits for 1/4 load, so the bound is checked only while the
+       table grows. */
     static size_t last_cap;
     size_t near_bytes = t->near_mask != 0 ? OA_NEAR * sizeof(oa_entry) : 0;
-    size_t slot_bytes = oa_ptable_bytes(t) - t->capbig * sizeof(oa_big) - near_bytes;
+    size_t filter_bytes = t->filter != NULL ? OA_FILTER : 0;
+    size_t slot_bytes =
+        oa_ptable_bytes(t) - t->capbig * sizeof(oa_big) - near_bytes - filter_bytes;
     if (t->cap > last_cap && oa_ptable_entries(t) >= 4096 && slot_bytes > 32 * (oa_ptable_entries(t) + 1))
         FAIL("%zu bytes for %zu live blocks", slot_bytes, oa_ptable_entries(t));
     last_cap = t->cap;
@@ -288,6 +316,55 @@ static void check_crowded_groups(int nursery)
         FAIL("%llu rebuilds over 200000 puts into crowded groups",
              (unsigned long long)(t.rebuilds - before));
     oa_ptable_destroy(&t);
+}
+
+/* A table without a nursery: a bucket that reaches OA_FILTER_FULL keys
+   answers "maybe" for good, after its keys are gone too; one below it
+   counts down to "no" as its keys leave; an empty bucket says "no" from
+   the start; the filter's pages count in the table's bytes. */
+static void check_filter_bounds(int nursery)
+{
+    if (nursery)
+        return;
+    oa_ptable t;
+    if (oa_ptable_init(&t, 0) != 0)
+        FAIL("init");
+    const uint64_t full = 0x1234, few = 0x8765, none = 0x4321, n_full = OA_FILTER_FULL + 45;
+    uint64_t os, om, s, m;
+    uintptr_t keys[OA_FILTER_FULL + 48];
+    for (uint64_t j = 0; j < n_full + 3; j++) {
+        uint64_t bucket = j < n_full ? full : few;
+        keys[j] = key_with_hash((bucket << (64 - OA_FILTER_BITS)) + (j << 24));
+        if (oa_ptable_put(&t, keys[j], 16, oa_meta_pack(16, 2, 1, 0), &os, &om) != 0)
+            FAIL("filter put");
+    }
+    if (t.filter[full] != OA_FILTER_FULL || t.filter[few] != 3 || t.filter[none] != 0)
+        FAIL("filter buckets %u, %u, %u after the puts", (unsigned)t.filter[full],
+             (unsigned)t.filter[few], (unsigned)t.filter[none]);
+    uintptr_t absent_full = key_with_hash((full << (64 - OA_FILTER_BITS)) + (UINT64_C(1) << 44));
+    uintptr_t absent_none = key_with_hash((none << (64 - OA_FILTER_BITS)) + (UINT64_C(1) << 44));
+    if (!oa_ptable_may_hold(&t, absent_full) || oa_ptable_may_hold(&t, absent_none))
+        FAIL("may_hold: a full bucket must say maybe, an empty one no");
+    for (uint64_t j = 0; j < n_full + 3; j++) {
+        if (oa_ptable_pop(&t, keys[j], &s, &m) != 1 || s != 16)
+            FAIL("filter pop");
+    }
+    if (t.filter[full] != OA_FILTER_FULL || t.filter[few] != 0 ||
+        oa_ptable_may_hold(&t, keys[n_full]) || !oa_ptable_may_hold(&t, keys[0]))
+        FAIL("after the pops: full bucket %u (must stay), bucket of three %u (must be 0)",
+             (unsigned)t.filter[full], (unsigned)t.filter[few]);
+    oa_ptable filterless;
+    if (oa_ptable_init(&filterless, 1) != 0)
+        FAIL("init");
+    if (oa_ptable_bytes(&t) != oa_ptable_bytes(&filterless) - OA_NEAR * sizeof(oa_entry) + OA_FILTER)
+        FAIL("table bytes %zu leave out the filter", oa_ptable_bytes(&t));
+    oa_ptable_destroy(&filterless);
+    oa_ptable_clear(&t);
+    if (t.filter[full] != 0)
+        FAIL("clear left the filter");
+    oa_ptable_destroy(&t);
+    if (oa_ptable_may_hold(&t, keys[0]))
+        FAIL("a destroyed table says maybe");
 }
 
 /* A key popped from its nursery entry and put again: put back in place;
@@ -386,6 +463,7 @@ int main(int argc, char **argv)
     oa_ptable_destroy(&t);
     check_crowded_groups(nursery);
     check_popped_entries(nursery);
+    check_filter_bounds(nursery);
     printf("ok %ld ops\n", ops);
     return 0;
 }

@@ -82,7 +82,13 @@ int oa_ptable_init(oa_ptable *t, int nursery)
 {
     memset(t, 0, sizeof(*t));
     t->near = &oa_ptable_no_near;
-    if (nursery) {
+    if (!nursery) {
+        void *p = mmap(NULL, OA_FILTER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (p == MAP_FAILED)
+            return -1;
+        t->filter = (uint8_t *)p; /* mapped pages come zeroed: no key anywhere */
+    } else {
         void *p = mmap(NULL, OA_NEAR_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                        -1, 0);
         if (p == MAP_FAILED)
@@ -103,6 +109,8 @@ void oa_ptable_destroy(oa_ptable *t)
     unmap_table(t->slots, t->cap);
     if (t->near_mask != 0)
         munmap(t->near, OA_NEAR_BYTES);
+    if (t->filter != NULL)
+        munmap(t->filter, OA_FILTER);
     free(t->bigs);
     memset(t, 0, sizeof(*t));
 }
@@ -119,6 +127,8 @@ void oa_ptable_clear(oa_ptable *t)
     t->nbig = 0;
     if (t->near_mask != 0)
         memset(t->near, 0, OA_NEAR_BYTES);
+    if (t->filter != NULL)
+        memset(t->filter, 0, OA_FILTER);
     t->near_count = 0;
     set_limits(t);
 }
@@ -126,7 +136,8 @@ void oa_ptable_clear(oa_ptable *t)
 size_t oa_ptable_bytes(const oa_ptable *t)
 {
     size_t near_bytes = t->near_mask != 0 ? OA_NEAR_BYTES : 0;
-    return mapping_bytes(t->cap) + near_bytes + t->capbig * sizeof(oa_big);
+    size_t filter_bytes = t->filter != NULL ? OA_FILTER : 0;
+    return mapping_bytes(t->cap) + near_bytes + filter_bytes + t->capbig * sizeof(oa_big);
 }
 
 /* Mark a group that a put went past without finding a free slot. */
@@ -242,6 +253,8 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
     if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
         /* Cannot keep the exact size: drop the entry entirely. */
         oa_ptable_remove_at(t, i);
+        if (t->filter != NULL)
+            oa_filter_lower(t->filter, oa_hash_of(key));
         if (t->count < t->shrink_at)
             shrink(t);
         return -1;
@@ -253,9 +266,12 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
 /* Hand back slot i's entry and take it out. */
 static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
 {
+    uintptr_t key = t->slots[i].key;
     *meta = t->slots[i].meta;
-    *size = entry_size(t, t->slots[i].key, *meta);
+    *size = entry_size(t, key, *meta);
     oa_ptable_remove_at(t, i);
+    if (t->filter != NULL)
+        oa_filter_lower(t->filter, oa_hash_of(key));
     if (t->count < t->shrink_at)
         return shrink(t);
     return 1;
@@ -294,6 +310,8 @@ static int insert_slots(oa_ptable *t, uintptr_t key, uint64_t size, uint64_t met
     t->slots[i].key = key;
     t->slots[i].meta = meta;
     t->count++;
+    if (t->filter != NULL)
+        oa_filter_raise(t->filter, h);
     return 0;
 }
 
