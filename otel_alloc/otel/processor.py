@@ -7,7 +7,6 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,14 +20,13 @@ from otel_alloc import tracker
 from otel_alloc.otel import _spanpath, context_follower, sdk_compat
 from otel_alloc.otel import contract as names
 from otel_alloc.otel.events import AllocationEvents
-from otel_alloc.otel.metrics import AllocationMetrics, NameSums, SpanNames, span_context
+from otel_alloc.otel.metrics import AllocationMetrics, SpanNames, span_context
 from otel_alloc.otel.settings import Settings, check_keywords, install_tracker
 from otel_alloc.otel.span_records import (
     LIVE_EXACT,
     LIVE_KINDS,
     LIVE_NONE,
     Figures,
-    RawRecord,
     SpanAllocation,
     make_record,
     to_record,
@@ -138,10 +136,13 @@ class AllocationSpanProcessor(SpanProcessor):
                         if self.settings.events else None)
         # Ended spans: queued natively at span end (bounded, only strings and
         # ints) and remembered by group id for a while; the watch thread takes
-        # the queue in batches, summed per span name, into _ready.
+        # the queue in batches, summed per span name, and publishes them.
         self._records = _spanpath.SpanRecords(MAX_PENDING)
-        self._ready: deque[tuple[list[NameSums], list[RawRecord]]] = deque()
-        self._take_lock = threading.Lock()
+        # Held while a batch is taken and published: force_flush (and
+        # shutdown) wait for a batch the watch thread is publishing, so every
+        # span ended before them has reached the metrics, events and sinks
+        # when they return. Reentrant: a sink may flush from on_span.
+        self._publish_lock = threading.RLock()
         self._watch = SpanWatch(self.settings, self._events, self._live_kind, self._records)
         self._watch.add_task(self._publish_pending)
         self._watch.add_task(keep_hooked)
@@ -306,28 +307,22 @@ class AllocationSpanProcessor(SpanProcessor):
         every = bool(self._sinks) or (
             self._events is not None and self.settings.span_summary_events)
         threshold = self.settings.span_threshold_bytes if self._events is not None else 0
-        with self._take_lock:  # keeps batches in queue order
+        with self._publish_lock:  # keeps batches in queue order, see __init__
             while True:
                 sums, whole = self._records.take(4096, every, threshold,
                                                  self.settings.span_size_sample_rate)
                 if not sums:
                     break
-                self._ready.append((sums, whole))
-        while self._ready:
-            try:
-                sums, whole = self._ready.popleft()
-            except IndexError:
-                return
-            if self._metrics is not None:
-                try:
-                    self._metrics.on_spans(sums)
-                except Exception:
-                    self._failed("metrics")
-            for raw in whole:
-                try:
-                    self._publish(to_record(raw, self._live_kind))
-                except Exception:
-                    self._failed("publish")
+                if self._metrics is not None:
+                    try:
+                        self._metrics.on_spans(sums)
+                    except Exception:
+                        self._failed("metrics")
+                for raw in whole:
+                    try:
+                        self._publish(to_record(raw, self._live_kind))
+                    except Exception:
+                        self._failed("publish")
 
     def _publish(self, record: SpanAllocation) -> None:
         if self._events is not None:
@@ -396,5 +391,6 @@ def _forget_in_child(ref: weakref.ref[AllocationSpanProcessor]) -> Callable[[], 
         processor = ref()
         if processor is not None:
             processor._records.clear()
-            processor._ready.clear()
+            # The parent's watch thread may have held it at the fork.
+            processor._publish_lock = threading.RLock()
     return forget

@@ -282,3 +282,43 @@ def test_processor_installs_tracker(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_setting_names_it() -> None:
     with pytest.raises(otel_alloc.ConfigError, match="stale_span_seconds"):
         AllocationSpanProcessor(stale_span_seconds=-1)
+
+
+def test_force_flush_waits_for_the_batch_the_watch_thread_is_publishing() -> None:
+    # The watch thread takes the ended span's record and blocks in the sink;
+    # force_flush meanwhile finds the queue empty, and must still not return
+    # before that record has been published (it once did: under valgrind a
+    # test read the sink before the watch thread reached it).
+    published = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    class SlowSink:
+        def on_span(self, record: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                published.set()
+                release.wait(timeout=10)
+            order.append(f"published {record.name}")
+
+        def shutdown(self) -> None:
+            """Nothing to release."""
+
+    provider = TracerProvider()
+    processor = AllocationSpanProcessor(mode="counts", sinks=[SlowSink()], metrics=False,
+                                        events=False, leak_grace_seconds=0.2)
+    provider.add_span_processor(processor)
+    try:
+        with provider.get_tracer("test").start_as_current_span("slow"):
+            pass
+        assert published.wait(timeout=10), "the watch thread never took the record"
+        flusher = threading.Thread(
+            target=lambda: (provider.force_flush(), order.append("flushed")))
+        flusher.start()
+        flusher.join(timeout=0.3)  # blocked on the batch in flight, or done too early
+        release.set()
+        flusher.join(timeout=10)
+        assert order == ["published slow", "flushed"]
+    finally:
+        release.set()
+        provider.shutdown()
+        otel_alloc.uninstall()
