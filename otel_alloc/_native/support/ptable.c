@@ -253,8 +253,6 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
     if ((meta & OA_SIZE_BIG) == OA_SIZE_BIG && big_put(t, key, size) != 0) {
         /* Cannot keep the exact size: drop the entry entirely. */
         oa_ptable_remove_at(t, i);
-        if (t->filter != NULL)
-            oa_filter_lower(t->filter, oa_hash_of(key));
         if (t->count < t->shrink_at)
             shrink(t);
         return -1;
@@ -266,12 +264,9 @@ OA_COLD static int replace(oa_ptable *t, size_t i, uint64_t size, uint64_t meta,
 /* Hand back slot i's entry and take it out. */
 static inline int take(oa_ptable *t, size_t i, uint64_t *size, uint64_t *meta)
 {
-    uintptr_t key = t->slots[i].key;
     *meta = t->slots[i].meta;
-    *size = entry_size(t, key, *meta);
+    *size = entry_size(t, t->slots[i].key, *meta);
     oa_ptable_remove_at(t, i);
-    if (t->filter != NULL)
-        oa_filter_lower(t->filter, oa_hash_of(key));
     if (t->count < t->shrink_at)
         return shrink(t);
     return 1;

@@ -256,9 +256,12 @@ static inline void oa_ptable_remove_marked(oa_ptable *t, size_t i, uint8_t marke
     t->count--;
 }
 
-/* Take slot i out, reading its group's mark (ptable.c's general paths). */
+/* Take slot i out, reading its group's mark, and lower the filter for its
+   key if the table has one (ptable.c's general paths). */
 static inline void oa_ptable_remove_at(oa_ptable *t, size_t i)
 {
+    if (t->filter != NULL)
+        oa_filter_lower(t->filter, oa_hash_of(t->slots[i].key));
     oa_ptable_remove_marked(t, i, t->overflowed[i / OA_GROUP]);
 }
 

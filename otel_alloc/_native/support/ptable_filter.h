@@ -40,7 +40,6 @@ static inline void oa_filter_lower(uint8_t *filter, uint64_t h)
         (*b)--;
 }
 
-
 #pragma GCC visibility pop
 
 #endif
