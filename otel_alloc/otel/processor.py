@@ -41,6 +41,7 @@ _log = logging.getLogger(__name__)
 # Ended spans waiting for the watch thread to record them; past this they are
 # dropped and counted (records_dropped) rather than let memory grow.
 MAX_PENDING = 100_000
+PUBLISH_WAIT_SECONDS = 5.0  # flush/shutdown's wait for another publisher (a stuck sink)
 _OVERFLOW = tracker.GROUP_OVERFLOW
 _UNTRACKED = -1  # a span that gets no group at all (see _overflowed)
 
@@ -138,10 +139,8 @@ class AllocationSpanProcessor(SpanProcessor):
         # ints) and remembered by group id for a while; the watch thread takes
         # the queue in batches, summed per span name, and publishes them.
         self._records = _spanpath.SpanRecords(MAX_PENDING)
-        # Held while a batch is taken and published: force_flush (and
-        # shutdown) wait for a batch the watch thread is publishing, so every
-        # span ended before them has reached the metrics, events and sinks
-        # when they return. Reentrant: a sink may flush from on_span.
+        # Held while a batch is taken and published: flush and shutdown wait (bounded) for
+        # the watch thread's batch, so spans ended before them are published. Reentrant.
         self._publish_lock = threading.RLock()
         self._watch = SpanWatch(self.settings, self._events, self._live_kind, self._records)
         self._watch.add_task(self._publish_pending)
@@ -307,7 +306,11 @@ class AllocationSpanProcessor(SpanProcessor):
         every = bool(self._sinks) or (
             self._events is not None and self.settings.span_summary_events)
         threshold = self.settings.span_threshold_bytes if self._events is not None else 0
-        with self._publish_lock:  # keeps batches in queue order, see __init__
+        if not self._publish_lock.acquire(timeout=PUBLISH_WAIT_SECONDS):
+            self.errors += 1  # the holder publishes what it took; the rest waits
+            _log.warning("otel_alloc: waited %s s for a publisher", PUBLISH_WAIT_SECONDS)
+            return
+        try:  # one publisher at a time keeps batches in queue order, see __init__
             while True:
                 sums, whole = self._records.take(4096, every, threshold,
                                                  self.settings.span_size_sample_rate)
@@ -323,6 +326,8 @@ class AllocationSpanProcessor(SpanProcessor):
                         self._publish(to_record(raw, self._live_kind))
                     except Exception:
                         self._failed("publish")
+        finally:
+            self._publish_lock.release()
 
     def _publish(self, record: SpanAllocation) -> None:
         if self._events is not None:
@@ -391,6 +396,5 @@ def _forget_in_child(ref: weakref.ref[AllocationSpanProcessor]) -> Callable[[], 
         processor = ref()
         if processor is not None:
             processor._records.clear()
-            # The parent's watch thread may have held it at the fork.
-            processor._publish_lock = threading.RLock()
+            processor._publish_lock = threading.RLock()  # maybe held by the parent's watch
     return forget

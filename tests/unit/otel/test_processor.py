@@ -322,3 +322,40 @@ def test_force_flush_waits_for_the_batch_the_watch_thread_is_publishing() -> Non
         release.set()
         provider.shutdown()
         otel_alloc.uninstall()
+
+
+def test_shutdown_stays_bounded_behind_a_sink_that_never_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wait for the watch thread's batch is bounded: a stuck sink costs
+    # shutdown the watch thread's join and PUBLISH_WAIT_SECONDS, not forever.
+    from otel_alloc.otel import processor as processor_module
+
+    monkeypatch.setattr(processor_module, "PUBLISH_WAIT_SECONDS", 0.2)
+    stuck = threading.Event()
+    release = threading.Event()
+
+    class StuckSink:
+        def on_span(self, record: Any) -> None:
+            stuck.set()
+            release.wait(timeout=60)
+
+        def shutdown(self) -> None:
+            """Nothing to release."""
+
+    provider = TracerProvider()
+    processor = AllocationSpanProcessor(mode="counts", sinks=[StuckSink()], metrics=False,
+                                        events=False, leak_grace_seconds=0.2)
+    provider.add_span_processor(processor)
+    try:
+        with provider.get_tracer("test").start_as_current_span("stuck"):
+            pass
+        assert stuck.wait(timeout=10), "the watch thread never took the record"
+        errors = processor.errors
+        closer = threading.Thread(target=processor.shutdown)
+        closer.start()
+        closer.join(timeout=30)  # the watch thread's 2 s join, then 0.2 s
+        assert not closer.is_alive(), "shutdown hung behind the stuck sink"
+        assert processor.errors == errors + 1
+    finally:
+        release.set()
+        otel_alloc.uninstall()
