@@ -6,6 +6,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from types import FrameType
@@ -233,13 +234,35 @@ def _reset_in_children(ours: object, previous: object) -> None:
     """Give forked children the SIGTERM handling the program had.
 
     Multiprocessing workers and bare ``os.fork()`` children are not the
-    runner: its handler is for the runner's own process only.
+    runner: its handler is for the runner's own process only. The child
+    inherits the handler at the fork and CPython drops a SIGTERM that comes
+    before the after-fork hook below replaces it (it clears signals caught
+    before its own after-fork step, and ignores those caught for a Python
+    handler that is gone by the time they would run). A pool worker still
+    starting when ``Pool.terminate()`` signalled it lived on, and its parent
+    waited for it forever. So the forking thread blocks SIGTERM across the
+    fork: in the child, one that came meanwhile stays pending until the
+    program's handling is back, and then acts.
     """
-    def reset() -> None:
+    saved = threading.local()  # forks may start in several threads at once
+
+    def before() -> None:
+        saved.blocked = False
+        if signal.getsignal(signal.SIGTERM) is ours:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            saved.blocked = signal.SIGTERM not in mask  # else the program blocked it
+
+    def unblock() -> None:
+        if getattr(saved, "blocked", False):
+            saved.blocked = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    def in_child() -> None:
         if signal.getsignal(signal.SIGTERM) is ours:
             signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+        unblock()
 
-    os.register_at_fork(after_in_child=reset)
+    os.register_at_fork(before=before, after_in_parent=unblock, after_in_child=in_child)
 
 
 def _exit_code(code: object) -> int:

@@ -10,9 +10,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tracker_capi.h"
 
@@ -375,4 +378,17 @@ int h_allocator_changes(int domain)
     return (now.ctx != then->ctx) | (now.malloc != then->malloc) << 1 |
            (now.calloc != then->calloc) << 2 | (now.realloc != then->realloc) << 3 |
            (now.free != then->free) << 4;
+}
+
+/* A fork child signals itself SIGTERM from a pthread_atfork child handler:
+   inside fork(), before CPython's own after-fork steps run, as a signal
+   that reaches a child before it first runs does. */
+static void sigterm_self(void)
+{
+    kill(getpid(), SIGTERM);
+}
+
+int h_sigterm_in_fork_children(void)
+{
+    return pthread_atfork(NULL, NULL, sigterm_self);
 }

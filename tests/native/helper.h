@@ -23,3 +23,4 @@ int h_peak_sequence(int domain, size_t size, int n1, int k, int n2, int keep);
 void h_peak_release(void);
 void h_allocators_snapshot(void);
 int h_allocator_changes(int domain);
+int h_sigterm_in_fork_children(void);

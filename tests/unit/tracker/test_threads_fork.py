@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 import otel_alloc
+from tests.support.hung import c_stacks
 from tests.unit.conftest import DOMAINS, OBJ, RAW, Helper, other_allocator
 
 THREADS = 8
@@ -95,32 +94,10 @@ def _wait_child(pid: int, timeout: float = 30.0) -> int:
         if done:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.01)
-    stacks = _stacks_of(pid)
+    stacks = c_stacks(pid)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     raise AssertionError(f"forked child hung; its threads' stacks:\n{stacks}")
-
-
-def _stacks_of(pid: int) -> str:
-    """Every thread's C stack of a hung process, by gdb when there is one.
-
-    A hang after fork showed up in CI under ASan (its allocator's lock held
-    by a thread that the fork left behind): the stacks are the evidence.
-    """
-    gdb = shutil.which("gdb")
-    if gdb is None:
-        return "(no gdb to take them)"
-    # gdb must not inherit the sanitizer run's LD_PRELOAD: under libasan it
-    # hangs instead of attaching (seen: killed at the timeout, no stacks).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}
-    env["DEBUGINFOD_URLS"] = ""  # no network lookups for debug symbols
-    try:
-        out = subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
-                             capture_output=True, text=True, timeout=120, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"(gdb failed: {exc})"
-    return out.stdout[-20000:] + out.stderr[-2000:]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
