@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.hung import kill_tree, tree_evidence
+
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 
@@ -26,8 +28,18 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "otel_alloc", *args], capture_output=True,
-                          text=True, cwd=cwd or ROOT, env=_env(**env), timeout=120)
+    """``otel-alloc ARGS`` to its end; a run past 120 s fails with its processes' stacks."""
+    cmd = [sys.executable, "-m", "otel_alloc", *args]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=cwd or ROOT, env=_env(**env)) as proc:
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            evidence = tree_evidence(proc.pid)
+            kill_tree(proc.pid)
+            out, err = proc.communicate()
+            raise AssertionError(f"{cmd} hung:\n{evidence}\n--- stderr:\n{err[-5000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @contextmanager
