@@ -47,7 +47,8 @@ def served(script: Path, *args: str, run_args: tuple[str, ...] = ()) -> Iterator
     """``otel-alloc run --serve 0 script args`` sampling every 64 KiB; yields the endpoint's URL.
 
     The script prints ``ready`` once its sites exist. The runner is stopped
-    with SIGTERM afterwards, and killed if it does not end in 30 s.
+    with SIGTERM afterwards; one that does not end in 30 s fails the test,
+    with its processes' stacks.
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "otel_alloc", "run", *run_args, "--serve", "0", str(script),
@@ -65,9 +66,14 @@ def served(script: Path, *args: str, run_args: tuple[str, ...] = ()) -> Iterator
         proc.send_signal(signal.SIGTERM)
         try:
             proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired as timeout:
+            evidence = tree_evidence(proc.pid)
+            kill_tree(proc.pid)
+            _, err = proc.communicate(timeout=10)
+            # The chain also keeps whatever the test's body raised.
+            raise AssertionError(
+                f"the runner outlived its SIGTERM by 30 s:\n{evidence}\n--- stderr:\n"
+                f"{err[-5000:]}") from timeout
 
 
 def table_rows(stderr: str) -> dict[str, list[str]]:
