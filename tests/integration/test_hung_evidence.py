@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 
-from tests.support.hung import kill_tree, process_tree, tree_evidence
+from tests.support.hung import end_hung, kill_tree, process_tree, tree_evidence
 
 # A parent that forks a child; both then wait forever, each in its own call.
 HANGS = textwrap.dedent("""
@@ -37,10 +37,12 @@ def test_a_hung_tree_shows_every_process_and_its_python_stacks() -> None:
             time.sleep(0.01)
         tree = process_tree(proc.pid)
         assert len(tree) == 2 and tree[0] == proc.pid, tree
-        evidence = tree_evidence(proc.pid, signal.SIGUSR1)
+        evidence, err = end_hung(proc, signal.SIGUSR1)
     finally:
-        kill_tree(proc.pid)
-        _, err = proc.communicate(timeout=30)
+        if proc.returncode is None:  # an assertion failed before end_hung
+            kill_tree(proc.pid)
+            proc.communicate(timeout=30)
+    assert f"pid {tree[1]} (ppid {proc.pid}, state " in evidence
     for pid in tree:
         assert f"pid {pid} (ppid" in evidence
         assert f"--- C stacks of pid {pid}:" in evidence

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hung import kill_tree, tree_evidence
+from tests.support.hung import end_hung
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
@@ -35,9 +35,7 @@ def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Compl
         try:
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            evidence = tree_evidence(proc.pid)
-            kill_tree(proc.pid)
-            out, err = proc.communicate()
+            evidence, err = end_hung(proc)
             raise AssertionError(f"{cmd} hung:\n{evidence}\n--- stderr:\n{err[-5000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
@@ -67,9 +65,7 @@ def served(script: Path, *args: str, run_args: tuple[str, ...] = ()) -> Iterator
         try:
             proc.communicate(timeout=30)
         except subprocess.TimeoutExpired as timeout:
-            evidence = tree_evidence(proc.pid)
-            kill_tree(proc.pid)
-            _, err = proc.communicate(timeout=10)
+            evidence, err = end_hung(proc)
             # The chain also keeps whatever the test's body raised.
             raise AssertionError(
                 f"the runner outlived its SIGTERM by 30 s:\n{evidence}\n--- stderr:\n"

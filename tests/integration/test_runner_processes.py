@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_runner import ROOT, _env
-from tests.support.hung import kill_tree, tree_evidence
+from tests.support.hung import end_hung
 
 # Each way a program makes child processes; `with Pool` ends with
 # Pool.terminate(), which SIGTERMs the workers. SIGUSR1 makes every process of
@@ -74,9 +74,7 @@ def test_runner_never_hangs_on_child_processes(tmp_path: Path) -> None:
         try:
             out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            evidence = tree_evidence(proc.pid, signal.SIGUSR1)
-            kill_tree(proc.pid)
-            out, err = proc.communicate()
+            evidence, err = end_hung(proc, signal.SIGUSR1)
             return how, (f"timed out after 60 s\n{evidence}\n--- stderr (Python stacks):\n"
                          f"{err[-20000:]}")
         if proc.returncode != 0 or f"done {how}" not in out:

@@ -37,16 +37,9 @@ def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants, parents first (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited meanwhile
-        # The name, in parentheses, may hold spaces: the fields after it are fixed.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        stat = _stat(int(entry)) if entry.isdigit() else None
+        if stat is not None:  # else not a process, or exited meanwhile
+            children.setdefault(stat[2], []).append(int(entry))
     tree, todo = [], [pid]
     while todo:
         current = todo.pop(0)
@@ -55,20 +48,33 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _describe(pid: int) -> str:
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """(name, state, parent pid) of ``pid`` from /proc, None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
+    except OSError:
+        return None
+    # The name, in parentheses, may hold spaces: the fields after it are fixed.
+    name, rest = stat.split(" (", 1)[1].rsplit(")", 1)
+    state, ppid = rest.split()[:2]
+    return name, state, int(ppid)
+
+
+def _describe(pid: int) -> str:
+    stat = _stat(pid)
+    try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
+        stat = None
+    if stat is None:
         return f"pid {pid}: gone"
-    name, rest = stat.split(" ", 1)[1].rsplit(")", 1)
-    state, ppid = rest.split()[:2]
+    name, state, ppid = stat
     # A process that outlived a SIGTERM shows why in its signal masks:
     # pending, blocked, ignored, caught (bit n-1 is signal n).
     masks = _status_fields(pid, ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
-    return f"pid {pid} (ppid {ppid}, state {state}, {masks}) {name.lstrip('(')}: {cmdline}"
+    return f"pid {pid} (ppid {ppid}, state {state}, {masks}) {name}: {cmdline}"
 
 
 def _status_fields(pid: int, wanted: tuple[str, ...]) -> str:
@@ -105,3 +111,17 @@ def kill_tree(pid: int) -> None:
     for p in reversed(process_tree(pid)):
         with contextlib.suppress(OSError):
             os.kill(p, signal.SIGKILL)
+
+
+def end_hung(proc: subprocess.Popen[str],
+             python_stacks_signal: int | None = None) -> tuple[str, str]:
+    """Take a hung ``proc``'s evidence (tree_evidence), then kill its tree.
+
+    Returns:
+        The evidence, and the stderr the processes left (with any Python
+        stacks they printed).
+    """
+    evidence = tree_evidence(proc.pid, python_stacks_signal)
+    kill_tree(proc.pid)
+    _, err = proc.communicate(timeout=30)
+    return evidence, err
