@@ -7,6 +7,7 @@ import contextvars
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -284,44 +285,58 @@ def test_bad_setting_names_it() -> None:
         AllocationSpanProcessor(stale_span_seconds=-1)
 
 
+class _BlockingSink:
+    """A sink whose ``on_span`` blocks on the watch thread until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()  # the watch thread is inside on_span
+        self.release = threading.Event()
+        self.order: list[str] = []  # what was published, and what the test adds
+
+    def on_span(self, record: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.entered.set()
+            self.release.wait(timeout=60)
+        self.order.append(f"published {record.name}")
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+@contextmanager
+def _watch_thread_in_sink(span_name: str) -> Iterator[tuple[TracerProvider,
+                                                           AllocationSpanProcessor,
+                                                           _BlockingSink]]:
+    """One span ended; yields once the watch thread is blocked publishing it."""
+    sink = _BlockingSink()
+    provider = TracerProvider()
+    processor = AllocationSpanProcessor(mode="counts", sinks=[sink], metrics=False,
+                                        events=False, leak_grace_seconds=0.2)
+    provider.add_span_processor(processor)
+    try:
+        with provider.get_tracer("test").start_as_current_span(span_name):
+            pass
+        assert sink.entered.wait(timeout=10), "the watch thread never took the record"
+        yield provider, processor, sink
+    finally:
+        sink.release.set()
+        provider.shutdown()
+        otel_alloc.uninstall()
+
+
 def test_force_flush_waits_for_the_batch_the_watch_thread_is_publishing() -> None:
     # The watch thread takes the ended span's record and blocks in the sink;
     # force_flush meanwhile finds the queue empty, and must still not return
     # before that record has been published (it once did: under valgrind a
     # test read the sink before the watch thread reached it).
-    published = threading.Event()
-    release = threading.Event()
-    order: list[str] = []
-
-    class SlowSink:
-        def on_span(self, record: Any) -> None:
-            if threading.current_thread() is not threading.main_thread():
-                published.set()
-                release.wait(timeout=10)
-            order.append(f"published {record.name}")
-
-        def shutdown(self) -> None:
-            """Nothing to release."""
-
-    provider = TracerProvider()
-    processor = AllocationSpanProcessor(mode="counts", sinks=[SlowSink()], metrics=False,
-                                        events=False, leak_grace_seconds=0.2)
-    provider.add_span_processor(processor)
-    try:
-        with provider.get_tracer("test").start_as_current_span("slow"):
-            pass
-        assert published.wait(timeout=10), "the watch thread never took the record"
+    with _watch_thread_in_sink("slow") as (provider, _, sink):
         flusher = threading.Thread(
-            target=lambda: (provider.force_flush(), order.append("flushed")))
+            target=lambda: (provider.force_flush(), sink.order.append("flushed")))
         flusher.start()
         flusher.join(timeout=0.3)  # blocked on the batch in flight, or done too early
-        release.set()
+        sink.release.set()
         flusher.join(timeout=10)
-        assert order == ["published slow", "flushed"]
-    finally:
-        release.set()
-        provider.shutdown()
-        otel_alloc.uninstall()
+        assert sink.order == ["published slow", "flushed"]
 
 
 def test_shutdown_stays_bounded_behind_a_sink_that_never_returns(
@@ -331,31 +346,10 @@ def test_shutdown_stays_bounded_behind_a_sink_that_never_returns(
     from otel_alloc.otel import processor as processor_module
 
     monkeypatch.setattr(processor_module, "PUBLISH_WAIT_SECONDS", 0.2)
-    stuck = threading.Event()
-    release = threading.Event()
-
-    class StuckSink:
-        def on_span(self, record: Any) -> None:
-            stuck.set()
-            release.wait(timeout=60)
-
-        def shutdown(self) -> None:
-            """Nothing to release."""
-
-    provider = TracerProvider()
-    processor = AllocationSpanProcessor(mode="counts", sinks=[StuckSink()], metrics=False,
-                                        events=False, leak_grace_seconds=0.2)
-    provider.add_span_processor(processor)
-    try:
-        with provider.get_tracer("test").start_as_current_span("stuck"):
-            pass
-        assert stuck.wait(timeout=10), "the watch thread never took the record"
+    with _watch_thread_in_sink("stuck") as (_, processor, _):
         errors = processor.errors
         closer = threading.Thread(target=processor.shutdown)
         closer.start()
         closer.join(timeout=30)  # the watch thread's 2 s join, then 0.2 s
         assert not closer.is_alive(), "shutdown hung behind the stuck sink"
         assert processor.errors == errors + 1
-    finally:
-        release.set()
-        otel_alloc.uninstall()
