@@ -72,7 +72,7 @@ static PyObject *gid_of_value(ContextFollower *self, PyObject *value)
 
 static void set_thread_group(PyObject *gid)
 {
-    unsigned long long value = PyLong_AsUnsignedLongLongMask(gid);
+    unsigned long long value = oa_long_u64_mask(gid);
     if (value == (unsigned long long)-1 && PyErr_Occurred())
         PyErr_Clear();
     else
@@ -94,7 +94,7 @@ static void follow(ContextFollower *self, PyObject *context)
     }
     PyObject *cur_gid = gid_of_value(self, cur);
     int same = cur_gid == gid ||
-               PyLong_AsUnsignedLongLongMask(cur_gid) == PyLong_AsUnsignedLongLongMask(gid);
+               oa_long_u64_mask(cur_gid) == oa_long_u64_mask(gid);
     Py_XDECREF(cur);
     if (!same) {
         /* A set, never a reset: the token is dropped (see

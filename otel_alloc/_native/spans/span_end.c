@@ -213,8 +213,8 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         Py_XDECREF(add);
         Py_XDECREF(before);
         *dropped += (unsigned long long)lost;
+        PyErr_Clear(); /* a failed set above left its error */
     }
-    PyErr_Clear();
     if (take) {
         PyObject *r = PyObject_CallMethodNoArgs(lock, g_names.release);
         if (r == NULL)

@@ -42,7 +42,7 @@ static uint64_t parent_group(SpanPath *self, PyObject *span)
         goto done;
     PyObject *g = PyDict_GetItemWithError(self->groups, pspan); /* borrowed */
     if (g != NULL)
-        pgid = PyLong_AsUnsignedLongLongMask(g);
+        pgid = oa_long_u64_mask(g);
 done:
     Py_XDECREF(parent);
     if (PyErr_Occurred())
@@ -110,7 +110,7 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
         result = PyErr_Occurred() ? -1 : END_NOT_OURS; /* reclaimed as stale */
         goto done;
     }
-    uint64_t gid = PyLong_AsUnsignedLongLongMask(gid_obj);
+    uint64_t gid = oa_long_u64_mask(gid_obj);
     if (gid == OA_GROUP_OVERFLOW) {
         if (joined == NULL)
             self->overflow_open--; /* this processor put it there */

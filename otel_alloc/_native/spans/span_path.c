@@ -12,7 +12,9 @@
 #include "../api/tracker_api.h"
 
 static uint64_t g_serial;
-static _Thread_local uint64_t tl_noted;
+/* initial-exec, like the tracker's thread-locals: the default model for a
+   shared object called __tls_get_addr on every span. */
+static _Thread_local uint64_t tl_noted __attribute__((tls_model("initial-exec")));
 
 void sp_failed(SpanPath *self, const char *where)
 {
@@ -77,7 +79,7 @@ static int join_group(SpanPath *self, PyObject *span, PyObject *sid, PyObject *g
     if (rc < 0 || PyDict_SetItem(self->joined, sid, span) < 0 ||
         PyDict_SetItem(self->open, sid, span) < 0)
         return -1;
-    if (PyLong_AsUnsignedLongLongMask(gid_obj) != OA_GROUP_OVERFLOW &&
+    if (oa_long_u64_mask(gid_obj) != OA_GROUP_OVERFLOW &&
         PyDict_SetItem(self->by_gid, gid_obj, span) < 0)
         return -1;
     return 0;

@@ -39,7 +39,7 @@ typedef struct {
 } SpanPath;
 
 /* Hand the pending exception to the processor's `failed` callback. */
-OA_HIDDEN void sp_failed(SpanPath *self, const char *where);
+OA_HIDDEN __attribute__((cold)) void sp_failed(SpanPath *self, const char *where);
 /* Removes `key` from dict `d`; new reference to its value, or NULL (error set
    only on a real failure). */
 OA_HIDDEN PyObject *dict_pop(PyObject *d, PyObject *key);

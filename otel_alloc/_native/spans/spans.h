@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "../api/tracker_capi.h"
+#include "../compat/long_value.h"
 
 #define OA_HIDDEN __attribute__((visibility("hidden")))
 
