@@ -271,3 +271,42 @@ def test_attributes_are_written_under_a_reentrant_lock() -> None:
     finally:
         otel_alloc.uninstall()
     _assert_alloc_attributes(exporter, "rlock-1", "rlock-2", "plain")
+
+
+def test_group_ids_of_two_digits_end_their_spans_exactly(helper: Helper) -> None:
+    """The span path reads group ids from the int's digits (compat/long_value.h).
+
+    An id is ``generation << 20 | slot``: with two slots taken in turn,
+    about 2,100 spans bring a slot past generation 1,024, where the id no
+    longer fits one 30-bit digit. Those spans must still open, follow and
+    end their own groups, with the figures the same work had under
+    one-digit ids (three 96-byte OBJ blocks and the call's own). A misread
+    id leaves a span without figures, or charges another group.
+    """
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(AllocationSpanProcessor(
+        SimpleSpanProcessor(exporter), mode="counts", max_groups=2))
+    tracer = provider.get_tracer("test")
+
+    def figures(spans: Any) -> set[tuple[object, object]]:
+        return {((s.attributes or {}).get("alloc.count"), (s.attributes or {}).get("alloc.bytes"))
+                for s in spans}
+
+    try:
+        names = [f"s{i}" for i in range(2_200)]
+        for i, name in enumerate(names):
+            with tracer.start_as_current_span(name):
+                helper.alloc_many(OBJ, 96, 3)
+            if i == 299:
+                narrow = figures(exporter.get_finished_spans()[100:])
+                exporter.clear()
+        wide = figures(exporter.get_finished_spans()[-100:])
+        assert len(narrow) == 1 and next(iter(narrow))[0] >= 3, narrow
+        assert wide == narrow
+        wide_group = otel_alloc.Group()
+        assert wide_group.id >= 1 << 30, wide_group.id  # ids past one digit by now
+        wide_group.release()
+    finally:
+        provider.shutdown()
+        otel_alloc.uninstall()
