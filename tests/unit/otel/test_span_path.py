@@ -74,11 +74,14 @@ def test_following_context_calls_through_another_runtime_context(helper: Helper)
         span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
         groups[span] = group.id
         token = stand_in.attach(trace.set_span_in_context(span))
-        helper.alloc_many(OBJ, 1000, 10)
+        # Read in C around the loop alone: the interpreter's own upkeep in
+        # between (a dict resized now and then, on 3.13) is not counted.
+        attached = helper.alloc_measured(OBJ, 1000, 10, group.id)
         stand_in.detach(token)
-        helper.alloc_many(OBJ, 1000, 10)
+        detached = helper.alloc_measured(OBJ, 1000, 10, group.id)
         assert calls == ["attach", "detach"]
-        assert 10_000 <= group.stats().alloc_bytes < 12_000
+        assert attached[:2] == (10_000, 10)
+        assert detached[:2] == (0, 0)
         assert stand_in.errors == 0
     finally:
         otel_alloc.uninstall()
