@@ -148,25 +148,35 @@ def _totals(out: Path) -> tuple[int, int]:
 LOOP_FUNCTION = "_operator_call"
 
 
-def item_instructions(item: str, variant: str, ops: int, seed: int = 0,
-                      loop_only: bool = False) -> tuple[int, int]:
-    """(main thread, all threads) instructions of ``suite.py --child`` for ``ops`` ops."""
+def run_item(item: str, variant: str, ops: int, out: Path, seed: int = 0,
+             loop_only: bool = False, options: tuple[str, ...] = ()) -> None:
+    """``suite.py --child`` for ``ops`` ops under callgrind, one output per thread.
+
+    The main thread's output is ``out`` with ``-01`` appended. ``options``
+    are more callgrind options (``--cache-sim=yes``, say).
+    """
     from suite_items import ITEMS
 
     scale = ops / ITEMS[item].count
     toggle = [f"--toggle-collect={LOOP_FUNCTION}"] if loop_only else []
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--separate-threads=yes", *toggle, *options,
+         f"--callgrind-out-file={out}", sys.executable, str(HERE / "suite.py"),
+         "--child", item, variant, "--scale", repr(scale)],
+        capture_output=True, text=True, cwd=HERE,
+        env={**os.environ, "PYTHONHASHSEED": str(seed), "OPENBLAS_NUM_THREADS": "1",
+             "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0 or '"seconds"' not in proc.stdout:
+        raise SystemExit(f"callgrind run of {item}/{variant} failed (exit "
+                         f"{proc.returncode}):\n{proc.stdout[-1000:]}{proc.stderr[-2000:]}")
+
+
+def item_instructions(item: str, variant: str, ops: int, seed: int = 0,
+                      loop_only: bool = False) -> tuple[int, int]:
+    """(main thread, all threads) instructions of ``suite.py --child`` for ``ops`` ops."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes", *toggle,
-             f"--callgrind-out-file={out}", sys.executable, str(HERE / "suite.py"),
-             "--child", item, variant, "--scale", repr(scale)],
-            capture_output=True, text=True, cwd=HERE,
-            env={**os.environ, "PYTHONHASHSEED": str(seed), "OPENBLAS_NUM_THREADS": "1",
-                 "OMP_NUM_THREADS": "1"})
-        if proc.returncode != 0 or '"seconds"' not in proc.stdout:
-            raise SystemExit(f"callgrind run of {item}/{variant} failed (exit "
-                             f"{proc.returncode}):\n{proc.stdout[-1000:]}{proc.stderr[-2000:]}")
+        run_item(item, variant, ops, out, seed, loop_only)
         return _totals(out)
 
 

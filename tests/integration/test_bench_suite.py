@@ -183,3 +183,65 @@ def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
                     "rounds: otel 1.200 ms (serving thread 1.000 ms), counts 1.15x (1.02x)")
     text, _, _ = suite_table.render([series], [])
     assert "- service: server CPU time a request" in text
+
+
+FOOTPRINT = ROOT / "benchmarks" / "callgrind_footprint.py"
+
+# callgrind's format with --dump-instr=yes: names given once and reused by id,
+# addresses absolute, relative or "*", and a call's inclusive cost on the line
+# after "calls=", which is not the caller's own.
+CALLGRIND_OUT = """\
+events: Ir I1mr
+positions: instr line
+ob=(1) /usr/lib/libpython3.11.so.1.0
+fn=(1) eval
+0x1000 10 40 2
++4 11 40
++60 12 3
+ob=(2) /x/otel_alloc/tracker/_tracker.cpython-311-x86_64-linux-gnu.so
+fn=(2) hook
+0x2000 5 20
+cob=(1)
+cfn=(1)
+calls=4 0x1000
+* 6 900
++8 7 20
+ob=(1)
+fn=(1)
+0x1080 13 5
+summary: 1028 2
+"""
+
+
+def test_footprint_counts_lines_running_once_an_op_by_object() -> None:
+    footprint = _suite_module("callgrind_footprint")
+    fp = footprint.parse(CALLGRIND_OUT.splitlines(True), ops=10, executable="/usr/bin/python3")
+    # libpython: the line at 0x1000 (80 instructions: 0x1000 and 0x1004) is hot;
+    # 0x1040 (3) and 0x1080 (5) are not. The tracker: 0x2000 and 0x2008 share
+    # a line (40, the call's 900 not counted).
+    assert fp.lines == {"interpreter": 1, "_tracker": 1}
+    assert fp.instructions == 102.8 and fp.i1_misses == 0.2
+    static = footprint.parse(CALLGRIND_OUT.replace("/usr/lib/libpython3.11.so.1.0",
+                                                   "/usr/bin/python3.14").splitlines(True),
+                             ops=10, executable="/usr/bin/python3.14")
+    assert static.lines == {"interpreter": 1, "_tracker": 1}  # interpreter linked in
+
+
+def test_callgrind_footprint_refuses_bad_names_and_counts() -> None:
+    _assert_refused(FOOTPRINT, ((["--items", "core"], "--items: core not accepted"),
+                                (["--variants", "counts,fast"], "--variants: fast not accepted"),
+                                (["--ops", "0"], "--ops: 0 not accepted")))
+
+
+def test_callgrind_footprint_smoke_finds_the_trackers_code() -> None:
+    _skip_without_valgrind()
+    proc = subprocess.run([sys.executable, str(FOOTPRINT), "--items", "spans", "--variants",
+                           "counts", "--ops", "3"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^  spans +(\w+) +([\d,]+) +[\d,.]+ +(\d+) +(\d+) +(\d+) +(\d+) +([+-]\d+)$",
+                      proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["untraced", "counts"], proc.stdout
+    untraced, counts = ([int(x.replace(",", "")) for x in r[1:]] for r in rows)
+    assert untraced[2:4] == [0, 0]  # no tracker or span-path code without the tracker
+    assert counts[2] > 0 and counts[3] > 0, proc.stdout
+    assert counts[1] > 100 and counts[0] > untraced[0], proc.stdout
