@@ -40,8 +40,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LINE_BYTES = 64
 # Name compression in callgrind's format: "ob=(3) /path" names object 3, "ob=(3)"
-# reuses it; objects (ob, cob) and functions (fn, cfn) are numbered apart.
-NAMED = re.compile(r"^(ob|cob|fn|cfn)=\((\d+)\)(?: (.*))?$")
+# reuses it. Only objects matter here; functions (fn, cfn) are numbered apart
+# and would clash if read with them.
+OBJECT = re.compile(r"^(ob|cob)=\((\d+)\)(?: (.*))?$")
 
 
 @dataclass
@@ -75,7 +76,7 @@ def _position(field: str, last: int) -> int:
 
 def parse(lines: Iterable[str], ops: int, executable: str) -> Footprint:
     """Hot lines and totals of one thread's ``--dump-instr=yes`` callgrind output."""
-    names: dict[tuple[str, str], str] = {}
+    objects: dict[str, str] = {}
     npos, events, totals = 1, ["Ir"], [0]
     obj = "?"
     per_line: dict[str, Counter[int]] = defaultdict(Counter)
@@ -89,13 +90,12 @@ def parse(lines: Iterable[str], ops: int, executable: str) -> Footprint:
             events = line.split()[1:]
         elif line.startswith(("summary:", "totals:")):
             totals = [int(x) for x in line.split()[1:]]
-        elif named := NAMED.match(line):
+        elif named := OBJECT.match(line):
             key, ident, name = named.groups()
-            space = key.removeprefix("c")
             if name:
-                names[space, ident] = name
+                objects[ident] = name
             if key == "ob":
-                obj = names.get((space, ident), "?")
+                obj = objects.get(ident, "?")
         elif line.startswith("calls="):
             after_call = True  # the next cost line is the call's inclusive cost
         elif line[:1] in "0123456789+-*" and line:
