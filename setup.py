@@ -29,6 +29,7 @@ setup(
                 f"{SPANS}/record_ints.c",
                 f"{SPANS}/span_path.c",
                 f"{SPANS}/span_finish.c",
+                f"{SPANS}/span_index.c",
             ],
             depends=HEADERS,
             # -fno-plt: the span path calls the interpreter's API some fifty

@@ -29,13 +29,14 @@ from opentelemetry import trace
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from otel_alloc import tracker
-from otel_alloc.otel._spanpath import ContextFollower
+from otel_alloc.otel._spanpath import ContextFollower, SpanIndex
 
 # span object -> group id of spans whose groups are open, read by the C
 # runtime context on every attach/detach. Keyed by the span object itself
-# (identity hash): it is what an OTel Context holds, so the lookup needs no
-# call into the span. Plain dict operations are atomic under the GIL.
-_span_groups: dict[object, int] = {}
+# (its identity): it is what an OTel Context holds, so the lookup needs no
+# call into the span. A table in C (SpanIndex), which the span path writes
+# without a dict's hashing and resizes; its operations hold the GIL.
+_span_groups = SpanIndex(by_identity=True)
 _span_holders: dict[object, int] = {}
 _hook_lock = threading.Lock()
 
@@ -44,7 +45,7 @@ _hook_lock = threading.Lock()
 _SPAN_KEY: str | None = getattr(trace.propagation, "_SPAN_KEY", None)
 
 
-def span_registry() -> dict[object, int]:
+def span_registry() -> SpanIndex:
     """The live span -> group mapping (the processor's hot path writes it directly).
 
     One mapping for every processor, on purpose: an allocation is charged to

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from opentelemetry.sdk.trace import ReadableSpan
-
 from otel_alloc import tracker
 from otel_alloc.otel import _spanpath
 from otel_alloc.otel import contract as names
@@ -56,7 +54,7 @@ class SpanWatch:
     """Open and recently ended spans by group, retained groups, and the thread.
 
     The span processor writes ``open`` (group id -> span, while the span is
-    open, on every span: a plain dict); ended spans are looked up in the
+    open, on every span: a ``SpanIndex``, a table in C); ended spans are looked up in the
     processor's native records (the last 32768 ended spans by group id, so
     samples and events drained after their span ended still find its name and
     trace context; group ids are never reused).
@@ -69,8 +67,8 @@ class SpanWatch:
         self._live = live  # a LIVE_* kind: estimate mode watches estimates
         self._records = records
         self._retained: OrderedDict[int, _Retained] = OrderedDict()  # gid -> entry
-        # gid -> span of open spans (written by the processor).
-        self.open: dict[int, ReadableSpan] = {}
+        # gid -> span of open spans (written by the processor's C span path).
+        self.open = _spanpath.SpanIndex()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False

@@ -126,7 +126,7 @@ def test_extensions_meet_through_a_named_capsule() -> None:
     # Nothing in the span path takes an address: its functions take spans,
     # types and ints that are group ids, checked in C.
     assert sorted(n for n in dir(_spanpath) if not n.startswith("_")) == [
-        "ContextFollower", "SpanPath", "SpanRecords", "configure", "group_new"]
+        "ContextFollower", "SpanIndex", "SpanPath", "SpanRecords", "configure", "group_new"]
 
 
 _FUZZ = """

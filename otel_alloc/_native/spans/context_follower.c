@@ -14,7 +14,7 @@
  * variable keeps what it held when the stand-in went in, which is still
  * what is current wherever the group variable holds no binding.
  */
-#include "spans.h"
+#include "span_index.h"
 
 typedef struct {
     PyObject_HEAD
@@ -25,7 +25,7 @@ typedef struct {
     PyObject *inner_get;
     PyObject *span_key;     /* key of the current span in an OTel Context, or NULL */
     PyObject *span_getter;  /* callable(context) -> span, used when span_key is NULL */
-    PyObject *groups;       /* dict: span -> group id (int) */
+    SpanIndex *groups;      /* by identity: span -> group id (int) */
     PyObject *group_var;    /* the tracker's group variable */
     PyObject *zero;
     unsigned long long errors;
@@ -48,17 +48,9 @@ static PyObject *group_of(ContextFollower *self, PyObject *context)
         if (span == NULL)
             return NULL;
     }
-    PyObject *gid = PyDict_GetItemWithError(self->groups, span);
+    PyObject *gid = si_get(self->groups, si_identity(span)); /* borrowed */
     Py_DECREF(span);
-    if (gid == NULL) {
-        if (PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError)) /* unhashable: no group */
-                return NULL;
-            PyErr_Clear();
-        }
-        return Py_NewRef(self->zero);
-    }
-    return Py_NewRef(gid);
+    return Py_NewRef(gid != NULL ? gid : self->zero);
 }
 
 /* The group id a value of the group variable stands for: an int, or a
@@ -247,9 +239,13 @@ static PyObject *fc_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                              "group_var", NULL};
     PyObject *inner, *context_var, *span_key, *span_getter, *groups, *group_var;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!O:ContextFollower", kwlist, &inner,
-                                     &context_var, &span_key, &span_getter, &PyDict_Type,
+                                     &context_var, &span_key, &span_getter, &SpanIndexType,
                                      &groups, &group_var))
         return NULL;
+    if (!((SpanIndex *)groups)->by_identity) {
+        PyErr_SetString(PyExc_TypeError, "groups must be a SpanIndex(by_identity=True)");
+        return NULL;
+    }
     if (context_var != Py_None && !PyContextVar_CheckExact(context_var)) {
         PyErr_SetString(PyExc_TypeError, "context_var must be a ContextVar or None");
         return NULL;
@@ -273,7 +269,7 @@ static PyObject *fc_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->context_var = context_var == Py_None ? NULL : Py_NewRef(context_var);
     self->span_key = span_key == Py_None ? NULL : Py_NewRef(span_key);
     self->span_getter = Py_NewRef(span_getter);
-    self->groups = Py_NewRef(groups);
+    self->groups = (SpanIndex *)Py_NewRef(groups);
     self->group_var = Py_NewRef(group_var);
     self->zero = PyLong_FromLong(0);
     self->inner_attach = PyObject_GetAttrString(inner, "attach");

@@ -18,6 +18,7 @@
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
  */
+#include "span_index.h"
 #include "spans.h"
 
 const oa_tracker_capi *g_tracker;
@@ -127,7 +128,8 @@ static int spanpath_exec(PyObject *m)
         return -1;
     if (add_type(m, "ContextFollower", &ContextFollowerType) < 0 ||
         add_type(m, "SpanRecords", &SpanRecordsType) < 0 ||
-        add_type(m, "SpanPath", &SpanPathType) < 0)
+        add_type(m, "SpanPath", &SpanPathType) < 0 ||
+        add_type(m, "SpanIndex", &SpanIndexType) < 0)
         return -1;
     return 0;
 }

@@ -40,7 +40,7 @@ static uint64_t parent_group(SpanPath *self, PyObject *span)
     Py_DECREF(psid);
     if (pspan == NULL)
         goto done;
-    PyObject *g = PyDict_GetItemWithError(self->groups, pspan); /* borrowed */
+    PyObject *g = si_get(self->groups, si_identity(pspan)); /* borrowed */
     if (g != NULL)
         pgid = oa_long_u64_mask(g);
 done:
@@ -104,10 +104,10 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
     int last = drop_holder(self, started);
     if (last < 0)
         goto done;
-    gid_obj = last ? dict_pop(self->groups, started)
-                   : Py_XNewRef(PyDict_GetItemWithError(self->groups, started));
+    gid_obj = last ? si_pop(self->groups, si_identity(started))
+                   : Py_XNewRef(si_get(self->groups, si_identity(started)));
     if (gid_obj == NULL) {
-        result = PyErr_Occurred() ? -1 : END_NOT_OURS; /* reclaimed as stale */
+        result = END_NOT_OURS; /* reclaimed as stale */
         goto done;
     }
     uint64_t gid = oa_long_u64_mask(gid_obj);
@@ -124,10 +124,7 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
        SpanWatch.span_of). */
     int rc = span_end_core(self->records, gid, pgid, last, last ? self->keep_from : -1, span,
                            ctx, f);
-    PyObject *gone = dict_pop(self->by_gid, gid_obj);
-    Py_XDECREF(gone);
-    if (PyErr_Occurred())
-        goto done;
+    Py_XDECREF(si_pop(self->by_gid, gid));
     result = END_NO_FIGURES;
     if (rc != 0)
         goto done;

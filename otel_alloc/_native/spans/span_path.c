@@ -79,8 +79,8 @@ static int join_group(SpanPath *self, PyObject *span, PyObject *sid, PyObject *g
     if (rc < 0 || PyDict_SetItem(self->joined, sid, span) < 0 ||
         PyDict_SetItem(self->open, sid, span) < 0)
         return -1;
-    if (oa_long_u64_mask(gid_obj) != OA_GROUP_OVERFLOW &&
-        PyDict_SetItem(self->by_gid, gid_obj, span) < 0)
+    uint64_t gid = oa_long_u64_mask(gid_obj);
+    if (gid != OA_GROUP_OVERFLOW && si_set(self->by_gid, gid, gid_obj, span) < 0)
         return -1;
     return 0;
 }
@@ -93,13 +93,11 @@ static int open_group(SpanPath *self, PyObject *span)
     PyObject *sid = ctx != NULL ? context_id(ctx, 1) : NULL;
     if (sid == NULL)
         goto done;
-    PyObject *existing = PyDict_GetItemWithError(self->groups, span); /* borrowed */
+    PyObject *existing = si_get(self->groups, si_identity(span)); /* borrowed */
     if (existing != NULL) {
         rc = join_group(self, span, sid, existing);
         goto done;
     }
-    if (PyErr_Occurred())
-        goto done;
     uint64_t gid = g_tracker->group_new();
     if (gid == OA_GROUP_OVERFLOW) {
         gid_obj = PyObject_CallNoArgs(self->overflowed);
@@ -116,11 +114,11 @@ static int open_group(SpanPath *self, PyObject *span)
     } else if ((gid_obj = PyLong_FromUnsignedLongLong(gid)) == NULL) {
         goto done;
     }
-    if (gid != OA_GROUP_OVERFLOW && PyDict_SetItem(self->by_gid, gid_obj, span) < 0)
+    if (gid != OA_GROUP_OVERFLOW && si_set(self->by_gid, gid, gid_obj, span) < 0)
         goto done;
     /* Read by ContextFollower on attach: the span's allocations go to its
        group from its first attach on. */
-    if (PyDict_SetItem(self->groups, span, gid_obj) < 0 ||
+    if (si_set(self->groups, si_identity(span), span, gid_obj) < 0 ||
         PyDict_SetItem(self->open, sid, span) < 0)
         goto done;
     rc = 0;
@@ -188,8 +186,8 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     long long keep_from = -1;
     int attributes = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|Lp:SpanPath", kwlist,
-                                     &PyDict_Type, &groups, &PyDict_Type, &holders,
-                                     &PyDict_Type, &open, &PyDict_Type, &by_gid,
+                                     &SpanIndexType, &groups, &PyDict_Type, &holders,
+                                     &PyDict_Type, &open, &SpanIndexType, &by_gid,
                                      &SpanRecordsType, &records, &next_start, &next_ending,
                                      &next_end, &live, &overflowed, &failed_cb, &wake, &live_end,
                                      &with_figures, &note_thread, &keep_from, &attributes))
@@ -200,6 +198,11 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "SpanPath callbacks must be callable");
         return NULL;
     }
+    if (!((SpanIndex *)groups)->by_identity || ((SpanIndex *)by_gid)->by_identity) {
+        PyErr_SetString(PyExc_TypeError, "SpanPath takes groups=SpanIndex(by_identity=True) "
+                                         "and by_gid=SpanIndex()");
+        return NULL;
+    }
     if (live < SP_LIVE_NONE || live > SP_LIVE_ESTIMATE) {
         PyErr_Format(PyExc_ValueError, "live must be 0, 1 or 2, not %d", live);
         return NULL;
@@ -207,13 +210,13 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     SpanPath *self = (SpanPath *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->groups = Py_NewRef(groups);
+    self->groups = (SpanIndex *)Py_NewRef(groups);
     self->holders = Py_NewRef(holders);
     self->open = Py_NewRef(open);
     self->joined = PyDict_New();
     if (self->joined == NULL)
         goto fail;
-    self->by_gid = Py_NewRef(by_gid);
+    self->by_gid = (SpanIndex *)Py_NewRef(by_gid);
     self->records = Py_NewRef(records);
     self->overflowed = Py_NewRef(overflowed);
     self->failed = Py_NewRef(failed_cb);

@@ -5,7 +5,7 @@
 #ifndef OA_SPAN_PATH_H
 #define OA_SPAN_PATH_H
 
-#include "spans.h"
+#include "span_index.h"
 
 #define UNTRACKED (-1)
 
@@ -13,12 +13,12 @@ typedef struct {
     PyObject_HEAD
     /* Shared by every processor: one allocation is charged to one group, so
        processors that see the same span share its group. */
-    PyObject *groups;  /* dict: span -> group id (read by ContextFollower) */
+    SpanIndex *groups; /* by identity: span -> group id (read by ContextFollower) */
     PyObject *holders; /* dict: span -> how many more processors hold its group */
     /* This processor's own. */
     PyObject *open;    /* dict: span id -> span */
     PyObject *joined;  /* dict: span id -> span, open spans whose group another opened */
-    PyObject *by_gid;  /* dict: group id -> span */
+    SpanIndex *by_gid; /* by int: group id -> span (SpanWatch.open) */
     PyObject *records; /* SpanRecords */
     /* Bound methods of the wrapped processor, or NULL. */
     PyObject *next_on_start, *next_on_ending, *next_on_end;

@@ -32,11 +32,17 @@ class DirectProcessor(SpanProcessor):
         self.path.on_end(span)
 
 
-def bare_span_path(records: Any, groups: dict[Any, int], failures: list[str], live: int = 0,
-                   wake: Callable[[], object] = lambda: None) -> Any:
-    """A SpanPath with no processor around it; failures are appended to ``failures``."""
+def bare_span_path(records: Any, groups: _spanpath.SpanIndex | None, failures: list[str],
+                   live: int = 0, wake: Callable[[], object] = lambda: None) -> Any:
+    """A SpanPath with no processor around it; failures are appended to ``failures``.
+
+    ``groups`` is the span -> group registry it writes (None: a new one).
+    """
+    if groups is None:
+        groups = _spanpath.SpanIndex(by_identity=True)
     return _spanpath.SpanPath(
-        groups=groups, holders={}, open={}, by_gid={}, records=records, next_on_start=None,
+        groups=groups, holders={}, open={}, by_gid=_spanpath.SpanIndex(), records=records,
+        next_on_start=None,
         next_on_ending=None, next_on_end=None, live=live, overflowed=lambda: -1,
         failed=lambda where, error: failures.append(where), wake=wake,
         live_end=lambda *args: None, with_figures=lambda s, f, live: s, note_thread=None)

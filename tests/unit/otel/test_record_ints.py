@@ -34,7 +34,7 @@ def _queue(records: Any, trace_ids: list[int], span_ids: list[int],
            times: list[tuple[int, int]]) -> list[Any]:
     """End one root span per entry of ``times`` into ``records``; the ended spans."""
     provider = TracerProvider(id_generator=FixedIds(trace_ids, span_ids))
-    provider.add_span_processor(DirectProcessor(bare_span_path(records, {}, [])))
+    provider.add_span_processor(DirectProcessor(bare_span_path(records, None, [])))
     tracer = provider.get_tracer("test")
     spans = []
     for i, (start, end) in enumerate(times):

@@ -65,7 +65,7 @@ def test_following_context_calls_through_another_runtime_context(helper: Helper)
         def get_current(self) -> Context:
             return var.get()
 
-    groups: dict[object, int] = {}
+    groups = _spanpath.SpanIndex(by_identity=True)
     stand_in = ContextFollower(inner=Other(), context_var=None, span_key=None,
                                 span_getter=trace.get_current_span, groups=groups,
                                 group_var=otel_alloc.tracker.CURRENT_GROUP)
@@ -91,10 +91,10 @@ def test_span_path_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="capacity"):
         _spanpath.SpanRecords(0)
     with pytest.raises(TypeError):
-        bare_span_path(object(), {}, [])
+        bare_span_path(object(), None, [])
     for live in (-1, 3):
         with pytest.raises(ValueError, match="live must be 0, 1 or 2"):
-            bare_span_path(_spanpath.SpanRecords(1), {}, [], live)
+            bare_span_path(_spanpath.SpanRecords(1), None, [], live)
 
 
 def test_live_mode_keeps_only_groups_holding_enough_live_bytes(helper: Helper) -> None:
@@ -138,7 +138,7 @@ def test_spans_of_other_types_are_read_through_their_properties() -> None:
             end_time = 2
 
         records = _spanpath.SpanRecords(10)
-        path = bare_span_path(records, {}, [])
+        path = bare_span_path(records, None, [])
         span = OtherSpan()
         path.on_start(span)
         path.on_end(span)

@@ -27,7 +27,7 @@ def test_order_holds_across_partial_takes_wraps_and_drains() -> None:
     """A take leaves the rest in order; a drained queue starts over at the
     ring's beginning, which must not reorder or lose what comes next."""
     records = _spanpath.SpanRecords(5)
-    tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
+    tracer = tracer_for(DirectProcessor(bare_span_path(records, None, [])))
     made = 0
 
     def end_spans(n: int) -> None:
@@ -57,7 +57,7 @@ def test_order_holds_across_partial_takes_wraps_and_drains() -> None:
 def test_a_batch_of_many_names_sums_each_name() -> None:
     """More names in one batch than the sums start with room for (16)."""
     records = _spanpath.SpanRecords(1000)
-    tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
+    tracer = tracer_for(DirectProcessor(bare_span_path(records, None, [])))
     names = [f"n{i}" for i in range(40)]
     for _ in range(3):
         for name in names:
@@ -89,7 +89,7 @@ class _TakesOnHash(str):
 def test_a_take_that_runs_while_another_is_making_its_objects() -> None:
     """The inner take cannot use the batch the outer one is still reading."""
     records = _spanpath.SpanRecords(10)
-    tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
+    tracer = tracer_for(DirectProcessor(bare_span_path(records, None, [])))
     first = _TakesOnHash("first")
     for name in (first, "second", "third", "fourth"):
         with tracer.start_as_current_span(name):
@@ -124,7 +124,7 @@ def test_a_long_queue_wakes_the_watch_thread_once() -> None:
     wakes: list[int] = []
     failures: list[str] = []
     tracer = tracer_for(DirectProcessor(bare_span_path(
-        records, {}, failures, wake=lambda: wakes.append(len(records)))))
+        records, None, failures, wake=lambda: wakes.append(len(records)))))
 
     def end(n: int) -> None:
         for _ in range(n):
@@ -146,7 +146,7 @@ def test_a_long_queue_wakes_the_watch_thread_once() -> None:
 @pytest.mark.usefixtures("tracker_counts")
 def test_record_queue_is_bounded_and_ordered() -> None:
     records = _spanpath.SpanRecords(3)
-    groups: dict[Any, int] = {}
+    groups = _spanpath.SpanIndex(by_identity=True)
     failures: list[str] = []
     tracer = tracer_for(DirectProcessor(bare_span_path(records, groups, failures)))
     ids = []
@@ -269,7 +269,7 @@ def test_records_reach_sinks(helper: Helper) -> None:
 @pytest.mark.usefixtures("tracker_counts")
 def test_take_samples_span_sizes_at_a_rate_and_keeps_sums_exact(helper: Helper) -> None:
     records = _spanpath.SpanRecords(5000)
-    tracer = tracer_for(DirectProcessor(bare_span_path(records, {}, [])))
+    tracer = tracer_for(DirectProcessor(bare_span_path(records, None, [])))
 
     def spans(n: int) -> None:
         for _ in range(n):
