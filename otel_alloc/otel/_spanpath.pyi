@@ -20,6 +20,7 @@ class SpanIndex:
     def values(self) -> list[Any]: ...
     def items(self) -> list[tuple[Any, Any]]: ...
     def clear(self) -> None: ...
+    def first(self) -> Any: ...
 
 class ContextFollower:
     def __init__(
@@ -74,7 +75,7 @@ class SpanPath:
         self,
         groups: SpanIndex,
         holders: dict[Any, int],
-        open: dict[int, Any],
+        open: SpanIndex,
         by_gid: SpanIndex,
         records: SpanRecords,
         next_on_start: Callable[..., Any] | None,

@@ -153,9 +153,10 @@ class AllocationSpanProcessor(SpanProcessor):
             self._collector.add_resolver(self._watch.span_name_of)
             self._watch.add_task(self._collector.drain)
         self._sinks: list[SpanSink] = list(sinks or [])
-        # The open spans: span id -> span, span -> group id (read by the C
-        # runtime context, see context_follower), group id -> span (the watch's).
-        self._open: dict[int, ReadableSpan] = {}
+        # The open spans: span id -> span (in the order they started), span ->
+        # group id (read by the C runtime context, see context_follower),
+        # group id -> span (the watch's). Tables in C the span path writes.
+        self._open = _spanpath.SpanIndex()
         self._groups = context_follower.span_registry()
         self._holders = context_follower.span_holders()
         self._by_gid = self._watch.open
@@ -268,16 +269,15 @@ class AllocationSpanProcessor(SpanProcessor):
     def _reclaim_stale(self) -> bool:
         """Release the groups of spans open longer than the stale age."""
         cutoff = time.time_ns() - int(self.settings.stale_span_seconds * 1e9)
-        try:
-            oldest = next(iter(self._open.values()))
-        except (StopIteration, RuntimeError):
+        oldest = self._open.first()
+        if oldest is None:
             return False
         if (oldest.start_time or 0) > cutoff:
             return False  # nothing is stale: skip copying the table
         stale: list[int] = []
         # A snapshot (spans end on other threads meanwhile); only spans still
         # open when popped here are reclaimed.
-        for span_id, span in list(self._open.items()):
+        for span_id, span in self._open.items():
             if (span.start_time or 0) > cutoff:
                 break  # insertion order: the rest are younger
             if self._open.pop(span_id, None) is not None:

@@ -28,7 +28,7 @@ static uint64_t parent_group(SpanPath *self, PyObject *span)
     uint64_t pgid = 0;
     /* The span's own entry is out of `open` already: with nothing else open
        here, no parent can be (the span's parent field is not read). */
-    if (PyDict_GET_SIZE(self->open) == 0)
+    if (self->open->used == 0)
         return 0;
     PyObject *parent = span_field(span, SF_PARENT);
     if (parent == NULL || parent == Py_None)
@@ -36,8 +36,10 @@ static uint64_t parent_group(SpanPath *self, PyObject *span)
     PyObject *psid = context_id(parent, 1);
     if (psid == NULL)
         goto done;
-    PyObject *pspan = PyDict_GetItemWithError(self->open, psid); /* borrowed */
+    uint64_t psid_at;
+    int known = sid_key(psid, &psid_at);
     Py_DECREF(psid);
+    PyObject *pspan = known == 0 ? si_get(self->open, psid_at) : NULL; /* borrowed */
     if (pspan == NULL)
         goto done;
     PyObject *g = si_get(self->groups, si_identity(pspan)); /* borrowed */
@@ -82,7 +84,7 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
     PyObject *ctx = NULL, *sid = NULL, *started = NULL, *gid_obj = NULL, *joined = NULL;
     /* Nothing open here: the span is not ours (the common case in on_end,
        after _on_ending ended it), and its context need not be read. */
-    if (PyDict_GET_SIZE(self->open) == 0)
+    if (self->open->used == 0)
         return END_NOT_OURS;
     ctx = span_field(span, SF_CONTEXT);
     if (ctx == NULL)
@@ -93,9 +95,12 @@ static int end_group(SpanPath *self, PyObject *span, oa_span_figures *f)
     result = -1;
     if ((sid = context_id(ctx, 1)) == NULL)
         goto done;
-    started = dict_pop(self->open, sid);
+    uint64_t sid_at;
+    if (sid_key(sid, &sid_at) < 0)
+        goto done;
+    started = si_pop(self->open, sid_at);
     if (started == NULL) {
-        result = PyErr_Occurred() ? -1 : END_NOT_OURS;
+        result = END_NOT_OURS;
         goto done;
     }
     joined = dict_pop(self->joined, sid);

@@ -72,6 +72,8 @@ int si_set(SpanIndex *self, uint64_t key, PyObject *key_obj, PyObject *value)
     e->obj = Py_NewRef(key_obj);
     e->value = Py_NewRef(value);
     if (old_obj == NULL) {
+        /* A replaced entry keeps its place in the order, as in a dict. */
+        e->serial = self->next_serial++;
         self->used++;
     } else {
         /* After the entry is whole: a deallocation may run any code. */
@@ -150,15 +152,7 @@ static int py_key(SpanIndex *self, PyObject *k, uint64_t *key)
     }
     if (!PyLong_Check(k))
         return 0;
-    unsigned long long v = PyLong_AsUnsignedLongLong(k);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-            return -1;
-        PyErr_Clear();
-        return 0;
-    }
-    *key = (uint64_t)v;
-    return 1;
+    return si_int_key(k, key);
 }
 
 /* The value under Python key k, borrowed; NULL without an error: none. */
@@ -241,24 +235,39 @@ static PyObject *si_py_pop(SpanIndex *self, PyObject *const *args, Py_ssize_t na
     return NULL;
 }
 
-/* A list of what = 0 keys, 1 values, 2 (key, value) pairs. The copies
-   are taken first, in a loop that allocates nothing (an allocation may run
-   the garbage collector, and a finalizer could change the table). */
+static int by_serial(const void *a, const void *b)
+{
+    uint64_t x = (*(si_entry *const *)a)->serial, y = (*(si_entry *const *)b)->serial;
+    return (x > y) - (x < y);
+}
+
+/* A list of what = 0 keys, 1 values, 2 (key, value) pairs, in the order the
+   entries were made. The copies are taken first, in a loop that allocates
+   nothing (an allocation may run the garbage collector, and a finalizer
+   could change the table). */
 static PyObject *si_list(SpanIndex *self, int what)
 {
+    si_entry **order = NULL;
     PyObject *keys = PyList_New(self->used), *values = PyList_New(self->used);
     if (keys == NULL || values == NULL)
         goto fail;
+    order = malloc(sizeof(si_entry *) * (size_t)(self->used > 0 ? self->used : 1));
+    if (order == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     Py_ssize_t n = 0;
     size_t capacity = self->entries != NULL ? self->mask + 1 : 0;
-    for (size_t i = 0; i < capacity && n < PyList_GET_SIZE(keys); i++) {
-        si_entry *e = &self->entries[i];
-        if (e->obj == NULL)
-            continue;
-        PyList_SET_ITEM(keys, n, Py_NewRef(e->obj));
-        PyList_SET_ITEM(values, n, Py_NewRef(e->value));
-        n++;
+    for (size_t i = 0; i < capacity && n < self->used; i++)
+        if (self->entries[i].obj != NULL)
+            order[n++] = &self->entries[i];
+    qsort(order, (size_t)n, sizeof(si_entry *), by_serial);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyList_SET_ITEM(keys, j, Py_NewRef(order[j]->obj));
+        PyList_SET_ITEM(values, j, Py_NewRef(order[j]->value));
     }
+    free(order);
+    order = NULL;
     if (what != 2) {
         PyObject *out = what == 0 ? keys : values;
         Py_DECREF(what == 0 ? values : keys);
@@ -276,9 +285,24 @@ static PyObject *si_list(SpanIndex *self, int what)
     Py_DECREF(values);
     return pairs;
 fail:
+    free(order);
     Py_XDECREF(keys);
     Py_XDECREF(values);
     return NULL;
+}
+
+/* The value entered first of those present, or None: what a dict's
+   next(iter(d.values())) gives, without copying the table. */
+static PyObject *si_first(SpanIndex *self, PyObject *Py_UNUSED(ignored))
+{
+    si_entry *first = NULL;
+    size_t capacity = self->entries != NULL ? self->mask + 1 : 0;
+    for (size_t i = 0; i < capacity; i++) {
+        si_entry *e = &self->entries[i];
+        if (e->obj != NULL && (first == NULL || e->serial < first->serial))
+            first = e;
+    }
+    return Py_NewRef(first != NULL ? first->value : Py_None);
 }
 
 static PyObject *si_keys(SpanIndex *self, PyObject *Py_UNUSED(ignored))
@@ -363,6 +387,8 @@ static PyMethodDef si_methods[] = {
     {"values", (PyCFunction)si_values, METH_NOARGS, "A list of the values."},
     {"items", (PyCFunction)si_items, METH_NOARGS, "A list of (key, value) pairs."},
     {"clear", (PyCFunction)si_py_clear, METH_NOARGS, "Remove every entry."},
+    {"first", (PyCFunction)si_first, METH_NOARGS,
+     "The value entered first of those present (None when empty)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -387,7 +413,8 @@ PyTypeObject SpanIndexType = {
     .tp_name = "otel_alloc.otel._spanpath.SpanIndex",
     .tp_doc = "SpanIndex(by_identity=False): the span path's map of open spans, in C.\n\n"
               "by_identity=True: span -> group id, keyed by the span's identity;\n"
-              "False: group id (an int from 0 to 2**64-1) -> span.",
+              "False: keyed by an int from 0 to 2**64-1 (group id or span id -> span).\n"
+              "Keys, values and items come in the order the entries were made.",
     .tp_basicsize = sizeof(SpanIndex),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = si_new,

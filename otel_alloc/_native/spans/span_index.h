@@ -7,12 +7,14 @@
  *                every attach, shared by every processor): keyed by the
  *                object's address, compared by identity, as a dict keyed by
  *                a span (which has no __hash__ or __eq__ of its own) was;
- *   by int       group id -> span (SpanWatch.open): keyed by a non-negative
- *                int below 2**64.
+ *   by int       group id -> span (SpanWatch.open) and span id -> span (a
+ *                processor's open spans): keyed by a non-negative int
+ *                below 2**64.
  * Each entry holds a reference to its key object and to its value. The span
  * path (span_path.c, span_finish.c, context_follower.c) calls the si_*
  * functions with the key as a C integer; Python code sees a small mapping
- * (len, in, [], get, pop, items, keys, values, clear). The table's memory
+ * (len, in, [], get, pop, items, keys, values, clear, first) that keeps the
+ * order entries were made in, as a dict does. The table's memory
  * comes from libc: the span path's own bookkeeping is not charged to the
  * span that is current (its dicts' was, and their resizes cost a third of
  * the instructions of the span path's dict work: callgrind, the suite's
@@ -27,6 +29,7 @@ typedef struct {
     uint64_t key;   /* the address (by identity) or the int (by int) */
     PyObject *obj;  /* the key object; NULL: the slot is free */
     PyObject *value;
+    uint64_t serial; /* when it was entered: the mapping's order */
 } si_entry;
 
 typedef struct {
@@ -34,6 +37,7 @@ typedef struct {
     si_entry *entries; /* NULL until the first entry */
     size_t mask;       /* capacity - 1 (a power of two); 0 without entries */
     Py_ssize_t used;
+    uint64_t next_serial;
     int by_identity;
 } SpanIndex;
 
@@ -43,6 +47,36 @@ extern OA_HIDDEN PyTypeObject SpanIndexType;
 static inline uint64_t si_identity(PyObject *obj)
 {
     return (uint64_t)(uintptr_t)obj;
+}
+
+/* The C key of int k: 1 with *key set, 0 when k is an int outside
+   0..2**64-1 (no error), -1 with TypeError set when k is not an int. */
+static inline int si_int_key(PyObject *k, uint64_t *key)
+{
+    if (!PyLong_Check(k)) {
+        PyErr_Format(PyExc_TypeError, "SpanIndex keys are ints from 0 to 2**64-1, not %R", k);
+        return -1;
+    }
+    uint64_t hi, lo;
+#if PY_VERSION_HEX < 0x030E0000
+    /* The digits, read without a call (compat/long_value.h): span ids are
+       looked up twice a span. */
+    if (PyLong_CheckExact(k)) {
+        if (!oa_long_u128(k, &hi, &lo) || hi != 0)
+            return 0;
+        *key = lo;
+        return 1;
+    }
+#endif
+    (void)hi;
+    (void)lo;
+    unsigned long long v = PyLong_AsUnsignedLongLong(k);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* negative or too large: OverflowError */
+        return 0;
+    }
+    *key = (uint64_t)v;
+    return 1;
 }
 
 /* The value under `key`, borrowed, or NULL (no error). */

@@ -59,6 +59,7 @@ PyObject *dict_pop(PyObject *d, PyObject *key)
 
 /* --------------------------------------------------------------- on_start */
 
+
 /* A span another processor opened a group for (this one is registered
    after it on the same provider, or both wrap one export processor): this
    processor holds the same group. Whichever processor ends the span last
@@ -76,8 +77,9 @@ static int join_group(SpanPath *self, PyObject *span, PyObject *sid, PyObject *g
         return -1;
     int rc = PyDict_SetItem(self->holders, span, count);
     Py_DECREF(count);
-    if (rc < 0 || PyDict_SetItem(self->joined, sid, span) < 0 ||
-        PyDict_SetItem(self->open, sid, span) < 0)
+    uint64_t sid_at;
+    if (rc < 0 || sid_key(sid, &sid_at) < 0 || PyDict_SetItem(self->joined, sid, span) < 0 ||
+        si_set(self->open, sid_at, sid, span) < 0)
         return -1;
     uint64_t gid = oa_long_u64_mask(gid_obj);
     if (gid != OA_GROUP_OVERFLOW && si_set(self->by_gid, gid, gid_obj, span) < 0)
@@ -91,7 +93,8 @@ static int open_group(SpanPath *self, PyObject *span)
     PyObject *gid_obj = NULL;
     PyObject *ctx = span_field(span, SF_CONTEXT);
     PyObject *sid = ctx != NULL ? context_id(ctx, 1) : NULL;
-    if (sid == NULL)
+    uint64_t sid_at;
+    if (sid == NULL || sid_key(sid, &sid_at) < 0)
         goto done;
     PyObject *existing = si_get(self->groups, si_identity(span)); /* borrowed */
     if (existing != NULL) {
@@ -119,7 +122,7 @@ static int open_group(SpanPath *self, PyObject *span)
     /* Read by ContextFollower on attach: the span's allocations go to its
        group from its first attach on. */
     if (si_set(self->groups, si_identity(span), span, gid_obj) < 0 ||
-        PyDict_SetItem(self->open, sid, span) < 0)
+        si_set(self->open, sid_at, sid, span) < 0)
         goto done;
     rc = 0;
 done:
@@ -187,7 +190,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int attributes = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|Lp:SpanPath", kwlist,
                                      &SpanIndexType, &groups, &PyDict_Type, &holders,
-                                     &PyDict_Type, &open, &SpanIndexType, &by_gid,
+                                     &SpanIndexType, &open, &SpanIndexType, &by_gid,
                                      &SpanRecordsType, &records, &next_start, &next_ending,
                                      &next_end, &live, &overflowed, &failed_cb, &wake, &live_end,
                                      &with_figures, &note_thread, &keep_from, &attributes))
@@ -198,9 +201,10 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "SpanPath callbacks must be callable");
         return NULL;
     }
-    if (!((SpanIndex *)groups)->by_identity || ((SpanIndex *)by_gid)->by_identity) {
-        PyErr_SetString(PyExc_TypeError, "SpanPath takes groups=SpanIndex(by_identity=True) "
-                                         "and by_gid=SpanIndex()");
+    if (!((SpanIndex *)groups)->by_identity || ((SpanIndex *)by_gid)->by_identity ||
+        ((SpanIndex *)open)->by_identity) {
+        PyErr_SetString(PyExc_TypeError, "SpanPath takes groups=SpanIndex(by_identity=True), "
+                                         "open=SpanIndex() and by_gid=SpanIndex()");
         return NULL;
     }
     if (live < SP_LIVE_NONE || live > SP_LIVE_ESTIMATE) {
@@ -212,7 +216,7 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     self->groups = (SpanIndex *)Py_NewRef(groups);
     self->holders = Py_NewRef(holders);
-    self->open = Py_NewRef(open);
+    self->open = (SpanIndex *)Py_NewRef(open);
     self->joined = PyDict_New();
     if (self->joined == NULL)
         goto fail;

@@ -16,7 +16,7 @@ typedef struct {
     SpanIndex *groups; /* by identity: span -> group id (read by ContextFollower) */
     PyObject *holders; /* dict: span -> how many more processors hold its group */
     /* This processor's own. */
-    PyObject *open;    /* dict: span id -> span */
+    SpanIndex *open;   /* by int: span id -> span, in the order they started */
     PyObject *joined;  /* dict: span id -> span, open spans whose group another opened */
     SpanIndex *by_gid; /* by int: group id -> span (SpanWatch.open) */
     PyObject *records; /* SpanRecords */
@@ -37,6 +37,19 @@ typedef struct {
     unsigned long long attributes_dropped;    /* alloc.* attributes past a span's limit */
     unsigned long long attributes_unwritable; /* _on_ending spans without the SDK's mapping */
 } SpanPath;
+
+/* The key of span id `sid` in `open`: its low 64 bits (a span id outside
+   0..2**64-1, which no exporter takes, still gets a place, as it had in a
+   dict). 0, or -1 with TypeError set when sid is not an int. */
+static inline int sid_key(PyObject *sid, uint64_t *key)
+{
+    if (!PyLong_Check(sid)) {
+        PyErr_Format(PyExc_TypeError, "a span id is an int, not %R", sid);
+        return -1;
+    }
+    *key = oa_long_u64_mask(sid);
+    return 0;
+}
 
 /* Hand the pending exception to the processor's `failed` callback. */
 OA_HIDDEN __attribute__((cold)) void sp_failed(SpanPath *self, const char *where);

@@ -41,8 +41,7 @@ def bare_span_path(records: Any, groups: _spanpath.SpanIndex | None, failures: l
     if groups is None:
         groups = _spanpath.SpanIndex(by_identity=True)
     return _spanpath.SpanPath(
-        groups=groups, holders={}, open={}, by_gid=_spanpath.SpanIndex(), records=records,
-        next_on_start=None,
-        next_on_ending=None, next_on_end=None, live=live, overflowed=lambda: -1,
-        failed=lambda where, error: failures.append(where), wake=wake,
+        groups=groups, holders={}, open=_spanpath.SpanIndex(), by_gid=_spanpath.SpanIndex(),
+        records=records, next_on_start=None, next_on_ending=None, next_on_end=None, live=live,
+        overflowed=lambda: -1, failed=lambda where, error: failures.append(where), wake=wake,
         live_end=lambda *args: None, with_figures=lambda s, f, live: s, note_thread=None)

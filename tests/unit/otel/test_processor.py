@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_alloc
-from otel_alloc import AllocationSpanProcessor
+from otel_alloc import AllocationSpanProcessor, tracker
 from otel_alloc.otel import sdk_compat
 from tests.unit.conftest import OBJ, RAW, Helper
 
@@ -353,3 +354,30 @@ def test_shutdown_stays_bounded_behind_a_sink_that_never_returns(
         closer.join(timeout=30)  # the watch thread's 2 s join, then 0.2 s
         assert not closer.is_alive(), "shutdown hung behind the stuck sink"
         assert processor.errors == errors + 1
+
+
+def test_stale_reclaim_releases_the_old_spans_and_keeps_the_young(helper: Helper) -> None:
+    """With the table full, a new span reclaims the spans open past the stale age,
+    oldest first, and stops at the first young one: none of those is released."""
+    otel_alloc.install("counts", max_groups=16)
+    try:
+        p = Pipeline("counts", "simple", stale_span_seconds=1.0)
+        capacity = tracker.counters().groups_capacity
+        old = [p.tracer.start_span(f"old-{i}") for i in range(capacity // 2)]
+        time.sleep(1.2)
+        young = [p.tracer.start_span(f"young-{i}") for i in range(capacity - len(old))]
+        assert p.processor.open_spans == capacity and p.processor.spans_reclaimed == 0
+        with p.tracer.start_as_current_span("fresh"):
+            helper.alloc_many(OBJ, 1000, 10)
+        assert p.processor.spans_reclaimed == len(old)
+        assert _bytes(p.spans()["fresh"]) >= 10_000
+        for span in [*old, *young]:
+            span.end()
+        ended = p.spans()
+        # The young kept their groups and end with figures; the old lost theirs.
+        assert all("alloc.bytes" in (ended[f"young-{i}"].attributes or {})
+                   for i in range(len(young)))
+        assert not any("alloc.bytes" in (ended[f"old-{i}"].attributes or {})
+                       for i in range(len(old)))
+    finally:
+        otel_alloc.uninstall()

@@ -57,6 +57,25 @@ def test_int_index_behaves_as_a_mapping() -> None:
     assert len(index) == 0 and 1 not in index
 
 
+def test_keeps_the_order_entries_were_made_in_as_a_dict_does() -> None:
+    """The stale-span reclaim reads the oldest open span first and stops at a young one."""
+    rng = random.Random(6)
+    index, model = SpanIndex(), {}
+    assert index.first() is None
+    for step in range(4000):
+        key = rng.randrange(2**64) if step % 3 else rng.choice([*model, 1])
+        if key in model and step % 2:
+            assert index.pop(key) is model.pop(key)
+        else:
+            model[key] = object()  # a replaced key keeps its place in both
+            index[key] = model[key]
+        if step % 97 == 0:
+            assert index.items() == list(model.items())
+            assert index.keys() == list(model) and index.values() == list(model.values())
+            assert index.first() is next(iter(model.values()), None)
+    assert list(index) == list(model)
+
+
 def test_identity_index_tells_equal_objects_apart_and_takes_unhashable_ones() -> None:
     index = SpanIndex(by_identity=True)
     a, b = Key(), Key()
@@ -126,11 +145,18 @@ def test_span_path_and_follower_take_only_the_right_kind_of_index() -> None:
         bare_span_path(records, {}, [])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="by_identity=True"):
         bare_span_path(records, SpanIndex(), [])
-    kwargs: dict[str, Any] = dict(groups=SpanIndex(by_identity=True), holders={}, open={},
-                                  by_gid=SpanIndex(by_identity=True), records=records,
+    kwargs: dict[str, Any] = dict(groups=SpanIndex(by_identity=True), holders={},
+                                  open=SpanIndex(), by_gid=SpanIndex(by_identity=True),
+                                  records=records,
                                   next_on_start=None, next_on_ending=None, next_on_end=None,
                                   live=0, overflowed=lambda: -1, failed=lambda *a: None,
                                   wake=lambda: None, live_end=lambda *a: None,
                                   with_figures=lambda *a: None, note_thread=None)
     with pytest.raises(TypeError, match="by_gid=SpanIndex"):
+        _spanpath.SpanPath(**kwargs)
+    kwargs.update(by_gid=SpanIndex(), open=SpanIndex(by_identity=True))
+    with pytest.raises(TypeError, match="open=SpanIndex"):
+        _spanpath.SpanPath(**kwargs)
+    kwargs.update(open={})
+    with pytest.raises(TypeError):
         _spanpath.SpanPath(**kwargs)
