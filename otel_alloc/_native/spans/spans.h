@@ -11,6 +11,7 @@
  *   record_ints.c       a queued record's ids and times as C integers
  *   span_path.c         SpanPath: on_start, its type (span_path.h)
  *   span_finish.c       SpanPath: _on_ending and on_end
+ *   span_index.c        SpanIndex: the open spans by span, span id and group id
  *
  * Everything here runs with the GIL held, outside the allocator hooks.
  */
