@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.child_env import child_env
 from tests.support.hung import end_hung
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +22,7 @@ MIB = 1 << 20
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHONPATH"))}
-    env.update(extra)
-    return env
+    return child_env(drop_pythonpath=True, **extra)
 
 
 def run_cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from tests.support.child_env import child_env
 from tests.unit.conftest import Helper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_a_sigterm_that_reaches_a_child_in_the_fork_still_ends_it(tmp_path: Path
     launcher.write_text(EARLY_SIGNAL_LAUNCHER)
     program = tmp_path / "program.py"
     program.write_text(EARLY_SIGNAL_PROGRAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env = child_env()
     started = time.monotonic()
     proc = subprocess.run([sys.executable, str(launcher), str(program), helper_dir],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
