@@ -59,7 +59,6 @@ PyObject *dict_pop(PyObject *d, PyObject *key)
 
 /* --------------------------------------------------------------- on_start */
 
-
 /* A span another processor opened a group for (this one is registered
    after it on the same provider, or both wrap one export processor): this
    processor holds the same group. Whichever processor ends the span last
