@@ -142,8 +142,8 @@ static void si_clear_all(SpanIndex *self)
 /* ----------------------------------------------------------- Python side */
 
 /* The C key of Python key `k`: 1 with *key set, 0 when no entry can have
-   it (an int index given a non-int or an int outside 0..2**64-1), -1 with
-   an error set. */
+   it (an int index given a non-int or an int outside 0..2**64-1). Only
+   Python code calls it: the span path converts its keys itself. */
 static int py_key(SpanIndex *self, PyObject *k, uint64_t *key)
 {
     if (self->by_identity) {
@@ -152,10 +152,16 @@ static int py_key(SpanIndex *self, PyObject *k, uint64_t *key)
     }
     if (!PyLong_Check(k))
         return 0;
-    return si_int_key(k, key);
+    unsigned long long v = PyLong_AsUnsignedLongLong(k);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* negative or 2**64 and over: OverflowError */
+        return 0;
+    }
+    *key = (uint64_t)v;
+    return 1;
 }
 
-/* The value under Python key k, borrowed; NULL without an error: none. */
+/* The value under Python key k, borrowed; NULL: none (never an error). */
 static PyObject *py_lookup(SpanIndex *self, PyObject *k)
 {
     uint64_t key;
@@ -171,7 +177,7 @@ static Py_ssize_t si_length(SpanIndex *self)
 static PyObject *si_subscript(SpanIndex *self, PyObject *k)
 {
     PyObject *v = py_lookup(self, k);
-    if (v == NULL && !PyErr_Occurred())
+    if (v == NULL)
         PyErr_SetObject(PyExc_KeyError, k);
     return Py_XNewRef(v);
 }
@@ -180,8 +186,6 @@ static int si_ass_subscript(SpanIndex *self, PyObject *k, PyObject *v)
 {
     uint64_t key;
     int r = py_key(self, k, &key);
-    if (r < 0)
-        return -1;
     if (v == NULL) {
         PyObject *old = r > 0 ? si_pop(self, key) : NULL;
         if (old == NULL) {
@@ -200,8 +204,7 @@ static int si_ass_subscript(SpanIndex *self, PyObject *k, PyObject *v)
 
 static int si_contains(SpanIndex *self, PyObject *k)
 {
-    PyObject *v = py_lookup(self, k);
-    return v != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+    return py_lookup(self, k) != NULL;
 }
 
 static PyObject *si_py_get(SpanIndex *self, PyObject *const *args, Py_ssize_t nargs)
@@ -211,8 +214,6 @@ static PyObject *si_py_get(SpanIndex *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     PyObject *v = py_lookup(self, args[0]);
-    if (v == NULL && PyErr_Occurred())
-        return NULL;
     return Py_NewRef(v != NULL ? v : nargs == 2 ? args[1] : Py_None);
 }
 
@@ -224,8 +225,6 @@ static PyObject *si_py_pop(SpanIndex *self, PyObject *const *args, Py_ssize_t na
     }
     uint64_t key;
     int r = py_key(self, args[0], &key);
-    if (r < 0)
-        return NULL;
     PyObject *v = r > 0 ? si_pop(self, key) : NULL;
     if (v != NULL)
         return v;

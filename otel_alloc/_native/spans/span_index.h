@@ -49,36 +49,6 @@ static inline uint64_t si_identity(PyObject *obj)
     return (uint64_t)(uintptr_t)obj;
 }
 
-/* The C key of int k: 1 with *key set, 0 when k is an int outside
-   0..2**64-1 (no error), -1 with TypeError set when k is not an int. */
-static inline int si_int_key(PyObject *k, uint64_t *key)
-{
-    if (!PyLong_Check(k)) {
-        PyErr_Format(PyExc_TypeError, "SpanIndex keys are ints from 0 to 2**64-1, not %R", k);
-        return -1;
-    }
-    uint64_t hi, lo;
-#if PY_VERSION_HEX < 0x030E0000
-    /* The digits, read without a call (compat/long_value.h): span ids are
-       looked up twice a span. */
-    if (PyLong_CheckExact(k)) {
-        if (!oa_long_u128(k, &hi, &lo) || hi != 0)
-            return 0;
-        *key = lo;
-        return 1;
-    }
-#endif
-    (void)hi;
-    (void)lo;
-    unsigned long long v = PyLong_AsUnsignedLongLong(k);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear(); /* negative or too large: OverflowError */
-        return 0;
-    }
-    *key = (uint64_t)v;
-    return 1;
-}
-
 /* The value under `key`, borrowed, or NULL (no error). */
 OA_HIDDEN PyObject *si_get(SpanIndex *self, uint64_t key);
 /* Enter key_obj -> value under `key` (si_identity(key_obj), or key_obj's int
