@@ -27,7 +27,12 @@ variant names). Each thread is counted apart (``--separate-threads``): the
 processor's watch thread works on a timer, and under valgrind's slowdown it
 ticks many times more often per span than in real time, so the main
 thread's ratio is the one to compare; the all-thread ratio is printed
-beside it.
+beside it. ``--items all --item-variants untraced,counts,live,native
+--jobs 2`` measures every span item, each at its own sizes (a twentieth of
+its suite count and three times that) unless ``--small``/``--large`` are
+given, two runs at a time, and ends with one table of the main thread's
+ratios. It needs no interpreter symbols, so it works on a stripped build
+(Debian's 3.14 and 3.15).
 
 The main thread's difference still holds what the final flush does with
 the span records the watch thread had not taken yet, an amount that moves
@@ -49,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -195,20 +201,50 @@ def _loop_items(items: list[str], variants: list[str], ops: int, seeds: list[int
                   f"{' '.join(f'{r:.4f}' for r in ratios)})", flush=True)
 
 
-def _span_items(items: list[str], variants: list[str], small: int, large: int) -> None:
-    print(f"callgrind instructions, suite items, {large} minus {small} ops, "
-          f"PYTHONHASHSEED=0, Python {sys.version.split()[0]}")
-    for item in items:
-        diffs = {}
-        for v in variants:
-            big, few = item_instructions(item, v, large), item_instructions(item, v, small)
-            diffs[v] = (big[0] - few[0], big[1] - few[1])
-        base_main, base_all = diffs["untraced"]
-        for v in variants:
-            main, every = diffs[v]
-            print(f"  {item:10} {v:9} main thread {main / (large - small):>10,.0f} an op  "
-                  f"{main / base_main:.4f}x untraced   all threads {every / base_all:.4f}x",
-                  flush=True)
+def item_sizes(item: str) -> tuple[int, int]:
+    """An item's own --small/--large: a twentieth of its suite count and three times that.
+
+    The suite's counts give each item about a second of work, so these take
+    about as long under callgrind whatever the item (``spans`` 1000/3000,
+    ``go`` 1/3).
+    """
+    from suite_items import ITEMS
+
+    small = max(1, ITEMS[item].count // 20)
+    return small, 3 * small
+
+
+def _span_items(items: list[str], variants: list[str], sizes: tuple[int, int] | None,
+                jobs: int) -> None:
+    """Each item's ratios by the difference of a large and a small run, then one table.
+
+    ``sizes`` None: each item's own (item_sizes). ``jobs`` runs at once: each
+    run is counted alone, so running them side by side changes no count.
+    """
+    print(f"callgrind instructions, suite items, large minus small ops, PYTHONHASHSEED=0, "
+          f"Python {sys.version.split()[0]}")
+    table: dict[str, dict[str, float]] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for item in items:
+            small, large = sizes or item_sizes(item)
+            runs = {(v, ops): pool.submit(item_instructions, item, v, ops)
+                    for v in variants for ops in (small, large)}
+            diffs = {v: (runs[v, large].result()[0] - runs[v, small].result()[0],
+                         runs[v, large].result()[1] - runs[v, small].result()[1])
+                     for v in variants}
+            base_main, base_all = diffs["untraced"]
+            table[item] = {}
+            for v in variants:
+                main, every = diffs[v]
+                table[item][v] = main / base_main
+                print(f"  {item:10} {v:9} main thread {main / (large - small):>10,.0f} an op  "
+                      f"{main / base_main:.4f}x untraced   all threads {every / base_all:.4f}x "
+                      f"({large} minus {small} ops)", flush=True)
+    traced = [v for v in variants if v != "untraced"]
+    print("\n| item | " + " | ".join(traced) + " |")
+    print("|---|" + "---|" * len(traced))
+    for item, ratios in table.items():
+        print(f"| {item} | " + " | ".join(f"{ratios[v]:.4f}x" for v in traced) + " |")
 
 
 def _names(value: str, accepted: tuple[str, ...], option: str) -> list[str]:
@@ -226,15 +262,20 @@ def main() -> None:
     parser.add_argument("--workloads", default="core")
     parser.add_argument("--variants", default="untraced,counts,live")
     parser.add_argument("--items", default="",
-                        help="suite span items to measure instead of --workloads")
+                        help="suite span items to measure instead of --workloads (all: "
+                             "every one)")
     parser.add_argument("--item-variants", default="untraced,counts,live")
     parser.add_argument("--loop-only", action="store_true",
                         help="--items: count the timed loop alone, --large ops per run")
     parser.add_argument("--seeds", default="0",
                         help="--loop-only: PYTHONHASHSEED values (comma-separated); the "
                              "median ratio is printed")
-    parser.add_argument("--small", type=int, default=300)
-    parser.add_argument("--large", type=int, default=900)
+    parser.add_argument("--small", type=int, default=None,
+                        help="ops of the small run (default 300; --items: each item's own)")
+    parser.add_argument("--large", type=int, default=None,
+                        help="ops of the large run (default 900; --items: each item's own)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="--items: callgrind runs at once (each is counted alone)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--workload", default="core", help=argparse.SUPPRESS)
     parser.add_argument("--ops", type=int, default=0, help=argparse.SUPPRESS)
@@ -242,8 +283,12 @@ def main() -> None:
     if args.child:
         child(args.child, args.workload, args.ops)
         return
-    if not 0 < args.small < args.large:
+    if (args.small is None) != (args.large is None) and not args.loop_only:
+        raise SystemExit("--small/--large: give both or neither")
+    if args.small is not None and args.large is not None and not 0 < args.small < args.large:
         raise SystemExit(f"--small/--large: need 0 < small < large, got {args.small}/{args.large}")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs: {args.jobs} not accepted; accepted: an integer of 1 or more")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not installed (apt-get install -y valgrind)")
     if args.items:
@@ -252,7 +297,8 @@ def main() -> None:
         from suite_items import ITEMS
 
         span_items = tuple(name for name, item in ITEMS.items() if item.spans)
-        items = _names(args.items, span_items, "--items")
+        items = list(span_items) if args.items == "all" else _names(args.items, span_items,
+                                                                     "--items")
         item_variants = _names(args.item_variants, tuple(
             v for v in ITEM_VARIANTS if v in ("untraced", "counts", "live", "native", "estimate")),
             "--item-variants")
@@ -264,18 +310,22 @@ def main() -> None:
             except ValueError:
                 raise SystemExit(f"--seeds: {args.seeds!r} not accepted; accepted: "
                                  "comma-separated integers, e.g. 1,2,3") from None
-            _loop_items(items, item_variants, args.large, seeds)
+            if args.large is not None and args.large < 1:
+                raise SystemExit(f"--large: {args.large} not accepted; accepted: 1 or more ops")
+            _loop_items(items, item_variants, args.large or 1000, seeds)
         else:
-            _span_items(items, item_variants, args.small, args.large)
+            sizes = None if args.small is None else (args.small, args.large)
+            _span_items(items, item_variants, sizes, args.jobs)
         return
+    small, large = (300, 900) if args.small is None else (args.small, args.large)
     workloads = _names(args.workloads, WORKLOADS, "--workloads")
     variants = _names(args.variants, VARIANTS, "--variants")
     if "untraced" not in variants:
         variants.insert(0, "untraced")
-    print(f"callgrind instructions, {args.large} minus {args.small} ops, PYTHONHASHSEED=0, "
+    print(f"callgrind instructions, {large} minus {small} ops, PYTHONHASHSEED=0, "
           f"Python {sys.version.split()[0]}")
     for workload in workloads:
-        diffs = {v: instructions(v, workload, args.large) - instructions(v, workload, args.small)
+        diffs = {v: instructions(v, workload, large) - instructions(v, workload, small)
                  for v in variants}
         for variant in variants:
             print(f"  {workload:10} {variant:9} {diffs[variant]:>14,}  "

@@ -82,7 +82,33 @@ def _assert_refused(script: Path, cases: tuple[tuple[list[str], str], ...]) -> N
 
 def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
     _assert_refused(CALLGRIND, ((["--workloads", "nope"], "--workloads: nope not accepted"),
+                                (["--items", "spans,nope"], "--items: nope not accepted"),
+                                (["--items", "all", "--jobs", "0"], "--jobs: 0 not accepted"),
+                                (["--items", "all", "--small", "3"], "give both or neither"),
                                 *BAD_OPTIONS))
+
+
+def test_callgrind_item_sizes_take_a_twentieth_of_the_suite_count_and_three_times_it() -> None:
+    callgrind_ratios, suite_items = _suite_module("callgrind_ratios"), _suite_module("suite_items")
+    assert callgrind_ratios.item_sizes("spans") == (1000, 3000)
+    for name, item in suite_items.ITEMS.items():
+        small, large = callgrind_ratios.item_sizes(name)
+        assert 1 <= small <= max(1, item.count // 20) and large == 3 * small, name
+
+
+def test_callgrind_items_end_with_one_table_of_every_item_and_variant() -> None:
+    _skip_without_valgrind()
+    proc = subprocess.run([sys.executable, str(CALLGRIND), "--items", "spans",
+                           "--item-variants", "counts", "--small", "1", "--large", "2",
+                           "--jobs", "2"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    lines = re.findall(r"^  spans +(\w+) +main thread +[\d,-]+ an op  (-?\d+\.\d{4})x untraced",
+                       proc.stdout, re.M)
+    assert [name for name, _ in lines] == ["untraced", "counts"], proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert table[:2] == ["| item | counts |", "|---|---|"], proc.stdout
+    # The table repeats the main thread's ratio printed above it.
+    assert table[2:] == [f"| spans | {lines[1][1]}x |"], proc.stdout
 
 
 def test_callgrind_ratios_smoke_prints_a_ratio_per_variant() -> None:
