@@ -229,9 +229,10 @@ def _span_items(items: list[str], variants: list[str], sizes: tuple[int, int] | 
             small, large = sizes or item_sizes(item)
             runs = {(v, ops): pool.submit(item_instructions, item, v, ops)
                     for v in variants for ops in (small, large)}
-            diffs = {v: (runs[v, large].result()[0] - runs[v, small].result()[0],
-                         runs[v, large].result()[1] - runs[v, small].result()[1])
-                     for v in variants}
+            diffs = {}
+            for v in variants:
+                big, few = runs[v, large].result(), runs[v, small].result()
+                diffs[v] = (big[0] - few[0], big[1] - few[1])
             base_main, base_all = diffs["untraced"]
             table[item] = {}
             for v in variants:
