@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ TITLES = {"counts": "counts", "live": "live", "native": "live+native",
 TIME_TARGETS = {"counts": 1.10, "live": 1.30}
 SERVICE_TARGETS = {"counts": 0.90, "live": 0.80}
 NATIVE_ADDS = 0.05
+# The median's interval from the rounds' order statistics: the narrowest one
+# symmetric in rank that holds the true median with at least this chance.
+INTERVAL_LEVEL = 0.85
 CELL = re.compile(r"^(?P<ratio>\d+\.\d\d)x \((?P<low>\d+\.\d\d)-(?P<high>\d+\.\d\d)\)"
                   r"(?: (?P<added>[+-]\d+\.\d)%)?"
                   r"(?: (?P<target>[<>]=\S+) (?P<verdict>pass|FAIL))?$")
@@ -67,6 +71,65 @@ class Series:
         return out
 
 
+def median_interval(values: list[float]) -> tuple[float, float, float] | None:
+    """An interval for the median of what ``values`` are drawn from, and its coverage.
+
+    Distribution-free: the number of rounds below the true median is
+    Binomial(n, 1/2), so the k-th lowest and k-th highest of n rounds hold it
+    with probability 1 - 2 P(B <= k - 1). The largest k whose coverage is at
+    least ``INTERVAL_LEVEL`` is taken (7 rounds: the second lowest and second
+    highest, 87.5 %); with too few rounds for that level, the lowest and
+    highest and their lower coverage (3 rounds: 75 %). None for one round.
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    ordered = sorted(values)
+
+    def coverage(k: int) -> float:
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= INTERVAL_LEVEL:
+        k += 1
+    return ordered[k - 1], ordered[n - k], coverage(k)
+
+
+def _target(series: Series, variant: str) -> tuple[list[float], float, bool] | None:
+    """The per-round figures a verdict reads, its line and whether lower is better."""
+    if variant == "native":
+        return [r - 1.0 for r in series.ratios("native", over="live")], NATIVE_ADDS, True
+    if series.throughput and variant in SERVICE_TARGETS:
+        return series.ratios(variant), SERVICE_TARGETS[variant], False
+    if not series.throughput and variant in TIME_TARGETS:
+        return series.ratios(variant), TIME_TARGETS[variant], True
+    return None
+
+
+def unsettled(series: Series, variant: str) -> str | None:
+    """``variant``'s verdict when the rounds cannot settle it, as text (else None).
+
+    A verdict is unsettled when the median's interval (:func:`median_interval`)
+    reaches across the target's line: more rounds could turn it either way.
+    """
+    if series.skipped or variant in series.na:
+        return None
+    target = _target(series, variant)
+    if target is None:
+        return None
+    figures, line, lower_is_better = target
+    interval = median_interval(figures)
+    if interval is None or not interval[0] <= line <= interval[1]:
+        return None
+    low, high, cover = interval
+    if variant == "native":
+        span = f"adds {low * 100:+.1f}% to {high * 100:+.1f}%, line {line * 100:.0f}%"
+    else:
+        span = f"{low:.2f}x-{high:.2f}x, line {line:.2f}x"
+    side = "pass" if (statistics.median(figures) <= line) == lower_is_better else "FAIL"
+    return f"{series.item} {TITLES[variant]} ({side}): {span}, {cover * 100:.1f}% interval"
+
+
 def _spread(values: list[float]) -> str:
     return (f"{statistics.median(values):.2f}x "
             f"({min(values):.2f}-{max(values):.2f})")
@@ -80,20 +143,16 @@ def cell(series: Series, variant: str) -> tuple[str, bool | None]:
     if not values:
         return ("error (see notes)", False) if variant in series.errors else ("n/a (no run)", None)
     text = _spread(values)
-    med = statistics.median(values)
     ok: bool | None = None
-    if variant == "native":
-        extra = series.ratios("native", over="live")
-        if extra:
-            added = statistics.median(extra) - 1.0
-            ok = added <= NATIVE_ADDS
-            text += f" {added * 100:+.1f}% <={NATIVE_ADDS * 100:.0f}%"
-    elif series.throughput and variant in SERVICE_TARGETS:
-        ok = med >= SERVICE_TARGETS[variant]
-        text += f" >={SERVICE_TARGETS[variant]:.2f}"
-    elif not series.throughput and variant in TIME_TARGETS:
-        ok = med <= TIME_TARGETS[variant]
-        text += f" <={TIME_TARGETS[variant]:.2f}"
+    target = _target(series, variant)
+    if target is not None and target[0]:
+        figures, line, lower_is_better = target
+        med = statistics.median(figures)
+        ok = med <= line if lower_is_better else med >= line
+        if variant == "native":
+            text += f" {med * 100:+.1f}% <={line * 100:.0f}%"
+        else:
+            text += f" {'<=' if lower_is_better else '>='}{line:.2f}"
     if ok is not None:
         text += " pass" if ok else " FAIL"
     return text, ok
@@ -161,6 +220,11 @@ def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
                   f"failed, last: {errs[-1]}" for v, errs in series.errors.items()]
     lines.append("")
     lines.append(f"targets: {passed} pass, {failed} FAIL")
+    open_verdicts = [verdict for series in results for column in COLUMNS
+                     if (verdict := unsettled(series, column))]
+    lines.append("verdicts the rounds cannot settle (the median's interval from the rounds' "
+                 "order statistics reaches across the target): "
+                 + ("; ".join(open_verdicts) if open_verdicts else "none"))
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines), passed, failed
 

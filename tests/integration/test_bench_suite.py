@@ -45,6 +45,8 @@ def test_suite_smoke_prints_one_table_that_parses() -> None:
     for column in ("live+native", "memray"):  # measured, or said why not
         assert RATIO.match(cells[column]) or cells[column].startswith("n/a ("), cells[column]
     assert re.search(r"^targets: \d+ pass, \d+ FAIL$", proc.stdout, re.M)
+    # One round gives no interval, so no verdict is listed as unsettled.
+    assert re.search(r"^verdicts the rounds cannot settle .*: none$", proc.stdout, re.M)
     assert "1 rounds" in proc.stdout
     # The suite's own parser agrees.
     sys.path.insert(0, str(SUITE.parent))
@@ -210,6 +212,51 @@ def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
     text, _, _ = suite_table.render([series], [])
     assert "- service: server CPU time a request" in text
 
+
+
+def test_median_interval_takes_the_order_statistics_that_hold_the_median() -> None:
+    suite_table = _suite_module("suite_table")
+    seven = [1.30, 1.02, 1.10, 1.05, 0.90, 1.20, 1.08]
+    # 7 rounds: the second lowest and second highest hold it with 1 - 2 * 8/128.
+    assert suite_table.median_interval(seven) == (1.02, 1.20, 0.875)
+    # 3 rounds cannot reach 85 %: the lowest and highest, 75 %.
+    assert suite_table.median_interval([1.3, 1.1, 1.2]) == (1.1, 1.3, 0.75)
+    assert suite_table.median_interval([1.1]) is None
+    low, high, cover = suite_table.median_interval([float(i) for i in range(21)])
+    # Binomial(21, 1/2): P(B <= 6) = 82,160 / 2**21, so k = 7 (k = 8 gives 81 %).
+    assert (low, high) == (6.0, 14.0) and cover == 1 - 2 * 82160 / 2**21
+
+
+def test_unsettled_lists_the_verdicts_whose_interval_reaches_across_the_target() -> None:
+    suite_table = _suite_module("suite_table")
+    spans = suite_table.Series("spans", "what", "untraced")
+    rounds = {"untraced": [1.0] * 7,
+              "counts": [1.04, 1.05, 1.06, 1.05, 1.04, 1.06, 1.20],  # tight below 1.10
+              "live": [1.20, 1.35, 1.28, 1.33, 1.25, 1.31, 1.40],  # 1.25-1.35 holds 1.30
+              "native": [1.50, 1.36, 1.28, 1.33, 1.30, 1.31, 1.41]}
+    for variant, values in rounds.items():
+        for value in values:
+            spans.add(variant, value)
+    service = suite_table.Series("service", "what", "otel", throughput=True)
+    for otel, counts in ((900.0, 800.0), (900.0, 830.0), (900.0, 790.0)):
+        service.add("otel", otel)
+        service.add("counts", counts)
+    assert suite_table.unsettled(spans, "counts") is None
+    assert suite_table.unsettled(spans, "estimate") is None  # no target
+    assert suite_table.unsettled(spans, "live") == (
+        "spans live (FAIL): 1.25x-1.35x, line 1.30x, 87.5% interval")
+    # native over live a round: +25 %, +0.7 %, 0 %, 0 %, +4 %, 0 %, +0.7 %.
+    assert suite_table.unsettled(spans, "native") is None
+    # Three rounds of 0.89x, 0.92x, 0.88x of OpenTelemetry alone: min to max.
+    assert suite_table.unsettled(service, "counts") == (
+        "service counts (FAIL): 0.88x-0.92x, line 0.90x, 75.0% interval")
+    text, passed, failed = suite_table.render([spans, service], [])
+    assert (passed, failed) == (2, 2)  # counts and native; live and the service
+    assert text.splitlines()[-1].startswith(
+        "verdicts the rounds cannot settle (the median's interval from the rounds' order "
+        "statistics reaches across the target): spans live (FAIL): 1.25x-1.35x")
+    assert text.splitlines()[-1].endswith("service counts (FAIL): 0.88x-0.92x, line 0.90x, "
+                                           "75.0% interval")
 
 FOOTPRINT = ROOT / "benchmarks" / "callgrind_footprint.py"
 
