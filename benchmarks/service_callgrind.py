@@ -13,10 +13,11 @@ for the requests, so a run is deterministic. For each variant it runs
 start-up, imports and the final flush cancel out. Usage::
 
     python benchmarks/service_callgrind.py
-        [--variants otel,counts,live,estimate,counts-noattr,live-noattr]
+        [--variants otel,counts,live,native,estimate,counts-noattr,live-noattr]
         [--small 100 --large 400]
 
-``-noattr`` runs the variant with ``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the
+``native`` is live mode with ``native=True`` (the C extensions' mallocs
+tracked too). ``-noattr`` runs the variant with ``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the
 processor does everything else, but ended spans carry no ``alloc.*``
 attributes for the exporter to encode. Needs ``valgrind``; takes about
 half a minute per variant.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(HERE))  # the suite's modules, when imported from elsewhe
 
 from callgrind_ratios import _totals  # noqa: E402
 
-VARIANTS = ("otel", "counts", "live", "estimate", "counts-noattr", "live-noattr")
+VARIANTS = ("otel", "counts", "live", "native", "estimate", "counts-noattr", "live-noattr")
 WARM_UP = 50
 SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
          "scheme": "http", "path": "/orders/4711", "raw_path": b"/orders/4711",
