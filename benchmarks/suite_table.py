@@ -220,11 +220,19 @@ def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
                   f"failed, last: {errs[-1]}" for v, errs in series.errors.items()]
     lines.append("")
     lines.append(f"targets: {passed} pass, {failed} FAIL")
-    open_verdicts = [verdict for series in results for column in COLUMNS
-                     if (verdict := unsettled(series, column))]
+    open_items: dict[str, list[str]] = {}  # item -> its unsettled verdicts, in order
+    for series in results:
+        for column in COLUMNS:
+            if verdict := unsettled(series, column):
+                open_items.setdefault(series.item, []).append(verdict)
+    open_verdicts = [verdict for verdicts in open_items.values() for verdict in verdicts]
     lines.append("verdicts the rounds cannot settle (the median's interval from the rounds' "
                  "order statistics reaches across the target): "
                  + ("; ".join(open_verdicts) if open_verdicts else "none"))
+    if open_items:
+        rounds = max((len(v) for s in results for v in s.values.values()), default=0)
+        lines.append(f"more rounds for them: python benchmarks/suite.py --only "
+                     f"{','.join(open_items)} --rounds {max(21, 3 * rounds)}")
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines), passed, failed
 

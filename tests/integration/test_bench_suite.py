@@ -253,11 +253,19 @@ def test_unsettled_lists_the_verdicts_whose_interval_reaches_across_the_target()
         "service counts (FAIL): 0.88x-0.92x, line 0.90x, 75.0% interval")
     text, passed, failed = suite_table.render([spans, service], [])
     assert (passed, failed) == (2, 2)  # counts and native; live and the service
-    assert text.splitlines()[-1].startswith(
+    verdicts, rerun = text.splitlines()[-2:]
+    assert verdicts.startswith(
         "verdicts the rounds cannot settle (the median's interval from the rounds' order "
         "statistics reaches across the target): spans live (FAIL): 1.25x-1.35x")
-    assert text.splitlines()[-1].endswith("service counts (FAIL): 0.88x-0.92x, line 0.90x, "
-                                           "75.0% interval")
+    assert verdicts.endswith("service counts (FAIL): 0.88x-0.92x, line 0.90x, 75.0% interval")
+    # Each item once, and three times the rounds but never fewer than 21.
+    assert rerun == ("more rounds for them: python benchmarks/suite.py --only spans,service "
+                     "--rounds 21")
+    many = suite_table.Series("spans", "what", "untraced")
+    for value in [1.0] * 10 + [1.2] * 10 + [1.1]:
+        many.add("untraced", 1.0)
+        many.add("counts", value)
+    assert suite_table.render([many], [])[0].endswith("--only spans --rounds 63")
 
 FOOTPRINT = ROOT / "benchmarks" / "callgrind_footprint.py"
 
