@@ -17,10 +17,10 @@ start-up, imports and the final flush cancel out. Usage::
         [--small 100 --large 400]
 
 ``native`` is live mode with ``native=True`` (the C extensions' mallocs
-tracked too). ``-noattr`` runs the variant with ``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the
-processor does everything else, but ended spans carry no ``alloc.*``
-attributes for the exporter to encode. Needs ``valgrind``; takes about
-half a minute per variant.
+tracked too). ``-noattr`` runs the variant with
+``OTEL_ALLOC_SPAN_ATTRIBUTES=false``: the processor does everything else,
+but ended spans carry no ``alloc.*`` attributes for the exporter to encode.
+Needs ``valgrind``; takes about half a minute per variant.
 """
 
 from __future__ import annotations

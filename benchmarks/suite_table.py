@@ -106,6 +106,12 @@ def _target(series: Series, variant: str) -> tuple[list[float], float, bool] | N
     return None
 
 
+def _meets(figures: list[float], line: float, lower_is_better: bool) -> bool:
+    """Whether the median of ``figures`` is on the passing side of ``line`` (or on it)."""
+    med = statistics.median(figures)
+    return med <= line if lower_is_better else med >= line
+
+
 def unsettled(series: Series, variant: str) -> str | None:
     """``variant``'s verdict when the rounds cannot settle it, as text (else None).
 
@@ -126,7 +132,7 @@ def unsettled(series: Series, variant: str) -> str | None:
         span = f"adds {low * 100:+.1f}% to {high * 100:+.1f}%, line {line * 100:.0f}%"
     else:
         span = f"{low:.2f}x-{high:.2f}x, line {line:.2f}x"
-    side = "pass" if (statistics.median(figures) <= line) == lower_is_better else "FAIL"
+    side = "pass" if _meets(figures, line, lower_is_better) else "FAIL"
     return f"{series.item} {TITLES[variant]} ({side}): {span}, {cover * 100:.1f}% interval"
 
 
@@ -147,10 +153,9 @@ def cell(series: Series, variant: str) -> tuple[str, bool | None]:
     target = _target(series, variant)
     if target is not None and target[0]:
         figures, line, lower_is_better = target
-        med = statistics.median(figures)
-        ok = med <= line if lower_is_better else med >= line
+        ok = _meets(figures, line, lower_is_better)
         if variant == "native":
-            text += f" {med * 100:+.1f}% <={line * 100:.0f}%"
+            text += f" {statistics.median(figures) * 100:+.1f}% <={line * 100:.0f}%"
         else:
             text += f" {'<=' if lower_is_better else '>='}{line:.2f}"
     if ok is not None:

@@ -214,7 +214,6 @@ def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
     assert "- service: server CPU time a request" in text
 
 
-
 def test_median_interval_takes_the_order_statistics_that_hold_the_median() -> None:
     suite_table = _suite_module("suite_table")
     seven = [1.30, 1.02, 1.10, 1.05, 0.90, 1.20, 1.08]
@@ -266,6 +265,15 @@ def test_unsettled_lists_the_verdicts_whose_interval_reaches_across_the_target()
         many.add("untraced", 1.0)
         many.add("counts", value)
     assert suite_table.render([many], [])[0].endswith("--only spans --rounds 63")
+    # A median on the line passes in the cell and in the unsettled list alike.
+    edge = suite_table.Series("service", "what", "otel", throughput=True)
+    for counts in (800.0, 810.0, 900.0):
+        edge.add("otel", 900.0)
+        edge.add("counts", counts)
+    assert suite_table.cell(edge, "counts")[1] is True
+    assert suite_table.unsettled(edge, "counts") == (
+        "service counts (pass): 0.89x-1.00x, line 0.90x, 75.0% interval")
+
 
 FOOTPRINT = ROOT / "benchmarks" / "callgrind_footprint.py"
 
