@@ -149,10 +149,14 @@ def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
     rows = re.findall(r"^  (\S+) +([\d,]+) +(-?[\d,]+) +([\d,]+)  (\d+\.\d{4})x$",
                       proc.stdout, re.M)
     assert [r[0] for r in rows] == ["otel", "counts-noattr", "native"], proc.stdout
-    # One request minus none: the export thread's batches and the collector
-    # move a pair this small by several per cent either way.
     assert float(rows[0][4]) == 1.0
-    assert all(0.5 < float(row[4]) < 2.0 for row in rows[1:]), proc.stdout
+    # The serving thread's count against OpenTelemetry alone. Not the total:
+    # in a window of one request, an export batch or a metrics tick that
+    # falls inside it more than doubled the other threads' share (2.20x for
+    # counts-noattr once, against about 1.05x).
+    def serving(row: tuple[str, ...]) -> int:
+        return int(row[1].replace(",", ""))
+    assert all(0.5 < serving(row) / serving(rows[0]) < 2.0 for row in rows[1:]), proc.stdout
 
 
 def _suite_module(name: str):  # type: ignore[no-untyped-def]

@@ -193,6 +193,34 @@ int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64
     return failed;
 }
 
+/* The most blocks h_cross_measured takes: their addresses are kept on the
+   stack, since a malloc of this helper's own is native and would be
+   charged. */
+#define H_CROSS_MAX 1024
+
+/* n blocks of `size` bytes allocated through alloc_domain, then freed
+   through free_domain (3 and 4: native without and with the GIL), measured
+   in C like h_alloc_many_measured. -1 when n is out of range or the
+   tracker's C API or the group cannot be read. */
+int h_cross_measured(int alloc_domain, int free_domain, size_t size, int n, uint64_t group,
+                     uint64_t *delta)
+{
+    uintptr_t ptrs[H_CROSS_MAX] = {0};
+    const oa_tracker_capi *api = tracker_api();
+    oa_group_counts before, after;
+    if (n < 0 || n > H_CROSS_MAX || api == NULL || api->group_counts(group, &before) != 0)
+        return -1;
+    int failed = h_alloc_many(alloc_domain, size, n, ptrs);
+    h_free_many(free_domain, ptrs, n);
+    if (api->group_counts(group, &after) != 0)
+        return -1;
+    delta[0] = after.alloc_bytes - before.alloc_bytes;
+    delta[1] = after.alloc_count - before.alloc_count;
+    delta[2] = after.freed_bytes - before.freed_bytes;
+    delta[3] = after.freed_count - before.freed_count;
+    return failed;
+}
+
 /* ------------------------------------------------ the malloc family, one by one */
 
 /* One call of the family member `fn` (H_NATIVE_* in helper.h) with

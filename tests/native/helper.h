@@ -7,6 +7,8 @@ void h_free_many(int domain, uintptr_t *ptrs, int n);
 int h_realloc_chain(int domain, const size_t *sizes, int n, uintptr_t *out);
 int h_calloc_many(int domain, size_t nelem, size_t elsize, int count, uintptr_t *out);
 int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64_t *delta);
+int h_cross_measured(int alloc_domain, int free_domain, size_t size, int n, uint64_t group,
+                     uint64_t *delta);
 uintptr_t h_native_call(int fn, size_t a, size_t b);
 int h_native_free(int fn, uintptr_t p, size_t alignment, size_t size);
 int h_native_call_measured(int fn, size_t a, size_t b, uint64_t group, uint64_t *delta,

@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-oa_ctr g_proc[4];
+oa_ctr g_proc[OA_COUNTER_SETS];
 _Atomic int64_t g_proc_peak, g_proc_peak_gil;
 _Atomic int g_figures_live;
 
@@ -25,7 +25,7 @@ _Atomic uint64_t g_untracked_mem_obj, g_stale_mem_obj, g_released_free_bytes_gil
 void zero_figures(int live)
 {
     atomic_store_explicit(&g_figures_live, live, OA_RELAXED);
-    for (int d = 0; d < 4; d++)
+    for (int d = 0; d < OA_COUNTER_SETS; d++)
         oa_ctr_zero(&g_proc[d]);
     atomic_store_explicit(&g_proc_peak, 0, OA_RELAXED);
     atomic_store_explicit(&g_proc_peak_gil, 0, OA_RELAXED);
@@ -45,9 +45,9 @@ void zero_figures(int live)
 void oa_process_stats(oa_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    for (int d = 0; d < 4; d++)
+    for (int d = 0; d < OA_COUNTER_SETS; d++)
         oa_ctr_sum(&g_proc[d], figures_live(), out);
-    out->native_bytes = atomic_load_explicit(&g_proc[OA_DOMAIN_NATIVE].alloc_bytes, OA_RELAXED);
+    out->native_bytes = oa_ctr_native_bytes(&g_proc[OA_DOMAIN_NATIVE], &g_proc[OA_DOMAIN_NATIVE_GIL]);
     out->peak_bytes = proc_peak();
 }
 
@@ -57,8 +57,10 @@ int oa_domain_stats(int domain, oa_stats *out)
     if (domain < 0 || domain > OA_DOMAIN_NATIVE)
         return OA_ERR_BAD_ARGUMENT;
     oa_ctr_sum(&g_proc[domain], figures_live(), out);
-    if (domain == OA_DOMAIN_NATIVE)
+    if (domain == OA_DOMAIN_NATIVE) {
+        oa_ctr_sum(&g_proc[OA_DOMAIN_NATIVE_GIL], figures_live(), out);
         out->native_bytes = out->alloc_bytes;
+    }
     return OA_OK;
 }
 

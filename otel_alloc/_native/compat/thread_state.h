@@ -70,20 +70,28 @@ extern _Atomic(uintptr_t) *const oa_tstate_current __attribute__((visibility("hi
 #define OA_TSTATE_WITHOUT_GIL 0
 #endif
 
-/* Whether the calling thread holds the GIL, from code that may run without
-   it (the native hooks). From 3.12 a thread state is attached exactly while
-   its thread holds the GIL. Before, OA_TSTATE() is the holder's: it is this
-   thread's own state only when this thread holds it (the pointers are only
-   compared, never read). PyGILState_Check is not used: it answers 1 for
-   every thread once a subinterpreter exists. */
-static inline int oa_holds_gil(void)
+/* The calling thread's state when the thread holds the GIL, else NULL, from
+   code that may run without it (the native hooks). From 3.12 a thread state
+   is attached exactly while its thread holds the GIL. Before, OA_TSTATE() is
+   the holder's: it is this thread's own state only when this thread holds
+   it (the pointers are only compared, never read). PyGILState_Check is not
+   used: it answers 1 for every thread once a subinterpreter exists. A
+   subinterpreter with a GIL of its own counts: the caller checks the
+   interpreter where it matters. */
+static inline PyThreadState *oa_gil_tstate(void)
 {
 #if OA_TSTATE_WITHOUT_GIL
-    return OA_TSTATE() != NULL;
+    return OA_TSTATE();
 #else
     PyThreadState *own = PyGILState_GetThisThreadState();
-    return own != NULL && OA_TSTATE() == own;
+    return own != NULL && OA_TSTATE() == own ? own : NULL;
 #endif
+}
+
+/* Whether the calling thread holds the GIL (see oa_gil_tstate). */
+static inline int oa_holds_gil(void)
+{
+    return oa_gil_tstate() != NULL;
 }
 
 /* 3.10 to 3.15: public fields of struct _ts (cpython/pystate.h). */

@@ -65,12 +65,12 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
                                                                uint64_t size, uint64_t meta,
                                                                oa_thread *rec)
 {
-    int raw = gil_free(domain), pinned;
+    int raw = gil_free(domain), shared = shared_table(domain), pinned;
     oa_group *g = group_for_free(groups, meta, raw, &pinned);
     /* A MEM/OBJ entry is tagged only once its group is released (groups.h:
        tagged_mem_obj), which is when group_for_free finds no group. */
-    if (raw || g == NULL)
-        tag_slot(groups, meta, -1, raw);
+    if (shared || g == NULL)
+        tag_slot(groups, meta, -1, shared);
     if (raw) {
         if (g != NULL) {
             oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
@@ -82,7 +82,7 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
     } else {
         if (g != NULL) {
-            oa_ctr_live_plain(&g->mem_obj, -(int64_t)size, -1);
+            oa_ctr_live_plain(group_ctr(g, domain), -(int64_t)size, -1);
         } else {
             plain_inc(&g_released_free_bytes_gil, size);
         }
@@ -156,7 +156,7 @@ static inline __attribute__((always_inline)) int put_block(int domain, void *ptr
         r = oa_ptable_put(t, (uintptr_t)ptr, size, meta, old_size, old_meta);
     table_unlock(domain);
     if (r >= 0)
-        tag_add(tag, 1, gil_free(domain));
+        tag_add(tag, 1, shared_table(domain));
     return r;
 }
 
@@ -190,7 +190,7 @@ static inline __attribute__((always_inline)) int forget_block(int *domain, void 
 {
     if (pop_block(*domain, ptr, size, meta))
         return 1;
-    if (!gil_free(*domain)) {
+    if (!shared_table(*domain)) {
         if (exact)
             plain_inc(&g_untracked_mem_obj, 1);
         return 0;

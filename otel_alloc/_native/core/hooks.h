@@ -73,26 +73,33 @@ static inline const PyMemAllocatorEx *prev_of(int domain)
 }
 
 /* Whether hooks of `domain` may run without the GIL (RAW, and the native
-   hooks of native/): their counters are updated atomically, their live
-   table has a lock, and they charge the group the thread last resolved. */
+   hooks of native/): their counters are updated atomically, their groups
+   pinned while charged, and they charge the group the thread last
+   resolved. */
 static inline int gil_free(int domain)
 {
     return domain == OA_DOMAIN_RAW || domain == OA_DOMAIN_NATIVE;
+}
+
+/* Whether `domain`'s blocks live in a table that hooks without the GIL
+   share (RAW's or native's): it has a lock, and its entries count in their
+   slot's tag counter from their put, atomically (groups.h). */
+static inline int shared_table(int domain)
+{
+    return domain != OA_DOMAIN_MEM && domain != OA_DOMAIN_OBJ;
 }
 
 /* Each domain's live table, and the lock that guards it: NULL for MEM/OBJ,
    whose table the GIL guards. */
 static inline oa_ptable *table_of(int domain)
 {
-    return domain == OA_DOMAIN_RAW      ? &g_raw_table
-           : domain == OA_DOMAIN_NATIVE ? &g_native_table
-                                        : &g_mem_obj_table;
+    return domain == OA_DOMAIN_RAW ? &g_raw_table
+           : shared_table(domain)  ? &g_native_table
+                                   : &g_mem_obj_table;
 }
 static inline oa_spin *lock_of(int domain)
 {
-    return domain == OA_DOMAIN_RAW      ? &g_raw_lock
-           : domain == OA_DOMAIN_NATIVE ? &g_native_lock
-                                        : NULL;
+    return domain == OA_DOMAIN_RAW ? &g_raw_lock : shared_table(domain) ? &g_native_lock : NULL;
 }
 /* The domains whose tables have a lock of their own (their hooks may run
    without the GIL). */

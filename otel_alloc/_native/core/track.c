@@ -12,7 +12,7 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
     int sampled = tls.sample_left <= 0 && oa_sample_tick_slow(size);
     int tracked = live == OA_LIVE_EXACT &&
                   track_live(domain, ptr, size, groups, g, group_meta_hi(groups, g),
-                             group_tag(groups, g, gil_free(domain)), sampled, rec);
+                             group_tag(groups, g, shared_table(domain)), sampled, rec);
     if (live == OA_LIVE_SAMPLED && tls.est_left <= 0) {
         uint64_t weight = oa_estimate_tick_slow(size);
         if (weight != 0)
@@ -24,19 +24,19 @@ void oa_charge_rest(int domain, void *ptr, size_t size, oa_group *groups, oa_gro
        its span ends, so the watch thread can still name that span. */
     atomic_store_explicit(&g->noted, 1, OA_RELAXED);
     if (sampled)
-        oa_sample_alloc(domain, ptr, size, gid,
+        oa_sample_alloc(oa_public_domain(domain), ptr, size, gid,
                         atomic_load_explicit(&g_sample_mean, OA_RELAXED), tracked);
     if (size >= threshold)
-        push_event(domain, size, gid);
+        push_event(oa_public_domain(domain), size, gid);
 }
 
 int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, oa_group *g,
                      oa_thread *rec)
 {
-    int raw = gil_free(domain);
     uint64_t meta = group_meta_hi(groups, g) | oa_meta_pack(weight, 0, 0, 0);
     uint64_t old_size = 0, old_meta = 0;
-    int r = put_block(domain, ptr, weight, meta, group_tag(groups, g, raw), &old_size, &old_meta);
+    int r = put_block(domain, ptr, weight, meta, group_tag(groups, g, shared_table(domain)),
+                      &old_size, &old_meta);
     if (r < 0) {
         /* Left out of the estimate: it would never be taken out again. */
         atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
@@ -111,18 +111,34 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, NULL, threshold, tls.rec);
 }
 
-/* RAW and native allocations: no GIL, so the group is the one this
-   thread's MEM/OBJ hooks last resolved, pinned while it is charged. */
-static void gil_free_alloc(int domain, void *ptr, size_t size)
+/* The native domain an allocation or free of native code is accounted as:
+   OA_DOMAIN_NATIVE_GIL when the calling thread holds the main interpreter's
+   GIL (accounting/counters.h), else OA_DOMAIN_NATIVE. Other domains are
+   returned as they are. */
+static inline int native_domain(int domain)
 {
-    if (in_subinterpreter(domain)) {
+    if (domain != OA_DOMAIN_NATIVE)
+        return domain;
+    PyThreadState *ts = oa_gil_tstate();
+    return ts != NULL && oa_ts_interp(ts) == g_main_interp ? OA_DOMAIN_NATIVE_GIL : domain;
+}
+
+/* RAW and native allocations: the group is the one this thread's MEM/OBJ
+   hooks last resolved, pinned while it is charged unless the thread holds
+   the GIL (the native domain under it). */
+static inline __attribute__((always_inline)) void shared_alloc(int domain, void *ptr,
+                                                               size_t size)
+{
+    /* native_domain has checked the interpreter of the native domain under
+       the GIL. */
+    if (domain != OA_DOMAIN_NATIVE_GIL && in_subinterpreter(domain)) {
         count_subinterp(size);
         return;
     }
     uint64_t gid = tls.gid;
     oa_group *groups = group_table();
     int pinned;
-    oa_group *g = group_for_alloc(groups, gid, 1, &pinned);
+    oa_group *g = group_for_alloc(groups, gid, gil_free(domain), &pinned);
     oa_sample_refresh();
     oa_estimate_refresh();
     int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
@@ -133,17 +149,35 @@ static void gil_free_alloc(int domain, void *ptr, size_t size)
         unpin_group(g);
 }
 
+/* One copy of shared_alloc for the native domain under the GIL, whose
+   counters are plain, and one for the domains whose counters are atomic. */
+static __attribute__((noinline)) void shared_alloc_gil(void *ptr, size_t size)
+{
+    shared_alloc(OA_DOMAIN_NATIVE_GIL, ptr, size);
+}
+static __attribute__((noinline)) void shared_alloc_any(int domain, void *ptr, size_t size)
+{
+    shared_alloc(domain, ptr, size);
+}
+
 void oa_track_alloc(int domain, void *ptr, size_t size)
 {
-    if (gil_free(domain))
-        gil_free_alloc(domain, ptr, size);
+    domain = native_domain(domain);
+    if (domain == OA_DOMAIN_NATIVE_GIL)
+        shared_alloc_gil(ptr, size);
+    else if (gil_free(domain))
+        shared_alloc_any(domain, ptr, size);
     else
         gil_alloc(domain, ptr, size, 0);
 }
 
 void oa_track_free(int domain, void *ptr)
 {
-    track_free_block(domain, ptr, atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE);
+    int exact = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
+    if (native_domain(domain) == OA_DOMAIN_NATIVE_GIL)
+        track_free_block(OA_DOMAIN_NATIVE_GIL, ptr, exact);
+    else
+        track_free_block(domain, ptr, exact);
 }
 
 /* A realloc that failed: the old block, already out of its table, lives on
@@ -156,7 +190,7 @@ static __attribute__((noinline)) void keep_unmoved_block(int domain, void *ptr, 
     /* Its tag was never taken down (pop_block): none to add. */
     if (put_block(domain, ptr, size, meta, NULL, &unused_size, &unused_meta) < 0) {
         atomic_fetch_add_explicit(&g_tracking_failures, 1, OA_RELAXED);
-        tag_slot(group_table(), meta, -1, gil_free(domain));
+        tag_slot(group_table(), meta, -1, shared_table(domain));
     }
 }
 
@@ -177,8 +211,10 @@ static inline __attribute__((always_inline)) void charge_realloc_result(int doma
 {
     if (p == NULL || !atomic_load_explicit(&g_enabled, memory_order_relaxed))
         return;
-    if (gil_free(domain))
-        gil_free_alloc(domain, p, size);
+    if (domain == OA_DOMAIN_NATIVE_GIL)
+        shared_alloc_gil(p, size);
+    else if (gil_free(domain))
+        shared_alloc_any(domain, p, size);
     else if (live == OA_LIVE_EXACT) {
         /* As the allocation hooks do: the inline common case, the rest
            out of line. */
@@ -204,7 +240,7 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
            hooks run under its own GIL). A RAW or native block the main
            interpreter tracked would keep a stale entry: such reallocs from a
            subinterpreter still drop the old block. */
-        if (gil_free(domain))
+        if (shared_table(domain))
             oa_track_free(domain, ptr);
         count_subinterp(size);
         return fn(ctx, ptr, size);
@@ -242,6 +278,8 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size)
 {
     int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
+    if (native_domain(domain) == OA_DOMAIN_NATIVE_GIL)
+        return track_realloc(OA_DOMAIN_NATIVE_GIL, fn, ctx, ptr, size, live);
     return track_realloc(domain, fn, ctx, ptr, size, live);
 }
 
