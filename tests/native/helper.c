@@ -4,7 +4,7 @@
  * MEM and OBJ calls take the GIL (cffi releases it around calls); RAW calls
  * run without it, as real RAW users do. "Domain" 3 is plain malloc/free, as
  * an extension calls them (native mode), without the GIL; 4 the same with
- * the GIL held.
+ * the GIL held; 5 is RAW with the GIL held.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -24,7 +24,7 @@
 static void *do_malloc(int domain, size_t size)
 {
     switch (domain) {
-    case 0: return PyMem_RawMalloc(size);
+    case 0: case 5: return PyMem_RawMalloc(size);
     case 3: case 4: return malloc(size);
     case 1: return PyMem_Malloc(size);
     default: return PyObject_Malloc(size);
@@ -34,7 +34,7 @@ static void *do_malloc(int domain, size_t size)
 static void *do_calloc(int domain, size_t n, size_t size)
 {
     switch (domain) {
-    case 0: return PyMem_RawCalloc(n, size);
+    case 0: case 5: return PyMem_RawCalloc(n, size);
     case 3: case 4: return calloc(n, size);
     case 1: return PyMem_Calloc(n, size);
     default: return PyObject_Calloc(n, size);
@@ -44,7 +44,7 @@ static void *do_calloc(int domain, size_t n, size_t size)
 static void *do_realloc(int domain, void *p, size_t size)
 {
     switch (domain) {
-    case 0: return PyMem_RawRealloc(p, size);
+    case 0: case 5: return PyMem_RawRealloc(p, size);
     case 3: case 4: return realloc(p, size);
     case 1: return PyMem_Realloc(p, size);
     default: return PyObject_Realloc(p, size);
@@ -54,7 +54,7 @@ static void *do_realloc(int domain, void *p, size_t size)
 static void do_free(int domain, void *p)
 {
     switch (domain) {
-    case 0: PyMem_RawFree(p); break;
+    case 0: case 5: PyMem_RawFree(p); break;
     case 3: case 4: free(p); break;
     case 1: PyMem_Free(p); break;
     default: PyObject_Free(p); break;
@@ -199,7 +199,8 @@ int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64
 #define H_CROSS_MAX 1024
 
 /* n blocks of `size` bytes allocated through alloc_domain, then freed
-   through free_domain (3 and 4: native without and with the GIL), measured
+   through free_domain (0 and 5: RAW without and with the GIL; 3 and 4:
+   native), measured
    in C like h_alloc_many_measured. -1 when n is out of range or the
    tracker's C API or the group cannot be read. */
 int h_cross_measured(int alloc_domain, int free_domain, size_t size, int n, uint64_t group,

@@ -22,27 +22,32 @@
 
 #define OA_RELAXED memory_order_relaxed
 
-/* Native allocations and frees made by a thread that holds the main
-   interpreter's GIL (most of them: an extension called from Python, the
-   OTLP encoder of the span processor's worker) are accounted as this
-   domain, internal to the tracker. Their group and process counters and
-   peaks are a set of their own, written with plain adds under the GIL as
-   MEM/OBJ ones are, and their group needs no pin (every group operation
-   holds the GIL; core/hooks.h has the predicates). What they share with
-   native allocations made without the GIL, the native table, its lock and
-   the slot's tag counter, stays locked and atomic. Readers sum both sets: a
-   block allocated under one and freed under the other leaves one set's live
-   figures below zero and the other's above by as much. Never seen outside
-   the tracker: samples and events name OA_DOMAIN_NATIVE (oa_public_domain).
-   In perf on the suite's service, the locked adds of native accounting were
-   most of what native mode cost over live mode. */
+/* RAW and native allocations and frees made by a thread that holds the
+   main interpreter's GIL (most of them: NumPy's array data, an extension
+   called from Python, the OTLP encoder of the span processor's worker) are
+   accounted as these two domains, internal to the tracker, their domain's
+   twins. Their group and process counters and peaks are a set of their
+   own, written with plain adds under the GIL as MEM/OBJ ones are, and their
+   group needs no pin (every group operation holds the GIL; core/hooks.h has
+   the predicates). What they share with allocations of their domain made
+   without the GIL, the domain's table, its lock and the slot's tag counter,
+   stays locked and atomic. Readers sum both sets: a block allocated under
+   one and freed under the other leaves one set's live figures below zero
+   and the other's above by as much. Never seen outside the tracker: samples
+   and events name the public domain (oa_public_domain). Each of these
+   accounts took about ten locked read-modify-writes (counters, peaks, the
+   pin); in perf on the suite's service they were most of what native mode
+   cost over live mode. */
 #define OA_DOMAIN_NATIVE_GIL 4
-/* Counter sets per domain, the native domain's two included. */
-#define OA_COUNTER_SETS 5
+#define OA_DOMAIN_RAW_GIL 5
+/* Counter sets: one per domain and twin. */
+#define OA_COUNTER_SETS 6
 
 static inline int oa_public_domain(int domain)
 {
-    return domain == OA_DOMAIN_NATIVE_GIL ? OA_DOMAIN_NATIVE : domain;
+    return domain == OA_DOMAIN_NATIVE_GIL ? OA_DOMAIN_NATIVE
+           : domain == OA_DOMAIN_RAW_GIL  ? OA_DOMAIN_RAW
+                                          : domain;
 }
 
 /* What a mode keeps of the blocks it counts, and so how its counters read:
@@ -162,7 +167,7 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
 }
 
 /* The bytes allocated by native code, from the native domain's two sets
-   (without the GIL and under it). */
+   (without the GIL and under it, OA_DOMAIN_NATIVE_GIL). */
 static inline uint64_t oa_ctr_native_bytes(const oa_ctr *native, const oa_ctr *native_gil)
 {
     return atomic_load_explicit(&native->alloc_bytes, OA_RELAXED) +

@@ -30,7 +30,8 @@ typedef struct oa_group_s {
     oa_ctr mem_obj; /* MEM and OBJ domains: updated under the GIL */
     oa_ctr raw;     /* RAW domain: updated with atomic read-modify-write */
     oa_ctr native;  /* native domain (native mode): atomic, like RAW */
-    oa_ctr native_gil; /* native domain under the GIL: plain (hooks.h) */
+    oa_ctr native_gil; /* the twins of native and RAW under the GIL: plain */
+    oa_ctr raw_gil;    /* (accounting/counters.h) */
     /* High-water marks of group_live: as seen by RAW and native
        allocations (any thread: compare-and-swap), and by MEM/OBJ ones
        (under the GIL: plain). The group's peak is the higher of the two. */
@@ -59,6 +60,7 @@ static inline oa_ctr *group_ctr(oa_group *g, int domain)
     return domain == OA_DOMAIN_RAW          ? &g->raw
            : domain == OA_DOMAIN_NATIVE     ? &g->native
            : domain == OA_DOMAIN_NATIVE_GIL ? &g->native_gil
+           : domain == OA_DOMAIN_RAW_GIL    ? &g->raw_gil
                                             : &g->mem_obj;
 }
 
@@ -67,7 +69,8 @@ static inline int64_t group_live(oa_group *g)
     return atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g->raw.live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g->native.live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g->native_gil.live_bytes, OA_RELAXED);
+           atomic_load_explicit(&g->native_gil.live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g->raw_gil.live_bytes, OA_RELAXED);
 }
 
 static inline int64_t group_peak(oa_group *g)

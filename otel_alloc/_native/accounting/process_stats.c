@@ -57,6 +57,8 @@ int oa_domain_stats(int domain, oa_stats *out)
     if (domain < 0 || domain > OA_DOMAIN_NATIVE)
         return OA_ERR_BAD_ARGUMENT;
     oa_ctr_sum(&g_proc[domain], figures_live(), out);
+    if (domain == OA_DOMAIN_RAW)
+        oa_ctr_sum(&g_proc[OA_DOMAIN_RAW_GIL], figures_live(), out);
     if (domain == OA_DOMAIN_NATIVE) {
         oa_ctr_sum(&g_proc[OA_DOMAIN_NATIVE_GIL], figures_live(), out);
         out->native_bytes = out->alloc_bytes;

@@ -12,7 +12,9 @@
 
 #pragma GCC visibility push(hidden)
 
-extern oa_ctr g_proc[OA_COUNTER_SETS]; /* per domain: RAW, MEM, OBJ, native, native under the GIL */
+/* Per domain: RAW, MEM, OBJ, native, and the twins of native and RAW under
+   the GIL (counters.h). */
+extern oa_ctr g_proc[OA_COUNTER_SETS];
 /* How the figures were counted: the mode's OA_LIVE_* kind (counters.h;
    oa_ctr_sum reads live and freed figures by it). Set by install, kept
    after uninstall so the figures read the same. */
@@ -25,7 +27,7 @@ extern _Atomic int64_t g_proc_peak, g_proc_peak_gil;
 extern _Atomic uint64_t g_groups_dropped, g_events_dropped, g_untracked_raw,
     g_tracking_failures, g_replaced, g_released_free_bytes, g_threads_dropped,
     g_stale_raw, g_subinterp_allocs, g_subinterp_bytes, g_rehooks;
-/* Written under the GIL only (MEM/OBJ hooks, native ones under the GIL),
+/* Written under the GIL only (MEM/OBJ hooks, the twins of RAW and native),
    with plain adds: a block
    freed after its span ended is common (a request's objects outlive its
    span), and a locked add on each showed in perf on the suite's service. */
@@ -44,7 +46,8 @@ static inline int64_t proc_live(void)
            atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[3].live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g_proc[4].live_bytes, OA_RELAXED);
+           atomic_load_explicit(&g_proc[4].live_bytes, OA_RELAXED) +
+           atomic_load_explicit(&g_proc[5].live_bytes, OA_RELAXED);
 }
 
 static inline int64_t proc_peak(void)

@@ -197,7 +197,7 @@ static inline __attribute__((always_inline)) int forget_block(int *domain, void 
     }
     /* Only in native mode can the other table hold it; pop_block checks that
        table under its lock (an install may be replacing it). */
-    int other = *domain == OA_DOMAIN_RAW ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
+    int other = raw_table(*domain) ? OA_DOMAIN_NATIVE : OA_DOMAIN_RAW;
     if (atomic_load_explicit(&g_native_on, OA_RELAXED) && pop_block(other, ptr, size, meta)) {
         *domain = other;
         return 1;

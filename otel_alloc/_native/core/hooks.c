@@ -124,7 +124,10 @@ static inline __attribute__((always_inline)) void any_free(int domain, void *ptr
         return;
     }
     tls.guard = 1;
-    track_free_block(domain, ptr, mode == OA_MODE_LIVE);
+    if (gil_free(domain))
+        oa_track_free(domain, ptr); /* RAW: or its twin under the GIL */
+    else
+        track_free_block(domain, ptr, mode == OA_MODE_LIVE);
     prev->free(prev->ctx, ptr);
     tls.guard = 0;
 }

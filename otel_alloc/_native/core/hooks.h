@@ -75,31 +75,45 @@ static inline const PyMemAllocatorEx *prev_of(int domain)
 /* Whether hooks of `domain` may run without the GIL (RAW, and the native
    hooks of native/): their counters are updated atomically, their groups
    pinned while charged, and they charge the group the thread last
-   resolved. */
+   resolved. Their twins (accounting/counters.h) are accounted under the
+   GIL. */
 static inline int gil_free(int domain)
 {
     return domain == OA_DOMAIN_RAW || domain == OA_DOMAIN_NATIVE;
 }
 
+/* The twin of a domain whose hooks may run without the GIL, for a thread
+   that holds the main interpreter's GIL. */
+static inline int gil_twin(int domain)
+{
+    return domain == OA_DOMAIN_RAW ? OA_DOMAIN_RAW_GIL : OA_DOMAIN_NATIVE_GIL;
+}
+
 /* Whether `domain`'s blocks live in a table that hooks without the GIL
-   share (RAW's or native's): it has a lock, and its entries count in their
-   slot's tag counter from their put, atomically (groups.h). */
+   share (RAW's or native's, for the domain or its twin): it has a lock, and
+   its entries count in their slot's tag counter from their put, atomically
+   (groups.h). */
 static inline int shared_table(int domain)
 {
     return domain != OA_DOMAIN_MEM && domain != OA_DOMAIN_OBJ;
+}
+
+static inline int raw_table(int domain)
+{
+    return domain == OA_DOMAIN_RAW || domain == OA_DOMAIN_RAW_GIL;
 }
 
 /* Each domain's live table, and the lock that guards it: NULL for MEM/OBJ,
    whose table the GIL guards. */
 static inline oa_ptable *table_of(int domain)
 {
-    return domain == OA_DOMAIN_RAW ? &g_raw_table
-           : shared_table(domain)  ? &g_native_table
-                                   : &g_mem_obj_table;
+    return raw_table(domain)       ? &g_raw_table
+           : shared_table(domain) ? &g_native_table
+                                  : &g_mem_obj_table;
 }
 static inline oa_spin *lock_of(int domain)
 {
-    return domain == OA_DOMAIN_RAW ? &g_raw_lock : shared_table(domain) ? &g_native_lock : NULL;
+    return raw_table(domain) ? &g_raw_lock : shared_table(domain) ? &g_native_lock : NULL;
 }
 /* The domains whose tables have a lock of their own (their hooks may run
    without the GIL). */

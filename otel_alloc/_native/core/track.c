@@ -111,27 +111,25 @@ void oa_gil_alloc_slow(int domain, void *ptr, size_t size)
         charge_alloc(domain, ptr, size, groups, g, gid, live, meta_hi, NULL, threshold, tls.rec);
 }
 
-/* The native domain an allocation or free of native code is accounted as:
-   OA_DOMAIN_NATIVE_GIL when the calling thread holds the main interpreter's
-   GIL (accounting/counters.h), else OA_DOMAIN_NATIVE. Other domains are
-   returned as they are. */
-static inline int native_domain(int domain)
+/* The domain an allocation or free of `domain` is accounted as: for RAW
+   and native, their twin when the calling thread holds the main
+   interpreter's GIL (accounting/counters.h). */
+static inline int accounted_domain(int domain)
 {
-    if (domain != OA_DOMAIN_NATIVE)
+    if (!gil_free(domain))
         return domain;
     PyThreadState *ts = oa_gil_tstate();
-    return ts != NULL && oa_ts_interp(ts) == g_main_interp ? OA_DOMAIN_NATIVE_GIL : domain;
+    return ts != NULL && oa_ts_interp(ts) == g_main_interp ? gil_twin(domain) : domain;
 }
 
-/* RAW and native allocations: the group is the one this thread's MEM/OBJ
-   hooks last resolved, pinned while it is charged unless the thread holds
-   the GIL (the native domain under it). */
+/* RAW and native allocations (and their twins): the group is the one this
+   thread's MEM/OBJ hooks last resolved, pinned while it is charged unless
+   the thread holds the GIL (a twin). */
 static inline __attribute__((always_inline)) void shared_alloc(int domain, void *ptr,
                                                                size_t size)
 {
-    /* native_domain has checked the interpreter of the native domain under
-       the GIL. */
-    if (domain != OA_DOMAIN_NATIVE_GIL && in_subinterpreter(domain)) {
+    /* accounted_domain has checked the interpreter of a twin. */
+    if (gil_free(domain) && in_subinterpreter(domain)) {
         count_subinterp(size);
         return;
     }
@@ -149,24 +147,31 @@ static inline __attribute__((always_inline)) void shared_alloc(int domain, void 
         unpin_group(g);
 }
 
-/* One copy of shared_alloc for the native domain under the GIL, whose
+/* shared_alloc for a run-time domain: one copy for the twins, whose
    counters are plain, and one for the domains whose counters are atomic. */
-static __attribute__((noinline)) void shared_alloc_gil(void *ptr, size_t size)
+static __attribute__((noinline)) void shared_alloc_twin(int domain, void *ptr, size_t size)
 {
-    shared_alloc(OA_DOMAIN_NATIVE_GIL, ptr, size);
+    if (domain == OA_DOMAIN_RAW_GIL)
+        shared_alloc(OA_DOMAIN_RAW_GIL, ptr, size);
+    else
+        shared_alloc(OA_DOMAIN_NATIVE_GIL, ptr, size);
 }
 static __attribute__((noinline)) void shared_alloc_any(int domain, void *ptr, size_t size)
 {
     shared_alloc(domain, ptr, size);
 }
+static inline void shared_alloc_call(int domain, void *ptr, size_t size)
+{
+    if (gil_free(domain))
+        shared_alloc_any(domain, ptr, size);
+    else
+        shared_alloc_twin(domain, ptr, size);
+}
 
 void oa_track_alloc(int domain, void *ptr, size_t size)
 {
-    domain = native_domain(domain);
-    if (domain == OA_DOMAIN_NATIVE_GIL)
-        shared_alloc_gil(ptr, size);
-    else if (gil_free(domain))
-        shared_alloc_any(domain, ptr, size);
+    if (shared_table(domain))
+        shared_alloc_call(accounted_domain(domain), ptr, size);
     else
         gil_alloc(domain, ptr, size, 0);
 }
@@ -174,10 +179,16 @@ void oa_track_alloc(int domain, void *ptr, size_t size)
 void oa_track_free(int domain, void *ptr)
 {
     int exact = atomic_load_explicit(&g_mode, OA_RELAXED) == OA_MODE_LIVE;
-    if (native_domain(domain) == OA_DOMAIN_NATIVE_GIL)
+    switch (accounted_domain(domain)) {
+    case OA_DOMAIN_RAW_GIL:
+        track_free_block(OA_DOMAIN_RAW_GIL, ptr, exact);
+        break;
+    case OA_DOMAIN_NATIVE_GIL:
         track_free_block(OA_DOMAIN_NATIVE_GIL, ptr, exact);
-    else
+        break;
+    default:
         track_free_block(domain, ptr, exact);
+    }
 }
 
 /* A realloc that failed: the old block, already out of its table, lives on
@@ -211,10 +222,8 @@ static inline __attribute__((always_inline)) void charge_realloc_result(int doma
 {
     if (p == NULL || !atomic_load_explicit(&g_enabled, memory_order_relaxed))
         return;
-    if (domain == OA_DOMAIN_NATIVE_GIL)
-        shared_alloc_gil(p, size);
-    else if (gil_free(domain))
-        shared_alloc_any(domain, p, size);
+    if (shared_table(domain))
+        shared_alloc_call(domain, p, size);
     else if (live == OA_LIVE_EXACT) {
         /* As the allocation hooks do: the inline common case, the rest
            out of line. */
@@ -278,9 +287,14 @@ static inline __attribute__((always_inline)) void *track_realloc(int domain, oa_
 void *oa_track_realloc(int domain, oa_realloc_fn fn, void *ctx, void *ptr, size_t size)
 {
     int live = oa_live_kind(atomic_load_explicit(&g_mode, OA_RELAXED));
-    if (native_domain(domain) == OA_DOMAIN_NATIVE_GIL)
+    switch (accounted_domain(domain)) {
+    case OA_DOMAIN_RAW_GIL:
+        return track_realloc(OA_DOMAIN_RAW_GIL, fn, ctx, ptr, size, live);
+    case OA_DOMAIN_NATIVE_GIL:
         return track_realloc(OA_DOMAIN_NATIVE_GIL, fn, ctx, ptr, size, live);
-    return track_realloc(domain, fn, ctx, ptr, size, live);
+    default:
+        return track_realloc(domain, fn, ctx, ptr, size, live);
+    }
 }
 
 /* The MEM and OBJ reallocs, one copy per domain and mode kind. As one
