@@ -26,18 +26,25 @@
    main interpreter's GIL (most of them: NumPy's array data, an extension
    called from Python, the OTLP encoder of the span processor's worker) are
    accounted as these two domains, internal to the tracker, their domain's
-   twins. Their group and process counters and peaks are a set of their
-   own, written with plain adds under the GIL as MEM/OBJ ones are, and their
-   group needs no pin (every group operation holds the GIL; core/hooks.h has
-   the predicates). What they share with allocations of their domain made
-   without the GIL, the domain's table, its lock and the slot's tag counter,
-   stays locked and atomic. Readers sum both sets: a block allocated under
-   one and freed under the other leaves one set's live figures below zero
-   and the other's above by as much. Never seen outside the tracker: samples
-   and events name the public domain (oa_public_domain). Each of these
-   accounts took about ten locked read-modify-writes (counters, peaks, the
-   pin); in perf on the suite's service they were most of what native mode
-   cost over live mode. */
+   twins. They are written under the GIL, so with plain adds, as MEM/OBJ
+   figures are, and their group needs no pin (every group operation holds
+   the GIL; core/hooks.h has the predicates):
+    - in the group, their live figures go to its MEM/OBJ set, and their
+      allocated figures too, but native bytes, kept in a set of their own
+      (native_gil, groups.h): a group reports live figures for all domains
+      together, and the peak under the GIL reads three sets, not five;
+    - in the process, their allocated figures are a set of their own; their
+      live figures stay in the domain's set, atomic, since the process
+      reports live figures per domain and the MEM/OBJ hooks read every
+      domain's for the peak.
+   What they share with their domain's hooks without the GIL, the table, its
+   lock and the slot's tag counter, stays locked and atomic. Readers sum the
+   sets: freed figures, allocated less live, come out right in the sum even
+   where one set holds a block's allocation and another its live figures.
+   Never seen outside the tracker: samples and events name the public domain
+   (oa_public_domain). Accounted as their domain, each of these took about
+   ten locked read-modify-writes (counters, peaks, the pin); in perf on the
+   suite's service they were most of what native mode cost over live mode. */
 #define OA_DOMAIN_NATIVE_GIL 4
 #define OA_DOMAIN_RAW_GIL 5
 /* Counter sets: one per domain and twin. */

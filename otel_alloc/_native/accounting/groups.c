@@ -45,7 +45,6 @@ void reset_group(oa_group *g)
     oa_ctr_zero(&g->raw);
     oa_ctr_zero(&g->native);
     oa_ctr_zero(&g->native_gil);
-    oa_ctr_zero(&g->raw_gil);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
     atomic_store_explicit(&g->peak_gil, 0, OA_RELAXED);
     atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
@@ -264,7 +263,6 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
     oa_ctr_sum(&g->raw, live, out);
     oa_ctr_sum(&g->native, live, out);
     oa_ctr_sum(&g->native_gil, live, out);
-    oa_ctr_sum(&g->raw_gil, live, out);
     out->native_bytes = oa_ctr_native_bytes(&g->native, &g->native_gil);
     out->peak_bytes = group_peak(g);
     return OA_OK;

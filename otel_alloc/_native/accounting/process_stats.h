@@ -13,7 +13,9 @@
 #pragma GCC visibility push(hidden)
 
 /* Per domain: RAW, MEM, OBJ, native, and the twins of native and RAW under
-   the GIL (counters.h). */
+   the GIL (counters.h). A twin's set holds its allocated figures; its live
+   figures are in its domain's set, updated atomically (so the process's
+   live bytes stay four loads, which the MEM/OBJ hooks make for the peak). */
 extern oa_ctr g_proc[OA_COUNTER_SETS];
 /* How the figures were counted: the mode's OA_LIVE_* kind (counters.h;
    oa_ctr_sum reads live and freed figures by it). Set by install, kept
@@ -45,9 +47,7 @@ static inline int64_t proc_live(void)
     return atomic_load_explicit(&g_proc[0].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[1].live_bytes, OA_RELAXED) +
            atomic_load_explicit(&g_proc[2].live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g_proc[3].live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g_proc[4].live_bytes, OA_RELAXED) +
-           atomic_load_explicit(&g_proc[5].live_bytes, OA_RELAXED);
+           atomic_load_explicit(&g_proc[3].live_bytes, OA_RELAXED);
 }
 
 static inline int64_t proc_peak(void)

@@ -55,6 +55,18 @@ static inline void table_unlock(int domain)
         oa_spin_unlock(lock);
 }
 
+/* Add to the live figures of `domain` in the process's counters: a twin's
+   (accounting/counters.h) in its domain's set, atomically, as every
+   hook of that domain without the GIL does; MEM/OBJ's plain. */
+static inline __attribute__((always_inline)) void proc_live_add(int domain, int64_t bytes,
+                                                                int64_t count)
+{
+    if (shared_table(domain))
+        oa_ctr_live_atomic(&g_proc[oa_public_domain(domain)], bytes, count);
+    else
+        oa_ctr_live_plain(&g_proc[domain], bytes, count);
+}
+
 /* A freed (or replaced) block of `size` bytes whose table entry is `meta`,
    out of its table: its slot's tag counter goes down (pop_block left it;
    for a MEM/OBJ entry only once its group is released), and it is
@@ -73,36 +85,33 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         tag_slot(groups, meta, -1, shared);
     if (raw) {
         if (g != NULL) {
-            oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
+            oa_ctr_live_atomic(group_live_ctr(g, domain), -(int64_t)size, -1);
             if (pinned)
                 unpin_group(g);
         } else {
             atomic_fetch_add_explicit(&g_released_free_bytes, size, OA_RELAXED);
         }
-        oa_ctr_live_atomic(&g_proc[domain], -(int64_t)size, -1);
     } else {
         if (g != NULL) {
-            oa_ctr_live_plain(group_ctr(g, domain), -(int64_t)size, -1);
+            oa_ctr_live_plain(group_live_ctr(g, domain), -(int64_t)size, -1);
         } else {
             plain_inc(&g_released_free_bytes_gil, size);
         }
-        oa_ctr_live_plain(&g_proc[domain], -(int64_t)size, -1);
     }
+    proc_live_add(domain, -(int64_t)size, -1);
     if (rec != NULL)
         oa_ctr_live_plain(&rec->c, -(int64_t)size, -1);
 }
 
 /* Add a block of `bytes` (or the bytes a sampled block stands for) to the
-   live figures of its group's counters gc and of its domain. */
-static inline __attribute__((always_inline)) void add_live(oa_ctr *gc, int domain, int64_t bytes)
+   live figures of group g and of its domain. */
+static inline __attribute__((always_inline)) void add_live(oa_group *g, int domain, int64_t bytes)
 {
-    if (gil_free(domain)) {
-        oa_ctr_live_atomic(gc, bytes, 1);
-        oa_ctr_live_atomic(&g_proc[domain], bytes, 1);
-    } else {
-        oa_ctr_live_plain(gc, bytes, 1);
-        oa_ctr_live_plain(&g_proc[domain], bytes, 1);
-    }
+    if (gil_free(domain))
+        oa_ctr_live_atomic(group_live_ctr(g, domain), bytes, 1);
+    else
+        oa_ctr_live_plain(group_live_ctr(g, domain), bytes, 1);
+    proc_live_add(domain, bytes, 1);
 }
 
 /* Live mode: a block of `size` bytes of group g is in its table. It adds
@@ -111,7 +120,7 @@ static inline __attribute__((always_inline)) void add_live(oa_ctr *gc, int domai
 static inline __attribute__((always_inline)) void count_live(oa_group *g, int domain,
                                                               size_t size, oa_thread *rec)
 {
-    add_live(group_ctr(g, domain), domain, (int64_t)size);
+    add_live(g, domain, (int64_t)size);
     if (gil_free(domain)) {
         oa_peak_update(&g->peak, group_live(g));
         oa_peak_update(&g_proc_peak, proc_live());

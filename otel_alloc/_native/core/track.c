@@ -44,7 +44,7 @@ int oa_track_sampled(int domain, void *ptr, uint64_t weight, oa_group *groups, o
     }
     if (r == 1) /* a sampled block whose free was never seen */
         charge_free(groups, domain, old_size, old_meta, rec);
-    add_live(group_ctr(g, domain), domain, (int64_t)weight);
+    add_live(g, domain, (int64_t)weight);
     if (rec != NULL)
         oa_ctr_live_plain(&rec->c, (int64_t)weight, 1);
     return 1;
