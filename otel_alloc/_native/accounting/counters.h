@@ -29,10 +29,10 @@
    twins. They are written under the GIL, so with plain adds, as MEM/OBJ
    figures are, and their group needs no pin (every group operation holds
    the GIL; core/hooks.h has the predicates):
-    - in the group, their live figures go to its MEM/OBJ set, and their
-      allocated figures too, but native bytes, kept in a set of their own
-      (native_gil, groups.h): a group reports live figures for all domains
-      together, and the peak under the GIL reads three sets, not five;
+    - in the group, their figures go to its MEM/OBJ set, and the native
+      twin's bytes also to a counter of their own (groups.h): a group
+      reports its figures for all domains together but for native bytes,
+      and the peak under the GIL reads three sets, not five;
     - in the process, their allocated figures are a set of their own; their
       live figures stay in the domain's set, atomic, since the process
       reports live figures per domain and the MEM/OBJ hooks read every
@@ -173,7 +173,7 @@ static inline void oa_ctr_sum(const oa_ctr *c, int live, oa_stats *out)
                         atomic_load_explicit(&c->unheld_count, OA_RELAXED);
 }
 
-/* The bytes allocated by native code, from the native domain's two sets
+/* The bytes allocated by native code, from the process's two native sets
    (without the GIL and under it, OA_DOMAIN_NATIVE_GIL). */
 static inline uint64_t oa_ctr_native_bytes(const oa_ctr *native, const oa_ctr *native_gil)
 {

@@ -44,7 +44,7 @@ void reset_group(oa_group *g)
     oa_ctr_zero(&g->mem_obj);
     oa_ctr_zero(&g->raw);
     oa_ctr_zero(&g->native);
-    oa_ctr_zero(&g->native_gil);
+    atomic_store_explicit(&g->native_gil_bytes, 0, OA_RELAXED);
     atomic_store_explicit(&g->peak, 0, OA_RELAXED);
     atomic_store_explicit(&g->peak_gil, 0, OA_RELAXED);
     atomic_store_explicit(&g->child_bytes, 0, OA_RELAXED);
@@ -262,8 +262,8 @@ int oa_group_stats(uint64_t gid, oa_stats *out)
     oa_ctr_sum(&g->mem_obj, live, out);
     oa_ctr_sum(&g->raw, live, out);
     oa_ctr_sum(&g->native, live, out);
-    oa_ctr_sum(&g->native_gil, live, out);
-    out->native_bytes = oa_ctr_native_bytes(&g->native, &g->native_gil);
+    out->native_bytes = atomic_load_explicit(&g->native.alloc_bytes, OA_RELAXED) +
+                        atomic_load_explicit(&g->native_gil_bytes, OA_RELAXED);
     out->peak_bytes = group_peak(g);
     return OA_OK;
 }

@@ -30,11 +30,10 @@ typedef struct oa_group_s {
     oa_ctr mem_obj; /* MEM and OBJ domains: updated under the GIL */
     oa_ctr raw;     /* RAW domain: updated with atomic read-modify-write */
     oa_ctr native;  /* native domain (native mode): atomic, like RAW */
-    /* Native allocations under the GIL (counters.h): allocated figures
-       only, plain. Their live figures go to mem_obj, with those of RAW
-       under the GIL (allocated too: a group's figures are not split by
-       domain but for native bytes). */
-    oa_ctr native_gil;
+    /* The twins of RAW and native under the GIL (counters.h) count in
+       mem_obj, plain: a group's figures are not split by domain but for
+       native bytes, and these are the native ones of those. */
+    _Atomic uint64_t native_gil_bytes;
     /* High-water marks of group_live: as seen by RAW and native
        allocations (any thread: compare-and-swap), and by MEM/OBJ ones
        (under the GIL: plain). The group's peak is the higher of the two. */
@@ -57,23 +56,13 @@ typedef struct oa_group_s {
     _Atomic int raw_pins;
 } oa_group;
 
-/* The counters a domain's allocations update in a group: its allocated
-   figures here, its live figures in group_live_ctr. The twins (counters.h)
-   update mem_obj, written under the GIL, but for native bytes, which the
-   group reports apart. */
+/* The counters a domain's allocations update in a group. The twins
+   (counters.h), written under the GIL, update mem_obj. */
 static inline oa_ctr *group_ctr(oa_group *g, int domain)
-{
-    return domain == OA_DOMAIN_RAW          ? &g->raw
-           : domain == OA_DOMAIN_NATIVE     ? &g->native
-           : domain == OA_DOMAIN_NATIVE_GIL ? &g->native_gil
-                                            : &g->mem_obj;
-}
-static inline oa_ctr *group_live_ctr(oa_group *g, int domain)
 {
     return domain == OA_DOMAIN_RAW ? &g->raw : domain == OA_DOMAIN_NATIVE ? &g->native : &g->mem_obj;
 }
 
-/* The group's live bytes: native_gil holds none (group_ctr). */
 static inline int64_t group_live(oa_group *g)
 {
     return atomic_load_explicit(&g->mem_obj.live_bytes, OA_RELAXED) +

@@ -85,7 +85,7 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         tag_slot(groups, meta, -1, shared);
     if (raw) {
         if (g != NULL) {
-            oa_ctr_live_atomic(group_live_ctr(g, domain), -(int64_t)size, -1);
+            oa_ctr_live_atomic(group_ctr(g, domain), -(int64_t)size, -1);
             if (pinned)
                 unpin_group(g);
         } else {
@@ -93,7 +93,7 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
         }
     } else {
         if (g != NULL) {
-            oa_ctr_live_plain(group_live_ctr(g, domain), -(int64_t)size, -1);
+            oa_ctr_live_plain(group_ctr(g, domain), -(int64_t)size, -1);
         } else {
             plain_inc(&g_released_free_bytes_gil, size);
         }
@@ -108,9 +108,9 @@ static inline __attribute__((always_inline)) void charge_free(oa_group *groups, 
 static inline __attribute__((always_inline)) void add_live(oa_group *g, int domain, int64_t bytes)
 {
     if (gil_free(domain))
-        oa_ctr_live_atomic(group_live_ctr(g, domain), bytes, 1);
+        oa_ctr_live_atomic(group_ctr(g, domain), bytes, 1);
     else
-        oa_ctr_live_plain(group_live_ctr(g, domain), bytes, 1);
+        oa_ctr_live_plain(group_ctr(g, domain), bytes, 1);
     proc_live_add(domain, bytes, 1);
 }
 
@@ -300,6 +300,8 @@ static inline __attribute__((always_inline)) void charge_alloc(int domain, void 
                                                                uint64_t threshold, oa_thread *rec)
 {
     count_alloc(group_ctr(g, domain), domain, size, rec);
+    if (domain == OA_DOMAIN_NATIVE_GIL)
+        plain_inc(&g->native_gil_bytes, size);
     /* The sampler's countdown (the decision is made in oa_charge_rest when
        it crosses zero). */
     tls.sample_left -= (int64_t)size;
