@@ -172,6 +172,34 @@ static const oa_tracker_capi *tracker_api(void)
     return api;
 }
 
+static int read_counts(uint64_t group, oa_group_counts *out)
+{
+    const oa_tracker_capi *api = tracker_api();
+    return api == NULL ? -1 : api->group_counts(group, out);
+}
+
+static void counts_delta(const oa_group_counts *before, const oa_group_counts *after,
+                         uint64_t *delta)
+{
+    delta[0] = after->alloc_bytes - before->alloc_bytes;
+    delta[1] = after->alloc_count - before->alloc_count;
+    delta[2] = after->freed_bytes - before->freed_bytes;
+    delta[3] = after->freed_count - before->freed_count;
+}
+
+/* Run `stmt` between two reads of `group`'s counters, their difference going
+   to delta[0..3]; the enclosing function returns -1 when a read fails. */
+#define MEASURED(group, delta, stmt)                                          \
+    do {                                                                      \
+        oa_group_counts before_, after_;                                      \
+        if (read_counts((group), &before_) != 0)                              \
+            return -1;                                                        \
+        stmt;                                                                 \
+        if (read_counts((group), &after_) != 0)                               \
+            return -1;                                                        \
+        counts_delta(&before_, &after_, (delta));                             \
+    } while (0)
+
 /* h_alloc_many, measured in C: the change of `group`'s counters across the
    loop goes to delta[0..3] (alloc bytes, alloc count, freed bytes, freed
    count). No Python code runs in this thread between the two reads, so
@@ -179,17 +207,8 @@ static const oa_tracker_capi *tracker_api(void)
    tracker's C API or the group cannot be read. */
 int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64_t *delta)
 {
-    const oa_tracker_capi *api = tracker_api();
-    oa_group_counts before, after;
-    if (api == NULL || api->group_counts(group, &before) != 0)
-        return -1;
-    int failed = h_alloc_many(domain, size, n, NULL);
-    if (api->group_counts(group, &after) != 0)
-        return -1;
-    delta[0] = after.alloc_bytes - before.alloc_bytes;
-    delta[1] = after.alloc_count - before.alloc_count;
-    delta[2] = after.freed_bytes - before.freed_bytes;
-    delta[3] = after.freed_count - before.freed_count;
+    int failed = 0;
+    MEASURED(group, delta, failed = h_alloc_many(domain, size, n, NULL));
     return failed;
 }
 
@@ -200,25 +219,19 @@ int h_alloc_many_measured(int domain, size_t size, int n, uint64_t group, uint64
 
 /* n blocks of `size` bytes allocated through alloc_domain, then freed
    through free_domain (0 and 5: RAW without and with the GIL; 3 and 4:
-   native), measured
-   in C like h_alloc_many_measured. -1 when n is out of range or the
-   tracker's C API or the group cannot be read. */
+   native), measured in C like h_alloc_many_measured. -1 when n is out of
+   range or the tracker's C API or the group cannot be read. */
 int h_cross_measured(int alloc_domain, int free_domain, size_t size, int n, uint64_t group,
                      uint64_t *delta)
 {
     uintptr_t ptrs[H_CROSS_MAX] = {0};
-    const oa_tracker_capi *api = tracker_api();
-    oa_group_counts before, after;
-    if (n < 0 || n > H_CROSS_MAX || api == NULL || api->group_counts(group, &before) != 0)
+    int failed = 0;
+    if (n < 0 || n > H_CROSS_MAX)
         return -1;
-    int failed = h_alloc_many(alloc_domain, size, n, ptrs);
-    h_free_many(free_domain, ptrs, n);
-    if (api->group_counts(group, &after) != 0)
-        return -1;
-    delta[0] = after.alloc_bytes - before.alloc_bytes;
-    delta[1] = after.alloc_count - before.alloc_count;
-    delta[2] = after.freed_bytes - before.freed_bytes;
-    delta[3] = after.freed_count - before.freed_count;
+    MEASURED(group, delta, {
+        failed = h_alloc_many(alloc_domain, size, n, ptrs);
+        h_free_many(free_domain, ptrs, n);
+    });
     return failed;
 }
 
@@ -269,34 +282,6 @@ int h_native_free(int fn, uintptr_t p, size_t alignment, size_t size)
     }
     return -1;
 }
-
-static int read_counts(uint64_t group, oa_group_counts *out)
-{
-    const oa_tracker_capi *api = tracker_api();
-    return api == NULL ? -1 : api->group_counts(group, out);
-}
-
-static void counts_delta(const oa_group_counts *before, const oa_group_counts *after,
-                         uint64_t *delta)
-{
-    delta[0] = after->alloc_bytes - before->alloc_bytes;
-    delta[1] = after->alloc_count - before->alloc_count;
-    delta[2] = after->freed_bytes - before->freed_bytes;
-    delta[3] = after->freed_count - before->freed_count;
-}
-
-/* Run `stmt` between two reads of `group`'s counters, their difference going
-   to delta[0..3]; the enclosing function returns -1 when a read fails. */
-#define MEASURED(group, delta, stmt)                                          \
-    do {                                                                      \
-        oa_group_counts before_, after_;                                      \
-        if (read_counts((group), &before_) != 0)                              \
-            return -1;                                                        \
-        stmt;                                                                 \
-        if (read_counts((group), &after_) != 0)                               \
-            return -1;                                                        \
-        counts_delta(&before_, &after_, (delta));                             \
-    } while (0)
 
 /* h_native_call measured in C like h_alloc_many_measured; the block goes
    to *out. */

@@ -111,9 +111,10 @@ def helper(tmp_path_factory: pytest.TempPathFactory) -> Helper:
 
 
 @contextmanager
-def installed(mode: str) -> Iterator[str]:
-    """The tracker installed in `mode` for the block, uninstalled after it."""
-    otel_alloc.install(mode)
+def installed(mode: str, native: bool = False) -> Iterator[str]:
+    """The tracker installed in `mode` (native memory too when `native`) for
+    the block, uninstalled after it."""
+    otel_alloc.install(mode, native=native)
     try:
         yield mode
     finally:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import otel_alloc
-from tests.unit.conftest import RAW, Helper
+from tests.unit.conftest import RAW, Helper, installed
 
 # The helper's domains without and with the GIL: plain malloc/free, and
 # PyMem_RawMalloc/PyMem_RawFree.
@@ -35,11 +35,14 @@ def _helper_domain(domain: str, with_gil: bool) -> int:
 
 @pytest.fixture(params=["counts", "live"])
 def native_mode(request: pytest.FixtureRequest) -> Iterator[str]:
-    otel_alloc.install(request.param, native=True)
-    try:
-        yield request.param
-    finally:
-        otel_alloc.uninstall()
+    with installed(request.param, native=True) as mode:
+        yield mode
+
+
+@pytest.fixture
+def native_live() -> Iterator[None]:
+    with installed("live", native=True):
+        yield
 
 
 @pytest.mark.parametrize("domain", list(DOMAINS))
@@ -80,22 +83,18 @@ def _reading_cost(domain: str) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("domain", list(DOMAINS))
 @pytest.mark.parametrize(("alloc_gil", "free_gil"), CROSSINGS, ids=CROSSING_IDS)
-def test_the_domain_sums_both_sets(helper: Helper, domain: str, alloc_gil: bool,
-                                   free_gil: bool) -> None:
-    otel_alloc.install("live", native=True)
-    try:
-        size, n = 5000, 300
-        ptrs = helper.ffi.new("uintptr_t[]", n)
-        _figures(domain)
-        reading = _reading_cost(domain)
-        before = _figures(domain)
-        helper.module.lib.h_alloc_many(_helper_domain(domain, alloc_gil), size, n, ptrs)
-        held = _figures(domain)
-        helper.free_many(_helper_domain(domain, free_gil), ptrs, n)
-        after = _figures(domain)
-        process_native = otel_alloc.process_stats().native_bytes
-    finally:
-        otel_alloc.uninstall()
+def test_the_domain_sums_both_sets(helper: Helper, native_live: None, domain: str,
+                                   alloc_gil: bool, free_gil: bool) -> None:
+    size, n = 5000, 300
+    ptrs = helper.ffi.new("uintptr_t[]", n)
+    _figures(domain)
+    reading = _reading_cost(domain)
+    before = _figures(domain)
+    helper.module.lib.h_alloc_many(_helper_domain(domain, alloc_gil), size, n, ptrs)
+    held = _figures(domain)
+    helper.free_many(_helper_domain(domain, free_gil), ptrs, n)
+    after = _figures(domain)
+    process_native = otel_alloc.process_stats().native_bytes
     native = size * n if domain == "native" else 0
     # alloc bytes and count, freed bytes and count, live bytes and count,
     # native bytes
@@ -107,23 +106,19 @@ def test_the_domain_sums_both_sets(helper: Helper, domain: str, alloc_gil: bool,
         assert 0 <= process_native - after[6] < 4096
 
 
-def test_the_peak_sees_blocks_of_every_set(helper: Helper) -> None:
+def test_the_peak_sees_blocks_of_every_set(helper: Helper, native_live: None) -> None:
     """A group's peak is the most it held, whichever set its blocks are in."""
-    otel_alloc.install("live", native=True)
-    try:
-        size, n = 100_000, 20
-        ptrs = [helper.ffi.new("uintptr_t[]", n) for _ in range(4)]
-        held = [NATIVE_GIL, NATIVE, RAW_GIL, RAW]
-        with otel_alloc.Group() as group:
-            for domain, blocks in zip(held, ptrs, strict=True):
-                helper.module.lib.h_alloc_many(domain, size, n, blocks)
-            # Each freed under the other kind of thread.
-            for domain, blocks in zip([NATIVE, NATIVE_GIL, RAW, RAW_GIL], ptrs, strict=True):
-                helper.free_many(domain, blocks, n)
-            stats = group.stats()
-        group.release()
-    finally:
-        otel_alloc.uninstall()
+    size, n = 100_000, 20
+    ptrs = [helper.ffi.new("uintptr_t[]", n) for _ in range(4)]
+    held = [NATIVE_GIL, NATIVE, RAW_GIL, RAW]
+    with otel_alloc.Group() as group:
+        for domain, blocks in zip(held, ptrs, strict=True):
+            helper.module.lib.h_alloc_many(domain, size, n, blocks)
+        # Each freed under the other kind of thread.
+        for domain, blocks in zip([NATIVE, NATIVE_GIL, RAW, RAW_GIL], ptrs, strict=True):
+            helper.free_many(domain, blocks, n)
+        stats = group.stats()
+    group.release()
     assert stats is not None
     # The blocks, and what cffi allocated for the calls (a few hundred bytes).
     assert 2 * size * n <= stats.native_bytes < 2 * size * n + 4096
@@ -140,10 +135,10 @@ def _wait_for(condition: Callable[[], bool]) -> None:
 
 
 @pytest.mark.parametrize("domain", list(DOMAINS))
-def test_threads_of_both_kinds_hammering_one_group(helper: Helper, domain: str) -> None:
+def test_threads_of_both_kinds_hammering_one_group(helper: Helper, native_live: None,
+                                                   domain: str) -> None:
     """Half the threads allocate under the GIL and free without it, half the
     other way round: no update is lost from either set."""
-    otel_alloc.install("live", native=True)
     threads_n, per_thread, size, rounds = 8, 1000, 256, 4
     without, with_gil = DOMAINS[domain]
     domains = [(with_gil, without) if i % 2 else (without, with_gil)
@@ -194,7 +189,6 @@ def test_threads_of_both_kinds_hammering_one_group(helper: Helper, domain: str) 
         group.release()
     finally:
         leave.append(True)
-        otel_alloc.uninstall()
     total = threads_n * rounds * per_thread
     assert not errors and group_before is not None and group_after is not None
     native = total * size if domain == "native" else 0

@@ -19,7 +19,7 @@ import pytest
 
 import otel_alloc
 from otel_alloc import tracker
-from tests.unit.conftest import RAW, Helper
+from tests.unit.conftest import RAW, Helper, installed
 
 NATIVE, NATIVE_GIL = 3, 4  # the helper's plain malloc/free, without and with the GIL
 
@@ -38,20 +38,14 @@ FAMILY = [
 
 @pytest.fixture(params=["counts", "live", "estimate"])
 def native_any(request: pytest.FixtureRequest) -> Iterator[str]:
-    otel_alloc.install(request.param, native=True)
-    try:
-        yield request.param
-    finally:
-        otel_alloc.uninstall()
+    with installed(request.param, native=True) as mode:
+        yield mode
 
 
 @pytest.fixture
 def native_live() -> Iterator[None]:
-    otel_alloc.install("live", native=True)
-    try:
+    with installed("live", native=True):
         yield
-    finally:
-        otel_alloc.uninstall()
 
 
 def _call(helper: Helper, fn: int, a: int, b: int, gid: int) -> tuple[tuple[int, ...], int]:
