@@ -134,6 +134,11 @@ def number(name: str, value: float | None, env: str, default: float,
     return parsed
 
 
+# The words a boolean setting takes (any case).
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
 def flag(name: str, value: bool | None, env: str, default: bool) -> bool:
     """Resolve a boolean setting (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
     if value is not None:
@@ -144,8 +149,8 @@ def flag(name: str, value: bool | None, env: str, default: bool) -> bool:
     if raw is None:
         return default
     lowered = raw.lower()
-    if lowered in ("true", "1", "yes", "on"):
+    if lowered in TRUE_WORDS:
         return True
-    if lowered in ("false", "0", "no", "off"):
+    if lowered in FALSE_WORDS:
         return False
     raise ConfigError(env, raw, "one of 'true', 'false', '1', '0', 'yes', 'no', 'on', 'off'")

@@ -86,10 +86,10 @@ class SpanPath:
         failed: Callable[[str, BaseException | None], None],
         wake: Callable[[], None],
         live_end: Callable[[Any, Any, int, Any], None],
-        with_figures: Callable[[Any, Any, bool], Any],
+        with_figures: Callable[[Any, Any, int, int], Any],
         note_thread: Callable[[], None] | None,
         keep_from: int = ...,
-        attributes: bool = ...,
+        attributes: int = ...,
     ) -> None: ...
     shutdown: bool
     overflow_open: int

@@ -98,10 +98,10 @@ class AllocationSpanProcessor(SpanProcessor):
             (``stale_span_seconds``, ``max_span_names``, ``span_threshold_bytes``,
             ``leak_grace_seconds``, ``leak_min_bytes``, ``max_retained_spans``,
             ``span_summary_events``, ``span_attributes`` (off: no ``alloc.*``
-            span attributes), ``metrics``, ``events``, ``sample_bytes``: mean
-            bytes between sampled allocation sites, 0 for none;
-            ``span_size_sample_rate``: the fraction of spans whose bytes go
-            into the ``python.alloc.span.size`` histogram, 1 for all).
+            span attributes; or those named: ``["alloc.bytes", "live_bytes"]``),
+            ``metrics``, ``events``, ``sample_bytes``: mean bytes between sampled
+            allocation sites, 0 for none; ``span_size_sample_rate``: the fraction
+            of spans whose bytes go into ``python.alloc.span.size``, 1 for all).
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class AllocationSpanProcessor(SpanProcessor):
         **settings: object,
     ) -> None:
         check_keywords(settings)
-        self.settings = Settings.resolve(**settings)  # type: ignore[arg-type]
+        self.settings = Settings.resolve(tracker_mode=mode, **settings)  # type: ignore[arg-type]
         if self.settings.sample_bytes > 0:
             # Checked before anything starts (the watch thread, the tracker).
             sampling.resolve(self.settings.sample_bytes)
@@ -175,7 +175,7 @@ class AllocationSpanProcessor(SpanProcessor):
             failed=self._failed, wake=self._watch.wake, live_end=self._live_end,
             with_figures=with_figures,
             note_thread=self._collector.note_thread if self._collector is not None else None,
-            keep_from=keep_from, attributes=self.settings.span_attributes)
+            keep_from=keep_from, attributes=self.settings.attribute_mask)
         self.on_start = self._path.on_start  # type: ignore[method-assign]
         self.on_end = self._path.on_end  # type: ignore[method-assign]
         self._on_ending = self._path.on_ending  # type: ignore[method-assign]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from otel_alloc import tracker
 from otel_alloc import validation as config
+from otel_alloc.otel.span_records import ATTRIBUTE_MODES, attribute_mask
 from otel_alloc.tracker.errors import ModeConflictError
 
 MIB = 1024 * 1024
+
+# span_attributes: True, every alloc.* attribute the mode has; False, none;
+# or exactly the attributes named.
+AttributeChoice: TypeAlias = bool | frozenset[str]
+ATTRIBUTES_ENV = "OTEL_ALLOC_SPAN_ATTRIBUTES"
 
 
 @dataclass(frozen=True)
@@ -28,11 +35,16 @@ class Settings:
     leak_min_bytes: int
     max_retained_spans: int
     span_summary_events: bool
-    span_attributes: bool
+    span_attributes: AttributeChoice
     metrics: bool
     events: bool
     sample_bytes: int
     span_size_sample_rate: float
+
+    @property
+    def attribute_mask(self) -> int:
+        """The ``alloc.*`` attributes ``span_attributes`` chose, as the span path's mask."""
+        return attribute_mask(self.span_attributes)
 
     @classmethod
     def resolve(
@@ -45,14 +57,20 @@ class Settings:
         leak_min_bytes: int | str | None = None,
         max_retained_spans: int | None = None,
         span_summary_events: bool | None = None,
-        span_attributes: bool | None = None,
+        span_attributes: bool | str | Iterable[str] | None = None,
         metrics: bool | None = None,
         events: bool | None = None,
         sample_bytes: int | str | None = None,
         span_size_sample_rate: float | None = None,
+        tracker_mode: str | None = None,
     ) -> Settings:
-        """Resolve every setting from its argument or environment variable."""
-        return cls(
+        """Resolve every setting from its argument or environment variable.
+
+        ``tracker_mode`` is the processor's ``mode`` argument: the attributes
+        ``span_attributes`` names are checked against the mode the tracker
+        is installed in, else the one it will be installed in.
+        """
+        settings = cls(
             stale_span_seconds=config.number(
                 "stale_span_seconds", stale_span_seconds, "OTEL_ALLOC_STALE_SPAN_SECONDS", 600.0),
             max_span_names=config.integer(
@@ -69,8 +87,7 @@ class Settings:
                 1024, 0, 1_000_000),
             span_summary_events=config.flag(
                 "span_summary_events", span_summary_events, "OTEL_ALLOC_SPAN_EVENTS", False),
-            span_attributes=config.flag(
-                "span_attributes", span_attributes, "OTEL_ALLOC_SPAN_ATTRIBUTES", True),
+            span_attributes=attribute_choice(span_attributes),
             metrics=config.flag("metrics", metrics, "OTEL_ALLOC_METRICS", True),
             events=config.flag("events", events, "OTEL_ALLOC_EVENTS", True),
             sample_bytes=config.sample_bytes(
@@ -79,6 +96,68 @@ class Settings:
                 "span_size_sample_rate", span_size_sample_rate,
                 "OTEL_ALLOC_SPAN_SIZE_SAMPLE_RATE", 1.0, 0.0, 1.0),
         )
+        mode = tracker.installed_mode() or tracker.resolve_mode(tracker_mode)
+        check_attribute_modes(settings.span_attributes, mode,
+                              "span_attributes" if span_attributes is not None else ATTRIBUTES_ENV)
+        return settings
+
+
+def attribute_choice(value: bool | str | Iterable[str] | None) -> AttributeChoice:
+    """Resolve ``span_attributes``: a flag, or the ``alloc.*`` attributes to set.
+
+    The argument (else ``OTEL_ALLOC_SPAN_ATTRIBUTES``, else True) is a bool,
+    a word a flag takes (``true``, ``off``, ...), or attribute names given as
+    an iterable or one comma-separated string, each with or without its
+    ``alloc.`` prefix: ``"alloc.bytes,live_bytes"``.
+
+    Raises:
+        ConfigError: A name is no ``alloc.*`` span attribute, or none is given.
+
+    """
+    setting, raw = (("span_attributes", value) if value is not None
+                    else (ATTRIBUTES_ENV, config.env_value(ATTRIBUTES_ENV)))
+    if raw is None:
+        return True
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in config.TRUE_WORDS or word in config.FALSE_WORDS:
+            return word in config.TRUE_WORDS
+        items: Sequence[object] = raw.split(",")
+    elif isinstance(raw, Iterable):
+        items = list(raw)
+    else:
+        items = [raw]
+    accepted = ("True, False, or alloc.* span attribute names (a list or one comma-separated "
+                "string) of " + ", ".join(ATTRIBUTE_MODES))
+    chosen = set()
+    for item in items:
+        name = item.strip() if isinstance(item, str) else item
+        if isinstance(name, str) and not name.startswith("alloc."):
+            name = "alloc." + name
+        if name not in ATTRIBUTE_MODES:
+            raise config.ConfigError(setting, item, accepted)
+        chosen.add(name)
+    if not chosen:
+        raise config.ConfigError(setting, raw, accepted)
+    return frozenset(chosen)
+
+
+def check_attribute_modes(choice: AttributeChoice, mode: str, setting: str) -> None:
+    """Refuse a chosen ``alloc.*`` attribute that tracker mode ``mode`` never sets.
+
+    Raises:
+        ConfigError: ``choice`` names an attribute of another mode
+            (``alloc.live_bytes`` in counts mode, say).
+
+    """
+    if isinstance(choice, bool):
+        return
+    for name in sorted(choice):
+        if mode not in ATTRIBUTE_MODES[name]:
+            settable = ", ".join(n for n, modes in ATTRIBUTE_MODES.items() if mode in modes)
+            raise config.ConfigError(setting, name, f"in {mode} mode one of {settable}")
 
 
 # The processor's own arguments besides the Settings fields.

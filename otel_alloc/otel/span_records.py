@@ -16,6 +16,30 @@ ATTR_PEAK_BYTES = "alloc.peak_bytes"
 ATTR_NATIVE_BYTES = "alloc.native_bytes"
 ATTR_LIVE_BYTES_ESTIMATE = "alloc.live_bytes_estimate"
 
+# Each attribute, in the order of the C span path's keys (its bit in the mask
+# SpanPath takes), with the tracker modes that set it. alloc.native_bytes
+# also needs native mode on.
+ATTRIBUTE_MODES = {
+    ATTR_BYTES: ("counts", "live", "estimate"),
+    ATTR_COUNT: ("counts", "live", "estimate"),
+    ATTR_INCLUSIVE_BYTES: ("counts", "live", "estimate"),
+    ATTR_LIVE_BYTES: ("live",),
+    ATTR_PEAK_BYTES: ("live",),
+    ATTR_NATIVE_BYTES: ("counts", "live", "estimate"),
+    ATTR_LIVE_BYTES_ESTIMATE: ("estimate",),
+}
+
+
+def attribute_mask(choice: bool | frozenset[str]) -> int:
+    """The mask of ``alloc.*`` attributes SpanPath writes for a ``span_attributes`` choice.
+
+    Bit i stands for the i-th of :data:`ATTRIBUTE_MODES`. True: all of them
+    (each where its mode has it); False: none; else those named.
+    """
+    if isinstance(choice, bool):
+        return (1 << len(ATTRIBUTE_MODES)) - 1 if choice else 0
+    return sum(1 << i for i, name in enumerate(ATTRIBUTE_MODES) if name in choice)
+
 # How the tracker's mode keeps live bytes (the C span path's ``live``): not at
 # all (counts), exactly (live), or as an estimate from a sample (estimate).
 LIVE_NONE, LIVE_EXACT, LIVE_ESTIMATE = 0, 1, 2
@@ -111,10 +135,12 @@ def to_record(raw: RawRecord, live: int) -> SpanAllocation:
     return make_record(*raw, live)
 
 
-def with_figures(span: ReadableSpan, figures: Figures, live: int) -> ReadableSpan:
+def with_figures(span: ReadableSpan, figures: Figures, live: int,
+                 mask: int = (1 << len(ATTRIBUTE_MODES)) - 1) -> ReadableSpan:
     """A copy of the ended span with its ``alloc.*`` attributes added.
 
-    ``live`` is a ``LIVE_*`` kind. For spans that ``_on_ending`` did not
+    ``live`` is a ``LIVE_*`` kind, ``mask`` the attributes wanted
+    (:func:`attribute_mask`). For spans that ``_on_ending`` did not
     reach (an SDK before 1.40): the span's own attribute mapping may already
     sit in another processor's export queue, where an exporter iterates it
     without a lock, so it is never changed; the wrapped processor gets this
@@ -128,7 +154,8 @@ def with_figures(span: ReadableSpan, figures: Figures, live: int) -> ReadableSpa
         extra[ATTR_NATIVE_BYTES] = figures[7]
     if live == LIVE_ESTIMATE:
         extra[ATTR_LIVE_BYTES_ESTIMATE] = figures[3]
-    return with_attributes(span, extra)
+    wanted = {name for i, name in enumerate(ATTRIBUTE_MODES) if mask >> i & 1}
+    return with_attributes(span, {k: v for k, v in extra.items() if k in wanted})
 
 
 def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:

@@ -472,3 +472,29 @@ def test_estimate_mode_on_the_wire(receiver: OTLPReceiver) -> None:
     assert leak_attrs["span.name"] == "keeps" and "alloc.live_blocks" not in leak_attrs
     assert leak_attrs["alloc.live_bytes_estimate"] >= 1 << 20
     assert "estimated" in record.log_record.body.string_value
+
+
+def test_chosen_span_attributes_on_the_wire(receiver: OTLPReceiver) -> None:
+    """``span_attributes`` naming two: the decoded span carries exactly those,
+    while the metrics and the summary event still carry every figure."""
+    pipe = Pipeline(receiver, mode="live", span_attributes="alloc.bytes,live_bytes",
+                    span_summary_events=True)
+    kept: list[bytearray] = []
+    try:
+        with pipe.tracer.start_as_current_span("chosen"):
+            kept.append(bytearray(300_000))
+        pipe.flush()
+        (span,) = receiver.wait_for(lambda: receiver.spans(), timeout=20)
+        summary = receiver.wait_for(lambda: [
+            attributes(r.log_record.attributes) for r in receiver.log_records()
+            if r.log_record.event_name == "alloc.span_summary"], timeout=20)
+        allocated = receiver.wait_for(lambda: latest_by(
+            receiver.metrics(), "python.alloc.allocated").get("chosen"), timeout=20)
+    finally:
+        pipe.shutdown()
+        otel_alloc.uninstall()
+    attrs = attributes(span.span.attributes)
+    assert {k for k in attrs if k.startswith("alloc.")} == {"alloc.bytes", "alloc.live_bytes"}
+    assert 300_000 <= attrs["alloc.live_bytes"] <= attrs["alloc.bytes"] < 300_000 + SLACK
+    assert set(summary[0]) >= ALLOC_KEYS
+    assert value(allocated) == attrs["alloc.bytes"]

@@ -126,7 +126,7 @@ static int lock_busy(PyObject *lock)
 }
 #endif
 
-int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
+int write_span_attributes(PyObject *span, const oa_span_figures *f, int live, int mask,
                           unsigned long long *dropped)
 {
     int written = -1, take = 1;
@@ -162,20 +162,21 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
             goto done;
         }
     }
-    int64_t values[7] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
+    int64_t values[OA_ATTR_KEYS] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
                          (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
                          (int64_t)f->native_bytes, f->live_bytes};
     /* Which of them apply: live and peak exactly in live mode, the estimate
-       in estimate mode, native bytes in native mode. */
+       in estimate mode, native bytes in native mode; of those, the ones the
+       processor's span_attributes chose. */
     int exact = live == SP_LIVE_EXACT;
-    int wanted[7] = {1, 1, 1, exact, exact, f->native != 0, live == SP_LIVE_ESTIMATE};
+    int applies[OA_ATTR_KEYS] = {1, 1, 1, exact, exact, f->native != 0, live == SP_LIVE_ESTIMATE};
     /* A leaf span's inclusive bytes are its bytes, and live mode's peak
        often equals them too: one int object serves every equal value. */
-    PyObject *made[7] = {NULL};
+    PyObject *made[OA_ATTR_KEYS] = {NULL};
     int lost = 0, exact_dict = PyDict_CheckExact(d);
     written = 0;
-    for (int i = 0; i < 7; i++) {
-        if (!wanted[i])
+    for (int i = 0; i < OA_ATTR_KEYS; i++) {
+        if (!applies[i] || !(mask >> i & 1))
             continue;
         PyObject *key = g_names.attr_keys[i];
         /* Below the limit any key fits; only at it does it matter whether
@@ -200,7 +201,7 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
         else
             written++;
     }
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < OA_ATTR_KEYS; i++)
         Py_XDECREF(made[i]);
     if (lost > 0) {
         /* The mapping's count of dropped attributes, which exporters send. */

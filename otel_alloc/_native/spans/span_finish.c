@@ -175,7 +175,8 @@ PyObject *sp_on_ending(SpanPath *self, PyObject *span)
         if (r < 0)
             sp_failed(self, "_on_ending");
         else if (r == END_FIGURES && self->attributes &&
-                 write_span_attributes(span, &f, self->live, &self->attributes_dropped) < 0)
+                 write_span_attributes(span, &f, self->live, self->attributes,
+                                       &self->attributes_dropped) < 0)
             self->attributes_unwritable++;
     }
     if (self->next_on_ending != NULL) {
@@ -198,10 +199,12 @@ PyObject *sp_on_end(SpanPath *self, PyObject *span)
         } else if (r == END_FIGURES && self->attributes && self->next_on_end != NULL) {
             PyObject *figures = figures_tuple(&f, 0);
             PyObject *live = PyLong_FromLong(self->live);
-            if (figures != NULL && live != NULL) {
-                PyObject *args[3] = {span, figures, live};
-                out = PyObject_Vectorcall(self->with_figures, args, 3, NULL);
+            PyObject *mask = PyLong_FromLong(self->attributes);
+            if (figures != NULL && live != NULL && mask != NULL) {
+                PyObject *args[4] = {span, figures, live, mask};
+                out = PyObject_Vectorcall(self->with_figures, args, 4, NULL);
             }
+            Py_XDECREF(mask);
             Py_XDECREF(live);
             Py_XDECREF(figures);
             if (out == NULL)

@@ -186,8 +186,8 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         *overflowed, *failed_cb, *wake, *live_end, *with_figures, *note_thread;
     int live;
     long long keep_from = -1;
-    int attributes = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|Lp:SpanPath", kwlist,
+    int attributes = OA_ATTR_ALL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!OOOiOOOOOO|Li:SpanPath", kwlist,
                                      &SpanIndexType, &groups, &PyDict_Type, &holders,
                                      &SpanIndexType, &open, &SpanIndexType, &by_gid,
                                      &SpanRecordsType, &records, &next_start, &next_ending,
@@ -208,6 +208,11 @@ static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (live < SP_LIVE_NONE || live > SP_LIVE_ESTIMATE) {
         PyErr_Format(PyExc_ValueError, "live must be 0, 1 or 2, not %d", live);
+        return NULL;
+    }
+    if (attributes < 0 || attributes > OA_ATTR_ALL) {
+        PyErr_Format(PyExc_ValueError, "attributes must be a mask from 0 to %d, not %d",
+                     OA_ATTR_ALL, attributes);
         return NULL;
     }
     SpanPath *self = (SpanPath *)type->tp_alloc(type, 0);

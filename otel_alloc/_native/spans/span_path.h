@@ -26,10 +26,10 @@ typedef struct {
     PyObject *failed;      /* (where: str, error: BaseException) -> None */
     PyObject *wake;        /* () -> None: large-allocation events are waiting */
     PyObject *live_end;    /* (span, span_context, gid, figures) -> None: a kept group */
-    PyObject *with_figures; /* (span, figures, live) -> a copy of span with attributes */
+    PyObject *with_figures; /* (span, figures, live, mask) -> a copy of span with attributes */
     PyObject *note_thread; /* () -> None, or NULL */
     int live; /* how live bytes are kept: an SP_LIVE_* kind (spans.h) */
-    int attributes; /* 1: ended spans get their alloc.* attributes; 0: they are left alone */
+    int attributes; /* the alloc.* attributes ended spans get (bit i: attr_keys[i]); 0: none */
     long long keep_from; /* keep a group still holding this many live bytes (live mode); -1: never */
     int shutdown;
     long long overflow_open;

@@ -40,6 +40,11 @@ extern OA_HIDDEN PyTypeObject SpanRecordsType;
 /* The span fields the span path reads (span_field()). */
 enum { SF_CONTEXT, SF_NAME, SF_PARENT, SF_START_TIME, SF_END_TIME, SF_COUNT };
 
+/* The alloc.* span attributes (attr_keys below, in the order of
+   span_records.ATTRIBUTE_MODES), and the mask that chooses all of them. */
+#define OA_ATTR_KEYS 7
+#define OA_ATTR_ALL ((1 << OA_ATTR_KEYS) - 1)
+
 typedef struct {
     PyObject *span_id, *trace_id;
     PyObject *field[SF_COUNT];   /* context, name, parent, start_time, end_time */
@@ -48,8 +53,8 @@ typedef struct {
     PyObject *lock, *maxlen, *dropped, *acquire, *release, *locked; /* BoundedAttributes' */
     PyObject *parent_context_kwnames; /* ("parent_context",) */
     PyObject *missing; /* a sentinel no dict of the span path holds */
-    PyObject *attr_keys[7]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes, .peak_bytes,
-                               .native_bytes, .live_bytes_estimate */
+    PyObject *attr_keys[OA_ATTR_KEYS]; /* alloc.bytes, .count, .inclusive_bytes, .live_bytes,
+                                          .peak_bytes, .native_bytes, .live_bytes_estimate */
 } sc_names;
 
 extern OA_HIDDEN sc_names g_names;
@@ -79,11 +84,12 @@ enum { SP_LIVE_NONE = 0, SP_LIVE_EXACT = 1, SP_LIVE_ESTIMATE = 2 };
    under their lock, within their limit: past it an alloc.* attribute is
    dropped and counted (in the mapping's `dropped` and *dropped), never one
    of the app's evicted. `live` (an SP_LIVE_* kind) says whether the live
-   and peak attributes or the live estimate are written. How many were
+   and peak attributes or the live estimate apply; of those that apply,
+   `mask` (bit i: attr_keys[i]) says which are written. How many were
    added, or -1 (error cleared) when the span's attributes are not a
    BoundedAttributes. */
 OA_HIDDEN int write_span_attributes(PyObject *span, const oa_span_figures *f, int live,
-                                    unsigned long long *dropped);
+                                    int mask, unsigned long long *dropped);
 /* Queue an ended span's record and remember it as recently ended (span_records.c). */
 OA_HIDDEN void records_add(PyObject *records, uint64_t gid, const oa_span_figures *f,
                            PyObject *name, PyObject *trace_id, PyObject *span_id,
