@@ -141,14 +141,14 @@ def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
     if (why := missing()) is not None:
         pytest.skip(why)
     proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), "--variants",
-                           "counts-noattr,native", "--small", "1", "--large", "2"],
+                           "counts-noattr,live-few,native", "--small", "1", "--large", "2"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     # Two requests minus one: the other threads' share (export batches, the
     # metrics reader's ticks) can come out below zero, the serving thread's not.
     rows = re.findall(r"^  (\S+) +([\d,]+) +(-?[\d,]+) +([\d,]+)  (\d+\.\d{4})x$",
                       proc.stdout, re.M)
-    assert [r[0] for r in rows] == ["otel", "counts-noattr", "native"], proc.stdout
+    assert [r[0] for r in rows] == ["otel", "counts-noattr", "live-few", "native"], proc.stdout
     assert float(rows[0][4]) == 1.0
     # The serving thread's count against OpenTelemetry alone. Not the total:
     # in a window of one request, an export batch or a metrics tick that
