@@ -63,8 +63,14 @@ def build_app() -> Any:
     return app
 
 
-def telemetry(variant: str, otlp: str, app: Any) -> tuple[Any, Any, SpanCount]:
-    """Providers exporting to ``otlp``, the app instrumented; raises NotApplicable."""
+def telemetry(variant: str, otlp: str, app: Any, metric_interval_ms: int = 1000,
+              span_delay_ms: int = 5000) -> tuple[Any, Any, SpanCount]:
+    """Providers exporting to ``otlp``, the app instrumented; raises NotApplicable.
+
+    Metrics are exported every ``metric_interval_ms`` and at shutdown; spans
+    in batches of 512 (the SDK's default), and after ``span_delay_ms``
+    whatever is queued.
+    """
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -77,7 +83,7 @@ def telemetry(variant: str, otlp: str, app: Any) -> tuple[Any, Any, SpanCount]:
     resource = Resource.create({"service.name": "otel-alloc-bench"})
     reader = PeriodicExportingMetricReader(
         OTLPMetricExporter(endpoint=f"{otlp}/v1/metrics", timeout=5),
-        export_interval_millis=1000)
+        export_interval_millis=metric_interval_ms)
     meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
     tracer_provider = TracerProvider(resource=resource)
     count = SpanCount()
@@ -91,7 +97,8 @@ def telemetry(variant: str, otlp: str, app: Any) -> tuple[Any, Any, SpanCount]:
             span_size_sample_rate=1.0, **kw), native))
         check_native(native)
     tracer_provider.add_span_processor(BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", timeout=5)))
+        OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", timeout=5),
+        schedule_delay_millis=span_delay_ms))
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider,
                                        meter_provider=meter_provider)
     return tracer_provider, meter_provider, count

@@ -49,6 +49,7 @@ VARIANTS = ("otel", "counts", "live", "native", "estimate", "counts-noattr", "li
 SPAN_ATTRIBUTES = {"noattr": "false", "few": "alloc.bytes,alloc.live_bytes"}
 FEW_IN_COUNTS = "alloc.bytes"
 WARM_UP = 50
+NO_TIMER_MS = 3_600_000
 SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
          "scheme": "http", "path": "/orders/4711", "raw_path": b"/orders/4711",
          "query_string": b"limit=20", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
@@ -62,8 +63,15 @@ def child(variant: str, requests: int) -> None:
 
     receiver = Receiver()
     app = service_app.build_app()
+    # No timer drives an export: metrics go at shutdown only, spans when 512
+    # are queued (as under load, where the queue fills before the SDK's 5 s
+    # delay) and at shutdown. An export a second is a cost by the second,
+    # and under valgrind, a few requests a second, the timers put hundreds
+    # of thousands of instructions on each request, a different number in
+    # each run, instead of a few thousand.
     tracer_provider, meter_provider, count = service_app.telemetry(
-        variant.split("-")[0], receiver.endpoint, app)
+        variant.split("-")[0], receiver.endpoint, app, metric_interval_ms=NO_TIMER_MS,
+        span_delay_ms=NO_TIMER_MS)
 
     async def one() -> None:
         sent: list[dict[str, object]] = []

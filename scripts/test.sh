@@ -190,6 +190,7 @@ for sdk in "${SDKS[@]}"; do
     ".venv-sdk-$version/bin/python" -m pytest -q -p no:cacheprovider \
         --basetemp="$lanes/tmp-sdk-$version" tests/unit/otel/test_processor.py \
         tests/unit/otel/test_setups.py tests/unit/otel/test_histogram_bulk.py \
+        tests/unit/otel/test_span_attribute_choice.py \
         || { echo "FAILED: opentelemetry-sdk $version" >&2; exit 1; }
 done
 
