@@ -136,7 +136,7 @@ def attribute_choice(value: bool | str | Iterable[str] | None) -> AttributeChoic
         name = item.strip() if isinstance(item, str) else item
         if isinstance(name, str) and not name.startswith("alloc."):
             name = "alloc." + name
-        if name not in ATTRIBUTE_MODES:
+        if not isinstance(name, str) or name not in ATTRIBUTE_MODES:
             raise config.ConfigError(setting, item, accepted)
         chosen.add(name)
     if not chosen:

@@ -74,6 +74,7 @@ def test_unset_means_every_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("given", "bad"), [
     ("alloc.bytes,alloc.bites", "alloc.bites"), (["bytes", 3], 3), (7, 7),
+    (["count", ["bytes"]], ["bytes"]),
     ("", ""), ([], []), ("bytes,", ""),
 ])
 def test_bad_choice_names_the_setting_and_the_value(
