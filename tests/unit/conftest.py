@@ -16,6 +16,9 @@ import otel_alloc
 from tests.native.build import build_helper
 
 RAW, MEM, OBJ = 0, 1, 2
+# The test helper's domains beyond CPython's (tests/native/helper.c): plain
+# malloc/free without and with the GIL held, and PyMem_RawMalloc/RawFree with it.
+NATIVE, NATIVE_GIL, RAW_GIL = 3, 4, 5
 DOMAINS = {"raw": RAW, "mem": MEM, "obj": OBJ}
 
 
@@ -119,6 +122,22 @@ def installed(mode: str, native: bool = False) -> Iterator[str]:
         yield mode
     finally:
         otel_alloc.uninstall()
+
+
+@pytest.fixture
+def uninstalled() -> Iterator[None]:
+    """No tracker installed when the test starts, and none left after it."""
+    otel_alloc.uninstall()
+    try:
+        yield
+    finally:
+        otel_alloc.uninstall()
+
+
+@pytest.fixture
+def native_live() -> Iterator[None]:
+    with installed("live", native=True):
+        yield
 
 
 @pytest.fixture

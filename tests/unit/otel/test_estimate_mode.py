@@ -49,13 +49,6 @@ def _leak_events(logs: Any) -> list[Any]:
             if d.log_record.event_name == "alloc.leak_suspected"]
 
 
-@pytest.fixture
-def uninstalled() -> Any:
-    otel_alloc.uninstall()
-    yield
-    otel_alloc.uninstall()
-
-
 def test_estimate_mode_reports_estimates_and_says_so(uninstalled: None, helper: Helper) -> None:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider([reader])

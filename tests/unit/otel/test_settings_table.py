@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,6 @@ def _rows() -> list[tuple[str | None, str]]:
 
 
 ROWS = _rows()
-
-
-@pytest.fixture
-def uninstalled() -> Iterator[None]:
-    otel_alloc.uninstall()
-    try:
-        yield
-    finally:
-        otel_alloc.uninstall()
 
 
 def _refused(**kwargs: object) -> otel_alloc.ConfigError:

@@ -18,11 +18,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import otel_alloc
-from tests.unit.conftest import RAW, Helper, installed
+from tests.unit.conftest import NATIVE, NATIVE_GIL, RAW, RAW_GIL, Helper, installed
 
-# The helper's domains without and with the GIL: plain malloc/free, and
-# PyMem_RawMalloc/PyMem_RawFree.
-NATIVE, NATIVE_GIL, RAW_GIL = 3, 4, 5
+# The helper's domains without and with the GIL.
 DOMAINS = {"native": (NATIVE, NATIVE_GIL), "raw": (RAW, RAW_GIL)}
 # (allocated with the GIL, freed with the GIL)
 CROSSINGS = [(True, False), (False, True), (True, True), (False, False)]
@@ -37,12 +35,6 @@ def _helper_domain(domain: str, with_gil: bool) -> int:
 def native_mode(request: pytest.FixtureRequest) -> Iterator[str]:
     with installed(request.param, native=True) as mode:
         yield mode
-
-
-@pytest.fixture
-def native_live() -> Iterator[None]:
-    with installed("live", native=True):
-        yield
 
 
 @pytest.mark.parametrize("domain", list(DOMAINS))

@@ -19,9 +19,7 @@ import pytest
 
 import otel_alloc
 from otel_alloc import tracker
-from tests.unit.conftest import RAW, Helper, installed
-
-NATIVE, NATIVE_GIL = 3, 4  # the helper's plain malloc/free, without and with the GIL
+from tests.unit.conftest import NATIVE, NATIVE_GIL, RAW, Helper, installed
 
 # The family as the helper numbers it: (name, a, b, bytes charged).
 FAMILY = [
@@ -40,12 +38,6 @@ FAMILY = [
 def native_any(request: pytest.FixtureRequest) -> Iterator[str]:
     with installed(request.param, native=True) as mode:
         yield mode
-
-
-@pytest.fixture
-def native_live() -> Iterator[None]:
-    with installed("live", native=True):
-        yield
 
 
 def _call(helper: Helper, fn: int, a: int, b: int, gid: int) -> tuple[tuple[int, ...], int]:
