@@ -28,6 +28,9 @@ ATTRIBUTE_MODES = {
     ATTR_NATIVE_BYTES: ("counts", "live", "estimate"),
     ATTR_LIVE_BYTES_ESTIMATE: ("estimate",),
 }
+# Each attribute's bit in that mask, and the mask of them all.
+ATTRIBUTE_BITS = {name: 1 << i for i, name in enumerate(ATTRIBUTE_MODES)}
+ALL_ATTRIBUTES = sum(ATTRIBUTE_BITS.values())
 
 
 def attribute_mask(choice: bool | frozenset[str]) -> int:
@@ -37,8 +40,8 @@ def attribute_mask(choice: bool | frozenset[str]) -> int:
     (each where its mode has it); False: none; else those named.
     """
     if isinstance(choice, bool):
-        return (1 << len(ATTRIBUTE_MODES)) - 1 if choice else 0
-    return sum(1 << i for i, name in enumerate(ATTRIBUTE_MODES) if name in choice)
+        return ALL_ATTRIBUTES if choice else 0
+    return sum(ATTRIBUTE_BITS[name] for name in choice)
 
 # How the tracker's mode keeps live bytes (the C span path's ``live``): not at
 # all (counts), exactly (live), or as an estimate from a sample (estimate).
@@ -136,7 +139,7 @@ def to_record(raw: RawRecord, live: int) -> SpanAllocation:
 
 
 def with_figures(span: ReadableSpan, figures: Figures, live: int,
-                 mask: int = (1 << len(ATTRIBUTE_MODES)) - 1) -> ReadableSpan:
+                 mask: int = ALL_ATTRIBUTES) -> ReadableSpan:
     """A copy of the ended span with its ``alloc.*`` attributes added.
 
     ``live`` is a ``LIVE_*`` kind, ``mask`` the attributes wanted
@@ -154,8 +157,7 @@ def with_figures(span: ReadableSpan, figures: Figures, live: int,
         extra[ATTR_NATIVE_BYTES] = figures[7]
     if live == LIVE_ESTIMATE:
         extra[ATTR_LIVE_BYTES_ESTIMATE] = figures[3]
-    wanted = {name for i, name in enumerate(ATTRIBUTE_MODES) if mask >> i & 1}
-    return with_attributes(span, {k: v for k, v in extra.items() if k in wanted})
+    return with_attributes(span, {k: v for k, v in extra.items() if mask & ATTRIBUTE_BITS[k]})
 
 
 def with_attributes(span: ReadableSpan, extra: dict[str, int]) -> ReadableSpan:

@@ -163,8 +163,8 @@ int write_span_attributes(PyObject *span, const oa_span_figures *f, int live, in
         }
     }
     int64_t values[OA_ATTR_KEYS] = {(int64_t)f->alloc_bytes, (int64_t)f->alloc_count,
-                         (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
-                         (int64_t)f->native_bytes, f->live_bytes};
+                                    (int64_t)f->inclusive_bytes, f->live_bytes, f->peak_bytes,
+                                    (int64_t)f->native_bytes, f->live_bytes};
     /* Which of them apply: live and peak exactly in live mode, the estimate
        in estimate mode, native bytes in native mode; of those, the ones the
        processor's span_attributes chose. */

@@ -10,8 +10,6 @@ copy older SDKs get, while metrics and events keep every figure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -27,19 +25,8 @@ from otel_alloc.otel.span_records import (
     attribute_mask,
     with_figures,
 )
-from tests.unit.conftest import OBJ, Helper, installed
+from tests.unit.conftest import NATIVE_GIL, OBJ, Helper, installed
 from tests.unit.otel.test_processor import SETUPS, Pipeline
-
-NATIVE_GIL = 4  # the test helper's malloc with the GIL held (tests/native/helper.c)
-
-
-@pytest.fixture
-def uninstalled() -> Iterator[None]:
-    otel_alloc.uninstall()
-    try:
-        yield
-    finally:
-        otel_alloc.uninstall()
 
 
 def _alloc_keys(span: ReadableSpan) -> set[str]:
@@ -67,7 +54,7 @@ def test_choice_is_parsed(monkeypatch: pytest.MonkeyPatch, given: object,
 def test_unset_means_every_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_ALLOC_SPAN_ATTRIBUTES", raising=False)
     assert attribute_choice(None) is True
-    assert attribute_mask(True) == (1 << len(ATTRIBUTE_MODES)) - 1
+    assert attribute_mask(True) == (1 << len(ATTRIBUTE_MODES)) - 1 == 0b1111111
     assert attribute_mask(False) == 0
     assert attribute_mask(frozenset({"alloc.bytes", "alloc.peak_bytes"})) == 0b10001
 
@@ -161,33 +148,32 @@ def test_exactly_the_chosen_attributes_are_exported(
             meters.shutdown()
 
 
-def test_native_bytes_alone_in_native_mode(helper: Helper) -> None:
-    with installed("live", native=True):
-        pipe = Pipeline("live", "simple", "wrap", span_attributes="native_bytes")
+def _one_span(helper: Helper, mode: str, native: bool, choice: object,
+              domain: int, size: int, n: int) -> ReadableSpan:
+    """The exported span of one "work" span making n allocations of size bytes."""
+    with installed(mode, native=native):
+        pipe = Pipeline(mode, "simple", "wrap", span_attributes=choice)
         try:
             with pipe.tracer.start_as_current_span("work"):
-                helper.alloc_many(NATIVE_GIL, 4096, 50)
+                helper.alloc_many(domain, size, n)
             pipe.provider.force_flush()
             (span,) = pipe.exporter.get_finished_spans()
-            assert _alloc_keys(span) == {"alloc.native_bytes"}
-            assert span.attributes is not None
-            assert span.attributes["alloc.native_bytes"] >= 50 * 4096
+            return span
         finally:
             pipe.provider.shutdown()
+
+
+def test_native_bytes_alone_in_native_mode(helper: Helper) -> None:
+    span = _one_span(helper, "live", True, "native_bytes", NATIVE_GIL, 4096, 50)
+    assert _alloc_keys(span) == {"alloc.native_bytes"}
+    assert span.attributes is not None
+    assert span.attributes["alloc.native_bytes"] >= 50 * 4096
 
 
 def test_native_bytes_chosen_without_native_mode_sets_nothing(helper: Helper) -> None:
     """Native memory may be turned on later (by another processor): not an error."""
-    with installed("counts"):
-        pipe = Pipeline("counts", "simple", "wrap", span_attributes=["bytes", "native_bytes"])
-        try:
-            with pipe.tracer.start_as_current_span("work"):
-                helper.alloc_many(OBJ, 100, 10)
-            pipe.provider.force_flush()
-            (span,) = pipe.exporter.get_finished_spans()
-            assert _alloc_keys(span) == {"alloc.bytes"}
-        finally:
-            pipe.provider.shutdown()
+    span = _one_span(helper, "counts", False, ["bytes", "native_bytes"], OBJ, 100, 10)
+    assert _alloc_keys(span) == {"alloc.bytes"}
 
 
 def test_copy_for_older_sdks_keeps_the_chosen_attributes() -> None:
