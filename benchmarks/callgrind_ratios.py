@@ -133,20 +133,40 @@ def instructions(variant: str, workload: str, ops: int) -> int:
         return int(found.group(1))
 
 
-def _totals(out: Path) -> tuple[int, int]:
-    """(main thread, all threads) instructions of a ``--separate-threads`` run."""
-    per_thread = []
+def thread_events(out: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """(main thread, all threads) event totals of a ``--separate-threads`` run.
+
+    Each is a dict from callgrind's event name (``Ir``; with
+    ``--cache-sim=yes`` also ``I1mr``, ``D1mr``, ``D1mw``, ``ILmr``, ``DLmr``,
+    ``DLmw``) to its total.
+    """
+    per_thread: dict[str, dict[str, int]] = {}
     for part in sorted(out.parent.glob(out.name + "-*")):
-        found = re.search(r"^(?:summary|totals): (\d+)", part.read_text(), re.MULTILINE)
-        if found is None:
-            raise RuntimeError(f"no instruction total in {part}")
-        per_thread.append((part.name, int(found.group(1))))
+        text = part.read_text()
+        names = re.search(r"^events: (.+)$", text, re.MULTILINE)
+        found = re.search(r"^(?:summary|totals): (.+)$", text, re.MULTILINE)
+        if names is None or found is None:
+            raise RuntimeError(f"no event totals in {part}")
+        values = [int(v) for v in found.group(1).split()]
+        events = names.group(1).split()
+        per_thread[part.name] = dict(zip(events, values + [0] * (len(events) - len(values)),
+                                         strict=True))
     if not per_thread:
         raise RuntimeError(f"no per-thread output next to {out}")
-    main = dict(per_thread).get(out.name + "-01")
+    main = per_thread.get(out.name + "-01")
     if main is None:
         raise RuntimeError(f"no main-thread output {out.name}-01")
-    return main, sum(n for _, n in per_thread)
+    every: dict[str, int] = {}
+    for events_of_thread in per_thread.values():
+        for name, value in events_of_thread.items():
+            every[name] = every.get(name, 0) + value
+    return main, every
+
+
+def _totals(out: Path) -> tuple[int, int]:
+    """(main thread, all threads) instructions of a ``--separate-threads`` run."""
+    main, every = thread_events(out)
+    return main["Ir"], every["Ir"]
 
 
 # The suite child runs its timed loop through operator.call (suite_child.py):

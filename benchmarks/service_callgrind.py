@@ -15,7 +15,13 @@ start-up, imports and the final flush cancel out. Usage::
     python benchmarks/service_callgrind.py
         [--variants otel,counts,live,native,estimate,counts-noattr,live-noattr,
                     counts-few,live-few]
-        [--small 100 --large 400]
+        [--small 100 --large 400] [--cache-sim]
+
+``--cache-sim`` runs callgrind with its cache model and prints, per request,
+the serving thread's first-level code and data misses and KCachegrind's
+cycle estimate (Ir + 10 per first-level miss + 100 per last-level miss):
+deterministic, like the instruction count, but charging the code and data
+the tracker pushes out of the caches, which the instruction count does not.
 
 ``native`` is live mode with ``native=True`` (the C extensions' mallocs
 tracked too). ``-noattr`` runs the variant with
@@ -41,7 +47,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the suite's modules, when imported from elsewhere
 
-from callgrind_ratios import _totals  # noqa: E402
+from callgrind_ratios import thread_events  # noqa: E402
 
 VARIANTS = ("otel", "counts", "live", "native", "estimate", "counts-noattr", "live-noattr",
             "counts-few", "live-few")
@@ -69,9 +75,17 @@ def child(variant: str, requests: int) -> None:
     # and under valgrind, a few requests a second, the timers put hundreds
     # of thousands of instructions on each request, a different number in
     # each run, instead of a few thousand.
+    # The allocation processor's watch tick likewise. Its work is mostly a
+    # cost a tick (the meters' calls per span name, the sample drain), which
+    # a service spreads over a hundred or more requests: under valgrind a
+    # tick came every one or two requests (about 600,000 instructions a tick
+    # on the watch thread in live mode), or almost never when valgrind's
+    # scheduler left the thread waiting (2 ticks in one 400-request live-mode
+    # run, 215 in the next with --fair-sched=yes). The spans' figures are
+    # published at shutdown.
     tracer_provider, meter_provider, count = service_app.telemetry(
         variant.split("-")[0], receiver.endpoint, app, metric_interval_ms=NO_TIMER_MS,
-        span_delay_ms=NO_TIMER_MS)
+        span_delay_ms=NO_TIMER_MS, watch_interval_s=NO_TIMER_MS / 1000)
 
     async def one() -> None:
         sent: list[dict[str, object]] = []
@@ -100,14 +114,20 @@ def child(variant: str, requests: int) -> None:
         raise RuntimeError(f"{count.ended} spans ended for {WARM_UP + requests} requests")
 
 
-def _thread_totals(out: Path) -> tuple[int, int]:
-    """(serving thread, all other threads) instructions of a separate-threads run."""
-    main, every = _totals(out)
-    return main, every - main
+# Events of a --cache-sim run: instructions, first-level misses (code, data
+# read, data write) and last-level misses (the same three).
+CACHE_EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 
 
-def instructions(variant: str, requests: int) -> tuple[int, int]:
-    """(serving thread, other threads) instructions of one child run."""
+def cycle_estimate(events: dict[str, int]) -> int:
+    """KCachegrind's cycle estimate: Ir + 10 per first-level miss + 100 per last-level one."""
+    return (events["Ir"] + 10 * (events["I1mr"] + events["D1mr"] + events["D1mw"])
+            + 100 * (events["ILmr"] + events["DLmr"] + events["DLmw"]))
+
+
+def measure(variant: str, requests: int, cache_sim: bool = False) -> tuple[dict[str, int],
+                                                                            dict[str, int]]:
+    """(serving thread, other threads) event totals of one child run."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     mode, _, suffix = variant.partition("-")
     if suffix:
@@ -117,13 +137,45 @@ def instructions(variant: str, requests: int) -> tuple[int, int]:
         out = Path(tmp) / "callgrind.out"
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--cache-sim={'yes' if cache_sim else 'no'}",
              f"--callgrind-out-file={out}", sys.executable, __file__, "--child", variant,
              "--requests", str(requests)],
             capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"callgrind run of {variant} failed (exit {proc.returncode}):\n"
                              f"{proc.stderr[-2000:]}")
-        return _thread_totals(out)
+        main, every = thread_events(out)
+        return main, {name: every[name] - main[name] for name in main}
+
+
+def instructions(variant: str, requests: int) -> tuple[int, int]:
+    """(serving thread, other threads) instructions of one child run."""
+    serving, other = measure(variant, requests)
+    return serving["Ir"], other["Ir"]
+
+
+def cache_table(variants: list[str], small: int, large: int) -> None:
+    """Print, per request, each variant's serving-thread misses and cycle estimates."""
+    n = large - small
+    print(f"callgrind --cache-sim=yes, a request ({large} minus {small} requests): "
+          "the serving thread's instructions, first-level code and data misses, and "
+          "cycle estimate (Ir + 10 per first-level miss + 100 per last-level miss); "
+          "the other threads' estimate carries more of the time-driven work here, "
+          "valgrind running slower with its cache model")
+    print(f"  {'variant':14} {'Ir':>11} {'I1 misses':>10} {'D1 misses':>10} {'estimate':>11} "
+          f"{'/ otel':>8} {'others':>11} {'all / otel':>10}")
+    base: tuple[float, float] | None = None
+    for v in variants:
+        (sb, ob), (sf, of) = measure(v, large, True), measure(v, small, True)
+        serving = {name: (sb[name] - sf[name]) / n for name in CACHE_EVENTS}
+        serving_est = (cycle_estimate(sb) - cycle_estimate(sf)) / n
+        other_est = (cycle_estimate(ob) - cycle_estimate(of)) / n
+        if base is None:
+            base = (serving_est, serving_est + other_est)
+        print(f"  {v:14} {serving['Ir']:>11,.0f} {serving['I1mr']:>10,.0f} "
+              f"{serving['D1mr'] + serving['D1mw']:>10,.0f} {serving_est:>11,.0f} "
+              f"{serving_est / base[0]:>7.4f}x {other_est:>11,.0f} "
+              f"{(serving_est + other_est) / base[1]:>9.4f}x", flush=True)
 
 
 def main() -> None:
@@ -132,6 +184,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=400)
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="with callgrind's cache model: misses and cycle estimates")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,6 +203,9 @@ def main() -> None:
         raise SystemExit("valgrind not installed (apt-get install -y valgrind)")
     if "otel" not in variants:
         variants.insert(0, "otel")
+    if args.cache_sim:
+        cache_table(variants, args.small, args.large)
+        return
     n = args.large - args.small
     print(f"callgrind instructions a request, {args.large} minus {args.small} requests, "
           f"PYTHONHASHSEED=0, Python {sys.version.split()[0]}")

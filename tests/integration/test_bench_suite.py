@@ -159,6 +159,58 @@ def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
     assert all(0.5 < serving(row) / serving(rows[0]) < 2.0 for row in rows[1:]), proc.stdout
 
 
+def _write_thread_outputs(directory: Path, threads: dict[str, str]) -> Path:
+    """callgrind's per-thread files (``out-01``, ...) holding the given summary lines."""
+    out = directory / "callgrind.out"
+    for suffix, summary in threads.items():
+        (out.parent / f"{out.name}-{suffix}").write_text(
+            "version: 1\ncmd: python\npart: 1\n"
+            "events: Ir I1mr D1mr D1mw ILmr DLmr DLmw\n"
+            f"fn=(1) f\n0 1\nsummary: {summary}\ntotals: {summary}\n")
+    return out
+
+
+def test_thread_events_sum_each_event_over_threads(tmp_path: Path) -> None:
+    ratios = _suite_module("callgrind_ratios")
+    out = _write_thread_outputs(tmp_path, {"01": "1000 10 20 30 1 2 3",
+                                           "02": "500 5 6 7 0 0 1"})
+    main, every = ratios.thread_events(out)
+    assert main == {"Ir": 1000, "I1mr": 10, "D1mr": 20, "D1mw": 30, "ILmr": 1, "DLmr": 2,
+                    "DLmw": 3}
+    assert every == {"Ir": 1500, "I1mr": 15, "D1mr": 26, "D1mw": 37, "ILmr": 1, "DLmr": 2,
+                     "DLmw": 4}
+    assert ratios._totals(out) == (1000, 1500)
+    service = _suite_module("service_callgrind")
+    # Ir + 10 per first-level miss + 100 per last-level one.
+    assert service.cycle_estimate(main) == 1000 + 10 * 60 + 100 * 6
+
+
+def test_thread_events_refuse_a_run_without_its_main_thread(tmp_path: Path) -> None:
+    ratios = _suite_module("callgrind_ratios")
+    with pytest.raises(RuntimeError, match="no per-thread output"):
+        ratios.thread_events(tmp_path / "callgrind.out")
+    out = _write_thread_outputs(tmp_path, {"02": "500 5 6 7 0 0 1"})
+    with pytest.raises(RuntimeError, match="no main-thread output"):
+        ratios.thread_events(out)
+
+
+def test_service_callgrind_cache_sim_prints_misses_and_estimates() -> None:
+    _skip_without_valgrind()
+    if (why := _suite_module("suite_service").missing()) is not None:
+        pytest.skip(why)
+    proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), "--variants", "otel",
+                           "--small", "1", "--large", "2", "--cache-sim"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^  otel +([\d,]+) +(-?[\d,]+) +(-?[\d,]+) +([\d,]+) +(\d+\.\d{4})x",
+                      proc.stdout, re.M)
+    assert len(rows) == 1, proc.stdout
+    ir, _, _, estimate, ratio = rows[0]
+    # The estimate adds the misses' cycles to the instructions.
+    assert int(estimate.replace(",", "")) > int(ir.replace(",", "")) > 0
+    assert float(ratio) == 1.0
+
+
 def _suite_module(name: str):  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(SUITE.parent))
     try:
