@@ -127,30 +127,29 @@ def instructions(variant: str, workload: str, ops: int) -> int:
         if proc.returncode != 0:
             raise SystemExit(f"callgrind run of {variant}/{workload} failed "
                              f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-        found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-        if found is None:
-            raise RuntimeError(f"no instruction total in {out}")
-        return int(found.group(1))
+        return file_events(out)["Ir"]
+
+
+def file_events(path: Path) -> dict[str, int]:
+    """The event totals of one callgrind output file, by event name.
+
+    ``Ir`` always; with ``--cache-sim=yes`` also ``I1mr``, ``D1mr``,
+    ``D1mw``, ``ILmr``, ``DLmr``, ``DLmw``.
+    """
+    text = path.read_text()
+    names = re.search(r"^events: (.+)$", text, re.MULTILINE)
+    found = re.search(r"^(?:summary|totals): (.+)$", text, re.MULTILINE)
+    if names is None or found is None:
+        raise RuntimeError(f"no event totals in {path}")
+    values = [int(v) for v in found.group(1).split()]
+    events = names.group(1).split()
+    return dict(zip(events, values + [0] * (len(events) - len(values)), strict=True))
 
 
 def thread_events(out: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """(main thread, all threads) event totals of a ``--separate-threads`` run.
-
-    Each is a dict from callgrind's event name (``Ir``; with
-    ``--cache-sim=yes`` also ``I1mr``, ``D1mr``, ``D1mw``, ``ILmr``, ``DLmr``,
-    ``DLmw``) to its total.
-    """
-    per_thread: dict[str, dict[str, int]] = {}
-    for part in sorted(out.parent.glob(out.name + "-*")):
-        text = part.read_text()
-        names = re.search(r"^events: (.+)$", text, re.MULTILINE)
-        found = re.search(r"^(?:summary|totals): (.+)$", text, re.MULTILINE)
-        if names is None or found is None:
-            raise RuntimeError(f"no event totals in {part}")
-        values = [int(v) for v in found.group(1).split()]
-        events = names.group(1).split()
-        per_thread[part.name] = dict(zip(events, values + [0] * (len(events) - len(values)),
-                                         strict=True))
+    """(main thread, all threads) event totals of a ``--separate-threads`` run (file_events)."""
+    per_thread = {part.name: file_events(part)
+                  for part in sorted(out.parent.glob(out.name + "-*"))}
     if not per_thread:
         raise RuntimeError(f"no per-thread output next to {out}")
     main = per_thread.get(out.name + "-01")
