@@ -20,9 +20,12 @@ executable when the interpreter is linked into it), the tracker's
 added over untraced. Usage::
 
     python benchmarks/callgrind_footprint.py [--items spans,request]
-        [--variants untraced,counts,live] [--ops 1000] [--seed 1]
+        [--variants untraced,counts,live] [--ops N] [--seed 1]
 
-About a minute a variant and item. Needs ``valgrind``.
+``--ops`` defaults to each item's own count, the small run of
+``callgrind_ratios.py --items`` (a twentieth of the suite's: ``spans`` 1000,
+``request`` 125, ``chaos`` 1), which takes about as long under callgrind
+whatever the item. About a minute a variant and item. Needs ``valgrind``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the suite's modules, when imported from elsewhere
+
+from callgrind_ratios import _names, item_sizes, run_item  # noqa: E402
+from suite_items import ITEMS  # noqa: E402
+
 LINE_BYTES = 64
 # Name compression in callgrind's format: "ob=(3) /path" names object 3, "ob=(3)"
 # reuses it. Only objects matter here; functions (fn, cfn) are numbered apart
@@ -115,8 +123,6 @@ def parse(lines: Iterable[str], ops: int, executable: str) -> Footprint:
 
 def measure(item: str, variant: str, ops: int, seed: int) -> Footprint:
     """The timed loop of ``ops`` ops of ``item`` under ``variant``, main thread."""
-    from callgrind_ratios import run_item
-
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         run_item(item, variant, ops, out, seed, loop_only=True,
@@ -128,39 +134,48 @@ def measure(item: str, variant: str, ops: int, seed: int) -> Footprint:
 KINDS = ("interpreter", "_tracker", "_spanpath", "other")
 
 
+def item_ops(item: str, ops: int) -> int:
+    """The ops to run of ``item``: ``ops``, or when 0 the item's own small run.
+
+    At 1000 ops, the old default for every item, ``chaos`` (6 ops in a
+    suite round) ran for hours under callgrind.
+    """
+    return ops or item_sizes(item)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", default="spans")
     parser.add_argument("--variants", default="untraced,counts,live")
-    parser.add_argument("--ops", type=int, default=1000)
+    parser.add_argument("--ops", type=int, default=0,
+                        help="ops in the timed loop (default: each item's own)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
-    from callgrind_ratios import _names
-    from suite_items import ITEMS
-
     items = _names(args.items, tuple(n for n, item in ITEMS.items() if item.spans), "--items")
     variants = _names(args.variants, ("untraced", "counts", "live", "native", "estimate"),
                       "--variants")
-    if args.ops < 1:
-        raise SystemExit(f"--ops: {args.ops} not accepted; accepted: an integer of 1 or more")
+    if args.ops < 0:
+        raise SystemExit(f"--ops: {args.ops} not accepted; accepted: an integer of 1 or more, "
+                         "or 0 for each item's own")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not installed (apt-get install -y valgrind)")
     if "untraced" not in variants:
         variants.insert(0, "untraced")
-    print(f"callgrind footprint, the timed loop of {args.ops} ops alone (main thread), "
+    print(f"callgrind footprint, the timed loop alone (main thread), "
           f"PYTHONHASHSEED {args.seed}, Python {sys.version.split()[0]}; hot code lines: "
           f"{LINE_BYTES}-byte lines running at least once an op")
-    print(f"  {'item':10} {'variant':9} {'instr/op':>10} {'I1 miss/op':>10} "
+    print(f"  {'item':10} {'variant':9} {'ops':>5} {'instr/op':>10} {'I1 miss/op':>10} "
           + " ".join(f"{k:>11}" for k in KINDS) + f" {'added':>7}")
     for item in items:
+        ops = item_ops(item, args.ops)
         base = None
         for variant in variants:
-            fp = measure(item, variant, args.ops, args.seed)
+            fp = measure(item, variant, ops, args.seed)
             total = sum(fp.lines[k] for k in KINDS)
             base = total if base is None else base
-            print(f"  {item:10} {variant:9} {fp.instructions:>10,.0f} {fp.i1_misses:>10,.1f} "
+            print(f"  {item:10} {variant:9} {ops:>5} {fp.instructions:>10,.0f} "
+                  f"{fp.i1_misses:>10,.1f} "
                   + " ".join(f"{fp.lines[k]:>11}" for k in KINDS)
                   + f" {total - base:>+7}", flush=True)
 

@@ -376,7 +376,15 @@ def test_footprint_counts_lines_running_once_an_op_by_object() -> None:
 def test_callgrind_footprint_refuses_bad_names_and_counts() -> None:
     _assert_refused(FOOTPRINT, ((["--items", "core"], "--items: core not accepted"),
                                 (["--variants", "counts,fast"], "--variants: fast not accepted"),
-                                (["--ops", "0"], "--ops: 0 not accepted")))
+                                (["--ops", "-1"], "--ops: -1 not accepted")))
+
+
+def test_footprint_runs_each_item_for_its_own_ops_unless_told() -> None:
+    footprint = _suite_module("callgrind_footprint")
+    # A twentieth of the suite's round, as callgrind_ratios' small run.
+    assert [footprint.item_ops(item, 0) for item in ("spans", "request", "chaos", "go")] == \
+        [1000, 125, 1, 1]
+    assert footprint.item_ops("chaos", 3) == 3
 
 
 def test_callgrind_footprint_smoke_finds_the_trackers_code() -> None:
@@ -384,8 +392,8 @@ def test_callgrind_footprint_smoke_finds_the_trackers_code() -> None:
     proc = subprocess.run([sys.executable, str(FOOTPRINT), "--items", "spans", "--variants",
                            "counts", "--ops", "3"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
-    rows = re.findall(r"^  spans +(\w+) +([\d,]+) +[\d,.]+ +(\d+) +(\d+) +(\d+) +(\d+) +([+-]\d+)$",
-                      proc.stdout, re.M)
+    rows = re.findall(r"^  spans +(\w+) +3 +([\d,]+) +[\d,.]+ +(\d+) +(\d+) +(\d+) +(\d+)"
+                      r" +([+-]\d+)$", proc.stdout, re.M)
     assert [r[0] for r in rows] == ["untraced", "counts"], proc.stdout
     untraced, counts = ([int(x.replace(",", "")) for x in r[1:]] for r in rows)
     assert untraced[2:4] == [0, 0]  # no tracker or span-path code without the tracker
