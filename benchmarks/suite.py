@@ -21,6 +21,13 @@ Every measurement runs in a fresh interpreter. A round runs each item's
 variants side by side, in alternating order from round to round; each cell is
 the median over rounds of that round's ratio to the baseline, with the lowest
 and highest round in brackets, and issue 18's target with pass or FAIL.
+With ``--interleave B`` a round of an in-process item starts one fresh
+interpreter per variant, sets each up and warms it, then times the item in
+B bursts per variant, handed to the variants in turn (in alternating order
+from burst to burst); a variant's round is the sum of its bursts. Every
+variant is then timed across the same stretch of the host's time, so a
+neighbour's load that comes and goes over seconds falls on all of them
+alike, where one run after another puts it on whichever ran then.
 In-process items report time ratios (lower is better), the service its
 requests per second as a fraction of OpenTelemetry alone (higher is better).
 """
@@ -28,15 +35,19 @@ requests per second as a fraction of OpenTelemetry alone (higher is better).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
+import select
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -63,6 +74,7 @@ class Plan:
     service_seconds: float
     items: list[str]
     clock: str  # "wall" or "cpu" (in-process items)
+    bursts: int = 0  # in-process items: 0 one run per variant, else --interleave's bursts
 
 
 def _child(item: str, variant: str, scale: float) -> dict[str, object]:
@@ -72,6 +84,76 @@ def _child(item: str, variant: str, scale: float) -> dict[str, object]:
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]}
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+CHILD_TIMEOUT_S = 900.0
+
+
+def _answer(proc: subprocess.Popen[str], errors: IO[bytes]) -> dict[str, object]:
+    """The next JSON line of a ``--serve`` child, or an error (it exited, or is stuck)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], CHILD_TIMEOUT_S)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip():
+        return dict(json.loads(line))
+    proc.kill()
+    proc.wait()
+    errors.seek(0)
+    why = errors.read().decode(errors="replace").strip()[-2000:]
+    state = f"exit {proc.returncode}" if ready else f"no answer in {CHILD_TIMEOUT_S:g} s"
+    return {"error": f"{state}: {why}"}
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End a ``--serve`` child: stdin closed, then a minute to exit."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _interleaved(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
+    """One round of ``item``: a ``--serve`` child per variant, ``plan.bursts`` bursts each.
+
+    Each burst is a ``plan.bursts``-th of the item's ops (at least one); the
+    variants take their bursts in turn, in alternating order. A variant's
+    result sums its bursts' times.
+    """
+    burst = max(1, ITEMS[item].ops(plan.scale) // plan.bursts)
+    results: dict[str, dict[str, object]] = {}
+    sums = {v: {"seconds": 0.0, "cpu_seconds": 0.0, "ops": 0.0} for v in variants}
+    with contextlib.ExitStack() as stack:
+        children: dict[str, tuple[subprocess.Popen[str], IO[bytes]]] = {}
+        for v in variants:
+            errors = stack.enter_context(tempfile.TemporaryFile())
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "suite.py"), "--serve", item, v, "--scale",
+                 str(plan.scale)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=errors, text=True)
+            stack.callback(_stop, proc)
+            children[v] = (proc, errors)
+        for v, (proc, errors) in children.items():
+            first = _answer(proc, errors)
+            if "ready" not in first:
+                results[v] = first
+        for number in range(plan.bursts):
+            for v in variants if number % 2 == 0 else variants[::-1]:
+                if v in results:
+                    continue  # n/a, or failed
+                proc, errors = children[v]
+                assert proc.stdin is not None
+                proc.stdin.write(f"{burst}\n")
+                proc.stdin.flush()
+                answer = _answer(proc, errors)
+                if "seconds" not in answer:
+                    results[v] = answer
+                    continue
+                for key in sums[v]:
+                    sums[v][key] += float(answer[key])  # type: ignore[arg-type]
+    return {v: results.get(v) or dict(sums[v]) for v in variants}
 
 
 def _record(series: Series, variant: str, result: dict[str, object], key: str) -> str:
@@ -150,6 +232,10 @@ def collect(plan: Plan) -> list[Series]:
                                 series.add_extra(figure, variant, float(value) if isinstance(
                                     value, (int, float)) and value > 0 else None)
                         _service_checks(series, variant, result)
+                elif plan.bursts:
+                    order = _variants(series, VARIANTS, round_no, no_memray)
+                    for variant, result in _interleaved(name, order, plan).items():
+                        shown.append(f"{variant} {_record(series, variant, result, key)}")
                 else:
                     for variant in _variants(series, VARIANTS, round_no, no_memray):
                         result = _child(name, variant, plan.scale)
@@ -178,8 +264,12 @@ def header(plan: Plan, minutes: float, load: tuple[float, float]) -> list[str]:
         f"otel_alloc benchmark suite, {datetime.date.today().isoformat()}: "
         f"CPython {platform.python_version()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
         f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end, {minutes:.1f} min",
-        f"{plan.rounds} rounds, fresh interpreter per run, variants alternated within each "
-        f"round; cell = median of per-round ratios (min-max over rounds), target, verdict",
+        f"{plan.rounds} rounds, " + (
+            f"a fresh interpreter per variant and round, {plan.bursts} bursts each, handed "
+            f"out in turn (alternating order); a round sums a variant's bursts"
+            if plan.bursts else "fresh interpreter per run, variants alternated within each "
+            "round") + "; cell = median of per-round ratios (min-max over rounds), target, "
+        "verdict",
         f"in-process items: {plan.clock} time / baseline (lower is better), scale {plan.scale}; "
         f"service: req/s / OTel-only req/s (higher is better), {plan.service_seconds:g} s of "
         f"wrk per run; live+native: ratio, then what native adds over live",
@@ -198,9 +288,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated items (default: all)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="in-process items: wall clock (default) or process CPU time")
+    parser.add_argument("--interleave", type=int, default=0, metavar="B",
+                        help="in-process items: time each variant in B bursts, handed to "
+                             "the variants in turn (2 or more; default: one run each)")
     parser.add_argument("--json", type=Path, help="also write the raw values here")
     parser.add_argument("--list", action="store_true", help="list the items and exit")
     parser.add_argument("--child", nargs=2, metavar=("ITEM", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, metavar=("ITEM", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -213,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
 
         suite_child.main(args.child[0], args.child[1], args.scale or 1.0)
         return 0
+    if args.serve:
+        import suite_child
+
+        suite_child.main_serve(args.serve[0], args.serve[1], args.scale or 1.0)
+        return 0
     if args.list:
         for item in ITEMS.values():
             print(f"{item.name:11s} {item.what}")
@@ -223,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown item {unknown[0]!r}; items: {', '.join(NAMES)}", file=sys.stderr)
         return 2
+    if args.interleave < 0 or args.interleave == 1:
+        print(f"--interleave: {args.interleave} not accepted; accepted: an integer of 2 or "
+              "more (bursts per variant), or 0 for one run per variant", file=sys.stderr)
+        return 2
     scale, seconds, rounds = (0.02, 1.0, 1) if args.smoke else (
         (0.5, 3.0, 3) if args.quick else (1.0, 5.0, 7))
-    plan = Plan(args.rounds or rounds, args.scale or scale, seconds, items, args.clock)
+    plan = Plan(args.rounds or rounds, args.scale or scale, seconds, items, args.clock,
+                args.interleave)
     start, load = time.monotonic(), os.getloadavg()[0]
     results = collect(plan)
     minutes = (time.monotonic() - start) / 60

@@ -5,6 +5,13 @@ prints one JSON line, ``{"seconds": ..., "cpu_seconds": ...}`` (wall clock and
 the process's CPU time, all threads) or ``{"na": "why"}`` when the
 variant cannot run here (a tool not installed, ``native=`` not accepted).
 
+With ``--serve`` instead of ``--child`` (``suite.py --interleave``) the
+child sets its variant up, warms up, prints ``{"ready": true}`` (or the
+``na`` line and exits), then reads burst sizes from stdin, one a line, and
+answers each with one timed burst's JSON line, until stdin closes. The
+suite keeps one such child per variant and hands them bursts in turn, so
+every variant is timed across the same stretch of the host's time.
+
 Span items run every op in an OpenTelemetry SDK span (TracerProvider with a
 no-op exporter, and an SDK MeterProvider) in every variant, the untraced one
 included, so the ratio is the cost of allocation tracking alone. The tracked
@@ -19,6 +26,7 @@ import contextlib
 import json
 import operator
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -175,6 +183,23 @@ def _direct_call(func: Callable[..., object], *args: object) -> object:
 _call: Callable[..., object] = getattr(operator, "call", _direct_call)  # 3.11+
 
 
+def _timed(op: Callable[[Any], object], count: int, name: str,
+           tracing: Tracing) -> dict[str, object]:
+    """``count`` ops and the flush after them, timed: the JSON-ready result."""
+    start, cpu = time.perf_counter(), time.process_time()
+    # Through a C function of its own, so callgrind can count the timed loop
+    # alone (callgrind_ratios.py --loop-only).
+    _call(_loop, op, count, name, tracing)
+    tracing.flush()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "ops": count}
+
+
+def _warm(item_name: str, op: Callable[[Any], object], count: int, tracing: Tracing) -> None:
+    _loop(op, max(1, count // 10), item_name, tracing)
+    tracing.flush()
+
+
 def measure(item_name: str, variant: str, scale: float) -> dict[str, object]:
     """Time ``item_name`` under ``variant``; the JSON-ready result."""
     item = ITEMS[item_name]
@@ -182,19 +207,39 @@ def measure(item_name: str, variant: str, scale: float) -> dict[str, object]:
     count = item.ops(scale)
     try:
         with _tracing(variant, item.spans) as tracing:
-            _loop(op, max(1, count // 10), item.name, tracing)  # warm up
-            tracing.flush()
-            start, cpu = time.perf_counter(), time.process_time()
-            # Through a C function of its own, so callgrind can count the
-            # timed loop alone (callgrind_ratios.py --loop-only).
-            _call(_loop, op, count, item.name, tracing)
-            tracing.flush()
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            _warm(item.name, op, count, tracing)
+            return _timed(op, count, item.name, tracing)
     except NotApplicable as exc:
         return {"na": str(exc)}
-    return {"seconds": seconds, "cpu_seconds": cpu, "ops": count}
+
+
+def serve(item_name: str, variant: str, scale: float, lines: Iterator[str]) -> Iterator[str]:
+    """The ``--serve`` child: ready (or ``na``), then one timed burst per line of ``lines``.
+
+    Yields the JSON lines to print. A line that is not a count of 1 or more
+    ops ends the child with an error: the suite never sends one.
+    """
+    item = ITEMS[item_name]
+    op = item.build()
+    try:
+        with _tracing(variant, item.spans) as tracing:
+            _warm(item.name, op, item.ops(scale), tracing)
+            yield json.dumps({"ready": True})
+            for line in lines:
+                count = int(line)
+                if count < 1:
+                    raise ValueError(f"burst of {count} ops")
+                yield json.dumps(_timed(op, count, item.name, tracing))
+    except NotApplicable as exc:
+        yield json.dumps({"na": str(exc)})
 
 
 def main(item_name: str, variant: str, scale: float) -> None:
     """Entry point of a child interpreter: print one JSON line."""
     print(json.dumps(measure(item_name, variant, scale)), flush=True)
+
+
+def main_serve(item_name: str, variant: str, scale: float) -> None:
+    """Entry point of a ``--serve`` child: bursts from stdin, results to stdout."""
+    for answer in serve(item_name, variant, scale, sys.stdin):
+        print(answer, flush=True)
