@@ -333,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     start, load = time.monotonic(), os.getloadavg()[0]
     results = collect(plan)
     minutes = (time.monotonic() - start) / 60
-    text, _, _ = render(results, header(plan, minutes, (load, os.getloadavg()[0])))
+    again = " ".join(([f"--interleave {plan.bursts}"] if plan.bursts else [])
+                     + (["--clock cpu"] if plan.clock == "cpu" else []))
+    text, _, _ = render(results, header(plan, minutes, (load, os.getloadavg()[0])), again)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"plan": asdict(plan),

@@ -199,8 +199,13 @@ def cpu_note(series: Series) -> str | None:
             + ", ".join(parts))
 
 
-def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
-    """The table with its header and notes; also the numbers of passes and failures."""
+def render(results: list[Series], header: list[str],
+           options: str = "") -> tuple[str, int, int]:
+    """The table with its header and notes; also the numbers of passes and failures.
+
+    ``options``: the run's own options (``--interleave 10``, say), repeated in
+    the command that runs the unsettled items again.
+    """
     lines = list(header)
     titles = ["item", "1.00x ="] + [TITLES[c] for c in COLUMNS]
     lines.append("| " + " | ".join(titles) + " |")
@@ -237,7 +242,8 @@ def render(results: list[Series], header: list[str]) -> tuple[str, int, int]:
     if open_items:
         rounds = max((len(v) for s in results for v in s.values.values()), default=0)
         lines.append(f"more rounds for them: python benchmarks/suite.py --only "
-                     f"{','.join(open_items)} --rounds {max(21, 3 * rounds)}")
+                     f"{','.join(open_items)} --rounds {max(21, 3 * rounds)}"
+                     + (f" {options}" if options else ""))
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines), passed, failed
 

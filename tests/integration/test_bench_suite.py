@@ -321,6 +321,9 @@ def test_unsettled_lists_the_verdicts_whose_interval_reaches_across_the_target()
         many.add("untraced", 1.0)
         many.add("counts", value)
     assert suite_table.render([many], [])[0].endswith("--only spans --rounds 63")
+    # The run's own options come along.
+    assert suite_table.render([many], [], "--interleave 10 --clock cpu")[0].endswith(
+        "--only spans --rounds 63 --interleave 10 --clock cpu")
     # A median on the line passes in the cell and in the unsettled list alike.
     edge = suite_table.Series("service", "what", "otel", throughput=True)
     for counts in (800.0, 810.0, 900.0):
