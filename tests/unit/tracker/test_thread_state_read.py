@@ -149,13 +149,24 @@ def test_threads_each_read_their_own_state(tracker_live: None, helper: Helper) -
     """Eight threads at once, each in its own group, the GIL handed over often.
 
     Each thread's blocks are counted in C before and after each batch with
-    nothing in between, so the figures are exact whatever the interpreter
-    allocates for itself meanwhile (free lists shared between threads make
-    that vary); a hook that read another thread's state would charge that
-    thread's group, and this one's batch would come out short.
+    no Python code of this thread in between, so its allocated figures are
+    exact whatever the interpreter allocates for itself meanwhile (free
+    lists shared between threads make that vary); a hook that read another
+    thread's state would charge that thread's group, and this one's batch
+    would come out short.
+
+    The freed figures can come out higher, rightly: the helper takes the GIL
+    for each block and hands it back, and another thread may then free a
+    block this group allocated outside its batches, which live mode charges
+    to this group. On 3.10 a frame is a heap block kept for reuse by its
+    code object, so a frame one thread made inside its group (432 bytes,
+    for alloc_measured) can be freed by the next thread that runs that
+    code. What the batches found freed beyond their own blocks is bounded
+    by what the group allocated outside them.
     """
     start = threading.Barrier(8)
     results: dict[int, tuple[int, ...]] = {}
+    outside: dict[int, tuple[int, int]] = {}
 
     def worker(i: int) -> None:
         size = 16 * (i + 1)
@@ -166,8 +177,10 @@ def test_threads_each_read_their_own_state(tracker_live: None, helper: Helper) -
             for _ in range(20):
                 batch = helper.alloc_measured(OBJ, size, 50, group.id)
                 totals = [a + b for a, b in zip(totals, batch, strict=True)]
+        whole = group.stats()
         group.release()
         results[i] = tuple(totals)
+        outside[i] = (whole.alloc_bytes - totals[0], whole.alloc_count - totals[1])
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
@@ -179,5 +192,9 @@ def test_threads_each_read_their_own_state(tracker_live: None, helper: Helper) -
             t.join(30)
     finally:
         sys.setswitchinterval(interval)
-    assert {i: results.get(i) for i in range(8)} == {
-        i: (1000 * 16 * (i + 1), 1000, 1000 * 16 * (i + 1), 1000) for i in range(8)}
+    assert sorted(results) == list(range(8)), results
+    for i, (alloc_bytes, alloc_count, freed_bytes, freed_count) in results.items():
+        own = 1000 * 16 * (i + 1)
+        assert (alloc_bytes, alloc_count) == (own, 1000), (i, results[i])
+        assert 0 <= freed_bytes - own <= outside[i][0], (i, results[i], outside[i])
+        assert 0 <= freed_count - 1000 <= outside[i][1], (i, results[i], outside[i])
