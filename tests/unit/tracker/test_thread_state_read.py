@@ -158,11 +158,12 @@ def test_threads_each_read_their_own_state(tracker_live: None, helper: Helper) -
     The freed figures can come out higher, rightly: the helper takes the GIL
     for each block and hands it back, and another thread may then free a
     block this group allocated outside its batches, which live mode charges
-    to this group. On 3.10 a frame is a heap block kept for reuse by its
-    code object, so a frame one thread made inside its group (432 bytes,
-    for alloc_measured) can be freed by the next thread that runs that
-    code. What the batches found freed beyond their own blocks is bounded
-    by what the group allocated outside them.
+    to this group. On 3.10 a frame is a heap block its code object keeps
+    for reuse, so a frame one thread made inside its group can be freed by
+    another thread that ran the same code: CI once found 432 bytes more
+    freed in one thread's batches, the size of the 3.10 frame of this
+    worker's list comprehension. What the batches found freed beyond their
+    own blocks is bounded by what the group allocated outside them.
     """
     start = threading.Barrier(8)
     results: dict[int, tuple[int, ...]] = {}
