@@ -9,7 +9,10 @@ with a batch OTLP log processor, all three pointed at one :class:`OTLPReceiver`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -180,3 +183,15 @@ def rss_bytes() -> int:
     """Resident set size of this process, from /proc/self/statm."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def suite_module(name: str) -> ModuleType:
+    """A module of ``benchmarks/`` (the suite's), with that folder on sys.path for the import."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

@@ -9,20 +9,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.integration.conftest import suite_module
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suite.py"
-
-
-def _suite_module(name: str) -> ModuleType:
-    sys.path.insert(0, str(SUITE.parent))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(SUITE.parent))
 
 
 def test_interleaved_smoke_times_every_variant_in_bursts_and_prints_one_table(
@@ -33,7 +26,7 @@ def test_interleaved_smoke_times_every_variant_in_bursts_and_prints_one_table(
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "1 rounds, a fresh interpreter per variant and round, 3 bursts each" in proc.stdout
-    assert [row["item"] for row in _suite_module("suite_table").parse(proc.stdout)] == ["core"]
+    assert [row["item"] for row in suite_module("suite_table").parse(proc.stdout)] == ["core"]
     # Every variant that ran took its three bursts (core at --smoke: 120 ops, 40 a burst).
     values = json.loads(raw.read_text())["results"][0]["values"]
     assert {"untraced", "counts", "live"} <= set(values), values
@@ -77,7 +70,7 @@ def test_serve_refuses_a_burst_of_no_ops(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_a_child_that_exits_without_answering_is_an_error_with_its_stderr() -> None:
-    suite = _suite_module("suite")
+    suite = suite_module("suite")
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('boom')"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import suite_module
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suite.py"
 COLUMNS = ["item", "1.00x =", "counts", "live", "live+native", "estimate", "tracemalloc",
@@ -49,13 +51,7 @@ def test_suite_smoke_prints_one_table_that_parses() -> None:
     assert re.search(r"^verdicts the rounds cannot settle .*: none$", proc.stdout, re.M)
     assert "1 rounds" in proc.stdout
     # The suite's own parser agrees.
-    sys.path.insert(0, str(SUITE.parent))
-    try:
-        import suite_table
-
-        assert [row["item"] for row in suite_table.parse(proc.stdout)] == ["core"]
-    finally:
-        sys.path.remove(str(SUITE.parent))
+    assert [row["item"] for row in suite_module("suite_table").parse(proc.stdout)] == ["core"]
 
 
 CALLGRIND = ROOT / "benchmarks" / "callgrind_ratios.py"
@@ -91,7 +87,7 @@ def test_callgrind_ratios_refuse_bad_names_and_sizes() -> None:
 
 
 def test_callgrind_item_sizes_take_a_twentieth_of_the_suite_count_and_three_times_it() -> None:
-    callgrind_ratios, suite_items = _suite_module("callgrind_ratios"), _suite_module("suite_items")
+    callgrind_ratios, suite_items = suite_module("callgrind_ratios"), suite_module("suite_items")
     assert callgrind_ratios.item_sizes("spans") == (1000, 3000)
     for name, item in suite_items.ITEMS.items():
         small, large = callgrind_ratios.item_sizes(name)
@@ -133,12 +129,7 @@ def test_service_callgrind_refuses_bad_names_and_sizes() -> None:
 
 def test_service_callgrind_smoke_prints_a_row_per_variant() -> None:
     _skip_without_valgrind()
-    sys.path.insert(0, str(SUITE.parent))
-    try:
-        from suite_service import missing
-    finally:
-        sys.path.remove(str(SUITE.parent))
-    if (why := missing()) is not None:
+    if (why := suite_module("suite_service").missing()) is not None:
         pytest.skip(why)
     proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), "--variants",
                            "counts-noattr,live-few,native", "--small", "1", "--large", "2"],
@@ -171,7 +162,7 @@ def _write_thread_outputs(directory: Path, threads: dict[str, str]) -> Path:
 
 
 def test_thread_events_sum_each_event_over_threads(tmp_path: Path) -> None:
-    ratios = _suite_module("callgrind_ratios")
+    ratios = suite_module("callgrind_ratios")
     out = _write_thread_outputs(tmp_path, {"01": "1000 10 20 30 1 2 3",
                                            "02": "500 5 6 7 0 0 1"})
     main, every = ratios.thread_events(out)
@@ -180,13 +171,13 @@ def test_thread_events_sum_each_event_over_threads(tmp_path: Path) -> None:
     assert every == {"Ir": 1500, "I1mr": 15, "D1mr": 26, "D1mw": 37, "ILmr": 1, "DLmr": 2,
                      "DLmw": 4}
     assert ratios._totals(out) == (1000, 1500)
-    service = _suite_module("service_callgrind")
+    service = suite_module("service_callgrind")
     # Ir + 10 per first-level miss + 100 per last-level one.
     assert service.cycle_estimate(main) == 1000 + 10 * 60 + 100 * 6
 
 
 def test_thread_events_refuse_a_run_without_its_main_thread(tmp_path: Path) -> None:
-    ratios = _suite_module("callgrind_ratios")
+    ratios = suite_module("callgrind_ratios")
     with pytest.raises(RuntimeError, match="no per-thread output"):
         ratios.thread_events(tmp_path / "callgrind.out")
     out = _write_thread_outputs(tmp_path, {"02": "500 5 6 7 0 0 1"})
@@ -196,7 +187,7 @@ def test_thread_events_refuse_a_run_without_its_main_thread(tmp_path: Path) -> N
 
 def test_service_callgrind_cache_sim_prints_misses_and_estimates() -> None:
     _skip_without_valgrind()
-    if (why := _suite_module("suite_service").missing()) is not None:
+    if (why := suite_module("suite_service").missing()) is not None:
         pytest.skip(why)
     proc = subprocess.run([sys.executable, str(SERVICE_CALLGRIND), "--variants", "otel",
                            "--small", "1", "--large", "2", "--cache-sim"],
@@ -211,14 +202,6 @@ def test_service_callgrind_cache_sim_prints_misses_and_estimates() -> None:
     assert float(ratio) == 1.0
 
 
-def _suite_module(name: str):  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(SUITE.parent))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(SUITE.parent))
-
-
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:40211/orders/4711?limit=20
   1 threads and 8 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
@@ -231,14 +214,14 @@ Transfer/sec:    419.21KB
 
 
 def test_wrk_report_gives_rate_and_requests_or_an_error() -> None:
-    suite_service = _suite_module("suite_service")
+    suite_service = suite_module("suite_service")
     assert suite_service.wrk_counts(WRK_REPORT) == (878.95, 4398)
     with pytest.raises(RuntimeError, match="request count"):
         suite_service.wrk_counts(WRK_REPORT.replace("4398 requests in", "4398 in"))
 
 
 def test_thread_cpu_time_follows_the_thread_that_spends_it() -> None:
-    suite_service = _suite_module("suite_service")
+    suite_service = suite_module("suite_service")
     pid = os.getpid()
     before = suite_service.thread_cpu_ns(pid)
     assert threading.get_native_id() in before
@@ -253,7 +236,7 @@ def test_thread_cpu_time_follows_the_thread_that_spends_it() -> None:
 
 
 def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
-    suite_table = _suite_module("suite_table")
+    suite_table = suite_module("suite_table")
     series = suite_table.Series("service", "what", "otel", throughput=True)
     assert suite_table.cpu_note(series) is None
     for variant, every, serving in (("otel", [1.0, 2.0, 1.2], [0.8, 1.6, 1.0]),
@@ -271,7 +254,7 @@ def test_cpu_note_gives_the_baselines_time_and_each_variants_ratio() -> None:
 
 
 def test_median_interval_takes_the_order_statistics_that_hold_the_median() -> None:
-    suite_table = _suite_module("suite_table")
+    suite_table = suite_module("suite_table")
     seven = [1.30, 1.02, 1.10, 1.05, 0.90, 1.20, 1.08]
     # 7 rounds: the second lowest and second highest hold it with 1 - 2 * 8/128.
     assert suite_table.median_interval(seven) == (1.02, 1.20, 0.875)
@@ -284,7 +267,7 @@ def test_median_interval_takes_the_order_statistics_that_hold_the_median() -> No
 
 
 def test_unsettled_lists_the_verdicts_whose_interval_reaches_across_the_target() -> None:
-    suite_table = _suite_module("suite_table")
+    suite_table = suite_module("suite_table")
     spans = suite_table.Series("spans", "what", "untraced")
     rounds = {"untraced": [1.0] * 7,
               "counts": [1.04, 1.05, 1.06, 1.05, 1.04, 1.06, 1.20],  # tight below 1.10
@@ -363,7 +346,7 @@ summary: 1028 2
 
 
 def test_footprint_counts_lines_running_once_an_op_by_object() -> None:
-    footprint = _suite_module("callgrind_footprint")
+    footprint = suite_module("callgrind_footprint")
     fp = footprint.parse(CALLGRIND_OUT.splitlines(True), ops=10, executable="/usr/bin/python3")
     # libpython: the line at 0x1000 (80 instructions: 0x1000 and 0x1004) is hot;
     # 0x1040 (3) and 0x1080 (5) are not. The tracker: 0x2000 and 0x2008 share
@@ -383,7 +366,7 @@ def test_callgrind_footprint_refuses_bad_names_and_counts() -> None:
 
 
 def test_footprint_runs_each_item_for_its_own_ops_unless_told() -> None:
-    footprint = _suite_module("callgrind_footprint")
+    footprint = suite_module("callgrind_footprint")
     # A twentieth of the suite's round, as callgrind_ratios' small run.
     assert [footprint.item_ops(item, 0) for item in ("spans", "request", "chaos", "go")] == \
         [1000, 125, 1, 1]
