@@ -27,7 +27,10 @@ B bursts per variant, handed to the variants in turn (in alternating order
 from burst to burst); a variant's round is the sum of its bursts. Every
 variant is then timed across the same stretch of the host's time, so a
 neighbour's load that comes and goes over seconds falls on all of them
-alike, where one run after another puts it on whichever ran then.
+alike, where one run after another puts it on whichever ran then. The
+service's round then starts a server per variant, all at once, and loads
+them in turn the same way: up to B bursts of ``wrk`` of at least a second
+each, about as many seconds in all as a plain run's one.
 In-process items report time ratios (lower is better), the service its
 requests per second as a fraction of OpenTelemetry alone (higher is better).
 """
@@ -47,7 +50,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -124,7 +127,8 @@ def _interleaved(item: str, variants: list[str], plan: Plan) -> dict[str, dict[s
     """
     burst = max(1, ITEMS[item].ops(plan.scale) // plan.bursts)
     results: dict[str, dict[str, object]] = {}
-    sums = {v: {"seconds": 0.0, "cpu_seconds": 0.0, "ops": 0.0} for v in variants}
+    sums = {v: {"seconds": 0.0, "cpu_seconds": 0.0} for v in variants}
+    ops = dict.fromkeys(variants, 0)  # whole ops, as a plain run reports them
     with contextlib.ExitStack() as stack:
         children: dict[str, tuple[subprocess.Popen[str], IO[bytes]]] = {}
         for v in variants:
@@ -153,7 +157,8 @@ def _interleaved(item: str, variants: list[str], plan: Plan) -> dict[str, dict[s
                     continue
                 for key in sums[v]:
                     sums[v][key] += float(answer[key])  # type: ignore[arg-type]
-    return {v: results.get(v) or dict(sums[v]) for v in variants}
+                ops[v] += int(answer["ops"])  # type: ignore[call-overload]
+    return {v: results.get(v) or {**sums[v], "ops": ops[v]} for v in variants}
 
 
 def _record(series: Series, variant: str, result: dict[str, object], key: str) -> str:
@@ -192,6 +197,14 @@ def _service_checks(series: Series, variant: str, result: dict[str, object]) -> 
                                 f"{spans} spans ended")
 
 
+def _service_run(suite_service: Any, variant: str, plan: Plan,
+                 receiver: Any) -> dict[str, object]:
+    try:
+        return dict(suite_service.measure(variant, plan.service_seconds, receiver))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+
+
 def collect(plan: Plan) -> list[Series]:
     """Run every round; progress goes to stderr."""
     no_memray = missing_modules(("memray",))
@@ -218,13 +231,15 @@ def collect(plan: Plan) -> list[Series]:
                 if name == SERVICE:
                     import suite_service
 
-                    receiver = receiver or suite_service.Receiver()
-                    for variant in _variants(series, SERVICE_VARIANTS, round_no, no_memray):
-                        try:
-                            result = suite_service.measure(variant, plan.service_seconds,
-                                                           receiver)
-                        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                            result = {"error": str(exc)}
+                    order = _variants(series, SERVICE_VARIANTS, round_no, no_memray)
+                    if plan.bursts:
+                        service_results = suite_service.measure_interleaved(
+                            order, plan.service_seconds, plan.bursts)
+                    else:
+                        receiver = receiver or suite_service.Receiver()
+                        service_results = {v: _service_run(suite_service, v, plan, receiver)
+                                           for v in order}
+                    for variant, result in service_results.items():
                         shown.append(f"{variant} {_record(series, variant, result, 'rps')}")
                         if "na" not in result:
                             for figure in ("cpu_ms", "serving_cpu_ms"):
@@ -258,6 +273,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _service_load(plan: Plan) -> str:
+    if not plan.bursts:
+        return f"{plan.service_seconds:g} s of wrk per run"
+    from suite_service import burst_plan
+
+    count, each = burst_plan(plan.service_seconds, plan.bursts)
+    return f"all servers up at once, {count} bursts of {each} s of wrk each, in turn"
+
+
 def header(plan: Plan, minutes: float, load: tuple[float, float]) -> list[str]:
     """The lines above the table: when, where, how."""
     return [
@@ -271,8 +295,8 @@ def header(plan: Plan, minutes: float, load: tuple[float, float]) -> list[str]:
             "round") + "; cell = median of per-round ratios (min-max over rounds), target, "
         "verdict",
         f"in-process items: {plan.clock} time / baseline (lower is better), scale {plan.scale}; "
-        f"service: req/s / OTel-only req/s (higher is better), {plan.service_seconds:g} s of "
-        f"wrk per run; live+native: ratio, then what native adds over live",
+        f"service: req/s / OTel-only req/s (higher is better), {_service_load(plan)}; "
+        f"live+native: ratio, then what native adds over live",
         "",
     ]
 

@@ -175,38 +175,135 @@ def wrk(port: int, seconds: float) -> tuple[float, int]:
     return wrk_counts(out)
 
 
-def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, object]:
-    """Start the server in ``variant``, load it, stop it; the JSON-ready result."""
-    receiver.reset()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "--variant", variant, "--port", str(port),
-         "--otlp", receiver.endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        if not _wait_ready(proc, port):
-            out, err = proc.communicate(timeout=60)
+class Server:
+    """One ``service_app.py`` process in ``variant``, exporting to ``receiver``.
+
+    ``start`` returns None once it answers, else the result to record (n/a
+    or an error). Its CPU time and ``wrk``'s requests add up over
+    ``load``'s runs; ``stop`` ends it and returns the JSON-ready result.
+    """
+
+    def __init__(self, variant: str, receiver: Receiver) -> None:
+        self.variant, self.receiver = variant, receiver
+        self.port = _free_port()
+        self.requests, self.seconds = 0, 0.0
+        self.cpu_ns: dict[int, int] = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(APP), "--variant", variant, "--port", str(self.port),
+             "--otlp", receiver.endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+
+    def start(self) -> dict[str, object] | None:
+        """Wait until the server answers, then warm it up with a second of load."""
+        if not _wait_ready(self.proc, self.port):
+            out, err = self.proc.communicate(timeout=60)
             lines = out.strip().splitlines()
             if lines and "na" in json.loads(lines[-1]):
                 return dict(json.loads(lines[-1]))
-            raise RuntimeError(f"service {variant} did not start:\n{err[-3000:]}")
-        wrk(port, 1)  # warm up
-        before = thread_cpu_ns(proc.pid)
-        rps, requests = wrk(port, seconds)
-        after = thread_cpu_ns(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+            raise RuntimeError(f"service {self.variant} did not start:\n{err[-3000:]}")
+        wrk(self.port, 1)
+        return None
+
+    def load(self, seconds: float) -> None:
+        """One measured ``wrk`` run of ``seconds``, added to the totals."""
+        before = thread_cpu_ns(self.proc.pid)
+        rps, requests = wrk(self.port, seconds)
+        after = thread_cpu_ns(self.proc.pid)
+        self.requests += requests
+        self.seconds += requests / rps if rps else 0.0
+        for tid, ns in after.items():
+            self.cpu_ns[tid] = self.cpu_ns.get(tid, 0) + ns - before.get(tid, 0)
+
+    def stop(self) -> dict[str, object]:
+        """Stop the server (SIGINT); the totals, its exit line and what the receiver got."""
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            out, err = self.proc.communicate(timeout=60)
+        finally:
+            self.kill()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"service {self.variant} exited {self.proc.returncode}:\n"
+                               f"{err[-3000:]}")
+        rps = self.requests / self.seconds if self.seconds else 0.0
+        result: dict[str, object] = {"rps": rps, **json.loads(out.strip().splitlines()[-1])}
+        if self.requests and self.proc.pid in self.cpu_ns:
+            result["cpu_ms"] = sum(self.cpu_ns.values()) / 1e6 / self.requests
+            result["serving_cpu_ms"] = self.cpu_ns[self.proc.pid] / 1e6 / self.requests
+        result["posts"] = dict(self.receiver.posts)
+        if self.receiver.last_metrics:
+            result["histogram"] = self.receiver.histogram_count()
+        return result
+
+    def kill(self) -> None:
+        """End the process if it still runs (a failed start or stop)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, object]:
+    """Start the server in ``variant``, load it, stop it; the JSON-ready result."""
+    receiver.reset()
+    server = Server(variant, receiver)
+    try:
+        if (early := server.start()) is not None:
+            return early
+        server.load(seconds)
+        return server.stop()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"service {variant} exited {proc.returncode}:\n{err[-3000:]}")
-    result: dict[str, object] = {"rps": rps, **json.loads(out.strip().splitlines()[-1])}
-    if requests and proc.pid in after:
-        used = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
-        result["cpu_ms"] = sum(used.values()) / 1e6 / requests
-        result["serving_cpu_ms"] = used[proc.pid] / 1e6 / requests
-    result["posts"] = dict(receiver.posts)
-    if receiver.last_metrics:
-        result["histogram"] = receiver.histogram_count()
-    return result
+        server.kill()
+
+
+def burst_plan(seconds: float, bursts: int) -> tuple[int, int]:
+    """Bursts a variant gets and whole seconds each (``wrk`` takes whole seconds).
+
+    As many as asked while each keeps at least a second, and at least two,
+    so the load adds up to about ``seconds``.
+    """
+    count = max(2, min(bursts, int(seconds)))
+    return count, max(1, round(seconds / count))
+
+
+def measure_interleaved(variants: list[str], seconds: float,
+                        bursts: int) -> dict[str, dict[str, object]]:
+    """One round: a server per variant, all up at once, loaded in turn.
+
+    Each gets ``burst_plan(seconds, bursts)`` bursts of load, handed out in
+    alternating order, so a change in the host's speed falls on every
+    variant alike. Each server exports to a receiver of its own (the
+    histogram check reads it). A variant that cannot start or fails is
+    recorded as n/a or its error; the others go on.
+    """
+    count, each = burst_plan(seconds, bursts)
+    results: dict[str, dict[str, object]] = {}
+    servers: dict[str, Server] = {}
+    receivers = {v: Receiver() for v in variants}
+    try:
+        for v in variants:
+            servers[v] = Server(v, receivers[v])
+        for v, server in servers.items():
+            try:
+                if (early := server.start()) is not None:
+                    results[v] = early
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                results[v] = {"error": str(exc)}
+        for number in range(count):
+            for v in variants if number % 2 == 0 else variants[::-1]:
+                if v in results:
+                    continue
+                try:
+                    servers[v].load(each)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    results[v] = {"error": str(exc)}
+        for v, server in servers.items():
+            if v not in results:
+                try:
+                    results[v] = server.stop()
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    results[v] = {"error": str(exc)}
+    finally:
+        for server in servers.values():
+            server.kill()
+        for receiver in receivers.values():
+            receiver.close()
+    return {v: results[v] for v in variants}

@@ -77,3 +77,61 @@ def test_a_child_that_exits_without_answering_is_an_error_with_its_stderr() -> N
                                 text=True)
         assert suite._answer(proc, errors) == {"error": "exit 0: boom"}
         suite._stop(proc)
+
+
+def test_a_round_sums_each_variants_bursts_in_whole_ops() -> None:
+    suite = suite_module("suite")
+    scale = 0.01
+    plan = suite.Plan(rounds=1, scale=scale, service_seconds=1.0, items=["core"], clock="wall",
+                      bursts=3)
+    burst = max(1, suite.ITEMS["core"].ops(scale) // 3)
+    results = suite._interleaved("core", ["untraced", "counts"], plan)
+    for variant in ("untraced", "counts"):
+        result = results[variant]
+        assert result["ops"] == 3 * burst and isinstance(result["ops"], int), result
+        assert result["seconds"] > 0 and result["cpu_seconds"] > 0, result
+
+
+@pytest.mark.parametrize(("seconds", "bursts", "plan"), [
+    (5.0, 10, (5, 1)), (5.0, 2, (2, 2)), (1.0, 10, (2, 1)), (12.0, 4, (4, 3))])
+def test_service_bursts_keep_whole_seconds_and_about_the_plain_runs_load(
+        seconds: float, bursts: int, plan: tuple[int, int]) -> None:
+    assert suite_module("suite_service").burst_plan(seconds, bursts) == plan
+
+
+def _service_or_skip() -> object:
+    suite_service = suite_module("suite_service")
+    if (why := suite_service.missing()) is not None:
+        pytest.skip(why)
+    return suite_service
+
+
+def test_interleaved_service_loads_every_server_in_turn_and_checks_each_histogram(
+        tmp_path: Path) -> None:
+    _service_or_skip()
+    raw = tmp_path / "raw.json"
+    proc = subprocess.run([sys.executable, str(SUITE), "--smoke", "--only", "service",
+                           "--interleave", "2", "--json", str(raw)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "all servers up at once, 2 bursts of 1 s of wrk each, in turn" in proc.stdout
+    assert [row["item"] for row in suite_module("suite_table").parse(proc.stdout)] == ["service"]
+    series = json.loads(raw.read_text())["results"][0]
+    for variant in ("otel", "counts", "live"):
+        assert series["values"][variant][0] > 0, series
+        assert series["extras"]["cpu_ms"][variant][0] > 0, series
+    # Each server exported to a receiver of its own: the size histogram of
+    # every tracked variant held every span that server ended.
+    assert not [note for note in series["notes"] if "histogram" in note or "no metrics" in note]
+
+
+def test_interleaved_service_records_a_server_that_cannot_start_and_runs_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    suite_service = _service_or_skip()
+    # A bad setting stops the tracked server before it serves; OTel alone has no tracker.
+    monkeypatch.setenv("OTEL_ALLOC_MAX_SPAN_NAMES", "many")
+    results = suite_service.measure_interleaved(  # type: ignore[attr-defined]
+        ["otel", "counts"], 1.0, 2)
+    assert results["otel"]["rps"] > 0 and results["otel"]["spans"] > 0, results["otel"]
+    error = results["counts"]["error"]
+    assert "service counts did not start" in error and "OTEL_ALLOC_MAX_SPAN_NAMES" in error
