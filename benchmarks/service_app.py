@@ -10,7 +10,8 @@ the receiver at ``--otlp``. Variants: ``otel`` (that alone), ``counts``,
 with metrics on and every span in the size histogram
 (``span_size_sample_rate=1``); ``tracemalloc`` and ``memray`` trace the whole
 process instead. At exit it prints one JSON line: the spans ended, or
-``{"na": ...}`` when the variant cannot run here.
+``{"na": ...}`` when the variant cannot run here. SIGUSR1 exports what the
+span processors hold and prints ``flushed`` (``_flush_on_signal``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -116,6 +118,23 @@ def telemetry(variant: str, otlp: str, app: Any, metric_interval_ms: int = 1000,
     return tracer_provider, meter_provider, count
 
 
+def _flush_on_signal(tracer_provider: Any) -> None:
+    """On SIGUSR1, export what the span processors hold, then print ``flushed``.
+
+    The suite sends it after each measured burst of load, so that the work
+    a burst's spans leave queued (the ``BatchSpanProcessor``'s last partial
+    batch, the allocation processor's figures not yet published) is done
+    and timed with the burst, not in the idle time after it. Python runs
+    the handler on the main thread, between the event loop's polls; no
+    request is in flight then.
+    """
+    def flush(signum: int, frame: object) -> None:
+        tracer_provider.force_flush()
+        print("flushed", flush=True)
+
+    signal.signal(signal.SIGUSR1, flush)
+
+
 def serve(variant: str, port: int, otlp: str) -> dict[str, object]:
     """Serve until SIGINT; what to print at exit."""
     import uvicorn
@@ -141,6 +160,7 @@ def serve(variant: str, port: int, otlp: str) -> dict[str, object]:
             tracer_provider, meter_provider, count = telemetry(variant, otlp, app)
         except NotApplicable as exc:
             return {"na": str(exc)}
+        _flush_on_signal(tracer_provider)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                 access_log=False, lifespan="off")
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after shutdown

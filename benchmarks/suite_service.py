@@ -6,8 +6,8 @@ request, decoded after the server has stopped to check that the size
 histogram holds every span the server ended.
 
 Beside requests per second, each run reports the server's CPU time a request
-over the measured ``wrk`` run, all its threads together and the serving
-thread alone (from ``/proc/<pid>/task/*/schedstat``, nanoseconds). The
+over the measured ``wrk`` run and the flush after it (``Server.load``), all
+its threads together and the serving thread alone (from ``/proc/<pid>/task/*/schedstat``, nanoseconds). The
 server is GIL-bound: its threads together use about one CPU whatever the
 variant, so throughput follows CPU time a request, and the split shows what
 runs off the serving thread (above all the ``BatchSpanProcessor``'s worker
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -202,15 +203,38 @@ class Server:
                 return dict(json.loads(lines[-1]))
             raise RuntimeError(f"service {self.variant} did not start:\n{err[-3000:]}")
         wrk(self.port, 1)
+        self.flush()
         return None
 
+    def flush(self, timeout: float = 60.0) -> float:
+        """Have the server export what its span processors hold; the seconds it took.
+
+        SIGUSR1 (``service_app._flush_on_signal``), then its ``flushed`` line.
+        """
+        assert self.proc.stdout is not None
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGUSR1)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "flushed":
+            raise RuntimeError(f"service {self.variant} did not flush within {timeout:g} s "
+                               f"(got {line.strip()!r})")
+        return time.monotonic() - start
+
     def load(self, seconds: float) -> None:
-        """One measured ``wrk`` run of ``seconds``, added to the totals."""
+        """One measured ``wrk`` run of ``seconds`` and the flush after it, added to the totals.
+
+        The flush counts as part of the run, in CPU time and in seconds, so
+        that the run carries the export work of its own requests: left to
+        the exporters' timers, a run's last partial batch would be exported
+        after it (in an interleaved round, while another server is loaded).
+        """
         before = thread_cpu_ns(self.proc.pid)
         rps, requests = wrk(self.port, seconds)
+        flushed = self.flush()
         after = thread_cpu_ns(self.proc.pid)
         self.requests += requests
-        self.seconds += requests / rps if rps else 0.0
+        self.seconds += (requests / rps if rps else 0.0) + flushed
         for tid, ns in after.items():
             self.cpu_ns[tid] = self.cpu_ns.get(tid, 0) + ns - before.get(tid, 0)
 
