@@ -5,13 +5,14 @@ answers an empty ``Export*ServiceResponse`` and keeps only the last metrics
 request, decoded after the server has stopped to check that the size
 histogram holds every span the server ended.
 
-Beside requests per second, each run reports the server's CPU time a request
-over the measured ``wrk`` run and the flush after it (``Server.load``), all
-its threads together and the serving thread alone (from ``/proc/<pid>/task/*/schedstat``, nanoseconds). The
-server is GIL-bound: its threads together use about one CPU whatever the
-variant, so throughput follows CPU time a request, and the split shows what
-runs off the serving thread (above all the ``BatchSpanProcessor``'s worker
-encoding spans for OTLP) that the serving thread still waits for.
+Beside requests per second, each run reports the server's CPU time a
+request over the measured ``wrk`` run and the flush after it
+(``Server.load``), all its threads together and the serving thread alone
+(from ``/proc/<pid>/task/*/schedstat``, nanoseconds). The server is
+GIL-bound: its threads together use about one CPU whatever the variant, so
+throughput follows CPU time a request, and the split shows what runs off
+the serving thread (above all the ``BatchSpanProcessor``'s worker encoding
+spans for OTLP) that the serving thread still waits for.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,25 @@ def test_interleaved_service_records_a_server_that_cannot_start_and_runs_the_res
     assert results["otel"]["rps"] > 0 and results["otel"]["spans"] > 0, results["otel"]
     error = results["counts"]["error"]
     assert "service counts did not start" in error and "OTEL_ALLOC_MAX_SPAN_NAMES" in error
+
+
+def test_a_service_flush_exports_the_spans_a_batch_still_holds() -> None:
+    suite_service = _service_or_skip()
+    receiver = suite_service.Receiver()  # type: ignore[attr-defined]
+    server = suite_service.Server("counts", receiver)  # type: ignore[attr-defined]
+    try:
+        assert server.start() is None
+        receiver.reset()
+        # One request's spans: far under the batch's 512, so only a flush
+        # exports them within the batch's 5 s delay.
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{server.port}{suite_service.PATH}",  # type: ignore[attr-defined]
+                timeout=10) as response:
+            assert response.status == 200
+        assert server.flush() > 0
+        assert receiver.posts.get("/v1/traces") == 1, receiver.posts
+        result = server.stop()
+        assert result["histogram"] == result["spans"], result
+    finally:
+        server.kill()
+        receiver.close()
