@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_util import alternated
+
 HERE = Path(__file__).resolve().parent
 MODES = ("untraced", "disabled", "counts", "sampled", "live", "tracemalloc")
 
@@ -89,8 +91,7 @@ def main() -> None:
     modes = args.modes.split(",")
     times: dict[str, list[float]] = {m: [] for m in modes}
     for run in range(args.runs):
-        order = modes if run % 2 == 0 else list(reversed(modes))
-        for mode in order:
+        for mode in alternated(modes, run):
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--requests", str(args.requests)],
                 check=True, capture_output=True, text=True,

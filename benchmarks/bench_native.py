@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_util import alternated
+
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("untraced", "counts", "counts+native", "live", "live+native")
 SIZES = {"request": 3000, "numpy": 300, "alloc": 200_000}
@@ -156,7 +158,7 @@ def main() -> None:
         runs = [(name, v) for name in roots for v in VARIANTS]
         times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
         for r in range(args.rounds):
-            for name, variant in (runs if r % 2 == 0 else runs[::-1]):
+            for name, variant in alternated(runs, r):
                 times[(name, variant)].append(
                     measure(variant, workload, SIZES[workload], args.clock, roots[name]))
         for name in roots:

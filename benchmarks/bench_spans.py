@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from bench_util import NullExporter
+from bench_util import NullExporter, alternated
 
 BASE = ("sdk", "counts", "live")
 WITH_METRICS = ("sdk+mp", "counts+mp", "counts+mp@0.1")
@@ -83,7 +83,7 @@ def main() -> None:
     variants = BASE + (WITH_METRICS if args.meter_provider else ())
     times: dict[str, list[float]] = {v: [] for v in variants}
     for run in range(args.runs):
-        for v in variants if run % 2 == 0 else reversed(variants):
+        for v in alternated(variants, run):
             out = subprocess.run([sys.executable, __file__, "--child", v, "--spans",
                                   str(args.spans)], check=True, capture_output=True, text=True)
             times[v].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])

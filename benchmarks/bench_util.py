@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def missing_modules(modules: Sequence[str], hint: str = "pip install -e '.[bench]'") -> str | None:
@@ -15,6 +18,15 @@ def missing_modules(modules: Sequence[str], hint: str = "pip install -e '.[bench
         except ImportError:
             return f"{module} not installed ({hint})"
     return None
+
+
+def alternated(items: Sequence[T], number: int) -> list[T]:
+    """``items`` in order for an even round (or burst) ``number``, reversed for an odd one.
+
+    Alternating the order cancels what running first or last does to a
+    variant (a warmer cache, a neighbour's load that builds up).
+    """
+    return list(items) if number % 2 == 0 else list(reversed(items))
 
 
 class NullExporter:

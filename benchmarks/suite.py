@@ -50,13 +50,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_util import missing_modules  # noqa: E402
+from bench_util import alternated, missing_modules  # noqa: E402
 from suite_child import VARIANTS  # noqa: E402
 from suite_items import ITEMS  # noqa: E402
 from suite_table import Series, render  # noqa: E402
@@ -144,7 +144,7 @@ def _interleaved(item: str, variants: list[str], plan: Plan) -> dict[str, dict[s
             if "ready" not in first:
                 results[v] = first
         for number in range(plan.bursts):
-            for v in variants if number % 2 == 0 else variants[::-1]:
+            for v in alternated(variants, number):
                 if v in results:
                     continue  # n/a, or failed
                 proc, errors = children[v]
@@ -177,7 +177,7 @@ def _record(series: Series, variant: str, result: dict[str, object], key: str) -
 
 def _variants(series: Series, names: tuple[str, ...], round_no: int,
               no_memray: str | None) -> list[str]:
-    order = list(names if round_no % 2 == 0 else reversed(names))
+    order = alternated(names, round_no)
     if no_memray:
         series.na.setdefault("memray", no_memray)
     return [v for v in order if v not in series.na]
@@ -195,14 +195,6 @@ def _service_checks(series: Series, variant: str, result: dict[str, object]) -> 
         if hist != spans:
             series.notes.append(f"{variant}: size histogram has {hist} points for "
                                 f"{spans} spans ended")
-
-
-def _service_run(suite_service: Any, variant: str, plan: Plan,
-                 receiver: Any) -> dict[str, object]:
-    try:
-        return dict(suite_service.measure(variant, plan.service_seconds, receiver))
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        return {"error": str(exc)}
 
 
 def collect(plan: Plan) -> list[Series]:
@@ -237,8 +229,9 @@ def collect(plan: Plan) -> list[Series]:
                             order, plan.service_seconds, plan.bursts)
                     else:
                         receiver = receiver or suite_service.Receiver()
-                        service_results = {v: _service_run(suite_service, v, plan, receiver)
-                                           for v in order}
+                        service_results = {
+                            v: suite_service.measure(v, plan.service_seconds, receiver)
+                            for v in order}
                     for variant, result in service_results.items():
                         shown.append(f"{variant} {_record(series, variant, result, 'rps')}")
                         if "na" not in result:

@@ -32,7 +32,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from bench_util import missing_modules
+from bench_util import alternated, missing_modules
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "service_app.py"
@@ -177,6 +177,11 @@ def wrk(port: int, seconds: float) -> tuple[float, int]:
     return wrk_counts(out)
 
 
+# What a server that fails to start, serve, flush or stop raises: recorded
+# as that variant's error for the round, and the suite goes on.
+FAILURES = (RuntimeError, OSError, subprocess.SubprocessError)
+
+
 class Server:
     """One ``service_app.py`` process in ``variant``, exporting to ``receiver``.
 
@@ -267,7 +272,10 @@ class Server:
 
 
 def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, object]:
-    """Start the server in ``variant``, load it, stop it; the JSON-ready result."""
+    """Start the server in ``variant``, load it, stop it; the JSON-ready result.
+
+    A failure is the result ``{"error": ...}``, as in ``measure_interleaved``.
+    """
     receiver.reset()
     server = Server(variant, receiver)
     try:
@@ -275,6 +283,8 @@ def measure(variant: str, seconds: float, receiver: Receiver) -> dict[str, objec
             return early
         server.load(seconds)
         return server.stop()
+    except FAILURES as exc:
+        return {"error": str(exc)}
     finally:
         server.kill()
 
@@ -310,21 +320,21 @@ def measure_interleaved(variants: list[str], seconds: float,
             try:
                 if (early := server.start()) is not None:
                     results[v] = early
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            except FAILURES as exc:
                 results[v] = {"error": str(exc)}
         for number in range(count):
-            for v in variants if number % 2 == 0 else variants[::-1]:
+            for v in alternated(variants, number):
                 if v in results:
                     continue
                 try:
                     servers[v].load(each)
-                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                except FAILURES as exc:
                     results[v] = {"error": str(exc)}
         for v, server in servers.items():
             if v not in results:
                 try:
                     results[v] = server.stop()
-                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                except FAILURES as exc:
                     results[v] = {"error": str(exc)}
     finally:
         for server in servers.values():
