@@ -78,6 +78,7 @@ class Plan:
     items: list[str]
     clock: str  # "wall" or "cpu" (in-process items)
     bursts: int = 0  # in-process items: 0 one run per variant, else --interleave's bursts
+    same_interpreter: bool = False  # with bursts: every variant of a round in one interpreter
 
 
 def _child(item: str, variant: str, scale: float) -> dict[str, object]:
@@ -161,6 +162,55 @@ def _interleaved(item: str, variants: list[str], plan: Plan) -> dict[str, dict[s
     return {v: results.get(v) or {**sums[v], "ops": ops[v]} for v in variants}
 
 
+# What a variant leaves in the interpreter after it is undone, where it changes
+# another's cost: memray's Tracker (its profile function) leaves CPython 3.11's
+# code objects with line tables built, after which tracemalloc's line lookups
+# took half their time (core: 381 ms -> 222 ms a burst with tracemalloc
+# before and after a memray burst). Such a variant gets a same-interpreter
+# round of its own, with the baseline.
+KEEPS_TRACES = ("memray",)
+
+
+def _switch_child(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "suite.py"), "--switch", item, ",".join(variants),
+         "--interleave", str(plan.bursts), "--scale", str(plan.scale)],
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    if proc.returncode != 0:
+        failed = {"error": f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]}
+        return dict.fromkeys(variants, failed)
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {v: dict(answer[v]) for v in variants}
+
+
+def _switched(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
+    """One round of ``item`` in one fresh interpreter holding every variant (``--switch``).
+
+    A variant of ``KEEPS_TRACES`` runs in a second interpreter beside the
+    baseline alone; its times are put on the first interpreter's scale
+    (times the ratio of the two baselines), so its ratio is the one it
+    measured against its own baseline.
+    """
+    apart = [v for v in variants if v in KEEPS_TRACES]
+    results = _switch_child(item, [v for v in variants if v not in apart], plan)
+    base = "untraced"
+    if not apart:
+        return results
+    own = _switch_child(item, [v for v in variants if v in apart or v == base], plan)
+    for variant in apart:
+        result = own[variant]
+        for key in ("seconds", "cpu_seconds"):
+            if key not in result:
+                break
+            main_base, own_base = results[base].get(key), own[base].get(key)
+            if not (isinstance(main_base, float) and isinstance(own_base, float) and own_base):
+                result = {"error": f"no baseline {key} to scale {variant}'s by"}
+                break
+            result[key] = float(result[key]) * main_base / own_base  # type: ignore[arg-type]
+        results[variant] = result
+    return {v: results[v] for v in variants}
+
+
 def _record(series: Series, variant: str, result: dict[str, object], key: str) -> str:
     if "na" in result:
         series.na[variant] = str(result["na"])
@@ -242,7 +292,8 @@ def collect(plan: Plan) -> list[Series]:
                         _service_checks(series, variant, result)
                 elif plan.bursts:
                     order = _variants(series, VARIANTS, round_no, no_memray)
-                    for variant, result in _interleaved(name, order, plan).items():
+                    run = _switched if plan.same_interpreter else _interleaved
+                    for variant, result in run(name, order, plan).items():
                         shown.append(f"{variant} {_record(series, variant, result, key)}")
                 else:
                     for variant in _variants(series, VARIANTS, round_no, no_memray):
@@ -282,6 +333,9 @@ def header(plan: Plan, minutes: float, load: tuple[float, float]) -> list[str]:
         f"CPython {platform.python_version()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
         f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end, {minutes:.1f} min",
         f"{plan.rounds} rounds, " + (
+            f"one fresh interpreter per round holding every variant, switched on for each of "
+            f"its {plan.bursts} bursts and off after it, in turn (alternating order); a round "
+            f"sums a variant's bursts" if plan.same_interpreter else
             f"a fresh interpreter per variant and round, {plan.bursts} bursts each, handed "
             f"out in turn (alternating order); a round sums a variant's bursts"
             if plan.bursts else "fresh interpreter per run, variants alternated within each "
@@ -308,10 +362,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--interleave", type=int, default=0, metavar="B",
                         help="in-process items: time each variant in B bursts, handed to "
                              "the variants in turn (2 or more; default: one run each)")
+    parser.add_argument("--same-interpreter", action="store_true",
+                        help="with --interleave, in-process items: one interpreter per round "
+                             "holds every variant, each set up before and undone after each "
+                             "of its bursts")
     parser.add_argument("--json", type=Path, help="also write the raw values here")
     parser.add_argument("--list", action="store_true", help="list the items and exit")
     parser.add_argument("--child", nargs=2, metavar=("ITEM", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=2, metavar=("ITEM", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--switch", nargs=2, metavar=("ITEM", "VARIANTS"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -329,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
 
         suite_child.main_serve(args.serve[0], args.serve[1], args.scale or 1.0)
         return 0
+    if args.switch:
+        import suite_child
+
+        suite_child.main_switched(args.switch[0], args.switch[1].split(","),
+                                  args.scale or 1.0, args.interleave or 1)
+        return 0
     if args.list:
         for item in ITEMS.values():
             print(f"{item.name:11s} {item.what}")
@@ -343,14 +409,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--interleave: {args.interleave} not accepted; accepted: an integer of 2 or "
               "more (bursts per variant), or 0 for one run per variant", file=sys.stderr)
         return 2
+    if args.same_interpreter and not args.interleave:
+        print("--same-interpreter: given without --interleave; accepted only with "
+              "--interleave B (B bursts per variant in each round's one interpreter)",
+              file=sys.stderr)
+        return 2
     scale, seconds, rounds = (0.02, 1.0, 1) if args.smoke else (
         (0.5, 3.0, 3) if args.quick else (1.0, 5.0, 7))
     plan = Plan(args.rounds or rounds, args.scale or scale, seconds, items, args.clock,
-                args.interleave)
+                args.interleave, args.same_interpreter)
     start, load = time.monotonic(), os.getloadavg()[0]
     results = collect(plan)
     minutes = (time.monotonic() - start) / 60
     again = " ".join(([f"--interleave {plan.bursts}"] if plan.bursts else [])
+                     + (["--same-interpreter"] if plan.same_interpreter else [])
                      + (["--clock cpu"] if plan.clock == "cpu" else []))
     text, _, _ = render(results, header(plan, minutes, (load, os.getloadavg()[0])), again)
     print(text)
