@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/suite.py [--quick] [--rounds N] [--only NAME[,NAME]] [--json FILE]
+        [--interleave B [--same-interpreter]] [--clock cpu]
 
 Items (``--list`` prints them): ``core`` and ``spans`` (the workloads of
 ``bench_core.py`` and ``bench_spans.py``), ``request`` (a request-like
@@ -30,7 +31,14 @@ neighbour's load that comes and goes over seconds falls on all of them
 alike, where one run after another puts it on whichever ran then. The
 service's round then starts a server per variant, all at once, and loads
 them in turn the same way: up to B bursts of ``wrk`` of at least a second
-each, about as many seconds in all as a plain run's one.
+each, about as many seconds in all as a plain run's one. With
+``--interleave B --same-interpreter`` a round of an in-process item runs in
+one fresh interpreter that holds every variant: each is set up before each of
+its bursts and undone after it (the tracker uninstalled, the other tracers
+stopped, OpenTelemetry's runtime context put back), so all of them share the
+interpreter's heap and code layout as well as the stretch of time; memray,
+which leaves the interpreter changed for tracemalloc, runs in a second
+interpreter beside the baseline alone.
 In-process items report time ratios (lower is better), the service its
 requests per second as a fraction of OpenTelemetry alone (higher is better).
 """
@@ -172,13 +180,17 @@ KEEPS_TRACES = ("memray",)
 
 
 def _switch_child(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "suite.py"), "--switch", item, ",".join(variants),
-         "--interleave", str(plan.bursts), "--scale", str(plan.scale)],
-        capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    """Run one same-interpreter round (``--switch``); every variant's error if it fails."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "suite.py"), "--switch", item, ",".join(variants),
+             "--interleave", str(plan.bursts), "--scale", str(plan.scale)],
+            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {v: {"error": f"no answer in {CHILD_TIMEOUT_S:g} s"} for v in variants}
     if proc.returncode != 0:
-        failed = {"error": f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]}
-        return dict.fromkeys(variants, failed)
+        why = f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]
+        return {v: {"error": why} for v in variants}
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     return {v: dict(answer[v]) for v in variants}
 

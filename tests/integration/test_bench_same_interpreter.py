@@ -68,6 +68,7 @@ def test_same_interpreter_needs_interleave() -> None:
 @pytest.mark.parametrize("spans", [True, False])
 def test_undoing_a_variant_leaves_no_tracer_behind(spans: bool) -> None:
     state = _in_child(f"""
+        import threading
         import tracemalloc
         from opentelemetry import context
         import otel_alloc
@@ -75,6 +76,7 @@ def test_undoing_a_variant_leaves_no_tracer_behind(spans: bool) -> None:
         import suite_child
 
         found = context._RUNTIME_CONTEXT
+        threads = threading.active_count()
         left = {{}}
         for variant in {ALL!r}:
             try:
@@ -82,21 +84,28 @@ def test_undoing_a_variant_leaves_no_tracer_behind(spans: bool) -> None:
                     with tracing.span("x"):
                         bytes(100)
                     on = otel_alloc.installed_mode()
+                    traced = tracemalloc.is_tracing()
             except suite_child.NotApplicable:
                 continue
             left[variant] = {{
                 "on": on,
+                "traced": traced,
                 "installed": otel_alloc.installed_mode(),
+                "in_chain": any(d["in_chain"] for d in otel_alloc.hook_status().values()),
                 "hook": context_follower.context_hook_installed(),
                 "same_context": context._RUNTIME_CONTEXT is found,
                 "tracemalloc": tracemalloc.is_tracing(),
+                "threads": threading.active_count() - threads,
             }}
         print(json.dumps(left))
     """)
     assert {"untraced", "counts", "live", "estimate", "tracemalloc"} <= set(state), state
     for variant, seen in state.items():
-        assert seen == {"on": seen["on"], "installed": None, "hook": False,
-                        "same_context": True, "tracemalloc": False}, (variant, seen)
+        # While on: the variant's tracer. After it is undone: none, nothing hooked,
+        # OpenTelemetry's own runtime context, no thread left running.
+        assert seen == {"on": seen["on"], "traced": variant == "tracemalloc",
+                        "installed": None, "in_chain": False, "hook": False,
+                        "same_context": True, "tracemalloc": False, "threads": 0}, (variant, seen)
         expected = {"counts": "counts", "live": "live", "native": "live",
                     "estimate": "estimate"}.get(variant)
         assert seen["on"] == expected, (variant, seen)
