@@ -315,9 +315,8 @@ def switched_round(item_name: str, variants: list[str], scale: float,
                 continue
             try:
                 with _tracing(variant, item.spans) as tracing:
-                    if burst > 1:
-                        _loop(op, max(1, burst // 10), item.name, tracing)
-                        tracing.flush()
+                    if burst > 1:  # a burst of one op (go, raytrace, chaos) is long enough
+                        _warm(item.name, op, burst, tracing)
                     result = _timed(op, burst, item.name, tracing)
             except NotApplicable as exc:
                 ended[variant] = {"na": str(exc)}
