@@ -82,8 +82,13 @@ def with_native(build: Callable[[dict[str, Any]], T], native: bool) -> T:
 class Tracing:
     """One variant's setup in this interpreter: spans, tracker, other tracers."""
 
-    def __init__(self, variant: str, spans: bool) -> None:
+    def __init__(self, variant: str, spans: bool,
+                 settings: dict[str, object] | None = None) -> None:
         self.variant = variant
+        # The processor's keywords: metrics on, every span in the size
+        # histogram, and what ``settings`` adds or changes (bench_span_parts.py).
+        self._settings: dict[str, object] = {"metrics": True, "span_size_sample_rate": 1.0,
+                                             **(settings or {})}
         self._stack = contextlib.ExitStack()
         self._provider: Any = None
         self._tmp: str | None = None
@@ -143,8 +148,8 @@ class Tracing:
 
             mode, native = TRACKED[self.variant]
             processor = with_native(lambda kw: AllocationSpanProcessor(
-                export, mode=mode, meter_provider=meter_provider, metrics=True,
-                span_size_sample_rate=1.0, **kw), native)
+                export, mode=mode, meter_provider=meter_provider, **self._settings, **kw),
+                native)
             self._installed = True
             check_native(native)
             provider.add_span_processor(processor)

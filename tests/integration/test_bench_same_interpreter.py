@@ -196,3 +196,29 @@ def test_memray_without_a_baseline_figure_to_scale_by_is_an_error(
     results = suite._switched("core", ["untraced", "memray"], plan)
     assert results["memray"] == {"error": "no baseline seconds to scale memray's by"}
     assert results["untraced"]["seconds"] == 1.0
+
+
+def test_span_parts_prints_every_part_and_leaves_no_tracer_after_each_burst() -> None:
+    proc = subprocess.run([sys.executable, str(SUITE.parent / "bench_span_parts.py"),
+                           "--pairs", "2", "--burst", "20"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    shown = dict(re.findall(r"^  (\S+) +(\d+\.\d+)x \(", proc.stdout, re.M))
+    assert list(shown) == ["sdk", "hooks", "path", "counts", "no-attributes", "no-metrics"]
+    assert shown["sdk"] == "1.000" and all(float(v) > 0 for v in shown.values()), shown
+    state = _in_child("""
+        import otel_alloc
+        import bench_span_parts
+        from suite_items import ITEMS
+
+        op = ITEMS["spans"].build()
+        left = {}
+        for variant in bench_span_parts.VARIANTS:
+            seconds = bench_span_parts._burst(variant, op, 5)
+            left[variant] = [seconds > 0, otel_alloc.installed_mode(),
+                             any(d["in_chain"] for d in otel_alloc.hook_status().values())]
+        print(json.dumps(left))
+    """)
+    # Each burst timed; after each, nothing installed and nothing in the allocator chain.
+    parts = ("sdk", "hooks", "path", "counts", "no-attributes", "no-metrics")
+    assert state == {part: [True, None, False] for part in parts}
