@@ -49,8 +49,7 @@ def _burst(variant: str, op: Op, count: int) -> float:
     try:
         if variant == "path":
             otel_alloc.disable()
-        suite_child._warm("spans", op, count, tracing)
-        return float(suite_child._timed(op, count, "spans", tracing)["seconds"])  # type: ignore[arg-type]
+        return float(suite_child.burst(op, count, "spans", tracing)["seconds"])  # type: ignore[arg-type]
     finally:
         tracing.close()
         if hooks_only:

@@ -89,16 +89,23 @@ class Plan:
     same_interpreter: bool = False  # with bursts: every variant of a round in one interpreter
 
 
-def _child(item: str, variant: str, scale: float) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "suite.py"), "--child", item, variant, "--scale", str(scale)],
-        capture_output=True, text=True, timeout=900)
+CHILD_TIMEOUT_S = 900.0
+
+
+def _suite_json(*args: str) -> dict[str, object]:
+    """Run ``suite.py ARGS`` in a fresh interpreter: its last JSON line, or an error."""
+    try:
+        proc = subprocess.run([sys.executable, str(HERE / "suite.py"), *args],
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no answer in {CHILD_TIMEOUT_S:g} s"}
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]}
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-CHILD_TIMEOUT_S = 900.0
+def _child(item: str, variant: str, scale: float) -> dict[str, object]:
+    return _suite_json("--child", item, variant, "--scale", str(scale))
 
 
 def _answer(proc: subprocess.Popen[str], errors: IO[bytes]) -> dict[str, object]:
@@ -181,18 +188,11 @@ KEEPS_TRACES = ("memray",)
 
 def _switch_child(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
     """Run one same-interpreter round (``--switch``); every variant's error if it fails."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "suite.py"), "--switch", item, ",".join(variants),
-             "--interleave", str(plan.bursts), "--scale", str(plan.scale)],
-            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {v: {"error": f"no answer in {CHILD_TIMEOUT_S:g} s"} for v in variants}
-    if proc.returncode != 0:
-        why = f"exit {proc.returncode}: " + proc.stderr.strip()[-2000:]
-        return {v: {"error": why} for v in variants}
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {v: dict(answer[v]) for v in variants}
+    answer = _suite_json("--switch", item, ",".join(variants), "--interleave", str(plan.bursts),
+                         "--scale", str(plan.scale))
+    if "error" in answer:
+        return {v: dict(answer) for v in variants}
+    return {v: dict(answer[v]) for v in variants}  # type: ignore[call-overload]
 
 
 def _switched(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str, object]]:
@@ -205,9 +205,9 @@ def _switched(item: str, variants: list[str], plan: Plan) -> dict[str, dict[str,
     """
     apart = [v for v in variants if v in KEEPS_TRACES]
     results = _switch_child(item, [v for v in variants if v not in apart], plan)
-    base = "untraced"
     if not apart:
         return results
+    base = "untraced"
     own = _switch_child(item, [v for v in variants if v in apart or v == base], plan)
     for variant in apart:
         result = own[variant]

@@ -93,7 +93,9 @@ class Tracing:
         self._provider: Any = None
         self._tmp: str | None = None
         self._installed = False  # the tracker, installed here: uninstalled by close()
-        self._runtime_context = _runtime_context()
+        # Only a setup with spans can put the tracker's stand-in in (its
+        # processor does); a group item imports no OpenTelemetry for it.
+        self._runtime_context = _runtime_context() if spans else None
         try:
             # The other tracers start where the tracker is installed, after the
             # SDK's imports and set-up, so none of them holds the SDK's modules'
@@ -190,7 +192,8 @@ class Tracing:
 
             otel_alloc.uninstall()
             self._installed = False
-        _set_runtime_context(self._runtime_context)
+        if self._runtime_context is not None:
+            _set_runtime_context(self._runtime_context)
 
 
 def _runtime_context() -> object:
@@ -255,6 +258,20 @@ def _warm(item_name: str, op: Callable[[Any], object], count: int, tracing: Trac
     tracing.flush()
 
 
+def burst(op: Callable[[Any], object], count: int, name: str,
+          tracing: Tracing) -> dict[str, object]:
+    """One burst of ``count`` ops on a variant just set up: warmed, then timed.
+
+    The warm-up, a tenth of the burst, is left out for a burst of one op
+    (``go``, ``raytrace``, ``chaos`` in a same-interpreter round), long
+    enough alone. Used where each burst has a setup of its own
+    (``switched_round``, ``bench_span_parts.py``).
+    """
+    if count > 1:
+        _warm(name, op, count, tracing)
+    return _timed(op, count, name, tracing)
+
+
 def measure(item_name: str, variant: str, scale: float) -> dict[str, object]:
     """Time ``item_name`` under ``variant``; the JSON-ready result."""
     item = ITEMS[item_name]
@@ -311,7 +328,7 @@ def switched_round(item_name: str, variants: list[str], scale: float,
     op = item.build()
     total = item.ops(scale)
     count = min(bursts, total)
-    burst = total // count
+    size = total // count
     sums = {v: {"seconds": 0.0, "cpu_seconds": 0.0, "ops": 0} for v in variants}
     ended: dict[str, dict[str, object]] = {}
     for number in range(count):
@@ -320,9 +337,7 @@ def switched_round(item_name: str, variants: list[str], scale: float,
                 continue
             try:
                 with _tracing(variant, item.spans) as tracing:
-                    if burst > 1:  # a burst of one op (go, raytrace, chaos) is long enough
-                        _warm(item.name, op, burst, tracing)
-                    result = _timed(op, burst, item.name, tracing)
+                    result = burst(op, size, item.name, tracing)
             except NotApplicable as exc:
                 ended[variant] = {"na": str(exc)}
                 continue

@@ -9,6 +9,7 @@ with a batch OTLP log processor, all three pointed at one :class:`OTLPReceiver`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -186,6 +187,19 @@ def rss_bytes() -> int:
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def progress_cells(stderr: str, item: str) -> list[tuple[str, str]]:
+    """The suite's ``round 1/1 ITEM: variant value, ...`` progress line, as (variant, shown).
+
+    Checks on the way that every cell shows ``n/a`` or a value above 0.
+    """
+    line = re.search(rf"^round 1/1 {re.escape(item)}: (.*)$", stderr, re.M)
+    assert line is not None, stderr
+    cells = [tuple(cell.split(" ", 1)) for cell in line.group(1).split(", ")]
+    for variant, shown in cells:
+        assert shown == "n/a" or float(shown) > 0, (variant, shown)
+    return cells  # type: ignore[return-value]
 
 
 def suite_module(name: str) -> ModuleType:

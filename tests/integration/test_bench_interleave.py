@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import suite_module
+from tests.integration.conftest import progress_cells, suite_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suite.py"
@@ -31,11 +30,7 @@ def test_interleaved_smoke_times_every_variant_in_bursts_and_prints_one_table(
     # Every variant that ran took its three bursts (core at --smoke: 120 ops, 40 a burst).
     values = json.loads(raw.read_text())["results"][0]["values"]
     assert {"untraced", "counts", "live"} <= set(values), values
-    progress = re.search(r"^round 1/1 core: (.*)$", proc.stderr, re.M)
-    assert progress is not None, proc.stderr
-    for cell in progress.group(1).split(", "):
-        variant, shown = cell.split(" ", 1)
-        assert shown == "n/a" or float(shown) > 0, cell
+    for variant, shown in progress_cells(proc.stderr, "core"):
         if shown != "n/a":
             assert values[variant][0] > 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import suite_module
+from tests.integration.conftest import progress_cells, suite_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suite.py"
@@ -48,11 +48,7 @@ def test_same_interpreter_smoke_times_every_variant_and_prints_one_table(
         assert {"untraced", "counts", "live", "estimate", "tracemalloc"} <= set(
             series["values"]), series
         assert not series["errors"], series["errors"]
-        progress = re.search(rf"^round 1/1 {series['item']}: (.*)$", proc.stderr, re.M)
-        assert progress is not None, proc.stderr
-        for cell in progress.group(1).split(", "):
-            variant, shown = cell.split(" ", 1)
-            assert shown == "n/a" or float(shown) > 0, cell
+        for variant, shown in progress_cells(proc.stderr, series["item"]):
             if shown != "n/a":
                 assert series["values"][variant][0] > 0, (variant, series)
 
