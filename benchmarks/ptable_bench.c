@@ -7,6 +7,10 @@
  *       benchmarks/ptable_bench.c otel_alloc/_native/support/ptable.c
  *   valgrind --tool=callgrind --callgrind-out-file=/tmp/ptb.out /tmp/ptable_bench
  *
+ * Arguments: request rounds (200000) and long-lived blocks (200000); with
+ * 3000000 of them the table maps some 78 MiB, where its transparent huge
+ * pages show (ptable.c, OA_HUGE_FROM) on the wall clock too.
+ *
  * put and pop are inline (ptable.h), so compare the program totals of two
  * builds (add -DOA_PTABLE_PORTABLE for the word-wide groups); the replayed
  * pattern itself is the same in both. Last measured: 3,715M instructions
@@ -267,7 +271,7 @@ static void free_block(block b)
 int main(int argc, char **argv)
 {
     uint32_t rounds = argc > 1 ? (uint32_t)atoi(argv[1]) : 200000;
-    const uint32_t nlong = 200000, nmid = 20000;
+    const uint32_t nlong = argc > 2 ? (uint32_t)atoi(argv[2]) : 200000, nmid = 20000;
     block *longs = malloc(nlong * sizeof(block));
     block *mids = malloc(nmid * sizeof(block));
     block stack[256];

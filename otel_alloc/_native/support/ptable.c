@@ -50,12 +50,26 @@ static size_t mapping_bytes(size_t cap)
     return cap * (sizeof(oa_entry) + 1) + cap / OA_GROUP;
 }
 
+/* A table of this many bytes and more asks for transparent huge pages.
+   Its puts and pops that miss the nursery land at random in the slots and
+   the control bytes: with 4 KiB pages each is a TLB miss besides a cache
+   miss once the table outgrows what the TLB maps (2,048 entries, 8 MiB, on
+   the machines here). Held by a long-running program, 3 million tracked
+   blocks made a 74 MiB table. Only the 2 MiB extents the mapping covers
+   whole get huge pages, so no byte is added, and a kernel without them
+   (or set to "never") refuses or ignores the advice: nothing changes. */
+#define OA_HUGE_FROM ((size_t)4 << 20)
+
 static int map_table(oa_ptable *t, size_t cap)
 {
-    void *p = mmap(NULL, mapping_bytes(cap), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t bytes = mapping_bytes(cap);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -1;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= OA_HUGE_FROM)
+        (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
     t->slots = (oa_entry *)p;
     t->ctrl = (uint8_t *)p + cap * sizeof(oa_entry);
     t->overflowed = t->ctrl + cap; /* mapped pages come zeroed: none marked */
