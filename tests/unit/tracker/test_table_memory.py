@@ -26,7 +26,8 @@ import sys
 
 import pytest
 
-from tests.unit.conftest import other_allocator
+import otel_alloc
+from tests.unit.conftest import OBJ, Helper, installed, other_allocator
 
 CHILD = r"""
 import ctypes, json
@@ -185,3 +186,46 @@ def test_a_large_table_asks_for_huge_pages() -> None:
     assert got["huge_kib"] >= 2048, got  # at least one 2 MiB extent
     assert got["huge_kib"] * 1024 <= got["table_bytes"], got  # and none but the table's
     assert got["bytes_per_live_block"] <= 32, got
+
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_large_table_across_fork_keeps_both_sides_exact(helper: Helper) -> None:
+    """A table of some 16 MiB (on huge pages where the kernel gives them), forked.
+
+    The child starts from an empty table and counts its own blocks exactly;
+    the parent's figures are untouched by what the child frees.
+    """
+    held_blocks, size = 600_000, 32
+    with installed("live"):
+        held_group = otel_alloc.Group()
+        with held_group:
+            ptrs = helper.alloc_many(OBJ, size, held_blocks, keep=True)
+        assert otel_alloc.memory_usage().table_bytes >= 8 << 20
+        live_before = held_group.stats().live_bytes  # and the helper's own blocks
+        assert live_before >= held_blocks * size
+        pid = os.fork()
+        if pid == 0:  # child: report failures through the exit code only
+            code = 0
+            try:
+                if held_group.stats().live_bytes != 0:
+                    code = 2
+                else:
+                    helper.free_many(OBJ, ptrs, held_blocks)  # untracked here
+                    child_group = otel_alloc.Group()
+                    with child_group:
+                        measured = helper.alloc_measured(OBJ, 24, 50_000, child_group.id)
+                    if measured != (24 * 50_000, 50_000, 24 * 50_000, 50_000):
+                        code = 3
+                    elif held_group.stats().freed_bytes != 0:
+                        code = 4
+            except BaseException:
+                code = 5
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert held_group.stats().live_bytes == live_before
+        freed_before = held_group.stats().freed_count
+        helper.free_many(OBJ, ptrs, held_blocks)
+        assert held_group.stats().live_bytes == live_before - held_blocks * size
+        assert held_group.stats().freed_count == freed_before + held_blocks
