@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,3 +60,13 @@ def test_bad_settings_are_refused_naming_them(args: tuple[str, ...], named: str)
     proc = _run(*args, timeout=60)
     assert proc.returncode != 0
     assert named in proc.stderr, proc.stderr
+
+
+def test_a_failing_run_ends_the_script_naming_it() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--items", "request", "--blocks", "0",
+                           "--variants", "untraced,live", "--runs", "1", "--scale", "0.01"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "OTEL_ALLOC_MAX_SPAN_NAMES": "many"})
+    assert proc.returncode != 0
+    assert "request/live with 0 held blocks failed" in proc.stderr, proc.stderr
+    assert "OTEL_ALLOC_MAX_SPAN_NAMES" in proc.stderr, proc.stderr
