@@ -16,10 +16,10 @@ suite's bursts are). The untraced run holds the same K blocks, so every
 variant's ratio is to a process with the same heap. Variants are
 alternated from one run to the next; the ratio printed is the median of
 the runs' ratios to the untraced run of the same round (min-max beside
-it). For the tracker's variants the table's live blocks and its
-bookkeeping bytes per live block (``otel_alloc.memory_usage()``) are
-printed too, read after the burst, so one can see the held blocks are in
-the table. Usage::
+it). For the tracker's variants the child also reports how many blocks
+the table gained while the held ones were made, and the table's live
+blocks and bookkeeping bytes per live block after the burst
+(``otel_alloc.memory_usage()``); the table holds live mode's. Usage::
 
     python benchmarks/bench_heap.py [--items core,request] [--blocks 0,300000,1000000,3000000]
         [--variants untraced,counts,live,estimate,tracemalloc] [--runs 7] [--scale 0.5]
@@ -60,15 +60,20 @@ def child(item_name: str, variant: str, blocks: int, scale: float) -> dict[str, 
     op = item.build()
     count = max(1, round(item.count * scale))
     tracing = suite_child.Tracing(variant, item.spans)
+    tracked = variant in TRACKED
     try:
-        with tracing.span("held"):
-            held = held_blocks(blocks)
-        gc.collect()
-        result = suite_child.burst(op, count, item_name, tracing)
-        if variant in TRACKED:
+        if tracked:
             import otel_alloc
 
+            before = otel_alloc.memory_usage().live_blocks
+        with tracing.span("held"):
+            held = held_blocks(blocks)
+        in_table = otel_alloc.memory_usage().live_blocks - before if tracked else 0
+        gc.collect()
+        result = suite_child.burst(op, count, item_name, tracing)
+        if tracked:
             usage = otel_alloc.memory_usage()
+            result["held_in_table"] = in_table
             result["live_blocks"] = usage.live_blocks
             result["bytes_per_live_block"] = usage.bytes_per_live_block
         del held
@@ -106,7 +111,8 @@ def measure(item: str, variants: list[str], blocks: list[int], runs: int,
                 result = _run(item, variant, size, scale)
                 seconds[variant].append(float(result["seconds"]))  # type: ignore[arg-type]
                 if variant == "live":
-                    table = (f"{result['live_blocks']:,} live blocks, "
+                    table = (f"{result['live_blocks']:,} live blocks "
+                             f"({result['held_in_table']:,} from the held heap), "
                              f"{float(result['bytes_per_live_block']):.1f} B each")  # type: ignore[arg-type]
         base = seconds["untraced"]
         cells = [_cell([m / b for b, m in zip(base, seconds[v], strict=True)])
