@@ -56,9 +56,9 @@ static size_t mapping_bytes(size_t cap)
    miss once the table outgrows what the TLB maps (the second-level data
    TLB of the AMD Zen 3 here holds 2,048 entries: 8 MiB of 4 KiB pages).
    Held by a long-running program, 3 million tracked blocks made a 78 MiB
-   table. Only the 2 MiB extents the mapping covers
-   whole get huge pages, so no byte is added, and a kernel without them
-   (or set to "never") refuses or ignores the advice: nothing changes. */
+   table. Only the 2 MiB extents the mapping covers whole get huge pages,
+   so no byte is added, and a kernel without them (or set to "never")
+   refuses or ignores the advice: nothing changes. */
 #define OA_HUGE_FROM ((size_t)4 << 20)
 
 static int map_table(oa_ptable *t, size_t cap)

@@ -188,7 +188,6 @@ def test_a_large_table_asks_for_huge_pages() -> None:
     assert got["bytes_per_live_block"] <= 32, got
 
 
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_large_table_across_fork_keeps_both_sides_exact(helper: Helper) -> None:
     """A table of some 16 MiB (on huge pages where the kernel gives them), forked.
