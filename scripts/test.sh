@@ -4,8 +4,9 @@
 #   scripts/test.sh            full run: lint, types, whole suite on CPython 3.11,
 #                              then two lanes side by side: the unit suite under
 #                              ASan+UBSan; the unit suite on 3.10, 3.12, 3.13,
-#                              3.14 and 3.15 (a missing one fails the run) and
-#                              the lowest and newest checked SDK
+#                              3.14 and 3.15 (a missing one fails the run), the
+#                              lowest and newest checked SDK, and the benchmark
+#                              suite's service tests (Debian's wrk)
 #
 # OTEL_ALLOC_SKIP_PYTHONS="3.14 3.15" skips those interpreters (local use
 # only; CI never sets it). OTEL_ALLOC_QUICK=1 stops after the main suite.
@@ -22,7 +23,9 @@ SDK_MIN=1.35.0   # lowest opentelemetry-sdk/api in pyproject.toml's range
 # Debian's own builds (scripts/debian-cpython.sh) where nothing else has them.
 OTHER_PYTHONS=${OTEL_ALLOC_PYTHONS:-"3.10 3.12 3.13 3.14 3.15"}
 
-log() { printf '\n== %s\n' "$*"; }
+START_SECONDS=$SECONDS
+# A heading, with the minutes and seconds since the start (where CI's time goes).
+log() { printf '\n== [%d:%02d] %s\n' $(((SECONDS - START_SECONDS) / 60)) $(((SECONDS - START_SECONDS) % 60)) "$*"; }
 
 # Path of a working python$1, installing Debian's build of 3.13+ if needed.
 find_python() {
@@ -72,9 +75,11 @@ export OTEL_ALLOC_REQUIRE_NATIVE_LIBS=1
 
 # Debian's prometheus (the dashboard tests run real PromQL) and chromium (the
 # flame graph tests drive the page in a headless browser); gdb, for the fork
-# tests to take a hung child's stacks before they kill it.
+# tests to take a hung child's stacks before they kill it; wrk, the load
+# generator of the benchmark suite's service.
 apt_packages=()
 command -v gdb >/dev/null 2>&1 || apt_packages+=(gdb)
+command -v wrk >/dev/null 2>&1 || apt_packages+=(wrk)
 command -v prometheus >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
@@ -169,6 +174,20 @@ for sdk in "${SDKS[@]}"; do
         "opentelemetry-api==$version" "opentelemetry-instrumentation==${sdk##*:}"
 done
 
+# The benchmark suite's service (FastAPI and uvicorn under wrk, exporting over
+# OTLP/HTTP to a local receiver): its tests skipped in the main suite, which
+# runs without the benchmark extra; they run after the unit suites with it.
+# Into the main venv, held to what is installed there (nothing the other
+# tests ran with changes), before the ASan lane starts using that venv.
+log "the benchmark extra, for the service's tests"
+"$VENV/bin/python" -m pip freeze --exclude-editable >"$lanes/installed.txt"
+"$VENV/bin/python" - >"$lanes/bench.txt" <<'PYEOF'
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["bench"]))
+PYEOF
+"$VENV/bin/python" -m pip install -q -c "$lanes/installed.txt" -r "$lanes/bench.txt"
+
 log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer (in the background)"
 PYTHON="$(cd "$VENV" && pwd)/bin/python" setsid bash tests/native/run_sanitizers.sh asan \
     --basetemp="$lanes/asan-tmp" >"$lanes/asan.log" 2>&1 &
@@ -193,6 +212,12 @@ for sdk in "${SDKS[@]}"; do
         tests/unit/otel/test_span_attribute_choice.py \
         || { echo "FAILED: opentelemetry-sdk $version" >&2; exit 1; }
 done
+
+log "the benchmark suite's service (FastAPI under wrk)"
+# Here a missing piece (wrk, a package) fails the tests instead of skipping them.
+OTEL_ALLOC_REQUIRE_SERVICE=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+    --basetemp="$lanes/tmp-service" tests/integration/test_bench_interleave.py -k service \
+    || { echo "FAILED: the service's tests" >&2; exit 1; }
 
 asan_rc=0
 wait "$asan_pid" || asan_rc=$?

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -96,10 +97,28 @@ def test_service_bursts_keep_whole_seconds_and_about_the_plain_runs_load(
 
 
 def _service_or_skip() -> object:
+    """The suite's service module; skips where wrk or a package is missing.
+
+    Under ``OTEL_ALLOC_REQUIRE_SERVICE=1`` (CI's service lane, which
+    installs them) a missing piece fails the test instead.
+    """
     suite_service = suite_module("suite_service")
     if (why := suite_service.missing()) is not None:
+        if os.environ.get("OTEL_ALLOC_REQUIRE_SERVICE") == "1":
+            pytest.fail(f"OTEL_ALLOC_REQUIRE_SERVICE=1 but {why}")
         pytest.skip(why)
     return suite_service
+
+
+def test_a_missing_wrk_skips_the_service_tests_or_fails_them_where_required(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wrk on it
+    monkeypatch.delenv("OTEL_ALLOC_REQUIRE_SERVICE", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="wrk not installed"):
+        _service_or_skip()
+    monkeypatch.setenv("OTEL_ALLOC_REQUIRE_SERVICE", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_SERVICE=1 but wrk not installed"):
+        _service_or_skip()
 
 
 def test_interleaved_service_loads_every_server_in_turn_and_checks_each_histogram(
