@@ -38,6 +38,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from suite_table import Series
+
 HERE = Path(__file__).resolve().parent
 SUITE = HERE / "suite.py"
 METHODS = {"A": "fresh interpreters", "B": "same interpreter"}
@@ -66,20 +68,22 @@ class ItemRun:
 
 
 def item_runs(suite_json: dict[str, object]) -> dict[str, ItemRun]:
-    """Each item's figures out of a ``suite.py --json`` file (variants without values left out)."""
+    """Each item's figures out of a ``suite.py --json`` file (variants without values left out).
+
+    The per-round ratios are the suite's own (``Series.ratios``): a round
+    that failed for a variant or the baseline is left out of that variant's.
+    """
     out: dict[str, ItemRun] = {}
     for result in suite_json["results"]:  # type: ignore[attr-defined]
-        values: dict[str, list[float]] = result["values"]
-        base = values[result["baseline"]]
+        series = Series(**result)
+        base = [b for b in series.values.get(series.baseline, []) if b]
         if not base:
             continue
         run = ItemRun(statistics.median(base), statistics.pstdev(base) / statistics.mean(base))
-        for variant, seconds in values.items():
-            if variant == result["baseline"] or len(seconds) != len(base):
-                continue
-            ratios = [s / b for s, b in zip(seconds, base, strict=True)]
-            run.cells[variant] = RunCell(statistics.median(ratios), statistics.pstdev(ratios))
-        out[result["item"]] = run
+        for variant in series.values:
+            if variant != series.baseline and (ratios := series.ratios(variant)):
+                run.cells[variant] = RunCell(statistics.median(ratios), statistics.pstdev(ratios))
+        out[series.item] = run
     return out
 
 

@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_heap.py"
 
 
-def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, timeout: float = 300,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 @pytest.mark.parametrize("item", ["core", "request"])
@@ -67,10 +68,9 @@ def test_bad_settings_are_refused_naming_them(args: tuple[str, ...], named: str)
 
 
 def test_a_failing_run_ends_the_script_naming_it() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--items", "request", "--blocks", "0",
-                           "--variants", "untraced,live", "--runs", "1", "--scale", "0.01"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "OTEL_ALLOC_MAX_SPAN_NAMES": "many"})
+    proc = _run("--items", "request", "--blocks", "0", "--variants", "untraced,live",
+                "--runs", "1", "--scale", "0.01",
+                env={**os.environ, "OTEL_ALLOC_MAX_SPAN_NAMES": "many"})
     assert proc.returncode != 0
     assert "request/live with 0 held blocks failed" in proc.stderr, proc.stderr
     assert "OTEL_ALLOC_MAX_SPAN_NAMES" in proc.stderr, proc.stderr

@@ -29,7 +29,7 @@ def test_the_order_is_abba_with_as_many_runs_of_each_method(runs: int) -> None:
 
 
 def _suite_json(values: dict[str, list[float]]) -> dict[str, object]:
-    return {"plan": {}, "results": [{"item": "spans", "baseline": "untraced",
+    return {"plan": {}, "results": [{"item": "spans", "what": "", "baseline": "untraced",
                                      "values": values}]}
 
 
