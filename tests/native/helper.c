@@ -333,6 +333,41 @@ int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta)
     return 0;
 }
 
+/* n rounds, the GIL held throughout, of a MEM block of mem_size bytes then
+   a block of other_size bytes through other_domain (5: RAW, 4: native, both
+   under the GIL), each freed at once; measured in C like
+   h_alloc_many_measured. The MEM allocation leaves the thread's
+   attribution cache current, so in counts mode the other one is charged
+   from that cache (core/track.c: twin_alloc_cached). -1 for another
+   domain, or when the tracker's C API or the group cannot be read. */
+static int interleaved(size_t mem_size, int other_domain, size_t other_size, int n,
+                       uint64_t group, uint64_t *delta)
+{
+    int failed = 0;
+    MEASURED(group, delta, {
+        for (int i = 0; i < n; i++) {
+            void *m = PyMem_Malloc(mem_size);
+            void *o = do_malloc(other_domain, other_size);
+            failed += (m == NULL) + (o == NULL);
+            if (o != NULL)
+                do_free(other_domain, o);
+            PyMem_Free(m);
+        }
+    });
+    return failed;
+}
+
+int h_interleaved_measured(size_t mem_size, int other_domain, size_t other_size, int n,
+                           uint64_t group, uint64_t *delta)
+{
+    if (other_domain != 4 && other_domain != 5)
+        return -1;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = interleaved(mem_size, other_domain, other_size, n, group, delta);
+    PyGILState_Release(gil);
+    return rc;
+}
+
 /* ------------------------------------------------------------- peaks */
 
 #define H_PEAK_MAX 4096

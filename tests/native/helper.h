@@ -21,6 +21,8 @@ int h_call_alloc_measured(uintptr_t fn, size_t size, uint64_t group, uint64_t *d
                           uintptr_t *out);
 int h_call_free_measured(uintptr_t fn, uintptr_t p, uint64_t group, uint64_t *delta);
 int h_free_measured(int domain, uintptr_t ptr, uint64_t group, uint64_t *delta);
+int h_interleaved_measured(size_t mem_size, int other_domain, size_t other_size, int n,
+                           uint64_t group, uint64_t *delta);
 int h_peak_sequence(int domain, size_t size, int n1, int k, int n2, int keep);
 void h_peak_release(void);
 void h_allocators_snapshot(void);

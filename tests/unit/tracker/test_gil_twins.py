@@ -53,6 +53,28 @@ def test_a_block_freed_under_the_other_kind_of_thread_is_charged_exactly(
     group.release()
 
 
+@pytest.mark.parametrize("mode", ["counts", "live", "estimate"])
+@pytest.mark.parametrize("domain", list(DOMAINS))
+def test_a_block_right_after_a_mem_one_is_charged_exactly(helper: Helper, mode: str,
+                                                         domain: str) -> None:
+    """Under the GIL, each RAW or native block follows a MEM one, which leaves
+    the thread's attribution cache current: counts mode charges the block
+    from that cache, the other modes the general way. Either way every
+    block of both is charged to the group, once."""
+    mem_size, size, n = 48, 3000, 300
+    delta = helper.ffi.new("uint64_t[4]")
+    with installed(mode, native=True):
+        with otel_alloc.Group() as group:
+            failed = helper.module.lib.h_interleaved_measured(
+                mem_size, _helper_domain(domain, True), size, n, group.id, delta)
+        group.release()
+    assert failed == 0
+    allocated = (n * (mem_size + size), 2 * n)
+    assert tuple(delta)[:2] == allocated
+    if mode == "live":
+        assert tuple(delta)[2:] == allocated
+
+
 def _figures(domain: str) -> tuple[int, ...]:
     """The domain's figures that the tests compare."""
     s = otel_alloc.domain_stats(domain)
