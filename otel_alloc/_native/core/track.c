@@ -183,7 +183,10 @@ static inline void shared_alloc_call(int domain, void *ptr, size_t size)
    plain counters. Live mode's twin goes the general way: its table entry
    takes the group's tag. The general way ran some 150 instructions a RAW
    allocation and 11 code lines of its own (callgrind, the suite's spans
-   loop: about 4.4 RAW allocations a span, the SDK's locks). */
+   loop: about 4.4 RAW allocations a span, the SDK's locks). Checked here,
+   before the call of shared_alloc_twin, not inside it, where realloc's
+   twins would take it too: behind that call's prologue the path saved
+   124 instructions a span instead of 349. */
 static inline __attribute__((always_inline)) int twin_alloc_cached(int twin, PyThreadState *ts,
                                                                    void *ptr, size_t size)
 {
