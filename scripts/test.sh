@@ -96,6 +96,20 @@ end_lanes() {
     rm -rf "$lanes"
 }
 trap end_lanes EXIT
+# Wait for the background lane whose pid variable is named $1, print its log
+# $2 under the heading $3, and fail the run if it failed ($4 says what). The
+# variable is cleared first: end_lanes must not kill a reaped pid's group.
+join_lane() {
+    local pid=${!1} rc=0
+    wait "$pid" || rc=$?
+    printf -v "$1" ''
+    log "$3"
+    cat "$2"
+    if [ "$rc" -ne 0 ]; then
+        echo "FAILED: $4, exit $rc" >&2
+        exit "$rc"
+    fi
+}
 
 if [ "${OTEL_ALLOC_QUICK:-0}" != 1 ]; then
     log "installing the other supported CPythons (${OTEL_ALLOC_PYTHONS}) and SDKs (in the background)"
@@ -112,15 +126,8 @@ if [ "${OTEL_ALLOC_QUICK:-0}" = 1 ]; then
     exit 0
 fi
 
-install_rc=0
-wait "$install_pid" || install_rc=$?
-install_pid=
-log "the other CPythons and SDKs, installed (its log)"
-cat "$lanes/install.log"
-if [ "$install_rc" -ne 0 ]; then
-    echo "FAILED: installing the other lanes, exit $install_rc" >&2
-    exit "$install_rc"
-fi
+join_lane install_pid "$lanes/install.log" "the other CPythons and SDKs, installed (its log)" \
+    "installing the other lanes"
 unset OTEL_ALLOC_REQUIRE_NATIVE_LIBS
 
 # The benchmark suite's service (FastAPI and uvicorn under wrk, exporting over
@@ -169,12 +176,6 @@ OTEL_ALLOC_REQUIRE_SERVICE=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider
     --basetemp="$lanes/tmp-service" tests/integration/test_bench_interleave.py -k service \
     || { echo "FAILED: the service's tests" >&2; exit 1; }
 
-asan_rc=0
-wait "$asan_pid" || asan_rc=$?
-asan_pid=
-log "native suite under AddressSanitizer + UndefinedBehaviorSanitizer (its log)"
-cat "$lanes/asan.log"
-if [ "$asan_rc" -ne 0 ]; then
-    echo "FAILED: the ASan+UBSan suite, exit $asan_rc" >&2
-    exit "$asan_rc"
-fi
+join_lane asan_pid "$lanes/asan.log" \
+    "native suite under AddressSanitizer + UndefinedBehaviorSanitizer (its log)" \
+    "the ASan+UBSan suite"
