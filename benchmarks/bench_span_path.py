@@ -33,6 +33,7 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     "counts": {},
     "no-attributes": {"span_attributes": False},
     "no-metrics": {"metrics": False},
+    "no-sampling": {"sample_bytes": 0},
 }
 
 

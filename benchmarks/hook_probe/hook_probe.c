@@ -19,8 +19,10 @@ static int g_filled[SLOTS];
 
 /* The guard hook: the allocators it wraps, one per domain. */
 static PyMemAllocatorEx g_wrapped[DOMAINS];
-static __thread int t_guard;
-static __thread size_t t_bytes;
+/* initial-exec, as otel_alloc's own thread-locals: the default model for a
+   shared object calls __tls_get_addr on each access. */
+static __thread int t_guard __attribute__((tls_model("initial-exec")));
+static __thread size_t t_bytes __attribute__((tls_model("initial-exec")));
 
 void oa_probe_save(int slot)
 {
