@@ -1,10 +1,12 @@
 """What AllocationSpanProcessor adds to a span beyond the hooks (issue 18).
 
-The suite's ``spans`` item on several TracerProviders in one interpreter:
-one with the SDK alone (the baseline) and one per processor setting, each
-with AllocationSpanProcessor in counts mode wrapping the same kind of export
-processor. Their spans take turns span by span, in a rotating order, so a
-slow spell of the host falls on all of them alike; each span is timed.
+The suite's ``spans`` item on two TracerProviders in one interpreter: one
+with the SDK alone (the baseline), one with AllocationSpanProcessor in
+counts mode wrapping the same kind of export processor. Their spans take
+turns span by span, so a slow spell of the host falls on both alike; each
+span is timed. Each processor setting runs in an interpreter of its own:
+with several processors in one, each span read up to twice as dear (their
+tables and queues crowd each other out of the caches).
 
 The tracker is installed for all of them (the processors install it), and
 its runtime-context stand-in serves every provider: a baseline span's
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -37,15 +41,16 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
 }
 
 
-def providers() -> dict[str, Any]:
-    """One TracerProvider per setting (the SDK alone for ``sdk``)."""
+def providers(setting: str) -> dict[str, Any]:
+    """The SDK alone's TracerProvider and ``setting``'s."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from otel_alloc import AllocationSpanProcessor
 
     made = {}
-    for name, settings in SETTINGS.items():
+    for name in ("sdk", setting):
+        settings = SETTINGS[name]
         provider = TracerProvider()
         export = SimpleSpanProcessor(NullExporter())  # type: ignore[arg-type]
         if settings is None:
@@ -62,18 +67,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=60000,
-                        help="spans of each setting (default 60000)")
+                        help="spans of each provider (default 60000)")
+    parser.add_argument("--setting", choices=[name for name in SETTINGS if name != "sdk"],
+                        help="run this setting alone, here (the default: each in a child)")
     args = parser.parse_args()
-    made = providers()
+    if args.setting is None:
+        print(f"spans, {args.blocks} spans of each provider taking turns, a setting an "
+              "interpreter")
+        print("  setting          adds a span (median)   at the quartiles    SDK alone")
+        for name in SETTINGS:
+            if name != "sdk":
+                subprocess.run([sys.executable, __file__, "--blocks", str(args.blocks),
+                                "--setting", name], check=True)
+        return
+    made = providers(args.setting)
     names = list(made)
     factories = {name: provider.get_tracer("bench").start_as_current_span
                  for name, provider in made.items()}
     op, clock = ITEMS["spans"].build(), time.perf_counter_ns
     ns: dict[str, list[int]] = {name: [] for name in names}
     for number in range(args.blocks):
-        turn = number % len(names)
-        order = names[turn:] + names[:turn]
-        for name in order if number % 2 == 0 else order[::-1]:
+        for name in names if number % 2 == 0 else names[::-1]:
             span = factories[name]
             start = clock()
             with span("spans"):
@@ -84,15 +98,12 @@ def main() -> None:
     warm = args.blocks // 10
     base = ns["sdk"][warm:]
     base_q = statistics.quantiles(base, n=4)
-    print(f"spans, {args.blocks} spans of each setting taking turns; SDK alone: median "
-          f"{statistics.median(base) / 1000:.2f} us a span")
-    print("  setting          adds a span (median)   at the quartiles")
-    for name in names[1:]:
-        spans = ns[name][warm:]
-        added = statistics.median(b - a for a, b in zip(base, spans, strict=True))
-        at_q = [q - b for q, b in zip(statistics.quantiles(spans, n=4), base_q, strict=True)]
-        print(f"  {name:15s}  {added:6.0f} ns ({added / statistics.median(base) * 100:4.1f} %)"
-              f"       {' / '.join(f'{x:.0f}' for x in at_q)} ns")
+    spans = ns[args.setting][warm:]
+    added = statistics.median(b - a for a, b in zip(base, spans, strict=True))
+    at_q = [q - b for q, b in zip(statistics.quantiles(spans, n=4), base_q, strict=True)]
+    print(f"  {args.setting:15s}  {added:6.0f} ns ({added / statistics.median(base) * 100:4.1f} %)"
+          f"       {' / '.join(f'{x:.0f}' for x in at_q)} ns   "
+          f"{statistics.median(base) / 1000:.2f} us", flush=True)
 
 
 if __name__ == "__main__":
