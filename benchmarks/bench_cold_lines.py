@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent / "cold_lines"
 MAX_LINES = 512
 
 
-def hot_ns(run: Callable[[int], None], lines: int, calls: int = 20000) -> float:
+def hot_ns(run: Callable[[int], int], lines: int, calls: int = 20000) -> float:
     """Nanoseconds ``lines`` probe lines take beyond a call of none, run back to back."""
     def timed(k: int) -> float:
         start = time.perf_counter()

@@ -52,16 +52,18 @@ def build_probe(folder: Path, name: str, target: Path,
                 extra_compile_args: Sequence[str] = ("-O2",)) -> ModuleType:
     """Compile a benchmark's native probe with cffi into ``target`` and import it.
 
-    ``folder`` holds ``<stem>.h`` (the functions Python calls) and
-    ``<stem>.c``, named after the folder; the module is ``name``.
+    ``folder`` holds ``<stem>.h`` (the functions Python calls, without
+    includes: cffi reads it as it is) and ``<stem>.c``, named after the
+    folder; the module is ``name``.
     """
     from cffi import FFI
 
     stem = folder.name
     ffi = FFI()
     ffi.cdef((folder / f"{stem}.h").read_text())
-    ffi.set_source(name, f'#include "{stem}.h"', sources=[str(folder / f"{stem}.c")],
-                   include_dirs=[str(folder)], extra_compile_args=list(extra_compile_args))
+    ffi.set_source(name, f'#include <stdint.h>\n#include "{stem}.h"',
+                   sources=[str(folder / f"{stem}.c")], include_dirs=[str(folder)],
+                   extra_compile_args=list(extra_compile_args))
     ffi.compile(tmpdir=str(target))
     sys.path.insert(0, str(target))
     return importlib.import_module(name)

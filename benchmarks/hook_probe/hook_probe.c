@@ -96,3 +96,8 @@ void oa_probe_install_guard(void)
         PyMem_SetAllocator(DOMAIN_OF[d], &hook);
     }
 }
+
+unsigned long long oa_probe_guard_bytes(void)
+{
+    return t_bytes;
+}
