@@ -1,6 +1,7 @@
 """What otel_alloc's allocator hooks cost a span on the wall clock (issue 18).
 
-The suite's ``spans`` item in one interpreter, the tracker installed once:
+A span item of the suite (``--item``, default ``spans``) in one
+interpreter, the tracker installed once:
 short bursts (``--burst`` spans) take turns with different allocators in
 place, put there by swapping the saved allocator sets
 (``hook_probe/hook_probe.c``), not by installing and uninstalling, which
@@ -19,7 +20,7 @@ mode in every burst, and the ``tracker`` bursts count into the spans' groups
 is measured apart by ``bench_span_path.py``). Prints each variant's median
 ratio of its burst to the ``none`` burst of the same round. Usage::
 
-    python benchmarks/bench_hook_parts.py [--rounds 3000] [--burst 20] [--processor]
+    python benchmarks/bench_hook_parts.py [--item spans] [--rounds 3000] [--burst 20] [--processor]
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ from suite_items import ITEMS
 
 HERE = Path(__file__).resolve().parent / "hook_probe"
 SLOT_OF = {"none": 0, "guard": 1, "tracker": 2}
+SPAN_ITEMS = [name for name, item in ITEMS.items() if item.spans]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--item", choices=SPAN_ITEMS, default="spans",
+                        help="the suite's span item to run (default spans)")
     parser.add_argument("--rounds", type=int, default=3000)
     parser.add_argument("--burst", type=int, default=20, help="spans a burst (default 20)")
     parser.add_argument("--processor", action="store_true",
@@ -52,10 +56,10 @@ def main() -> None:
         probe.oa_probe_install_guard()
         probe.oa_probe_save(SLOT_OF["guard"])
         probe.oa_probe_restore(SLOT_OF["none"])
-        measure(probe, args.rounds, args.burst, args.processor)
+        measure(probe, args.item, args.rounds, args.burst, args.processor)
 
 
-def measure(probe: object, rounds: int, burst: int, processor: bool) -> None:
+def measure(probe: object, item: str, rounds: int, burst: int, processor: bool) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
@@ -73,13 +77,13 @@ def measure(probe: object, rounds: int, burst: int, processor: bool) -> None:
     lib = probe  # the cffi lib: its functions are looked up on it
     lib.oa_probe_save(SLOT_OF["tracker"])  # type: ignore[attr-defined]
     lib.oa_probe_restore(SLOT_OF["none"])  # type: ignore[attr-defined]
-    op, clock = ITEMS["spans"].build(), time.perf_counter_ns
+    op, clock = ITEMS[item].build(), time.perf_counter_ns
     span = provider.get_tracer("bench").start_as_current_span
 
     def timed() -> int:
         start = clock()
         for _ in range(burst):
-            with span("spans"):
+            with span(item):
                 op(span)
         return clock() - start
 
@@ -108,7 +112,7 @@ def measure(probe: object, rounds: int, burst: int, processor: bool) -> None:
         lib.oa_probe_restore(SLOT_OF["none"])  # type: ignore[attr-defined]
     lib.oa_probe_restore(SLOT_OF["tracker"])  # type: ignore[attr-defined]
     provider.shutdown()
-    print(f"spans, {rounds} rounds of {burst}-span bursts, "
+    print(f"{item}, {rounds} rounds of {burst}-span bursts, "
           f"{'with' if processor else 'without'} AllocationSpanProcessor; none: "
           f"{statistics.median(ns['none']) / burst / 1000:.2f} us a span; "
           f"rounds dropped (hooks put back by the watch): {dropped}")

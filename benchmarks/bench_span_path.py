@@ -1,6 +1,7 @@
 """What AllocationSpanProcessor adds to a span beyond the hooks (issue 18).
 
-The suite's ``spans`` item on two TracerProviders in one interpreter: one
+A span item of the suite (``--item``, default ``spans``) on two
+TracerProviders in one interpreter: one
 with the SDK alone (the baseline), one with AllocationSpanProcessor in
 counts mode wrapping the same kind of export processor. Their spans take
 turns span by span, so a slow spell of the host falls on both alike; each
@@ -17,7 +18,7 @@ counting; ``bench_hook_parts.py`` measures the hooks. Prints, per setting,
 the median of the per-span differences from the neighbouring baseline span,
 and the difference at the quartiles of the two distributions. Usage::
 
-    python benchmarks/bench_span_path.py [--blocks 60000]
+    python benchmarks/bench_span_path.py [--item spans] [--blocks 60000]
 """
 
 from __future__ import annotations
@@ -66,31 +67,33 @@ def providers(setting: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--item", choices=[name for name, item in ITEMS.items() if item.spans],
+                        default="spans", help="the suite's span item to run (default spans)")
     parser.add_argument("--blocks", type=int, default=60000,
                         help="spans of each provider (default 60000)")
     parser.add_argument("--setting", choices=[name for name in SETTINGS if name != "sdk"],
                         help="run this setting alone, here (the default: each in a child)")
     args = parser.parse_args()
     if args.setting is None:
-        print(f"spans, {args.blocks} spans of each provider taking turns, a setting an "
+        print(f"{args.item}, {args.blocks} spans of each provider taking turns, a setting an "
               "interpreter")
         print("  setting          adds a span (median)   at the quartiles    SDK alone")
         for name in SETTINGS:
             if name != "sdk":
-                subprocess.run([sys.executable, __file__, "--blocks", str(args.blocks),
-                                "--setting", name], check=True)
+                subprocess.run([sys.executable, __file__, "--item", args.item,
+                                "--blocks", str(args.blocks), "--setting", name], check=True)
         return
     made = providers(args.setting)
     names = list(made)
     factories = {name: provider.get_tracer("bench").start_as_current_span
                  for name, provider in made.items()}
-    op, clock = ITEMS["spans"].build(), time.perf_counter_ns
+    op, clock = ITEMS[args.item].build(), time.perf_counter_ns
     ns: dict[str, list[int]] = {name: [] for name in names}
     for number in range(args.blocks):
         for name in names if number % 2 == 0 else names[::-1]:
             span = factories[name]
             start = clock()
-            with span("spans"):
+            with span(args.item):
                 op(span)
             ns[name].append(clock() - start)
     for provider in made.values():

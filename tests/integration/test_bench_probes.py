@@ -85,6 +85,13 @@ def test_hook_parts_prints_the_guard_and_the_tracker(processor: bool) -> None:
     assert ("with AllocationSpanProcessor" in proc.stdout) == processor
 
 
+def test_hook_parts_runs_another_span_item() -> None:
+    proc = _run("bench_hook_parts.py", "--item", "request", "--rounds", "5", "--burst", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("request, 5 rounds of 1-span bursts"), proc.stdout
+    assert re.search(r"^  tracker +\d+\.\d+x ", proc.stdout, re.M), proc.stdout
+
+
 def test_span_path_prints_each_setting_from_an_interpreter_of_its_own() -> None:
     proc = _run("bench_span_path.py", "--blocks", "300")
     assert proc.returncode == 0, proc.stderr
