@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench_util import NullExporter, alternated, build_probe
 from suite_items import ITEMS
@@ -59,7 +60,7 @@ def main() -> None:
         measure(probe, args.item, args.rounds, args.burst, args.processor)
 
 
-def measure(probe: object, item: str, rounds: int, burst: int, processor: bool) -> None:
+def measure(lib: Any, item: str, rounds: int, burst: int, processor: bool) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
@@ -74,9 +75,8 @@ def measure(probe: object, item: str, rounds: int, burst: int, processor: bool) 
         provider.add_span_processor(export)
     if otel_alloc.installed_mode() is None:
         otel_alloc.install("counts", native=False)
-    lib = probe  # the cffi lib: its functions are looked up on it
-    lib.oa_probe_save(SLOT_OF["tracker"])  # type: ignore[attr-defined]
-    lib.oa_probe_restore(SLOT_OF["none"])  # type: ignore[attr-defined]
+    lib.oa_probe_save(SLOT_OF["tracker"])
+    lib.oa_probe_restore(SLOT_OF["none"])
     op, clock = ITEMS[item].build(), time.perf_counter_ns
     span = provider.get_tracer("bench").start_as_current_span
 
@@ -95,9 +95,9 @@ def measure(probe: object, item: str, rounds: int, burst: int, processor: bool) 
         rehooks = otel_alloc.counters().rehooks
         times = {}
         for variant in alternated(variants, number):
-            lib.oa_probe_restore(SLOT_OF[variant])  # type: ignore[attr-defined]
+            lib.oa_probe_restore(SLOT_OF[variant])
             times[variant] = timed()
-            lib.oa_probe_restore(SLOT_OF["none"])  # type: ignore[attr-defined]
+            lib.oa_probe_restore(SLOT_OF["none"])
         if otel_alloc.counters().rehooks == rehooks:
             for variant, elapsed in times.items():
                 ns[variant].append(elapsed)
@@ -108,9 +108,9 @@ def measure(probe: object, item: str, rounds: int, burst: int, processor: bool) 
         # CPython's allocators alone.
         dropped += 1
         otel_alloc.tracker.ensure_hooked()
-        lib.oa_probe_save(SLOT_OF["tracker"])  # type: ignore[attr-defined]
-        lib.oa_probe_restore(SLOT_OF["none"])  # type: ignore[attr-defined]
-    lib.oa_probe_restore(SLOT_OF["tracker"])  # type: ignore[attr-defined]
+        lib.oa_probe_save(SLOT_OF["tracker"])
+        lib.oa_probe_restore(SLOT_OF["none"])
+    lib.oa_probe_restore(SLOT_OF["tracker"])
     provider.shutdown()
     print(f"{item}, {rounds} rounds of {burst}-span bursts, "
           f"{'with' if processor else 'without'} AllocationSpanProcessor; none: "

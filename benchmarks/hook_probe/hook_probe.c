@@ -43,9 +43,9 @@ int oa_probe_restore(int slot)
     return 0;
 }
 
-static void *guarded(const PyMemAllocatorEx *a, void *p, size_t size)
+/* The end of a guarded call: count p's bytes, drop the guard, return p. */
+static void *guarded(void *p, size_t size)
 {
-    (void)a;
     if (p != NULL)
         t_bytes += size;
     t_guard = 0;
@@ -60,7 +60,7 @@ static void *guarded(const PyMemAllocatorEx *a, void *p, size_t size)
         if (t_guard)                                                                              \
             return a->malloc(a->ctx, size);                                                       \
         t_guard = 1;                                                                              \
-        return guarded(a, a->malloc(a->ctx, size), size);                                         \
+        return guarded(a->malloc(a->ctx, size), size);                                         \
     }                                                                                             \
     static void *name##_calloc(void *ctx, size_t n, size_t size)                                  \
     {                                                                                             \
@@ -69,7 +69,7 @@ static void *guarded(const PyMemAllocatorEx *a, void *p, size_t size)
         if (t_guard)                                                                              \
             return a->calloc(a->ctx, n, size);                                                    \
         t_guard = 1;                                                                              \
-        return guarded(a, a->calloc(a->ctx, n, size), n * size);                                  \
+        return guarded(a->calloc(a->ctx, n, size), n * size);                                  \
     }                                                                                             \
     static void *name##_realloc(void *ctx, void *ptr, size_t size)                                \
     {                                                                                             \
